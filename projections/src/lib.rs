@@ -1,0 +1,1 @@
+//! Projections of the opledger log (Monitoring, audit trail, notifications).

@@ -1,0 +1,18 @@
+//! opledger — an event-sourced, hash-chained ledger for queued operation runs.
+//!
+//! The core crate owns the durable log ([`log`]), the event envelope and its
+//! canonical encoding ([`envelope`]), integrity checks ([`verify`]) and the
+//! named limits every layer respects ([`limits`]).
+
+pub mod envelope;
+pub mod error;
+pub mod limits;
+pub mod log;
+pub mod verify;
+
+pub use envelope::{Envelope, Hash, NewEvent, StreamId};
+pub use error::Error;
+pub use log::{
+    Appended, Conflict, Durability, Expectations, ExpectedVersion, Head, Log, LogOptions, LogStats, PendingAppend,
+    StreamExpectation, Subscription,
+};

@@ -1,0 +1,253 @@
+//! The sled store under the log. The only file of the workspace's libraries
+//! that imports sled.
+//!
+//! Everything lives in one sled tree so that one `apply_batch` makes a whole
+//! group commit atomic, indexes included. Keys:
+//! - `e` + position (u64 BE) → the event record ([`Envelope::encode`])
+//! - `s` + stream id + `0x00` + stream version (u64 BE) → position
+//! - `i` + event id (16 bytes) → position
+//! - `h` → head position (u64 BE) + head hash (32 bytes)
+//!
+//! Stream ids are printable ASCII, so `0x00` cannot occur inside one and the
+//! prefix scan of a stream never runs into a longer stream id.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::envelope::{Envelope, Hash, StreamId};
+use crate::error::Error;
+use crate::log::{Durability, Head};
+
+const EVENT: u8 = b'e';
+const STREAM: u8 = b's';
+const EVENT_ID: u8 = b'i';
+const HEAD: &[u8] = b"h";
+
+fn event_key(position: u64) -> [u8; 9] {
+    let mut key = [EVENT; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+fn stream_prefix(stream: &StreamId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.as_str().len() + 10);
+    key.push(STREAM);
+    key.extend_from_slice(stream.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn stream_key(stream: &StreamId, version: u64) -> Vec<u8> {
+    let mut key = stream_prefix(stream);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn id_key(id: &uuid::Uuid) -> [u8; 17] {
+    let mut key = [EVENT_ID; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn storage(error: sled::Error) -> Error {
+    Error::Storage(error.to_string())
+}
+
+/// The writes of one group commit, applied as one sled batch.
+#[derive(Default)]
+pub(crate) struct StagedBatch {
+    batch: sled::Batch,
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
+impl StagedBatch {
+    pub(crate) fn put_event(&mut self, envelope: &Envelope, record: Vec<u8>) {
+        let position = envelope.position.to_be_bytes();
+        self.bytes += record.len();
+        self.events += 1;
+        self.batch.insert(&event_key(envelope.position), record);
+        self.batch.insert(stream_key(&envelope.stream, envelope.stream_version), &position);
+        self.batch.insert(&id_key(&envelope.id), &position);
+    }
+
+    fn set_head(&mut self, head: Head) {
+        let mut value = head.position.to_be_bytes().to_vec();
+        value.extend_from_slice(&head.hash.0);
+        self.batch.insert(HEAD, value);
+    }
+}
+
+pub(crate) struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub(crate) fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Store, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| open_error(dir, e))?;
+        Ok(Store { db })
+    }
+
+    pub(crate) fn record(&self, position: u64) -> Result<Option<sled::IVec>, Error> {
+        self.db.get(event_key(position)).map_err(storage)
+    }
+
+    pub(crate) fn event(&self, position: u64) -> Result<Option<Envelope>, Error> {
+        self.record(position)?.map(|record| Envelope::decode(position, &record)).transpose()
+    }
+
+    /// Decoded events from `from` on, in position order, with the position
+    /// each was stored under.
+    pub(crate) fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Envelope, Error>> + '_ {
+        self.db.range(event_key(from)..event_key(u64::MAX)).map(|item| {
+            let (key, record) = item.map_err(storage)?;
+            let position = be_u64(&key[1..]).ok_or_else(|| Error::corrupt(0, "malformed event key"))?;
+            Envelope::decode(position, &record)
+        })
+    }
+
+    pub(crate) fn last_position(&self) -> Result<Option<u64>, Error> {
+        let last = self.db.scan_prefix([EVENT]).keys().next_back().transpose().map_err(storage)?;
+        Ok(last.and_then(|key| be_u64(&key[1..])))
+    }
+
+    pub(crate) fn head_record(&self) -> Result<Option<Head>, Error> {
+        let Some(value) = self.db.get(HEAD).map_err(storage)? else { return Ok(None) };
+        let corrupt = || Error::corrupt(0, "the stored head record is malformed");
+        let position = value.get(..8).and_then(be_u64).ok_or_else(corrupt)?;
+        let hash: [u8; 32] = value.get(8..).and_then(|h| h.try_into().ok()).ok_or_else(corrupt)?;
+        Ok(Some(Head { position, hash: Hash(hash) }))
+    }
+
+    /// The version of the last event of `stream`; 0 when it has none.
+    pub(crate) fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        let prefix = stream_prefix(stream);
+        let last = self.db.scan_prefix(&prefix).keys().next_back().transpose().map_err(storage)?;
+        Ok(last.and_then(|key| be_u64(&key[prefix.len()..])).unwrap_or(0))
+    }
+
+    /// (version, position) of the events of `stream` from `from_version` on.
+    pub(crate) fn stream_positions(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64)>, Error> {
+        let prefix = stream_prefix(stream);
+        let start = stream_key(stream, from_version);
+        let end = stream_key(stream, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.db.range(start..=end).take(limit) {
+            let (key, value) = item.map_err(storage)?;
+            let version = be_u64(&key[prefix.len()..]);
+            let position = be_u64(&value);
+            match (version, position) {
+                (Some(version), Some(position)) => out.push((version, position)),
+                _ => return Err(Error::corrupt(0, format!("malformed index entry of stream {stream}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn position_of_id(&self, id: &uuid::Uuid) -> Result<Option<u64>, Error> {
+        let value = self.db.get(id_key(id)).map_err(storage)?;
+        Ok(value.and_then(|v| be_u64(&v)))
+    }
+
+    /// Whether both index entries of `envelope` point back at it.
+    pub(crate) fn indexes_point_at(&self, envelope: &Envelope) -> Result<bool, Error> {
+        let position = Some(envelope.position);
+        let by_stream = self.db.get(stream_key(&envelope.stream, envelope.stream_version)).map_err(storage)?;
+        let by_id = self.position_of_id(&envelope.id)?;
+        Ok(by_stream.and_then(|v| be_u64(&v)) == position && by_id == position)
+    }
+
+    /// How many index entries the store holds (each event has one of each kind).
+    pub(crate) fn index_entry_counts(&self) -> (usize, usize) {
+        (self.db.scan_prefix([STREAM]).count(), self.db.scan_prefix([EVENT_ID]).count())
+    }
+
+    /// Applies the batch and the new head atomically, then flushes: sled's
+    /// flush ends in `sync_file_range`, which survives a process crash.
+    pub(crate) fn commit(&self, mut staged: StagedBatch, head: Head) -> Result<(), Error> {
+        staged.set_head(head);
+        self.db.apply_batch(staged.batch).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn open_error(dir: &Path, error: sled::Error) -> Error {
+    if let sled::Error::Io(io) = &error {
+        let text = io.to_string();
+        if io.kind() == std::io::ErrorKind::WouldBlock || text.contains("lock") {
+            return Error::Locked { path: dir.to_path_buf() };
+        }
+    }
+    storage(error)
+}
+
+/// `fdatasync` of the store's files after sled's own flush (which ends in
+/// `sync_file_range` and so does not survive a power loss).
+pub(crate) struct FileSync {
+    db_file: File,
+    db_path: PathBuf,
+    blobs_dir: PathBuf,
+    synced_blobs: HashSet<OsString>,
+}
+
+impl FileSync {
+    /// `None` in [`Durability::Flush`] mode.
+    pub(crate) fn for_mode(dir: &Path, durability: Durability) -> Result<Option<FileSync>, Error> {
+        match durability {
+            Durability::Fsync => FileSync::new(dir).map(Some),
+            Durability::Flush => Ok(None),
+        }
+    }
+
+    fn new(dir: &Path) -> Result<FileSync, Error> {
+        let db_path = dir.join("db");
+        let db_file = File::open(&db_path).map_err(|e| Error::io(&db_path, e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        Ok(FileSync { db_file, db_path, blobs_dir: dir.join("blobs"), synced_blobs: HashSet::new() })
+    }
+
+    pub(crate) fn sync(&mut self) -> Result<(), Error> {
+        self.db_file.sync_data().map_err(|e| Error::io(&self.db_path, e))?;
+        self.sync_new_blobs()
+    }
+
+    /// sled spills nodes larger than its blob threshold into `blobs/`; the
+    /// event size limit keeps that rare, but a blob that holds log state must
+    /// be durable too. Blob files are written once, so each is synced once.
+    fn sync_new_blobs(&mut self) -> Result<(), Error> {
+        let Ok(entries) = std::fs::read_dir(&self.blobs_dir) else { return Ok(()) };
+        let mut any_new = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if self.synced_blobs.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+            self.synced_blobs.insert(name);
+            any_new = true;
+        }
+        if any_new {
+            File::open(&self.blobs_dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.blobs_dir, e))?;
+        }
+        Ok(())
+    }
+}
