@@ -4,6 +4,7 @@
 //! canonical encoding ([`envelope`]), integrity checks ([`verify`]) and the
 //! named limits every layer respects ([`limits`]).
 
+pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod limits;

@@ -1,0 +1,1 @@
+//! Reason codes and the operator next-step registry (SPEC 8).

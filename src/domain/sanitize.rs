@@ -1,0 +1,1 @@
+//! Sanitization at the append boundary (SPEC 7).
