@@ -322,7 +322,7 @@ impl Envelope {
     }
 }
 
-fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
@@ -493,7 +493,8 @@ mod tests {
             prop_assert_eq!(&decoded.encode(), &record);
             prop_assert_eq!(decoded.hash, Hash::of(&record[..record.len() - 32]));
             let reparsed: serde_json::Value = decoded.payload_as().unwrap();
-            prop_assert_eq!(canonical_json(&reparsed).unwrap().get(), decoded.payload.get());
+            let recanonical = canonical_json(&reparsed).unwrap();
+            prop_assert_eq!(recanonical.get(), decoded.payload.get());
         }
     }
 }

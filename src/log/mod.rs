@@ -492,3 +492,6 @@ fn check_witness(store: &Store, head: Head, witnessed: Option<Head>) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::envelope::{Envelope, NewEvent, StreamId};
+use crate::envelope::{truncate_to_micros, Envelope, NewEvent, StreamId};
 use crate::error::Error;
 use crate::limits::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_EVENTS_MAX};
 use crate::log::store::{FileSync, StagedBatch, Store};
@@ -134,7 +134,7 @@ impl Writer {
         let mut local_versions: HashMap<&StreamId, u64> = HashMap::new();
         let mut sealed = Vec::with_capacity(request.events.len());
         let mut head = group.head;
-        let recorded_at = (self.clock)().max(group.last_recorded_at);
+        let recorded_at = truncate_to_micros((self.clock)()).max(group.last_recorded_at);
         for event in &request.events {
             let version = match local_versions.get(&event.stream) {
                 Some(version) => *version,
