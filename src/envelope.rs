@@ -87,6 +87,13 @@ impl StreamId {
         Ok(StreamId(id))
     }
 
+    /// A stream id the crate builds itself from printable parts (a fixed
+    /// prefix and a UUID), which cannot fail the checks of [`StreamId::new`].
+    pub(crate) fn trusted(id: String) -> StreamId {
+        assert!(check_name("stream id", &id, STREAM_ID_BYTES_MAX).is_ok(), "crate-built stream ids are valid: {id}");
+        StreamId(id)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -322,7 +329,8 @@ impl Envelope {
     }
 }
 
-pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+/// Recording times are kept to the microsecond, as the encoding stores them.
+pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 

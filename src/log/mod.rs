@@ -270,17 +270,33 @@ impl Log {
         guard.clone().ok_or(Error::Closed)
     }
 
-    fn request(events: Vec<NewEvent>, expectations: Expectations) -> Result<(Request, PendingAppend), Error> {
+    fn request(
+        events: Vec<NewEvent>,
+        expectations: Expectations,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<(Request, PendingAppend), Error> {
         check_append(&events)?;
         let (reply, answer) = oneshot::channel();
-        Ok((Request { events, expectations, reply }, PendingAppend { reply: answer }))
+        Ok((Request { events, expectations, recorded_at, reply }, PendingAppend { reply: answer }))
     }
 
     /// Hands an append to the writer, waiting while the queue is full, and
     /// returns the handle to await its answer. Appends submitted in order
     /// are applied in that order.
     pub async fn submit(&self, events: Vec<NewEvent>, expectations: Expectations) -> Result<PendingAppend, Error> {
-        let (request, pending) = Self::request(events, expectations)?;
+        self.submit_at(events, expectations, None).await
+    }
+
+    /// [`Log::submit`] with the recording time chosen by the caller (a
+    /// sequencer that already applied the events at that time). The log
+    /// still never records a time earlier than the event before.
+    pub async fn submit_at(
+        &self,
+        events: Vec<NewEvent>,
+        expectations: Expectations,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<PendingAppend, Error> {
+        let (request, pending) = Self::request(events, expectations, recorded_at)?;
         self.sender()?.send(request).await.map_err(|_| Error::Closed)?;
         Ok(pending)
     }
@@ -296,7 +312,7 @@ impl Log {
 
     /// [`Log::submit`] for threads outside an async runtime.
     pub fn submit_blocking(&self, events: Vec<NewEvent>, expectations: Expectations) -> Result<PendingAppend, Error> {
-        let (request, pending) = Self::request(events, expectations)?;
+        let (request, pending) = Self::request(events, expectations, None)?;
         self.sender()?.blocking_send(request).map_err(|_| Error::Closed)?;
         Ok(pending)
     }

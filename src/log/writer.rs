@@ -25,6 +25,8 @@ pub(crate) type Reply = oneshot::Sender<Result<Result<Appended, Conflict>, Error
 pub(crate) struct Request {
     pub(crate) events: Vec<NewEvent>,
     pub(crate) expectations: Expectations,
+    /// The recording time the caller wants; never earlier than the last one.
+    pub(crate) recorded_at: Option<DateTime<Utc>>,
     pub(crate) reply: Reply,
 }
 
@@ -134,7 +136,8 @@ impl Writer {
         let mut local_versions: HashMap<&StreamId, u64> = HashMap::new();
         let mut sealed = Vec::with_capacity(request.events.len());
         let mut head = group.head;
-        let recorded_at = truncate_to_micros((self.clock)()).max(group.last_recorded_at);
+        let wanted = request.recorded_at.unwrap_or_else(|| (self.clock)());
+        let recorded_at = truncate_to_micros(wanted).max(group.last_recorded_at);
         for event in &request.events {
             let version = match local_versions.get(&event.stream) {
                 Some(version) => *version,

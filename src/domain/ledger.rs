@@ -1,0 +1,281 @@
+//! The ledger facade: the Rust API workers and the server use in-process.
+//!
+//! Adds what the pure parts leave out: the clock, fresh ids, and the log.
+//! Each command takes the sequencer lock, decides and applies in memory,
+//! hands the events to the log as one append that must follow the predicted
+//! head, releases the lock and only then waits for the group commit. The
+//! caller is answered once the append is durable. If an append fails after
+//! the state took its events, memory and log disagree: the ledger stops
+//! taking commands until it is reopened (fail-stop, never a silent divergence).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::domain::authority::AuthorityChange;
+use crate::domain::events::{run_stream, DomainEvent};
+use crate::domain::legitimacy::Decision;
+use crate::domain::lifecycle::{Completion, TransitionRefused};
+use crate::domain::model::{Principal, RunStatus};
+use crate::domain::run::{Run, RunEvent};
+use crate::domain::sequencer::{CommandRefused, Produced, Sequencer, StartAnswer};
+use crate::domain::start_gate::StartRequest;
+use crate::domain::state::DomainState;
+use crate::envelope::Envelope;
+use crate::error::Error;
+use crate::limits::READ_PAGE_EVENTS_MAX;
+use crate::log::{Clock, Expectations, Log, LogOptions};
+
+/// Why a command was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Bad input or a transition the run's state does not allow; nothing appended.
+    #[error(transparent)]
+    Refused(#[from] CommandRefused),
+    #[error("unknown run {0}")]
+    UnknownRun(Uuid),
+    #[error(transparent)]
+    Log(#[from] Error),
+    /// An append failed after its events were decided; reopen the ledger.
+    #[error("the ledger stopped after a failed append and must be reopened: {0}")]
+    Stopped(String),
+    /// The log holds an event the domain cannot apply.
+    #[error("the log holds an event the domain cannot apply at position {position}: {detail}")]
+    Inconsistent { position: u64, detail: String },
+}
+
+/// The answer of a batch start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStartAnswer {
+    pub first: StartAnswer,
+    /// Operation types retained as follow-ups of the accepted first run.
+    pub follow_ups: Vec<String>,
+}
+
+struct Cell {
+    sequencer: Sequencer,
+    stopped: Option<String>,
+}
+
+pub struct Ledger {
+    log: Arc<Log>,
+    cell: Mutex<Cell>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("log", &self.log).finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Opens the log in `dir` and folds it into the domain state.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Ledger, LedgerError> {
+        let clock = Arc::clone(&options.clock);
+        let log = Arc::new(Log::open(dir, options)?);
+        Ledger::over(log, clock)
+    }
+
+    /// A ledger over an open log (which nothing else may append to).
+    pub fn over(log: Arc<Log>, clock: Clock) -> Result<Ledger, LedgerError> {
+        let state = fold(&log)?;
+        Ok(Ledger { log, cell: Mutex::new(Cell { sequencer: Sequencer::new(state), stopped: None }), clock })
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Decides under the lock, appends, and answers once durable.
+    async fn execute<T>(
+        &self,
+        decide: impl FnOnce(&mut Sequencer, DateTime<Utc>) -> Result<(T, Produced), CommandRefused>,
+    ) -> Result<T, LedgerError> {
+        let (value, pending) = {
+            let mut cell = self.cell.lock().await;
+            if let Some(why) = &cell.stopped {
+                return Err(LedgerError::Stopped(why.clone()));
+            }
+            let head = cell.sequencer.state().position;
+            let (value, produced) = decide(&mut cell.sequencer, (self.clock)())?;
+            if produced.events.is_empty() {
+                return Ok(value);
+            }
+            assert_eq!(produced.first_position, head + 1, "a command's events follow the head it was decided on");
+            let at = cell.sequencer.state().last_at;
+            match self.submit(&produced, head, at).await {
+                Ok(pending) => (value, pending),
+                Err(error) => {
+                    cell.stopped = Some(error.to_string());
+                    return Err(error.into());
+                }
+            }
+        };
+        let failure = match pending.wait().await {
+            Ok(Ok(_)) => return Ok(value),
+            Ok(Err(conflict)) => format!("the log refused a decided append: {conflict:?}"),
+            Err(error) => error.to_string(),
+        };
+        self.cell.lock().await.stopped = Some(failure.clone());
+        Err(LedgerError::Stopped(failure))
+    }
+
+    async fn submit(
+        &self,
+        produced: &Produced,
+        head: u64,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<crate::log::PendingAppend, Error> {
+        let events =
+            produced.events.iter().map(|event| event.to_new_event(Uuid::now_v7())).collect::<Result<Vec<_>, _>>()?;
+        let expectations = Expectations { streams: Vec::new(), head: Some(head) };
+        self.log.submit_at(events, expectations, at).await
+    }
+
+    /// Records authority changes atomically: all of them or, on any bad
+    /// change, none. Returns the first and last positions.
+    pub async fn record_authority(
+        &self,
+        changed_by: Principal,
+        changes: Vec<AuthorityChange>,
+    ) -> Result<(u64, u64), LedgerError> {
+        self.execute(|sequencer, now| {
+            let produced = sequencer.record_authority(&changed_by, &changes, now)?;
+            let last = produced.first_position + produced.events.len() as u64 - 1;
+            Ok(((produced.first_position, last), produced))
+        })
+        .await
+    }
+
+    pub async fn start(&self, request: StartRequest) -> Result<StartAnswer, LedgerError> {
+        self.execute(|sequencer, now| Ok(sequencer.start(&request, &mut Uuid::now_v7, now)?)).await
+    }
+
+    pub async fn start_batch(
+        &self,
+        operation_types: Vec<String>,
+        request: StartRequest,
+    ) -> Result<BatchStartAnswer, LedgerError> {
+        self.execute(|sequencer, now| {
+            let (first, follow_ups, produced) =
+                sequencer.start_batch(&operation_types, &request, &mut Uuid::now_v7, now)?;
+            Ok((BatchStartAnswer { first, follow_ups }, produced))
+        })
+        .await
+    }
+
+    /// The legitimacy gate decides the run's current attempt now.
+    pub async fn begin(&self, run_id: Uuid) -> Result<(Decision, Run), LedgerError> {
+        let result = self
+            .execute(|sequencer, now| {
+                let (decision, run, produced) = sequencer.begin(run_id, &mut Uuid::now_v7, now)?;
+                Ok(((decision, run), produced))
+            })
+            .await;
+        self.resolve_not_live(result, "begin").await
+    }
+
+    pub async fn progress(&self, run_id: Uuid, summary_counts: serde_json::Value) -> Result<Run, LedgerError> {
+        let result = self.execute(|sequencer, now| Ok(sequencer.progress(run_id, &summary_counts, now)?)).await;
+        self.resolve_not_live(result, "report progress").await
+    }
+
+    pub async fn complete(&self, run_id: Uuid, completion: Completion) -> Result<Run, LedgerError> {
+        let result =
+            self.execute(|sequencer, now| Ok(sequencer.complete(run_id, &completion, &mut Uuid::now_v7, now)?)).await;
+        self.resolve_not_live(result, "complete").await
+    }
+
+    /// A run the sequencer does not hold live is either ended (a transition
+    /// it does not allow) or unknown.
+    async fn resolve_not_live<T>(
+        &self,
+        result: Result<T, LedgerError>,
+        action: &'static str,
+    ) -> Result<T, LedgerError> {
+        match result {
+            Err(LedgerError::Refused(CommandRefused::NotLive(run_id))) => match self.run(run_id)? {
+                Some(run) => {
+                    Err(CommandRefused::Transition(TransitionRefused { run_id, status: run.status, action }).into())
+                }
+                None => Err(LedgerError::UnknownRun(run_id)),
+            },
+            other => other,
+        }
+    }
+
+    /// The events of a run's stream, in order.
+    pub fn run_events(&self, run_id: Uuid) -> Result<Vec<Envelope>, LedgerError> {
+        let stream = run_stream(run_id);
+        let mut events: Vec<Envelope> = Vec::new();
+        loop {
+            let from = events.len() as u64 + 1;
+            let page = self.log.read_stream(&stream, from, READ_PAGE_EVENTS_MAX)?;
+            let done = page.len() < READ_PAGE_EVENTS_MAX;
+            events.extend(page);
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// A run as its stream in the log makes it (acknowledged events only).
+    pub fn run(&self, run_id: Uuid) -> Result<Option<Run>, LedgerError> {
+        fold_run(&self.run_events(run_id)?)
+    }
+
+    /// A copy of the domain state as the sequencer holds it now.
+    pub async fn state(&self) -> DomainState {
+        self.cell.lock().await.sequencer.state().clone()
+    }
+
+    /// Whether a run is live (queued or running) in the sequencer.
+    pub async fn run_status(&self, run_id: Uuid) -> Option<RunStatus> {
+        self.cell.lock().await.sequencer.state().run(&run_id).map(|run| run.status)
+    }
+}
+
+/// Folds a run's events; `None` for an empty stream.
+pub fn fold_run(events: &[Envelope]) -> Result<Option<Run>, LedgerError> {
+    let mut run: Option<Run> = None;
+    for envelope in events {
+        let inconsistent = |detail: String| LedgerError::Inconsistent { position: envelope.position, detail };
+        let event: RunEvent = match DomainEvent::from_envelope(envelope).map_err(inconsistent)? {
+            DomainEvent::Run { event, .. } => event,
+            DomainEvent::Authority(_) => return Err(inconsistent("authority event in a run stream".into())),
+        };
+        match &mut run {
+            None => run = Some(Run::create(&event, envelope.recorded_at).map_err(inconsistent)?),
+            Some(run) => run.apply(&event, envelope.recorded_at).map_err(inconsistent)?,
+        }
+    }
+    Ok(run)
+}
+
+/// Folds the whole log into the domain state.
+fn fold(log: &Log) -> Result<DomainState, LedgerError> {
+    let mut state = DomainState::default();
+    let head = log.head().position;
+    let mut from = 1;
+    while from <= head {
+        let page = log.read(from, READ_PAGE_EVENTS_MAX)?;
+        for envelope in &page {
+            let inconsistent = |detail: String| LedgerError::Inconsistent { position: envelope.position, detail };
+            let event = DomainEvent::from_envelope(envelope).map_err(inconsistent)?;
+            state.apply(envelope.position, envelope.recorded_at, &event).map_err(inconsistent)?;
+        }
+        from += page.len() as u64;
+        if page.is_empty() {
+            break;
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;
