@@ -329,6 +329,13 @@ fn bad_start_requests_are_errors_that_produce_nothing() {
             "restore.execute is not provider-backed and takes no provider connection",
         ),
         (StartRequest { dedupe_key: Some(s("")), ..request("inventory_sync") }, "dedupe_key must be 1 to 128 bytes"),
+        (
+            StartRequest {
+                context: serde_json::json!({ "a": "x".repeat(2000), "c": vec!["x".repeat(2000); 10] }),
+                ..request("inventory_sync")
+            },
+            "the limit is 16384",
+        ),
     ];
     for (bad, message) in cases {
         let error = sequencer.start(&bad, &mut ids, now()).unwrap_err();

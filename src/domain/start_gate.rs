@@ -27,6 +27,10 @@ pub struct StartRequest {
     pub dedupe_key: Option<String>,
 }
 
+/// Largest context kept on a run, in bytes of JSON after sanitization. It
+/// keeps every run event well under the log's event size limit.
+pub const CONTEXT_BYTES_MAX: usize = 16 * 1024;
+
 fn empty_context() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
@@ -144,6 +148,12 @@ fn resolve(
         }
         (None, false) => None,
     };
+    let context = sanitize_json(&request.context);
+    let context_bytes = serde_json::to_string(&context).map_or(usize::MAX, |text| text.len());
+    if context_bytes > CONTEXT_BYTES_MAX {
+        let why = format!("context is {context_bytes} bytes after sanitization, the limit is {CONTEXT_BYTES_MAX}");
+        return Err(invalid(why));
+    }
     Ok(RunSpec {
         run_id,
         operation_type: request.operation_type.clone(),
@@ -157,7 +167,7 @@ fn resolve(
         provider_connection_id: connection,
         max_attempts: spec.max_attempts,
         dedupe_key: request.dedupe_key.clone(),
-        context: sanitize_json(&request.context),
+        context,
         admitted_from,
     })
 }
