@@ -26,6 +26,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const AUTHORITY_STREAM: &str = "authority";
 const RUN_STREAM_PREFIX: &str = "run-";
 
+// Run events are by far the most common; boxing them would allocate on the
+// hot path to save stack space on the rare authority event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
     Authority(AuthorityChanged),

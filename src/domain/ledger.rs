@@ -152,7 +152,7 @@ impl Ledger {
     }
 
     pub async fn start(&self, request: StartRequest) -> Result<StartAnswer, LedgerError> {
-        self.execute(|sequencer, now| Ok(sequencer.start(&request, &mut Uuid::now_v7, now)?)).await
+        self.execute(|sequencer, now| sequencer.start(&request, &mut Uuid::now_v7, now)).await
     }
 
     pub async fn start_batch(
@@ -180,13 +180,13 @@ impl Ledger {
     }
 
     pub async fn progress(&self, run_id: Uuid, summary_counts: serde_json::Value) -> Result<Run, LedgerError> {
-        let result = self.execute(|sequencer, now| Ok(sequencer.progress(run_id, &summary_counts, now)?)).await;
+        let result = self.execute(|sequencer, now| sequencer.progress(run_id, &summary_counts, now)).await;
         self.resolve_not_live(result, "report progress").await
     }
 
     pub async fn complete(&self, run_id: Uuid, completion: Completion) -> Result<Run, LedgerError> {
         let result =
-            self.execute(|sequencer, now| Ok(sequencer.complete(run_id, &completion, &mut Uuid::now_v7, now)?)).await;
+            self.execute(|sequencer, now| sequencer.complete(run_id, &completion, &mut Uuid::now_v7, now)).await;
         self.resolve_not_live(result, "complete").await
     }
 

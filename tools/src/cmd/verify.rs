@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use indicatif::{ProgressBar, ProgressStyle};
+use opledger::domain::replay::DecisionReplay;
 use opledger::verify::verify;
-use opledger::{Envelope, Head};
+use opledger::Head;
 
 use super::DataDir;
 
@@ -36,8 +37,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let bar = progress_bar(log.head().position);
-    let mut no_observer = |_: &Envelope| Ok(());
-    let report = verify(&log, expected, &mut no_observer, &mut |done| bar.set_position(done))?;
+    let mut replay = DecisionReplay::new();
+    let report = verify(&log, expected, &mut replay, &mut |done| bar.set_position(done))?;
     bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -47,7 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             "{}",
             serde_json::json!({"ok": report.is_ok(), "events_checked": report.events_checked,
-                "streams": report.streams, "head": report.head.digest(), "first_failure": failure})
+                "streams": report.streams, "decisions_checked": replay.decisions_checked,
+                "start_decisions_checked": replay.start_decisions_checked,
+                "head": report.head.digest(), "first_failure": failure})
         )?;
     } else {
         writeln!(
