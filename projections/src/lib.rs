@@ -1,1 +1,10 @@
-//! Projections of the opledger log (Monitoring, audit trail, notifications).
+//! Projections of the opledger log: Monitoring (run list and detail), the
+//! audit trail and initiator notifications. Every projection is a fold of
+//! the log kept in its own view with a checkpoint, and disposable: delete
+//! and rebuild gives identical state.
+
+pub mod error;
+pub mod projector;
+
+pub use error::ProjectionError;
+pub use projector::{Projection, Projector};

@@ -5,6 +5,8 @@
 //!   next to run events, one stream gives auditors the whole authority
 //!   history in order with one read, and rebuilding the authority state as
 //!   of any position is one bounded scan of it.
+//! - `notifications`: initiators marking their notifications read. The
+//!   notifications themselves are a projection of terminal run events.
 //! - `run-{uuid}`: everything that happens to one run, from the start gate
 //!   to its terminal event, including starts deduplicated onto it and starts
 //!   refused while it held its scope. A run's state is the fold of its stream.
@@ -12,7 +14,7 @@
 //! The payload is the serialized event including its `type`, which must
 //! equal the envelope's event type: a mismatch is treated as corruption.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::authority::AuthorityChanged;
@@ -24,6 +26,7 @@ use crate::error::Error;
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub const AUTHORITY_STREAM: &str = "authority";
+pub const NOTIFICATIONS_STREAM: &str = "notifications";
 const RUN_STREAM_PREFIX: &str = "run-";
 
 // Run events are by far the most common; boxing them would allocate on the
@@ -33,6 +36,15 @@ const RUN_STREAM_PREFIX: &str = "run-";
 pub enum DomainEvent {
     Authority(AuthorityChanged),
     Run { run_id: Uuid, event: RunEvent },
+    NotificationRead(NotificationRead),
+}
+
+/// An initiator read the terminal notification of one of their runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "notification_read", deny_unknown_fields)]
+pub struct NotificationRead {
+    pub actor_id: String,
+    pub run_id: Uuid,
 }
 
 pub fn authority_stream() -> StreamId {
@@ -57,6 +69,7 @@ impl DomainEvent {
         match self {
             DomainEvent::Authority(changed) => changed.change.event_type(),
             DomainEvent::Run { event, .. } => event.event_type(),
+            DomainEvent::NotificationRead(_) => "notification_read",
         }
     }
 
@@ -64,6 +77,7 @@ impl DomainEvent {
         match self {
             DomainEvent::Authority(_) => authority_stream(),
             DomainEvent::Run { run_id, .. } => run_stream(*run_id),
+            DomainEvent::NotificationRead(_) => stream(NOTIFICATIONS_STREAM.to_owned()),
         }
     }
 
@@ -75,6 +89,7 @@ impl DomainEvent {
         match self {
             DomainEvent::Authority(changed) => sealed(event_id, self.stream(), self.event_type(), changed),
             DomainEvent::Run { event, .. } => sealed(event_id, self.stream(), self.event_type(), event),
+            DomainEvent::NotificationRead(read) => sealed(event_id, self.stream(), self.event_type(), read),
         }
     }
 
@@ -85,6 +100,8 @@ impl DomainEvent {
         }
         let event = if envelope.stream.as_str() == AUTHORITY_STREAM {
             DomainEvent::Authority(envelope.payload_as().map_err(|e| decode_error(envelope, &e))?)
+        } else if envelope.stream.as_str() == NOTIFICATIONS_STREAM {
+            DomainEvent::NotificationRead(envelope.payload_as().map_err(|e| decode_error(envelope, &e))?)
         } else if let Some(run_id) = run_id_of(&envelope.stream) {
             DomainEvent::Run { run_id, event: envelope.payload_as().map_err(|e| decode_error(envelope, &e))? }
         } else {

@@ -190,6 +190,22 @@ impl Ledger {
         self.resolve_not_live(result, "complete").await
     }
 
+    /// Marks the terminal notification of `run_id` read by its initiator.
+    /// Refused for a run that is unknown, not ended, or not initiated by
+    /// `actor_id` (there is no such notification).
+    pub async fn mark_notification_read(&self, actor_id: &str, run_id: Uuid) -> Result<u64, LedgerError> {
+        let run = self.run(run_id)?.ok_or(LedgerError::UnknownRun(run_id))?;
+        if !run.is_terminal() || run.initiator.actor_id() != Some(actor_id) {
+            let why = format!("actor {actor_id} has no notification for run {run_id}");
+            return Err(CommandRefused::Invalid(why).into());
+        }
+        self.execute(|sequencer, now| {
+            let produced = sequencer.notification_read(actor_id, run_id, now)?;
+            Ok((produced.first_position, produced))
+        })
+        .await
+    }
+
     /// A run the sequencer does not hold live is either ended (a transition
     /// it does not allow) or unknown.
     async fn resolve_not_live<T>(
@@ -246,7 +262,7 @@ pub fn fold_run(events: &[Envelope]) -> Result<Option<Run>, LedgerError> {
         let inconsistent = |detail: String| LedgerError::Inconsistent { position: envelope.position, detail };
         let event: RunEvent = match DomainEvent::from_envelope(envelope).map_err(inconsistent)? {
             DomainEvent::Run { event, .. } => event,
-            DomainEvent::Authority(_) => return Err(inconsistent("authority event in a run stream".into())),
+            _ => return Err(inconsistent("a non-run event in a run stream".into())),
         };
         match &mut run {
             None => run = Some(Run::create(&event, envelope.recorded_at).map_err(inconsistent)?),

@@ -157,6 +157,21 @@ impl Sequencer {
         Ok(produced)
     }
 
+    /// Records that `actor_id` read the notification of `run_id`. The
+    /// caller checks that the notification exists (it is a projection).
+    pub fn notification_read(
+        &mut self,
+        actor_id: &str,
+        run_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Produced, CommandRefused> {
+        crate::domain::model::check_id("actor id", actor_id).map_err(CommandRefused::Invalid)?;
+        let (mut produced, at) = self.begin_command(now);
+        let event = crate::domain::events::NotificationRead { actor_id: actor_id.to_owned(), run_id };
+        self.push(&mut produced, at, DomainEvent::NotificationRead(event));
+        Ok(produced)
+    }
+
     /// A start through the start gate.
     pub fn start(
         &mut self,

@@ -86,6 +86,8 @@ impl DomainState {
                 None
             }
             DomainEvent::Run { run_id, event } => self.apply_run(*run_id, at, event)?,
+            // Read marks concern the notifications projection only.
+            DomainEvent::NotificationRead(_) => None,
         };
         self.position = position;
         self.last_at = Some(at);

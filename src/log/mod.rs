@@ -6,6 +6,7 @@
 
 mod store;
 mod subscription;
+pub mod views;
 mod witness;
 mod writer;
 
@@ -265,6 +266,11 @@ impl Log {
         *self.head.borrow()
     }
 
+    /// A receiver that changes whenever a group commit is acknowledged.
+    pub fn head_watch(&self) -> watch::Receiver<Head> {
+        self.head.clone()
+    }
+
     fn sender(&self) -> Result<mpsc::Sender<Request>, Error> {
         let guard = self.requests.lock().map_err(|_| Error::Closed)?;
         guard.clone().ok_or(Error::Closed)
@@ -428,6 +434,11 @@ impl Log {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The projection trees that live beside this log.
+    pub fn views(&self) -> Result<views::Views, Error> {
+        self.store.views()
     }
 }
 

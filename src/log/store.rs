@@ -100,6 +100,10 @@ impl Store {
         Ok(Store { db })
     }
 
+    pub(crate) fn views(&self) -> Result<crate::log::views::Views, Error> {
+        crate::log::views::Views::new(self.db.clone())
+    }
+
     pub(crate) fn record(&self, position: u64) -> Result<Option<sled::IVec>, Error> {
         self.db.get(event_key(position)).map_err(storage)
     }

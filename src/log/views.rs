@@ -1,0 +1,268 @@
+//! Storage for projections ("views"), beside the log in the same sled
+//! database but in trees of their own.
+//!
+//! A view is one sled tree holding a projection's state and its checkpoint
+//! (the last log position applied). [`View::commit`] writes a batch of state
+//! changes and the new checkpoint in one `apply_batch`, so after any crash
+//! the state is exactly the fold of the log up to the checkpoint.
+//!
+//! Views are disposable: a rebuild fills a fresh generation of the tree and
+//! [`Views::promote`] swaps the pointer, so readers of the old generation
+//! keep working until the new one has caught up.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::error::Error;
+
+const CHECKPOINT_KEY: &[u8] = b"\xff\xffcheckpoint";
+const META_TREE: &str = "views.meta";
+
+fn storage(error: sled::Error) -> Error {
+    Error::Storage(error.to_string())
+}
+
+/// The projection trees of a log's store.
+#[derive(Clone)]
+pub struct Views {
+    db: sled::Db,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Views {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Views").finish_non_exhaustive()
+    }
+}
+
+impl Views {
+    pub(crate) fn new(db: sled::Db) -> Result<Views, Error> {
+        let meta = db.open_tree(META_TREE).map_err(storage)?;
+        Ok(Views { db, meta })
+    }
+
+    fn tree_name(name: &str, generation: u64) -> String {
+        format!("view.{name}.{generation}")
+    }
+
+    /// The generation of `name` readers use now (0 when never built).
+    pub fn generation(&self, name: &str) -> Result<u64, Error> {
+        let value = self.meta.get(name.as_bytes()).map_err(storage)?;
+        Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// The current generation of the view `name`.
+    pub fn current(&self, name: &str) -> Result<View, Error> {
+        self.open(name, self.generation(name)?)
+    }
+
+    /// A fresh, empty generation of `name` for a rebuild.
+    pub fn fresh(&self, name: &str) -> Result<View, Error> {
+        let generation = self.generation(name)? + 1;
+        let tree_name = Self::tree_name(name, generation);
+        self.db.drop_tree(tree_name.as_bytes()).map_err(storage)?;
+        self.open(name, generation)
+    }
+
+    fn open(&self, name: &str, generation: u64) -> Result<View, Error> {
+        let tree = self.db.open_tree(Self::tree_name(name, generation).as_bytes()).map_err(storage)?;
+        Ok(View { tree, generation })
+    }
+
+    /// Makes `view` the current generation and drops the one it replaces.
+    pub fn promote(&self, name: &str, view: &View) -> Result<(), Error> {
+        let previous = self.generation(name)?;
+        self.meta.insert(name.as_bytes(), &view.generation.to_be_bytes()).map_err(storage)?;
+        if previous != view.generation {
+            self.db.drop_tree(Self::tree_name(name, previous).as_bytes()).map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+/// One generation of one projection's tree.
+#[derive(Clone)]
+pub struct View {
+    tree: sled::Tree,
+    generation: u64,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
+impl View {
+    /// The last log position this view has applied (0: none).
+    pub fn checkpoint(&self) -> Result<u64, Error> {
+        let value = self.tree.get(CHECKPOINT_KEY).map_err(storage)?;
+        Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.tree.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` entries with keys in `range`, ascending or descending.
+    pub fn range(
+        &self,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let iter = self.tree.range::<Vec<u8>, _>((start, end));
+        let collect = |item: Result<(sled::IVec, sled::IVec), sled::Error>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
+        };
+        let entries: Result<Vec<_>, Error> = if descending {
+            iter.rev().filter(is_state).take(limit).map(collect).collect()
+        } else {
+            iter.filter(is_state).take(limit).map(collect).collect()
+        };
+        entries
+    }
+
+    /// Every entry whose key starts with `prefix`, ascending, up to `limit`.
+    pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        self.tree
+            .scan_prefix(prefix)
+            .filter(is_state)
+            .take(limit)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage))
+            .collect()
+    }
+
+    /// How many state entries (not the checkpoint) the view holds.
+    pub fn len(&self) -> usize {
+        self.tree.len().saturating_sub(usize::from(self.tree.contains_key(CHECKPOINT_KEY).unwrap_or(false)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every state entry, in key order, for comparing two views.
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        self.range(Bound::Unbounded, Bound::Unbounded, false, usize::MAX)
+    }
+
+    /// Starts a batch of changes on top of this view.
+    pub fn pending(&self) -> Pending<'_> {
+        Pending { view: self, writes: BTreeMap::new() }
+    }
+
+    /// Writes the batch and the checkpoint atomically.
+    pub fn commit(&self, pending: Pending<'_>, checkpoint: u64) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in pending.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        self.tree.apply_batch(batch).map_err(storage)
+    }
+}
+
+fn is_state(item: &Result<(sled::IVec, sled::IVec), sled::Error>) -> bool {
+    !matches!(item, Ok((key, _)) if key.as_ref() == CHECKPOINT_KEY)
+}
+
+/// Changes not yet committed, readable through [`Pending::get`] so that a
+/// projection applying several events in one batch sees its own writes.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    view: &'a View,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Pending<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.view.get(key),
+        }
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        assert!(key.as_slice() != CHECKPOINT_KEY, "the checkpoint key is reserved");
+        self.writes.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views() -> (tempfile::TempDir, Views) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        (dir, Views::new(db).unwrap())
+    }
+
+    #[test]
+    fn a_commit_writes_state_and_checkpoint_together() {
+        let (_dir, views) = views();
+        let view = views.current("monitoring").unwrap();
+        assert_eq!(view.checkpoint().unwrap(), 0);
+        let mut pending = view.pending();
+        pending.put(b"a".to_vec(), b"1".to_vec());
+        assert_eq!(pending.get(b"a").unwrap(), Some(b"1".to_vec()), "a batch sees its own writes");
+        assert_eq!(view.get(b"a").unwrap(), None, "nothing is visible before the commit");
+        view.commit(pending, 7).unwrap();
+        assert_eq!(view.checkpoint().unwrap(), 7);
+        assert_eq!(view.entries().unwrap(), vec![(b"a".to_vec(), b"1".to_vec())]);
+        let mut pending = view.pending();
+        pending.delete(b"a".to_vec());
+        view.commit(pending, 8).unwrap();
+        assert!(view.is_empty());
+    }
+
+    #[test]
+    fn a_fresh_generation_replaces_the_current_one_only_when_promoted() {
+        let (_dir, views) = views();
+        let old = views.current("audit").unwrap();
+        let mut pending = old.pending();
+        pending.put(b"k".to_vec(), b"old".to_vec());
+        old.commit(pending, 3).unwrap();
+        let fresh = views.fresh("audit").unwrap();
+        assert!(fresh.is_empty());
+        assert_eq!(views.current("audit").unwrap().get(b"k").unwrap(), Some(b"old".to_vec()));
+        let mut pending = fresh.pending();
+        pending.put(b"k".to_vec(), b"new".to_vec());
+        fresh.commit(pending, 3).unwrap();
+        views.promote("audit", &fresh).unwrap();
+        assert_eq!(views.current("audit").unwrap().get(b"k").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(views.generation("audit").unwrap(), 1);
+    }
+
+    #[test]
+    fn ranges_skip_the_checkpoint_and_run_both_ways() {
+        let (_dir, views) = views();
+        let view = views.current("v").unwrap();
+        let mut pending = view.pending();
+        for key in [b"r1", b"r2", b"r3"] {
+            pending.put(key.to_vec(), vec![]);
+        }
+        view.commit(pending, 1).unwrap();
+        let down = view.range(Bound::Unbounded, Bound::Unbounded, true, 2).unwrap();
+        assert_eq!(down.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"r3".to_vec(), b"r2".to_vec()]);
+        assert_eq!(view.prefix(b"r", 10).unwrap().len(), 3);
+        assert_eq!(view.len(), 3);
+    }
+}
