@@ -3,7 +3,9 @@
 //! the log kept in its own view with a checkpoint, and disposable: delete
 //! and rebuild gives identical state.
 
+pub mod access;
 pub mod error;
+pub mod explain;
 pub mod projector;
 
 pub use error::ProjectionError;
