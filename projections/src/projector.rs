@@ -285,3 +285,7 @@ fn authority_as_of(log: &Log, position: u64) -> Result<AuthorityState, Projectio
         version += page.len() as u64;
     }
 }
+
+#[cfg(test)]
+#[path = "projector_tests.rs"]
+mod tests;
