@@ -19,6 +19,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Print the head digest (position and hash) of the log.
     Head(cmd::head::Args),
+    /// Explain every decision of a run, down to the authority events behind its facts.
+    Explain(cmd::explain::Args),
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Head(args) => cmd::head::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(bench) => cmd::bench::run(bench),
     };
     match result {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod explain;
 pub mod head;
 pub mod verify;
 
