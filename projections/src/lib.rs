@@ -4,9 +4,21 @@
 //! and rebuild gives identical state.
 
 pub mod access;
+pub mod audit;
 pub mod error;
 pub mod explain;
+pub mod monitoring;
+pub mod notifications;
 pub mod projector;
 
 pub use error::ProjectionError;
 pub use projector::{Projection, Projector};
+
+/// Every projection the ledger maintains, in the order they are applied.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(monitoring::Monitoring),
+        std::sync::Arc::new(audit::Audit),
+        std::sync::Arc::new(notifications::Notifications),
+    ]
+}

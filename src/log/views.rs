@@ -18,6 +18,9 @@ use crate::error::Error;
 const CHECKPOINT_KEY: &[u8] = b"\xff\xffcheckpoint";
 const META_TREE: &str = "views.meta";
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 fn storage(error: sled::Error) -> Error {
     Error::Storage(error.to_string())
 }
@@ -111,7 +114,7 @@ impl View {
         end: Bound<Vec<u8>>,
         descending: bool,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<Entry>, Error> {
         let iter = self.tree.range::<Vec<u8>, _>((start, end));
         let collect = |item: Result<(sled::IVec, sled::IVec), sled::Error>| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(storage)
@@ -125,7 +128,7 @@ impl View {
     }
 
     /// Every entry whose key starts with `prefix`, ascending, up to `limit`.
-    pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, Error> {
         self.tree
             .scan_prefix(prefix)
             .filter(is_state)
@@ -144,7 +147,7 @@ impl View {
     }
 
     /// Every state entry, in key order, for comparing two views.
-    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn entries(&self) -> Result<Vec<Entry>, Error> {
         self.range(Bound::Unbounded, Bound::Unbounded, false, usize::MAX)
     }
 

@@ -1,6 +1,8 @@
 //! The `opledger` binary: the command line and (later) the server.
 
 mod cmd;
+mod server;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -9,12 +11,31 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "opledger", version, about = "An event-sourced, hash-chained ledger for queued operation runs")]
 struct Cli {
+    /// Log format on stderr: `human` or `json`. Level from RUST_LOG (default info).
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API and the Monitoring pages on a data directory.
+    Serve(cmd::serve::Args),
+    /// API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(cmd::token::Token),
     /// Walk the whole log: positions, stream versions, hashes and chain, indexes.
     Verify(cmd::verify::Args),
     /// Print the head digest (position and hash) of the log.
@@ -28,7 +49,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs(&cli.log_format);
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Token(token) => cmd::token::run(token),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Head(args) => cmd::head::run(args),
         Command::Explain(args) => cmd::explain::run(args),

@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod explain;
 pub mod head;
+pub mod serve;
+pub mod token;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -1,0 +1,331 @@
+//! Reads of the monitoring view: run detail, timeline, filtered pages and
+//! counts. Every read is bounded: a page examines at most
+//! [`EXAMINED_PER_RUN_MAX`] × limit index entries and hands back a cursor
+//! to go on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use opledger::domain::model::{Principal, RunOutcome, RunStatus};
+use opledger::domain::run::Run;
+use opledger::log::views::View;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys::{self, Index};
+use super::{RunRecord, TimelineEntry, BY_OUTCOME, BY_REASON, TOTAL};
+use crate::error::ProjectionError;
+
+/// Runs per page when the caller names no limit.
+pub const PAGE_SIZE_DEFAULT: usize = 50;
+/// Most runs per page; a larger limit is clamped to this.
+pub const PAGE_SIZE_MAX: usize = 200;
+/// Index entries a page may examine per run it may return; past that the
+/// page ends early with a cursor, so a sparse filter never scans the view.
+pub const EXAMINED_PER_RUN_MAX: usize = 20;
+/// Longest cursor accepted (the longest index key in hex is far shorter).
+pub const CURSOR_CHARS_MAX: usize = 1024;
+/// Fewest index entries fetched per read of the index while filling a page.
+const SCAN_CHUNK_MIN: usize = 32;
+/// More counter keys than one scope can hold (total, 5 outcomes, 13 reasons).
+const COUNTER_KEYS_MAX: usize = 256;
+
+/// What a run list is filtered on; every field that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub workspace_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub status: Option<RunStatus>,
+    pub outcome: Option<RunOutcome>,
+    pub operation_type: Option<String>,
+    pub initiator: Option<Principal>,
+    /// Inclusive lower bound on the run's queued time (its completed time
+    /// for a blocked start, which was never queued).
+    pub from: Option<DateTime<Utc>>,
+    /// Inclusive upper bound, on the same time as `from`.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The `initiator` parameter of the API: `system`, or an actor id.
+pub fn parse_initiator(text: &str) -> Principal {
+    match text {
+        "system" => Principal::System,
+        actor => Principal::actor(actor),
+    }
+}
+
+impl RunFilter {
+    /// The most selective index the filter names, and the value to scan.
+    fn scan_target(&self) -> (Index, String) {
+        let value = |index: Index| match index {
+            Index::Tenant => self.tenant_id.clone(),
+            Index::Workspace => self.workspace_id.clone(),
+            Index::OperationType => self.operation_type.clone(),
+            Index::Initiator => self.initiator.as_ref().map(keys::initiator_value),
+            Index::Outcome => self.outcome.map(|o| o.as_str().to_owned()),
+            Index::Status => self.status.map(|s| s.as_str().to_owned()),
+            Index::All => Some(String::new()),
+        };
+        let chosen = Index::BY_SELECTIVITY.into_iter().find_map(|index| value(index).map(|v| (index, v)));
+        chosen.unwrap_or((Index::All, String::new()))
+    }
+
+    /// Whether `run` satisfies every field that is set. A list enforces the
+    /// time range through its scan bounds already; checking it again here
+    /// costs nothing and keeps this the one definition of a match.
+    pub fn matches(&self, run: &Run) -> bool {
+        fn holds<T: PartialEq + ?Sized>(wanted: Option<&T>, actual: &T) -> bool {
+            wanted.is_none_or(|w| w == actual)
+        }
+        let created_at = run.queued_at.or(run.completed_at);
+        let after_from = self.from.is_none_or(|from| created_at.is_some_and(|at| at >= from));
+        let before_to = self.to.is_none_or(|to| created_at.is_some_and(|at| at <= to));
+        after_from
+            && before_to
+            && holds(self.workspace_id.as_deref(), run.workspace_id.as_str())
+            && holds(self.tenant_id.as_deref(), run.tenant_id.as_str())
+            && holds(self.status.as_ref(), &run.status)
+            && holds(self.outcome.as_ref(), &run.outcome)
+            && holds(self.operation_type.as_deref(), run.operation_type.as_str())
+            && holds(self.initiator.as_ref(), &run.initiator)
+    }
+}
+
+/// One page of the run list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPage {
+    #[serde(rename = "runs")]
+    pub runs: Vec<Run>,
+    /// Present when the list may go on: pass it back to get the next page.
+    #[serde(rename = "next_cursor")]
+    pub next_cursor: Option<String>,
+}
+
+/// Runs by outcome (all five outcomes, `pending` being the live runs), blocked
+/// runs by reason code, and the total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    #[serde(rename = "by_outcome")]
+    pub by_outcome: BTreeMap<String, u64>,
+    #[serde(rename = "by_reason")]
+    pub by_reason: BTreeMap<String, u64>,
+    #[serde(rename = "total")]
+    pub total: u64,
+}
+
+/// Why a page could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The cursor is not one this list handed out (caller error).
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+fn corrupt(key: &[u8], detail: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Corrupt { key: key.escape_ascii().to_string(), detail: detail.to_string() }
+}
+
+pub(super) fn counter_value(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn record(view: &View, key: &[u8]) -> Result<Option<RunRecord>, ProjectionError> {
+    let Some(bytes) = view.get(key)? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(key, e))
+}
+
+/// The run as Monitoring shows it; `None` if the view has never seen it.
+pub fn get(view: &View, run_id: Uuid) -> Result<Option<Run>, ProjectionError> {
+    Ok(record(view, &keys::run(run_id))?.map(|r| r.run))
+}
+
+/// Every event of the run, in log order; empty for an unknown run.
+pub fn timeline(view: &View, run_id: Uuid) -> Result<Vec<TimelineEntry>, ProjectionError> {
+    let entries = view.prefix(&keys::timeline_prefix(run_id), usize::MAX)?;
+    entries.iter().map(|(key, value)| serde_json::from_slice(value).map_err(|e| corrupt(key, e))).collect()
+}
+
+/// Counts over every run, or over one tenant's.
+pub fn counts(view: &View, tenant_id: Option<&str>) -> Result<Counts, ProjectionError> {
+    let prefix = keys::counter_prefix(tenant_id);
+    let outcomes = [
+        RunOutcome::Pending,
+        RunOutcome::Succeeded,
+        RunOutcome::PartiallySucceeded,
+        RunOutcome::Failed,
+        RunOutcome::Blocked,
+    ];
+    let by_outcome = outcomes.iter().map(|o| (o.as_str().to_owned(), 0)).collect();
+    let mut counts = Counts { by_outcome, ..Counts::default() };
+    for (key, value) in view.prefix(&prefix, COUNTER_KEYS_MAX)? {
+        let count = counter_value(&value).ok_or_else(|| corrupt(&key, "a counter is 8 bytes"))?;
+        match keys::counter_parts(&prefix, &key) {
+            Some((TOTAL, "")) => counts.total = count,
+            Some((BY_OUTCOME, name)) => {
+                counts.by_outcome.insert(name.to_owned(), count);
+            }
+            Some((BY_REASON, name)) => {
+                counts.by_reason.insert(name.to_owned(), count);
+            }
+            _ => return Err(corrupt(&key, "not a counter key")),
+        }
+    }
+    Ok(counts)
+}
+
+/// One page of runs matching `filter`, newest first, after `cursor`.
+/// `limit` is clamped to 1..=[`PAGE_SIZE_MAX`].
+pub fn list(view: &View, filter: &RunFilter, cursor: Option<&str>, limit: usize) -> Result<RunPage, ListError> {
+    list_in_tenants(view, filter, None, cursor, limit)
+}
+
+/// [`list`] restricted to the runs of `tenants` (when given): the tenants
+/// an actor may see (SPEC 6). Checked inside the scan, so pages fill up to
+/// `limit` instead of being thinned after the fact; a cursor stays valid
+/// only with the same filter.
+pub fn list_in_tenants(
+    view: &View,
+    filter: &RunFilter,
+    tenants: Option<&BTreeSet<String>>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<RunPage, ListError> {
+    let limit = limit.clamp(1, PAGE_SIZE_MAX);
+    let (index, value) = filter.scan_target();
+    let prefix = keys::index_prefix(index, &value);
+    let after = cursor.map(|text| parse_cursor(text, &prefix)).transpose()?;
+    let Some((low, high)) = position_range(view, filter)? else { return Ok(RunPage::default()) };
+    let lower = keys::index(index, &value, low);
+    let high = keys::index(index, &value, high);
+    let upper = match after {
+        Some(after) if after <= high => Bound::Excluded(after),
+        _ => Bound::Included(high),
+    };
+    let wanted = |run: &Run| filter.matches(run) && tenants.is_none_or(|t| t.contains(&run.tenant_id));
+    Ok(scan(view, &wanted, lower, upper, limit)?)
+}
+
+/// A cursor is the hex of the last index key a page examined; it must
+/// belong to the index this filter scans.
+fn parse_cursor(text: &str, prefix: &[u8]) -> Result<Vec<u8>, ListError> {
+    let invalid = |why: &str| Err(ListError::InvalidCursor(why.to_owned()));
+    if text.len() > CURSOR_CHARS_MAX {
+        return invalid("too long");
+    }
+    let Some(key) = keys::from_hex(text) else { return invalid("not hex") };
+    if !key.starts_with(prefix) || key.len() != prefix.len() + 8 {
+        return invalid("not a cursor of this filter");
+    }
+    Ok(key)
+}
+
+/// The first positions of the runs created within the filter's time range,
+/// as an inclusive range, or `None` when no run was. Positions and
+/// `recorded_at` grow together, so a time range is a position range.
+fn position_range(view: &View, filter: &RunFilter) -> Result<Option<(u64, u64)>, ProjectionError> {
+    let low = match filter.from {
+        None => 0,
+        Some(from) => {
+            let start = [keys::TIME, &keys::time_bytes(ceil_micros(from))].concat();
+            match time_position(view, Bound::Included(start), Bound::Excluded(keys::TIME_END.to_vec()), false)? {
+                Some(position) => position,
+                None => return Ok(None),
+            }
+        }
+    };
+    let high = match filter.to {
+        None => u64::MAX,
+        Some(to) => {
+            let end = [keys::TIME, &keys::time_bytes(to.timestamp_micros()), &[0xff; 8]].concat();
+            match time_position(view, Bound::Included(keys::TIME.to_vec()), Bound::Included(end), true)? {
+                Some(position) => position,
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok((low <= high).then_some((low, high)))
+}
+
+/// Times are stored in whole microseconds: a bound with a fraction of one
+/// starts at the next.
+fn ceil_micros(at: DateTime<Utc>) -> i64 {
+    let micros = at.timestamp_micros();
+    match at.timestamp_subsec_nanos() % 1000 {
+        0 => micros,
+        _ => micros.saturating_add(1),
+    }
+}
+
+fn time_position(
+    view: &View,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    descending: bool,
+) -> Result<Option<u64>, ProjectionError> {
+    let found = view.range(start, end, descending, 1)?;
+    let Some((key, _)) = found.first() else { return Ok(None) };
+    keys::position_of(key).map(Some).ok_or_else(|| corrupt(key, "a time key ends with a position"))
+}
+
+/// Walks the index downwards from `upper` to `lower`, keeping the runs that
+/// match, until the page is full (then peeks once so that a cursor is only
+/// handed out when something follows) or the examination budget is spent.
+fn scan(
+    view: &View,
+    wanted: &dyn Fn(&Run) -> bool,
+    lower: Vec<u8>,
+    mut upper: Bound<Vec<u8>>,
+    limit: usize,
+) -> Result<RunPage, ProjectionError> {
+    let budget = limit.saturating_mul(EXAMINED_PER_RUN_MAX);
+    let (mut runs, mut examined, mut last) = (Vec::new(), 0usize, None::<Vec<u8>>);
+    loop {
+        let full = runs.len() == limit;
+        if !full && examined >= budget {
+            return Ok(page(runs, last));
+        }
+        let want = if full { 1 } else { (limit - runs.len()).max(SCAN_CHUNK_MIN).min(budget - examined) };
+        let chunk = match is_empty_range(&lower, &upper) {
+            true => Vec::new(),
+            false => view.range(Bound::Included(lower.clone()), upper.clone(), true, want)?,
+        };
+        if chunk.is_empty() {
+            return Ok(page(runs, None));
+        }
+        for (key, value) in chunk {
+            if runs.len() == limit {
+                return Ok(page(runs, last));
+            }
+            examined += 1;
+            let run = indexed_run(view, &key, &value)?;
+            if wanted(&run) {
+                runs.push(run);
+            }
+            upper = Bound::Excluded(key.clone());
+            last = Some(key);
+        }
+    }
+}
+
+fn is_empty_range(lower: &[u8], upper: &Bound<Vec<u8>>) -> bool {
+    match upper {
+        Bound::Included(upper) => upper.as_slice() < lower,
+        Bound::Excluded(upper) => upper.as_slice() <= lower,
+        Bound::Unbounded => false,
+    }
+}
+
+fn page(runs: Vec<Run>, last: Option<Vec<u8>>) -> RunPage {
+    RunPage { runs, next_cursor: last.map(|key| keys::to_hex(&key)) }
+}
+
+/// The run an index entry points at; an entry without its record means the
+/// view is corrupt.
+fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
+    let run_id = Uuid::try_parse_ascii(value).map_err(|e| corrupt(key, e))?;
+    let record = record(view, &keys::run(run_id))?;
+    record.map(|r| r.run).ok_or_else(|| corrupt(key, format!("the index names run {run_id}, which has no record")))
+}

@@ -1,0 +1,768 @@
+//! Tests of the Monitoring projection over histories made by a real ledger:
+//! incremental equals rebuild (random histories), restart from the
+//! checkpoint, the lifecycle as Monitoring shows it (never running without
+//! an allowed decision, blocked never failed), filters and cursor pages,
+//! and refusal of events the fold does not allow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use opledger::domain::authority::AuthorityChange as C;
+use opledger::domain::events::run_id_of;
+use opledger::domain::ledger::Ledger;
+use opledger::domain::lifecycle::{Completion, FailureReport};
+use opledger::domain::model::{
+    ConnectionStatus, Lifecycle, OperationTypeSpec, Principal, RunOutcome, RunStatus, WorkerOutcome,
+};
+use opledger::domain::reason::{DenialClass, ReasonCode};
+use opledger::domain::sequencer::StartAnswer;
+use opledger::domain::start_gate::StartRequest;
+use opledger::log::views::View;
+use opledger::{Durability, Expectations, Log, LogOptions};
+use proptest::prelude::*;
+
+use super::*;
+use crate::error::ProjectionError;
+use crate::projector::Projector;
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
+const KINDS: [&str; 3] = ["inventory_sync", "entra_group_sync", "restore.execute"];
+/// First second of the test clock.
+const T0: i64 = 1_800_000_000;
+
+/// The initiating actor of each tenant.
+fn actor_of(tenant: &str) -> &'static str {
+    match tenant {
+        "t3" => "u2",
+        _ => "u1",
+    }
+}
+
+fn op(name: &str, provider_backed: bool, writes: bool, system: bool) -> C {
+    C::OperationTypeRegistered(OperationTypeSpec {
+        operation_type: s(name),
+        required_capability: s("tenant.sync"),
+        provider_backed,
+        writes,
+        system_authority_allowed: system,
+        max_attempts: 3,
+    })
+}
+
+/// w1 holds t1 (connections c1 default, c2) and t2 (c3); w2 holds t3 (c4).
+/// u1 may sync t1 and t2, u2 may sync t3; write gates are open.
+fn authority() -> Vec<C> {
+    let mut changes = vec![
+        C::WorkspaceRegistered { workspace_id: s("w1") },
+        C::WorkspaceRegistered { workspace_id: s("w2") },
+        C::WorkspaceMemberAdded { workspace_id: s("w1"), actor_id: s("u1") },
+        C::WorkspaceMemberAdded { workspace_id: s("w2"), actor_id: s("u2") },
+    ];
+    for (tenant, workspace, connections) in
+        [("t1", "w1", &["c1", "c2"][..]), ("t2", "w1", &["c3"]), ("t3", "w2", &["c4"])]
+    {
+        let actor = actor_of(tenant);
+        changes.extend([
+            C::TenantRegistered { tenant_id: s(tenant), workspace_id: s(workspace), lifecycle: Lifecycle::Active },
+            C::TenantMemberAdded { tenant_id: s(tenant), actor_id: s(actor) },
+            C::CapabilityGranted { tenant_id: s(tenant), actor_id: s(actor), capability: s("tenant.sync") },
+            C::WriteGateChanged { tenant_id: s(tenant), open: true },
+        ]);
+        for connection in connections {
+            changes.push(C::ProviderConnectionRegistered {
+                connection_id: s(connection),
+                tenant_id: s(tenant),
+                status: ConnectionStatus::Ready,
+            });
+        }
+        changes.push(C::DefaultProviderConnectionSet { tenant_id: s(tenant), connection_id: s(connections[0]) });
+    }
+    changes.extend([
+        op("inventory_sync", true, false, true),
+        op("entra_group_sync", true, false, false),
+        op("restore.execute", false, true, false),
+    ]);
+    changes
+}
+
+/// A ledger with the world above, a clock that ticks one second per read,
+/// and a runtime to drive it.
+struct World {
+    _dir: tempfile::TempDir,
+    ledger: Ledger,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let ticks = Arc::new(AtomicI64::new(T0));
+        let clock = move || DateTime::from_timestamp(ticks.fetch_add(1, Ordering::SeqCst), 0).unwrap();
+        let options = LogOptions { durability: Durability::Flush, clock: Arc::new(clock), ..LogOptions::default() };
+        let ledger = Ledger::open(dir.path(), options).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(ledger.record_authority(Principal::System, authority())).unwrap();
+        World { _dir: dir, ledger, rt }
+    }
+
+    fn projector(&self) -> Projector {
+        Projector::open(Arc::clone(self.ledger.log()), vec![Arc::new(Monitoring)]).unwrap()
+    }
+
+    fn head(&self) -> u64 {
+        self.ledger.log().head().position
+    }
+
+    fn authority(&self, change: C) {
+        self.rt.block_on(self.ledger.record_authority(Principal::actor("admin"), vec![change])).unwrap();
+    }
+
+    fn start(&self, tenant: &str, kind: &str, connection: Option<&str>, system: bool) -> StartAnswer {
+        self.start_keyed(tenant, kind, connection, system, None)
+    }
+
+    fn start_keyed(
+        &self,
+        tenant: &str,
+        kind: &str,
+        connection: Option<&str>,
+        system: bool,
+        dedupe_key: Option<String>,
+    ) -> StartAnswer {
+        let initiator = if system { Principal::System } else { Principal::actor(actor_of(tenant)) };
+        let request = StartRequest {
+            operation_type: s(kind),
+            tenant_id: s(tenant),
+            initiator,
+            provider_connection_id: connection.map(s),
+            context: serde_json::json!({}),
+            dedupe_key,
+        };
+        self.rt.block_on(self.ledger.start(request)).unwrap()
+    }
+
+    fn started(&self, tenant: &str, kind: &str, connection: Option<&str>) -> Uuid {
+        let answer = self.start(tenant, kind, connection, false);
+        assert!(matches!(answer, StartAnswer::Accepted(_)), "{answer:?}");
+        answer.run().id
+    }
+
+    fn begin(&self, run_id: Uuid) -> Run {
+        self.rt.block_on(self.ledger.begin(run_id)).unwrap().1
+    }
+
+    fn complete(&self, run_id: Uuid, outcome: WorkerOutcome, retryable: bool) -> Run {
+        let failure = (outcome == WorkerOutcome::Failed)
+            .then(|| FailureReport { code: Some(s("provider_error")), message: s("upstream broke") });
+        let completion = Completion { outcome, summary_counts: None, failure, retryable: Some(retryable) };
+        self.rt.block_on(self.ledger.complete(run_id, completion)).unwrap()
+    }
+
+    fn live(&self) -> Vec<Uuid> {
+        let state = self.rt.block_on(self.ledger.state());
+        let mut ids: Vec<Uuid> = state.live_run_ids().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every run id with a stream in the log.
+    fn logged_runs(&self) -> BTreeSet<Uuid> {
+        let events = self.ledger.log().read(1, usize::MAX).unwrap();
+        events.iter().filter_map(|e| run_id_of(&e.stream)).collect()
+    }
+}
+
+fn view(projector: &Projector) -> View {
+    projector.view(NAME).unwrap()
+}
+
+fn rebuilt_entries(projector: &Projector) -> Vec<(Vec<u8>, Vec<u8>)> {
+    projector.rebuild(&mut |_, _| {}).unwrap();
+    view(projector).entries().unwrap()
+}
+
+/// Every page of `filter` at `limit`, checking the page bounds on the way.
+fn all_pages(view: &View, filter: &RunFilter, limit: usize) -> Vec<Run> {
+    all_pages_in(view, filter, None, limit)
+}
+
+fn all_pages_in(view: &View, filter: &RunFilter, tenants: Option<&BTreeSet<String>>, limit: usize) -> Vec<Run> {
+    let (mut runs, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = list_in_tenants(view, filter, tenants, cursor.as_deref(), limit).unwrap();
+        assert!(page.runs.len() <= limit.clamp(1, PAGE_SIZE_MAX));
+        runs.extend(page.runs);
+        pages += 1;
+        assert!(pages < 10_000, "the cursor always moves on");
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return runs,
+        }
+    }
+}
+
+fn first_position(view: &View, run_id: Uuid) -> u64 {
+    timeline(view, run_id).unwrap()[0].position
+}
+
+fn summaries(view: &View, run_id: Uuid) -> Vec<String> {
+    timeline(view, run_id).unwrap().into_iter().map(|e| e.summary).collect()
+}
+
+/// Everything Monitoring shows must agree with the log and with SPEC 2.
+fn check_invariants(world: &World, view: &View) {
+    let runs = all_pages(view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let ids: BTreeSet<Uuid> = runs.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), runs.len(), "each run once");
+    assert_eq!(ids, world.logged_runs(), "one record per run stream");
+    for run in &runs {
+        let folded = world.ledger.run(run.id).unwrap().unwrap();
+        assert_eq!(serde_json::to_value(run).unwrap(), serde_json::to_value(&folded).unwrap());
+        check_run(view, run);
+    }
+    check_indexes(view, runs.len());
+    for tenant in [None, Some("t1"), Some("t2"), Some("t3")] {
+        let scoped: Vec<&Run> = runs.iter().filter(|r| tenant.is_none_or(|t| r.tenant_id == t)).collect();
+        check_counts(&counts(view, tenant).unwrap(), &scoped);
+    }
+}
+
+/// The index and time keys are exactly those of the records: every entry
+/// moved when its run changed, none left behind.
+fn check_indexes(view: &View, runs: usize) {
+    let records = view.prefix(b"run:", usize::MAX).unwrap();
+    assert_eq!(records.len(), runs);
+    let expected: BTreeSet<Vec<u8>> = records
+        .iter()
+        .flat_map(|(_, bytes)| index_keys(&serde_json::from_slice::<RunRecord>(bytes).unwrap()))
+        .collect();
+    let mut stored = view.prefix(b"ix:", usize::MAX).unwrap();
+    stored.extend(view.prefix(b"tm:", usize::MAX).unwrap());
+    let stored: BTreeSet<Vec<u8>> = stored.into_iter().map(|(key, _)| key).collect();
+    assert_eq!(stored, expected);
+    assert_eq!(expected.len(), runs * (Index::BY_SELECTIVITY.len() + 1));
+}
+
+fn check_run(view: &View, run: &Run) {
+    if run.status == RunStatus::Running {
+        let decision = run.latest_decision.as_ref().expect("a running run has a decision");
+        assert!(decision.allowed() && decision.attempt == run.attempt, "{run:?}");
+    }
+    if run.outcome == RunOutcome::Blocked {
+        assert_eq!(run.status, RunStatus::Completed);
+        assert!(run.reason_code.is_some() && run.next_step.is_some() && run.denial_class.is_some(), "{run:?}");
+    }
+    let entries = timeline(view, run.id).unwrap();
+    assert_eq!(entries.len() as u64, run.version, "one timeline entry per event");
+    assert!(entries.windows(2).all(|w| w[0].position < w[1].position));
+    for (before, entry) in entries.iter().zip(entries.iter().skip(1)) {
+        if entry.event_type == "run_started" {
+            assert_eq!(before.event_type, "legitimacy_evaluated", "a start follows its decision");
+            assert_eq!((before.attempt, before.summary.as_str()), (entry.attempt, "legitimacy evaluated: allowed"));
+        }
+    }
+}
+
+fn check_counts(counts: &Counts, runs: &[&Run]) {
+    assert_eq!(counts.total, runs.len() as u64);
+    let mut by_outcome: BTreeMap<String, u64> =
+        ["pending", "succeeded", "partially_succeeded", "failed", "blocked"].iter().map(|o| (s(o), 0)).collect();
+    let mut by_reason = BTreeMap::new();
+    for run in runs {
+        *by_outcome.entry(s(run.outcome.as_str())).or_default() += 1;
+        if let (RunOutcome::Blocked, Some(code)) = (run.outcome, run.reason_code) {
+            *by_reason.entry(s(code.as_str())).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.by_outcome, by_outcome);
+    assert_eq!(counts.by_reason, by_reason);
+}
+
+/// One command of a random history.
+#[derive(Debug, Clone)]
+enum Step {
+    Start { tenant: u8, kind: u8, connection: u8, system: bool },
+    Batch { tenant: u8 },
+    Begin(u8),
+    Progress(u8),
+    Complete { pick: u8, outcome: u8, retryable: bool },
+    Revoke(u8),
+    Grant(u8),
+    Connection { connection: u8, status: ConnectionStatus },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let status = prop_oneof![
+        Just(ConnectionStatus::Ready),
+        Just(ConnectionStatus::Unreachable),
+        Just(ConnectionStatus::Disabled),
+    ];
+    prop_oneof![
+        5 => (0u8..3, 0u8..3, 0u8..3, any::<bool>())
+            .prop_map(|(tenant, kind, connection, system)| Step::Start { tenant, kind, connection, system }),
+        1 => (0u8..3).prop_map(|tenant| Step::Batch { tenant }),
+        5 => any::<u8>().prop_map(Step::Begin),
+        1 => any::<u8>().prop_map(Step::Progress),
+        4 => (any::<u8>(), 0u8..3, any::<bool>())
+            .prop_map(|(pick, outcome, retryable)| Step::Complete { pick, outcome, retryable }),
+        1 => (0u8..3).prop_map(Step::Revoke),
+        1 => (0u8..3).prop_map(Step::Grant),
+        2 => (0u8..4, status).prop_map(|(connection, status)| Step::Connection { connection, status }),
+    ]
+}
+
+fn capability(tenant: &str, grant: bool) -> C {
+    let (tenant_id, actor_id, capability) = (s(tenant), s(actor_of(tenant)), s("tenant.sync"));
+    match grant {
+        true => C::CapabilityGranted { tenant_id, actor_id, capability },
+        false => C::CapabilityRevoked { tenant_id, actor_id, capability },
+    }
+}
+
+/// Performs one step; refusals (a begin of a running run …) are part of
+/// the game and append nothing.
+fn perform(world: &World, step: &Step) {
+    let live = world.live();
+    let pick = |index: u8| live.get(usize::from(index) % live.len().max(1)).copied();
+    let rt = &world.rt;
+    match step {
+        Step::Start { tenant, kind, connection, system } => {
+            let tenant = TENANTS[usize::from(*tenant)];
+            let kind = KINDS[usize::from(*kind)];
+            let pinned = tenant == "t1" && kind != "restore.execute" && *connection < 2;
+            let connection = pinned.then(|| ["c1", "c2"][usize::from(*connection)]);
+            world.start(tenant, kind, connection, *system);
+        }
+        Step::Batch { tenant } => {
+            let tenant = TENANTS[usize::from(*tenant)];
+            let types = vec![s("inventory_sync"), s("entra_group_sync")];
+            let request = StartRequest {
+                operation_type: s("inventory_sync"),
+                tenant_id: s(tenant),
+                initiator: Principal::actor(actor_of(tenant)),
+                provider_connection_id: None,
+                context: serde_json::json!({}),
+                dedupe_key: None,
+            };
+            rt.block_on(world.ledger.start_batch(types, request)).unwrap();
+        }
+        Step::Begin(index) => {
+            if let Some(id) = pick(*index) {
+                let _ = rt.block_on(world.ledger.begin(id));
+            }
+        }
+        Step::Progress(index) => {
+            if let Some(id) = pick(*index) {
+                let _ = rt.block_on(world.ledger.progress(id, serde_json::json!({"total": 9, "processed": index % 9})));
+            }
+        }
+        Step::Complete { pick: index, outcome, retryable } => {
+            if let Some(id) = pick(*index) {
+                let outcome = [WorkerOutcome::Succeeded, WorkerOutcome::PartiallySucceeded, WorkerOutcome::Failed]
+                    [usize::from(*outcome)];
+                let completion =
+                    Completion { outcome, summary_counts: None, failure: None, retryable: Some(*retryable) };
+                let _ = rt.block_on(world.ledger.complete(id, completion));
+            }
+        }
+        Step::Revoke(tenant) => world.authority(capability(TENANTS[usize::from(*tenant)], false)),
+        Step::Grant(tenant) => world.authority(capability(TENANTS[usize::from(*tenant)], true)),
+        Step::Connection { connection, status } => {
+            let connection_id = s(["c1", "c2", "c3", "c4"][usize::from(*connection)]);
+            world.authority(C::ProviderConnectionStatusChanged { connection_id, status: *status });
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Caught up every few commands or rebuilt from scratch, the view is the
+    /// same bytes; a second rebuild too; and what it shows is the log's.
+    #[test]
+    fn the_incremental_view_equals_a_rebuild(steps in prop::collection::vec(step(), 1..60), every in 1usize..5) {
+        let world = World::new();
+        let projector = world.projector();
+        for (done, step) in steps.iter().enumerate() {
+            perform(&world, step);
+            if done % every == 0 {
+                projector.catch_up().unwrap();
+            }
+        }
+        projector.catch_up().unwrap();
+        let incremental = view(&projector).entries().unwrap();
+        let rebuilt = rebuilt_entries(&projector);
+        prop_assert!(incremental == rebuilt, "incremental and rebuilt views differ");
+        prop_assert!(rebuilt_entries(&projector) == rebuilt, "two rebuilds differ");
+        check_invariants(&world, &view(&projector));
+    }
+}
+
+#[test]
+fn a_restart_catches_up_from_the_checkpoint() {
+    let world = World::new();
+    let projector = world.projector();
+    let first = world.started("t1", "inventory_sync", Some("c1"));
+    world.begin(first);
+    projector.catch_up().unwrap();
+    let seen = view(&projector).checkpoint().unwrap();
+    assert_eq!(seen, world.head());
+    drop(projector);
+
+    world.complete(first, WorkerOutcome::Succeeded, false);
+    let second = world.started("t2", "restore.execute", None);
+    world.authority(capability("t2", false));
+    world.begin(second);
+    let stale = world.ledger.log().views().unwrap().current(NAME).unwrap().checkpoint().unwrap();
+    assert_eq!(stale, seen, "nothing applied while no projector ran");
+    assert!(stale < world.head());
+
+    let projector = world.projector();
+    assert_eq!(view(&projector).checkpoint().unwrap(), world.head(), "open catches up");
+    assert_eq!(get(&view(&projector), first).unwrap().unwrap().outcome, RunOutcome::Succeeded);
+    assert_eq!(get(&view(&projector), second).unwrap().unwrap().outcome, RunOutcome::Blocked);
+    let incremental = view(&projector).entries().unwrap();
+    assert_eq!(incremental, rebuilt_entries(&projector));
+    check_invariants(&world, &view(&projector));
+}
+
+#[test]
+fn a_revoked_capability_blocks_and_is_never_counted_as_failed() {
+    let world = World::new();
+    let projector = world.projector();
+    let run = world.started("t1", "inventory_sync", Some("c1"));
+    world.authority(capability("t1", false));
+    world.begin(run);
+    projector.catch_up().unwrap();
+    let view = view(&projector);
+    let shown = get(&view, run).unwrap().unwrap();
+    assert_eq!((shown.status, shown.outcome), (RunStatus::Completed, RunOutcome::Blocked));
+    assert_eq!(shown.reason_code, Some(ReasonCode::CapabilityMissing));
+    assert_eq!(shown.denial_class, Some(DenialClass::Capability));
+    assert_eq!(shown.next_step.as_deref(), Some(ReasonCode::CapabilityMissing.next_step()));
+    assert_eq!(
+        summaries(&view, run),
+        ["queued", "legitimacy evaluated: denied (capability_missing)", "blocked: capability_missing"]
+    );
+    let counted = counts(&view, Some("t1")).unwrap();
+    assert_eq!((counted.by_outcome["blocked"], counted.by_outcome["failed"], counted.total), (1, 0, 1));
+    assert_eq!(counted.by_reason, BTreeMap::from([(s("capability_missing"), 1)]));
+    let filter = RunFilter { outcome: Some(RunOutcome::Failed), ..RunFilter::default() };
+    assert!(list(&view, &filter, None, 10).unwrap().runs.is_empty(), "blocked is not listed as failed");
+    check_invariants(&world, &view);
+}
+
+#[test]
+fn retries_show_a_fresh_allowed_decision_before_every_start() {
+    let world = World::new();
+    let projector = world.projector();
+    let run = world.started("t1", "inventory_sync", Some("c2"));
+    let status = |status| C::ProviderConnectionStatusChanged { connection_id: s("c2"), status };
+    world.authority(status(ConnectionStatus::Unreachable));
+    world.begin(run);
+    projector.catch_up().unwrap();
+    let waiting = get(&view(&projector), run).unwrap().unwrap();
+    assert_eq!((waiting.status, waiting.attempt), (RunStatus::Queued, 2), "a retryable denial requeues");
+    assert_eq!(waiting.reason_code, Some(ReasonCode::ProviderConnectionUnreachable), "the denial stays visible");
+
+    world.authority(status(ConnectionStatus::Ready));
+    world.begin(run);
+    projector.catch_up().unwrap();
+    let running = get(&view(&projector), run).unwrap().unwrap();
+    let decision = running.latest_decision.as_ref().unwrap();
+    assert_eq!((running.status, decision.attempt, decision.allowed()), (RunStatus::Running, 2, true));
+
+    world.complete(run, WorkerOutcome::Failed, true);
+    world.begin(run);
+    world.rt.block_on(world.ledger.progress(run, serde_json::json!({"total": 10, "processed": 4}))).unwrap();
+    world.complete(run, WorkerOutcome::PartiallySucceeded, false);
+    let system_blocked = world.start("t2", "entra_group_sync", None, true);
+    assert!(matches!(system_blocked, StartAnswer::Blocked(_)));
+    projector.catch_up().unwrap();
+    let view = view(&projector);
+    assert_eq!(
+        summaries(&view, run),
+        [
+            "queued",
+            "legitimacy evaluated: denied (provider_connection_unreachable, retryable)",
+            "queued for attempt 2: provider_connection_unreachable",
+            "legitimacy evaluated: allowed",
+            "started attempt 2",
+            "queued for attempt 3: retryable failure (provider_error)",
+            "legitimacy evaluated: allowed",
+            "started attempt 3",
+            "progress: total 10, processed 4",
+            "completed: partially succeeded",
+        ]
+    );
+    let attempts: Vec<u32> = timeline(&view, run).unwrap().iter().map(|e| e.attempt).collect();
+    assert_eq!(attempts, [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]);
+    let done = get(&view, run).unwrap().unwrap();
+    assert_eq!((done.outcome, done.attempts), (RunOutcome::PartiallySucceeded, 3));
+
+    let blocked = get(&view, system_blocked.run().id).unwrap().unwrap();
+    assert_eq!((blocked.outcome, blocked.queued_at), (RunOutcome::Blocked, None), "a blocked start never queued");
+    assert!(blocked.completed_at.is_some() && blocked.next_step.is_some());
+    assert_eq!(summaries(&view, blocked.id), ["blocked at start: system_authority_not_allowed"]);
+    let global = counts(&view, None).unwrap();
+    assert_eq!((global.by_outcome["blocked"], global.by_outcome["partially_succeeded"], global.total), (1, 1, 2));
+    assert_eq!(global.by_reason, BTreeMap::from([(s("system_authority_not_allowed"), 1)]));
+    check_invariants(&world, &view);
+}
+
+/// Some fifty runs over three tenants, two workspaces, three types, two
+/// kinds of initiator and every status and outcome. Runs stay live only
+/// near the end, so that few starts find their scope busy.
+fn populated() -> (World, Projector) {
+    let world = World::new();
+    let projector = world.projector();
+    for i in 0..60usize {
+        let tenant = TENANTS[i % 3];
+        let kind = KINDS[(i / 3) % 3];
+        let connection = (tenant == "t1" && kind != "restore.execute").then(|| ["c1", "c2"][i % 2]);
+        let answer = world.start_keyed(tenant, kind, connection, i % 4 == 0, Some(format!("k{i}")));
+        let StartAnswer::Accepted(run) = answer else { continue };
+        match (i % 5, i >= 45) {
+            (0, true) => {}
+            (1, true) => {
+                world.begin(run.id);
+            }
+            (0..=2, _) => {
+                world.begin(run.id);
+                world.complete(run.id, WorkerOutcome::Succeeded, false);
+            }
+            (3, _) => {
+                world.begin(run.id);
+                world.complete(run.id, WorkerOutcome::Failed, false);
+            }
+            _ => {
+                world.authority(capability(tenant, false));
+                world.begin(run.id);
+                world.authority(capability(tenant, true));
+            }
+        }
+    }
+    projector.catch_up().unwrap();
+    (world, projector)
+}
+
+fn filters(times: &[DateTime<Utc>]) -> Vec<RunFilter> {
+    let (early, late) = (times[times.len() / 4], times[times.len() * 3 / 4]);
+    let mut all = Vec::new();
+    for tenant in [None, Some("t1"), Some("t3")] {
+        for workspace in [None, Some("w1")] {
+            for status in [None, Some(RunStatus::Queued), Some(RunStatus::Completed)] {
+                for outcome in [None, Some(RunOutcome::Blocked), Some(RunOutcome::Succeeded)] {
+                    for initiator in [None, Some(Principal::actor("u1")), Some(Principal::System)] {
+                        for operation_type in [None, Some("inventory_sync")] {
+                            for (from, to) in [(None, None), (Some(early), Some(late)), (Some(late), None)] {
+                                all.push(RunFilter {
+                                    workspace_id: workspace.map(s),
+                                    tenant_id: tenant.map(s),
+                                    status,
+                                    outcome,
+                                    operation_type: operation_type.map(s),
+                                    initiator: initiator.clone(),
+                                    from,
+                                    to,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+fn created_at(run: &Run) -> DateTime<Utc> {
+    run.queued_at.or(run.completed_at).unwrap()
+}
+
+#[test]
+fn every_filter_pages_through_its_matches_newest_first_exactly_once() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let mut everything: Vec<(u64, Run)> = world
+        .logged_runs()
+        .into_iter()
+        .map(|id| (first_position(&view, id), get(&view, id).unwrap().unwrap()))
+        .collect();
+    everything.sort_by_key(|(position, _)| std::cmp::Reverse(*position));
+    assert!(everything.len() > 40, "{}", everything.len());
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(|(_, r)| created_at(r)).collect();
+    let (mut checked, mut nonempty) = (0, 0);
+    for (n, filter) in filters(&times).iter().enumerate() {
+        let expected: Vec<Uuid> = everything.iter().filter(|(_, r)| filter.matches(r)).map(|(_, r)| r.id).collect();
+        let limit = [1, 3, 7, 50][n % 4];
+        let listed: Vec<Uuid> = all_pages(&view, filter, limit).iter().map(|r| r.id).collect();
+        assert_eq!(listed, expected, "{filter:?} at limit {limit}");
+        checked += 1;
+        nonempty += usize::from(!expected.is_empty());
+    }
+    assert!(nonempty > checked / 4, "the filters are not all empty: {nonempty} of {checked}");
+    check_invariants(&world, &view);
+}
+
+#[test]
+fn a_list_within_visible_tenants_fills_its_pages_from_those_tenants_only() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let everything = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(created_at).collect();
+    let sets: [BTreeSet<String>; 3] = [BTreeSet::new(), BTreeSet::from([s("t1")]), BTreeSet::from([s("t1"), s("t3")])];
+    for (n, filter) in filters(&times).iter().enumerate().filter(|(n, _)| n % 5 == 0) {
+        for tenants in &sets {
+            let expected: Vec<Uuid> = everything
+                .iter()
+                .filter(|r| filter.matches(r) && tenants.contains(&r.tenant_id))
+                .map(|r| r.id)
+                .collect();
+            let limit = [2, 5][n % 2];
+            let listed: Vec<Uuid> = all_pages_in(&view, filter, Some(tenants), limit).iter().map(|r| r.id).collect();
+            assert_eq!(listed, expected, "{filter:?} in {tenants:?}");
+        }
+    }
+    let first = list_in_tenants(&view, &RunFilter::default(), Some(&sets[2]), None, 5).unwrap();
+    assert_eq!(first.runs.len(), 5, "a page fills from the visible tenants");
+    check_invariants(&world, &view);
+}
+
+#[test]
+fn a_time_range_is_inclusive_to_the_microsecond() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let runs = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let pick = &runs[runs.len() / 2];
+    let at = created_at(pick);
+    let ids = |from, to| {
+        let filter = RunFilter { from, to, ..RunFilter::default() };
+        all_pages(&view, &filter, 5).into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(Some(at), Some(at)), [pick.id], "the clock ticks a second per read: one run per second");
+    assert!(!ids(Some(at + Duration::nanoseconds(1)), None).contains(&pick.id));
+    assert!(!ids(None, Some(at - Duration::nanoseconds(1))).contains(&pick.id));
+    assert!(ids(Some(at + Duration::seconds(1)), Some(at - Duration::seconds(1))).is_empty());
+    assert!(ids(None, Some(DateTime::from_timestamp(T0 - 1, 0).unwrap())).is_empty());
+    assert!(ids(Some(world.rt.block_on(world.ledger.state()).last_at.unwrap() + Duration::seconds(1)), None).is_empty());
+    assert_eq!(ids(Some(DateTime::from_timestamp(0, 0).unwrap()), None).len(), runs.len());
+}
+
+#[test]
+fn a_cursor_is_validated_and_bound_to_its_filter() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let t1 = RunFilter { tenant_id: Some(s("t1")), ..RunFilter::default() };
+    let cursor = list(&view, &t1, None, 2).unwrap().next_cursor.unwrap();
+    assert!(list(&view, &t1, Some(&cursor), 2).is_ok());
+    let t3 = RunFilter { tenant_id: Some(s("t3")), ..RunFilter::default() };
+    let long = "0".repeat(CURSOR_CHARS_MAX + 2);
+    let truncated = &cursor[..cursor.len() - 2];
+    for bad in ["", "zz", "abc", "+1", "00", truncated, long.as_str(), &format!("{cursor}00")] {
+        let refused = list(&view, &t1, Some(bad), 2);
+        assert!(matches!(refused, Err(ListError::InvalidCursor(_))), "{bad:?}: {refused:?}");
+    }
+    assert!(matches!(list(&view, &t3, Some(&cursor), 2), Err(ListError::InvalidCursor(_))), "another filter's cursor");
+}
+
+#[test]
+fn the_limit_is_clamped_and_a_sparse_filter_is_bounded() {
+    let world = World::new();
+    let projector = world.projector();
+    let oldest = world.started("t1", "restore.execute", None);
+    for _ in 0..PAGE_SIZE_MAX + 5 {
+        let answer = world.start("t1", "restore.execute", None, true);
+        assert!(matches!(answer, StartAnswer::Blocked(_)), "system may not restore");
+    }
+    projector.catch_up().unwrap();
+    let view = view(&projector);
+    let page = list(&view, &RunFilter::default(), None, 10_000).unwrap();
+    assert_eq!(page.runs.len(), PAGE_SIZE_MAX);
+    assert!(page.next_cursor.is_some());
+    assert_eq!(list(&view, &RunFilter::default(), None, 0).unwrap().runs.len(), 1);
+
+    // Scanning the tenant index for the one queued run examines at most
+    // EXAMINED_PER_RUN_MAX entries per call, handing back a cursor.
+    let sparse = RunFilter { tenant_id: Some(s("t1")), status: Some(RunStatus::Queued), ..RunFilter::default() };
+    let first = list(&view, &sparse, None, 1).unwrap();
+    assert!(first.runs.is_empty() && first.next_cursor.is_some(), "{first:?}");
+    let (mut cursor, mut calls, mut found) = (first.next_cursor, 1, Vec::new());
+    while let Some(next) = cursor {
+        let page = list(&view, &sparse, Some(&next), 1).unwrap();
+        found.extend(page.runs.iter().map(|r| r.id));
+        cursor = page.next_cursor;
+        calls += 1;
+    }
+    assert_eq!(found, [oldest]);
+    assert!(calls >= (PAGE_SIZE_MAX + 6) / EXAMINED_PER_RUN_MAX, "{calls} calls");
+    let direct = RunFilter { status: Some(RunStatus::Queued), ..RunFilter::default() };
+    let page = list(&view, &direct, None, 1).unwrap();
+    assert_eq!((page.runs.len(), page.next_cursor), (1, None), "the status index finds it at once");
+}
+
+#[test]
+fn an_event_the_fold_refuses_stops_the_projector_at_its_position() {
+    let world = World::new();
+    let run = world.started("t1", "inventory_sync", Some("c1"));
+    let append = |run_id: Uuid, event: RunEvent| {
+        let new = DomainEvent::Run { run_id, event }.to_new_event(Uuid::now_v7()).unwrap();
+        world.ledger.log().append_blocking(vec![new], Expectations::none()).unwrap().unwrap().first_position
+    };
+    let refused = append(run, RunEvent::RunStarted { attempt: 1 });
+    let projector = Projector::open(Arc::clone(world.ledger.log()), vec![Arc::new(Monitoring)]);
+    let Err(ProjectionError::Stopped { position, detail }) = projector else { panic!("{projector:?}") };
+    assert_eq!(position, refused);
+    assert!(detail.contains("without an allowed decision"), "{detail}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        Arc::new(Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap());
+    let new = DomainEvent::Run { run_id: Uuid::now_v7(), event: RunEvent::RunStarted { attempt: 1 } };
+    log.append_blocking(vec![new.to_new_event(Uuid::now_v7()).unwrap()], Expectations::none()).unwrap().unwrap();
+    let unknown = Projector::open(log, vec![Arc::new(Monitoring)]);
+    let Err(ProjectionError::Stopped { position: 1, detail }) = unknown else { panic!("{unknown:?}") };
+    assert!(detail.contains("unknown run"), "{detail}");
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_corrupt() {
+    let world = World::new();
+    let run = world.started("t3", "inventory_sync", None);
+    let projector = world.projector();
+    let view = view(&projector);
+    let mut pending = view.pending();
+    pending.put(keys::run(run), b"{not json".to_vec());
+    view.commit(pending, view.checkpoint().unwrap()).unwrap();
+    assert!(matches!(get(&view, run), Err(ProjectionError::Corrupt { .. })));
+    let all = list(&view, &RunFilter::default(), None, 10);
+    assert!(matches!(all, Err(ListError::Projection(ProjectionError::Corrupt { .. }))));
+}
+
+#[test]
+fn unknown_runs_and_empty_views_read_as_nothing() {
+    let world = World::new();
+    let projector = world.projector();
+    let view = view(&projector);
+    assert_eq!(get(&view, Uuid::now_v7()).unwrap(), None);
+    assert!(timeline(&view, Uuid::now_v7()).unwrap().is_empty());
+    assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
+    let empty = counts(&view, Some("t1")).unwrap();
+    assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 5, 0));
+    assert_eq!(parse_initiator("system"), Principal::System);
+    assert_eq!(parse_initiator("u1"), Principal::actor("u1"));
+}
+
+#[test]
+fn an_actor_named_system_is_not_the_system() {
+    assert_ne!(keys::initiator_value(&Principal::actor("system")), keys::initiator_value(&Principal::System));
+    let key = keys::index(Index::Tenant, "t1", 7);
+    assert_eq!(keys::position_of(&key), Some(7));
+    assert_eq!(keys::from_hex(&keys::to_hex(&key)), Some(key));
+}

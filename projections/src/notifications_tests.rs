@@ -1,0 +1,205 @@
+//! Tests of the initiator notifications over a real ledger. The world and
+//! the random histories come from the audit tests.
+
+use std::collections::{BTreeMap, HashMap};
+
+use opledger::domain::authority::AuthorityChange as C;
+use opledger::domain::model::{ConnectionStatus, Principal, WorkerOutcome};
+use opledger::domain::run::RunEvent;
+use opledger::{Expectations, NewEvent};
+
+use super::*;
+use crate::audit::tests::{s, World};
+
+/// What the log says the notifications must be: one per actor-bound run
+/// that ended, keyed by run, with whether a read event followed.
+fn expected_from_log(events: &[Envelope]) -> BTreeMap<Uuid, (Uuid, String, RunOutcome, bool)> {
+    let mut initiators: HashMap<Uuid, Option<String>> = HashMap::new();
+    let mut expected = BTreeMap::new();
+    for envelope in events {
+        match DomainEvent::from_envelope(envelope).unwrap() {
+            DomainEvent::Run { run_id, event } => {
+                if let RunEvent::RunQueued { spec, .. } | RunEvent::RunStartBlocked { spec, .. } = &event {
+                    initiators.insert(run_id, spec.initiator.actor_id().map(str::to_owned));
+                }
+                let outcome = match &event {
+                    RunEvent::RunStartBlocked { .. } | RunEvent::RunBlocked { .. } => RunOutcome::Blocked,
+                    RunEvent::RunCompleted { outcome, .. } => outcome.outcome(),
+                    _ => continue,
+                };
+                if let Some(Some(actor)) = initiators.get(&run_id) {
+                    let previous = expected.insert(run_id, (envelope.id, actor.clone(), outcome, false));
+                    assert!(previous.is_none(), "run {run_id} ended twice in the log");
+                }
+            }
+            DomainEvent::NotificationRead(read) => {
+                let notification = expected.get_mut(&read.run_id).expect("a read follows its notification");
+                notification.3 = true;
+            }
+            DomainEvent::Authority(_) => {}
+        }
+    }
+    expected
+}
+
+/// Asserts that the view holds exactly the notifications the log implies.
+pub(crate) fn check_against_log(view: &View, events: &[Envelope]) {
+    let expected = expected_from_log(events);
+    let mut served = BTreeMap::new();
+    for actor in ["u1", "u2", "admin"] {
+        let all = inbox(view, actor, false, INBOX_PAGE_MAX).unwrap();
+        assert!(all.len() < INBOX_PAGE_MAX, "the test histories fit one inbox page");
+        assert!(all.windows(2).all(|w| w[0].position > w[1].position), "newest first");
+        let unread = inbox(view, actor, true, INBOX_PAGE_MAX).unwrap();
+        assert_eq!(unread, all.iter().filter(|n| !n.read).cloned().collect::<Vec<_>>());
+        assert_eq!(unread_count(view, actor).unwrap(), unread.len() as u64);
+        for notification in all {
+            assert_eq!(notification.actor_id, actor);
+            assert_eq!(of_run(view, notification.run_id).unwrap().as_ref(), Some(&notification));
+            let fields = (notification.id, notification.actor_id, notification.outcome, notification.read);
+            assert!(served.insert(notification.run_id, fields).is_none(), "one notification per run");
+        }
+    }
+    assert_eq!(served, expected);
+}
+
+fn only(view: &View, actor: &str) -> Vec<Notification> {
+    inbox(view, actor, false, INBOX_PAGE_MAX).unwrap()
+}
+
+#[test]
+fn every_actor_bound_run_that_ends_notifies_its_initiator_once() {
+    let world = World::new();
+    let completed = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+    world.begin(completed);
+    world.complete(completed, WorkerOutcome::PartiallySucceeded, false);
+
+    // Two retryable failures, then success: one notification, at the end.
+    let retried = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c2"));
+    for _ in 0..2 {
+        world.begin(retried);
+        world.complete(retried, WorkerOutcome::Failed, true);
+    }
+    let projector = world.projector();
+    let view = projector.view(NAME).unwrap();
+    assert!(of_run(&view, retried).unwrap().is_none(), "no notification on a requeue");
+    world.begin(retried);
+    world.complete(retried, WorkerOutcome::Succeeded, false);
+
+    // Unreachable then disabled: a retryable denial, then blocked for good.
+    let gated = world.start("inventory_sync", "t2", Principal::actor("u2"), None);
+    world.authority(
+        "admin",
+        vec![C::ProviderConnectionStatusChanged { connection_id: s("c3"), status: ConnectionStatus::Unreachable }],
+    );
+    world.begin(gated);
+    projector.catch_up().unwrap();
+    assert!(of_run(&view, gated).unwrap().is_none(), "no separate denial notification");
+    world.authority(
+        "admin",
+        vec![C::ProviderConnectionStatusChanged { connection_id: s("c3"), status: ConnectionStatus::Disabled }],
+    );
+    world.begin(gated);
+
+    let at_start = world.start("inventory_sync", "t2", Principal::actor("u1"), None); // u1 is not on t2
+    let system_done = world.start("inventory_sync", "t1", Principal::System, Some("c1"));
+    world.begin(system_done);
+    world.complete(system_done, WorkerOutcome::Failed, false);
+    let system_refused = world.start("entra_group_sync", "t1", Principal::System, Some("c1"));
+    projector.catch_up().unwrap();
+
+    let u1 = only(&view, "u1");
+    let runs: Vec<Uuid> = u1.iter().map(|n| n.run_id).collect();
+    assert_eq!(runs, [at_start, retried, completed], "newest first");
+    let u2 = only(&view, "u2");
+    assert_eq!(u2.iter().map(|n| n.run_id).collect::<Vec<_>>(), [gated]);
+    for system_run in [system_done, system_refused] {
+        assert!(of_run(&view, system_run).unwrap().is_none(), "system runs stay in Monitoring only");
+    }
+
+    let partial = &u1[2];
+    assert_eq!(
+        (partial.outcome, partial.title.as_str()),
+        (RunOutcome::PartiallySucceeded, "inventory_sync partially succeeded")
+    );
+    assert_eq!(partial.body, "Run of inventory_sync on tenant t1 completed: partially succeeded.");
+    assert_eq!((partial.link_text.as_str(), partial.read), ("View run", false));
+    assert_eq!(partial.link, format!("/admin/operations/{completed}"));
+    let blocked_start = &u1[0];
+    assert_eq!((blocked_start.outcome, blocked_start.title.as_str()), (RunOutcome::Blocked, "inventory_sync blocked"));
+    let reason = ReasonCode::ActorNotInTenant;
+    assert_eq!(blocked_start.reason_code, Some(reason));
+    assert_eq!(blocked_start.body, format!("{} {}.", reason.operator_message(), reason.next_step()));
+    let blocked = &u2[0];
+    assert_eq!(
+        (blocked.outcome, blocked.reason_code),
+        (RunOutcome::Blocked, Some(ReasonCode::ProviderConnectionDisabled))
+    );
+    let terminal = world.ledger.run_events(gated).unwrap().last().unwrap().clone();
+    assert_eq!(
+        (blocked.id, blocked.created_at, terminal.event_type.as_str()),
+        (terminal.id, terminal.recorded_at, "run_blocked")
+    );
+
+    assert_eq!(unread_count(&view, "u1").unwrap(), 3);
+    check_against_log(&view, &world.ledger.log().read(1, usize::MAX).unwrap());
+}
+
+#[test]
+fn reading_flips_once_and_survives_a_rebuild() {
+    let world = World::new();
+    let first = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+    world.begin(first);
+    world.complete(first, WorkerOutcome::Succeeded, false);
+    let second = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+    world.begin(second);
+    world.complete(second, WorkerOutcome::Failed, false);
+    let projector = world.projector();
+    let view = projector.view(NAME).unwrap();
+    assert_eq!(unread_count(&view, "u1").unwrap(), 2);
+
+    world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
+    projector.catch_up().unwrap();
+    let read = of_run(&view, first).unwrap().unwrap();
+    let read_at = read.read_at.expect("marked read");
+    assert!(read.read);
+    assert_eq!(unread_count(&view, "u1").unwrap(), 1);
+    assert_eq!(inbox(&view, "u1", true, 10).unwrap().iter().map(|n| n.run_id).collect::<Vec<_>>(), [second]);
+
+    world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
+    projector.catch_up().unwrap();
+    assert_eq!(of_run(&view, first).unwrap().unwrap().read_at, Some(read_at), "a second read changes nothing");
+    assert_eq!(unread_count(&view, "u1").unwrap(), 1);
+    let refused = world.rt.block_on(world.ledger.mark_notification_read("u2", first));
+    assert!(refused.is_err(), "only the initiator has the notification");
+
+    let before = view.entries().unwrap();
+    projector.rebuild(&mut |_, _| {}).unwrap();
+    let rebuilt = projector.view(NAME).unwrap();
+    assert_eq!(rebuilt.entries().unwrap(), before);
+    assert!(of_run(&rebuilt, first).unwrap().unwrap().read);
+    assert_eq!(inbox(&rebuilt, "u1", false, 1).unwrap().len(), 1, "the limit holds");
+    assert!(inbox(&rebuilt, "u2", false, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_read_for_a_notification_that_does_not_exist_stops_the_projection() {
+    let world = World::new();
+    let live = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+    let projector = world.projector();
+    // The ledger refuses this read; written straight to the log, it is an
+    // event the projection cannot apply.
+    let read = DomainEvent::NotificationRead(NotificationRead { actor_id: s("u1"), run_id: live });
+    let event: NewEvent = read.to_new_event(Uuid::now_v7()).unwrap();
+    let log = world.ledger.log();
+    world.rt.block_on(log.append(vec![event], Expectations::none())).unwrap().unwrap();
+    let position = log.head().position;
+    let stopped = projector.catch_up().unwrap_err();
+    match stopped {
+        ProjectionError::Stopped { position: at, detail } => {
+            assert_eq!(at, position);
+            assert!(detail.contains("has no notification"), "{detail}");
+        }
+        other => panic!("expected the projector to stop, got {other:?}"),
+    }
+}

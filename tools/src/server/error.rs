@@ -1,0 +1,97 @@
+//! The error body of API.md: `{"error": {"code": "snake_case", "message": "…"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use opledger::domain::ledger::LedgerError;
+use opledger::domain::sequencer::CommandRefused;
+use opledger::domain::start_gate::StartRejected;
+use opledger_projections::ProjectionError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            LedgerError::Refused(refused) => refused_status(&refused, message),
+            LedgerError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", message),
+            LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
+            LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
+            }
+        }
+    }
+}
+
+fn refused_status(refused: &CommandRefused, message: String) -> ApiError {
+    let (status, code) = match refused {
+        CommandRefused::InvalidAuthorityChange { .. } => (StatusCode::BAD_REQUEST, "invalid_authority_change"),
+        CommandRefused::Start(StartRejected::UnknownOperationType(_)) => {
+            (StatusCode::NOT_FOUND, "unknown_operation_type")
+        }
+        CommandRefused::Start(StartRejected::UnknownTenant(_)) => (StatusCode::NOT_FOUND, "unknown_tenant"),
+        CommandRefused::Start(StartRejected::Invalid(_)) | CommandRefused::Invalid(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        }
+        CommandRefused::Transition(_) => (StatusCode::CONFLICT, "illegal_transition"),
+        CommandRefused::NotLive(_) => (StatusCode::NOT_FOUND, "unknown_run"),
+    };
+    ApiError::new(status, code, message)
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(error: ProjectionError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_unavailable", error.to_string())
+    }
+}
+
+impl From<opledger::Error> for ApiError {
+    fn from(error: opledger::Error) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+    }
+}

@@ -1,0 +1,135 @@
+//! `opledger serve`: the network contract of API.md on axum.
+//!
+//! One process owns the data directory: the ledger (log + sequencer), the
+//! projector following the log, and the token store beside it.
+
+mod auth;
+mod body;
+mod error;
+mod events;
+mod metrics;
+mod pages;
+mod reads;
+mod state;
+mod writes;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use opledger::domain::ledger::Ledger;
+use opledger::LogOptions;
+use opledger_projections::Projector;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use crate::tokens::TokenStore;
+
+/// Opens everything a server needs on `data`.
+pub fn open_state(data: &Path, options: LogOptions) -> anyhow::Result<AppState> {
+    let ledger = Ledger::open(data.join("log"), options).with_context(|| format!("opening {}", data.display()))?;
+    let ledger = Arc::new(ledger);
+    let projector =
+        Projector::open(Arc::clone(ledger.log()), opledger_projections::all()).context("opening the projections")?;
+    Ok(AppState {
+        ledger,
+        projector: Arc::new(projector),
+        tokens: Arc::new(TokenStore::new(data)),
+        metrics: Arc::new(metrics::Metrics::default()),
+    })
+}
+
+/// Every route of API.md.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/authority", post(writes::authority))
+        .route("/v1/runs", post(writes::start).get(reads::list_runs))
+        .route("/v1/runs/batch", post(writes::start_batch))
+        .route("/v1/runs/{id}", get(reads::get_run))
+        .route("/v1/runs/{id}/begin", post(writes::begin))
+        .route("/v1/runs/{id}/progress", post(writes::progress))
+        .route("/v1/runs/{id}/complete", post(writes::complete))
+        .route("/v1/audit", get(reads::audit))
+        .route("/v1/notifications", get(reads::notifications))
+        .route("/v1/notifications/{run}/read", post(reads::mark_read))
+        .route("/v1/events", get(events::page))
+        .route("/v1/events/stream", get(events::stream))
+        .route("/admin/operations", get(pages::list))
+        .route("/admin/operations/{run}", get(pages::detail))
+        .route("/admin/login", get(pages::login_form).post(pages::login))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(body::REQUEST_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let head = state.ledger.log().head();
+    axum::Json(serde_json::json!({"status": "ok", "head": head.digest()}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// One span per request (with the run id when the path names one), and
+/// the request's count and latency in the metrics.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let run = request.uri().path().split('/').find(|part| uuid::Uuid::parse_str(part).is_ok()).map(str::to_owned);
+    let span = tracing::info_span!("request", method = %request.method(), route = %route, run = run.as_deref());
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let elapsed = started.elapsed();
+    state.metrics.observe(&route, response.status().as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "served")
+    });
+    response
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight
+/// requests (and their appends) finish, and closes the log.
+pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "serving");
+    let follower = tokio::spawn(Arc::clone(&state.projector).follow());
+    let ledger = Arc::clone(&state.ledger);
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    follower.abort();
+    ledger.log().close();
+    tracing::info!("stopped; the log is closed");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,212 @@
+//! Read routes: run list and detail (under the access rule), audit trail,
+//! notifications. Every read first waits for the projections to reflect
+//! the appends acknowledged before it.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use opledger::domain::model::{RunOutcome, RunStatus};
+use opledger::domain::run::Run;
+use opledger::Envelope;
+use opledger_projections::access::{list_access, run_access, Access, ListAccess, Viewer};
+use opledger_projections::audit::{self, AuditError, AuditFilter};
+use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage};
+use opledger_projections::notifications;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::server::auth::{Caller, Service};
+use crate::server::body::run_id;
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+use crate::tokens::Grant;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    pub workspace_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub status: Option<String>,
+    pub outcome: Option<String>,
+    pub operation_type: Option<String>,
+    pub initiator: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(name: &str, text: &Option<String>) -> Result<Option<T>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    serde_json::from_value(Value::String(text.clone()))
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("{name} {text:?} is not one of the known values")))
+}
+
+impl RunQuery {
+    pub fn filter(&self) -> Result<RunFilter, ApiError> {
+        Ok(RunFilter {
+            workspace_id: self.workspace_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            status: parse_enum::<RunStatus>("status", &self.status)?,
+            outcome: parse_enum::<RunOutcome>("outcome", &self.outcome)?,
+            operation_type: self.operation_type.clone(),
+            initiator: self.initiator.as_deref().map(monitoring::parse_initiator),
+            from: self.from,
+            to: self.to,
+        })
+    }
+}
+
+/// The list rule of SPEC 6, then the page (only visible tenants' runs).
+pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunPage, ApiError> {
+    state.fresh_projections().await?;
+    let filter = query.filter()?;
+    let access = state.projector.with_authority(|authority| {
+        list_access(authority, viewer, query.workspace_id.as_deref(), query.tenant_id.as_deref())
+    })?;
+    let allowed: Option<BTreeSet<String>> = match access {
+        ListAccess::All => None,
+        ListAccess::Tenants(tenants) => Some(tenants),
+        ListAccess::NotFound => return Err(ApiError::not_found("no such workspace or tenant")),
+        ListAccess::Forbidden => return Err(ApiError::forbidden("operations.view is required to list these runs")),
+    };
+    let view = state.projector.view(monitoring::NAME)?;
+    let limit = query.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
+    let mut page = monitoring::list(&view, &filter, query.cursor.as_deref(), limit).map_err(|error| match error {
+        ListError::InvalidCursor(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", why),
+        ListError::Projection(error) => error.into(),
+    })?;
+    if let Some(allowed) = allowed {
+        page.runs.retain(|run| allowed.contains(&run.tenant_id));
+    }
+    Ok(page)
+}
+
+pub async fn list_runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<RunQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    Ok(Json(list_runs_for(&state, &caller.viewer(), &query).await?))
+}
+
+/// A run and its events, if `viewer` may see it (404 and 403 otherwise).
+pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str) -> Result<(Run, Vec<Envelope>), ApiError> {
+    let run_id = run_id(id)?;
+    state.fresh_projections().await?;
+    let events = state.ledger.run_events(run_id)?;
+    let run = opledger::domain::ledger::fold_run(&events)?.ok_or_else(|| ApiError::not_found("no such run"))?;
+    let access =
+        state.projector.with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
+    match access {
+        Access::Visible => Ok((run, events)),
+        Access::NotFound => Err(ApiError::not_found("no such run")),
+        Access::Forbidden => Err(ApiError::forbidden("operations.view is required to see this run")),
+    }
+}
+
+pub async fn get_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
+    Ok(Json(json!({"run": run, "timeline": events})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    tenant_id: Option<String>,
+    actor_id: Option<String>,
+    run_id: Option<String>,
+    action: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    as_of: Option<u64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn audit_error(error: AuditError) -> ApiError {
+    match error {
+        AuditError::InvalidCursor(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", why),
+        AuditError::Projection(error) => error.into(),
+        AuditError::Io(error) => ApiError::internal(error.to_string()),
+    }
+}
+
+/// The audit trail is for service tokens (auditors' tools and the host app).
+pub async fn audit(
+    State(state): State<AppState>,
+    _service: Service,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<audit::AuditPage>, ApiError> {
+    state.fresh_projections().await?;
+    let filter = AuditFilter {
+        tenant_id: query.tenant_id,
+        actor_id: query.actor_id,
+        run_id: query.run_id.as_deref().map(run_id).transpose()?,
+        action: query.action,
+        from: query.from,
+        to: query.to,
+        as_of: query.as_of,
+    };
+    let view = state.projector.view(audit::NAME)?;
+    Ok(Json(audit::list(&view, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationQuery {
+    actor_id: Option<String>,
+    #[serde(default)]
+    unread: bool,
+    limit: Option<usize>,
+}
+
+/// An actor token reads its own inbox; a service token names the actor.
+pub async fn notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<NotificationQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let actor_id = match (&caller.0, query.actor_id) {
+        (Grant::Actor { actor_id }, None) => actor_id.clone(),
+        (Grant::Actor { actor_id }, Some(asked)) if &asked == actor_id => asked,
+        (Grant::Actor { .. }, Some(_)) => return Err(ApiError::forbidden("an actor token reads its own inbox only")),
+        (Grant::Service { .. }, Some(asked)) => asked,
+        (Grant::Service { .. }, None) => {
+            return Err(ApiError::bad_request("actor_id is required with a service token"))
+        }
+    };
+    state.fresh_projections().await?;
+    let view = state.projector.view(notifications::NAME)?;
+    let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
+    let inbox = notifications::inbox(&view, &actor_id, query.unread, limit)?;
+    let unread = notifications::unread_count(&view, &actor_id)?;
+    Ok(Json(json!({"notifications": inbox, "unread": unread})))
+}
+
+/// Marking read is itself an event, appended by the initiator's own token
+/// (or a service token on its behalf).
+pub async fn mark_read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<NotificationQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let actor_id = match (&caller.0, query.actor_id) {
+        (Grant::Actor { actor_id }, _) => actor_id.clone(),
+        (Grant::Service { .. }, Some(asked)) => asked,
+        (Grant::Service { .. }, None) => {
+            return Err(ApiError::bad_request("actor_id is required with a service token"))
+        }
+    };
+    let position = state.ledger.mark_notification_read(&actor_id, run_id(&id)?).await?;
+    Ok(Json(json!({"position": position})))
+}

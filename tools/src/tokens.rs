@@ -1,0 +1,140 @@
+//! API tokens: `opl_` + 64 hex digits from the OS random source, printed
+//! once; only their SHA-256 is kept, in `DIR/tokens.json`, never in the
+//! immutable log (a revoked token must be deletable).
+//!
+//! The file is replaced atomically (write to a temporary file, fsync,
+//! rename) so the CLI can create or revoke tokens while a server runs; the
+//! server re-reads it when its modification time changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Grant {
+    /// Workers and the host application: append and read everything.
+    Service { name: String },
+    /// One actor: read-only, under the access rule.
+    Actor { actor_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    cache: RwLock<(Option<SystemTime>, Vec<TokenRecord>)>,
+}
+
+fn hash(token: &str) -> String {
+    opledger::Hash::of(token.as_bytes()).to_hex()
+}
+
+impl TokenStore {
+    pub fn new(data_dir: &Path) -> TokenStore {
+        TokenStore { path: data_dir.join("tokens.json"), cache: RwLock::new((None, Vec::new())) }
+    }
+
+    fn read(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", self.path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(error) => Err(error).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    fn write(&self, records: &[TokenRecord]) -> anyhow::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temporary = self.path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(records)?;
+        let file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut &file, &bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        Ok(())
+    }
+
+    /// Mints a token; returns it (the only time it is seen) and its record.
+    pub fn create(&self, grant: Grant) -> anyhow::Result<(String, TokenRecord)> {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let token = format!("opl_{}", hex::encode(secret));
+        let record =
+            TokenRecord { id: Uuid::now_v7(), grant, hash: hash(&token), created_at: Utc::now(), revoked_at: None };
+        let mut records = self.read()?;
+        records.push(record.clone());
+        self.write(&records)?;
+        Ok((token, record))
+    }
+
+    pub fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
+        self.read()
+    }
+
+    /// Revokes the token with `id`; an unknown id is an error.
+    pub fn revoke(&self, id: Uuid) -> anyhow::Result<TokenRecord> {
+        let mut records = self.read()?;
+        let Some(record) = records.iter_mut().find(|r| r.id == id) else { bail!("no token with id {id}") };
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(Utc::now());
+        }
+        let revoked = record.clone();
+        self.write(&records)?;
+        Ok(revoked)
+    }
+
+    /// The grant of a live token, re-reading the file when it changed.
+    pub fn authenticate(&self, token: &str) -> anyhow::Result<Option<Grant>> {
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let fresh = self.cache.read().map(|cache| cache.0 == modified && modified.is_some()).unwrap_or(false);
+        if !fresh {
+            let records = self.read()?;
+            if let Ok(mut cache) = self.cache.write() {
+                *cache = (modified, records);
+            }
+        }
+        let wanted = hash(token);
+        let cache = self.cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
+        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && r.hash == wanted).map(|r| r.grant.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_authenticates_until_revoked_and_only_its_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path());
+        let (token, record) = store.create(Grant::Actor { actor_id: "u1".into() }).unwrap();
+        assert!(token.starts_with("opl_") && token.len() == 68);
+        assert_eq!(store.authenticate(&token).unwrap(), Some(Grant::Actor { actor_id: "u1".into() }));
+        assert_eq!(store.authenticate("opl_wrong").unwrap(), None);
+        let file = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(!file.contains(&token), "the token itself is never stored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.revoke(record.id).unwrap();
+        assert_eq!(store.authenticate(&token).unwrap(), None);
+        assert!(store.revoke(Uuid::now_v7()).is_err());
+    }
+}
