@@ -1,8 +1,6 @@
 //! The `opledger` binary: the command line and (later) the server.
 
-mod cmd;
-mod server;
-mod tokens;
+use opledger_tools::cmd;
 
 use std::process::ExitCode;
 

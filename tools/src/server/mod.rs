@@ -3,15 +3,15 @@
 //! One process owns the data directory: the ledger (log + sequencer), the
 //! projector following the log, and the token store beside it.
 
-mod auth;
-mod body;
-mod error;
-mod events;
-mod metrics;
-mod pages;
-mod reads;
-mod state;
-mod writes;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod pages;
+pub mod reads;
+pub mod state;
+pub mod writes;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -76,14 +76,12 @@ pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) 
     };
     let view = state.projector.view(monitoring::NAME)?;
     let limit = query.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
-    let mut page = monitoring::list(&view, &filter, query.cursor.as_deref(), limit).map_err(|error| match error {
-        ListError::InvalidCursor(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", why),
-        ListError::Projection(error) => error.into(),
-    })?;
-    if let Some(allowed) = allowed {
-        page.runs.retain(|run| allowed.contains(&run.tenant_id));
-    }
-    Ok(page)
+    monitoring::list_in_tenants(&view, &filter, allowed.as_ref(), query.cursor.as_deref(), limit).map_err(|error| {
+        match error {
+            ListError::InvalidCursor(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", why),
+            ListError::Projection(error) => error.into(),
+        }
+    })
 }
 
 pub async fn list_runs(
