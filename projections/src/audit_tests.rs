@@ -351,8 +351,9 @@ proptest! {
 
 // ---------------------------------------------------------------- fixed histories
 
-/// A small history over two tenants and three principals.
-fn busy_world() -> (World, Projector) {
+/// A small history over two tenants and three principals; returns the
+/// first run (u1's, completed).
+fn busy_world() -> (World, Projector, Uuid) {
     let world = World::new();
     let first = world.start("inventory_sync", "t1", Principal::actor("u1"), None);
     world.begin(first);
@@ -374,14 +375,13 @@ fn busy_world() -> (World, Projector) {
         vec![C::CapabilityRevoked { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync") }],
     );
     world.start("restore.execute", "t1", Principal::actor("u1"), None); // blocked at start
-    world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     let projector = world.projector();
-    (world, projector)
+    (world, projector, first)
 }
 
 #[test]
 fn entries_say_who_did_what_where() {
-    let (_world, projector) = busy_world();
+    let (_world, projector, _) = busy_world();
     let audit = everything(&projector.view(NAME).unwrap());
     let find = |action: &str| audit.iter().find(|e| e.action == action).unwrap().clone();
     let revoked = find("capability_revoked");
@@ -421,15 +421,30 @@ fn entries_say_who_did_what_where() {
     );
     let completed: Vec<&AuditEntry> = audit.iter().filter(|e| e.action == "run_completed").collect();
     assert!(completed.iter().any(|e| e.summary == "Run of inventory_sync on tenant t1 completed: partially succeeded"));
-    let read = find("notification_read");
-    assert_eq!((read.caused_by, read.tenant_id.as_deref()), (Principal::actor("u1"), Some("t1")));
     assert!(audit.iter().all(|e| e.action != "run_progressed"));
     assert!(audit.iter().filter(|e| e.run_id.is_some()).all(|e| e.workspace_id.as_deref() == Some("w1")));
 }
 
 #[test]
+fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
+    let (world, projector, first) = busy_world();
+    world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
+    projector.catch_up().unwrap();
+    let view = projector.view(NAME).unwrap();
+    let reads = collect(&view, &AuditFilter { action: Some(s("notification_read")), ..Default::default() }, 10);
+    let [read] = reads.as_slice() else { panic!("one read entry, got {reads:?}") };
+    assert_eq!(read.caused_by, Principal::actor("u1"));
+    assert_eq!(
+        (read.tenant_id.as_deref(), read.workspace_id.as_deref(), read.run_id),
+        (Some("t1"), Some("w1"), Some(first))
+    );
+    assert_eq!(read.summary, "Actor u1 read the notification of the run of inventory_sync on tenant t1");
+    assert_eq!(read.details, serde_json::json!({"type": "notification_read", "actor_id": "u1", "run_id": first}));
+}
+
+#[test]
 fn filters_select_exactly_the_matching_entries() {
-    let (_world, projector) = busy_world();
+    let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
     let audit = everything(&view);
     let some_run = audit.iter().find(|e| e.action == "run_start_deduped").unwrap().run_id.unwrap();
@@ -486,7 +501,7 @@ fn expected_match(filter: &AuditFilter, entry: &AuditEntry) -> bool {
 
 #[test]
 fn a_page_ends_with_a_cursor_only_when_more_follow() {
-    let (_world, projector) = busy_world();
+    let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
     let total = everything(&view).len();
     let exact = list(&view, &AuditFilter::default(), None, Some(total)).unwrap();
@@ -499,7 +514,7 @@ fn a_page_ends_with_a_cursor_only_when_more_follow() {
 
 #[test]
 fn malformed_cursors_are_refused() {
-    let (_world, projector) = busy_world();
+    let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
     let valid = list(&view, &AuditFilter::default(), None, Some(2)).unwrap().next_cursor.unwrap();
     assert!(list(&view, &AuditFilter::default(), Some(&valid), Some(2)).is_ok());
@@ -571,7 +586,7 @@ fn a_stored_entry_that_does_not_decode_is_reported_as_corrupt() {
 
 #[test]
 fn counts_per_action_follow_the_log() {
-    let (world, projector) = busy_world();
+    let (world, projector, _) = busy_world();
     let audit = everything(&projector.view(NAME).unwrap());
     let mut from_log: HashMap<String, usize> = HashMap::new();
     for envelope in world.ledger.log().read(1, usize::MAX).unwrap() {

@@ -41,7 +41,7 @@ pub enum DomainEvent {
 
 /// An initiator read the terminal notification of one of their runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "notification_read", deny_unknown_fields)]
+#[serde(tag = "type", rename = "notification_read")]
 pub struct NotificationRead {
     pub actor_id: String,
     pub run_id: Uuid,

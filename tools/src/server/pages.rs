@@ -46,6 +46,20 @@ impl IntoResponse for PageError {
     }
 }
 
+/// The caller of a page: an authentication failure renders as a page too.
+pub struct PageCaller(Caller);
+
+impl axum::extract::FromRequestParts<AppState> for PageCaller {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<PageCaller, PageError> {
+        Ok(PageCaller(<Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(parts, state).await?))
+    }
+}
+
 fn layout(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -79,7 +93,7 @@ fn time(at: Option<DateTime<Utc>>) -> String {
 
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    PageCaller(caller): PageCaller,
     Query(query): Query<RunQuery>,
 ) -> Result<Response, PageError> {
     let page = list_runs_for(&state, &caller.viewer(), &query).await?;
@@ -186,7 +200,7 @@ fn chart(runs: &[Run]) -> Markup {
 
 pub async fn detail(
     State(state): State<AppState>,
-    caller: Caller,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
