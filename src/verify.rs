@@ -82,6 +82,9 @@ impl Walk {
             let event = match item {
                 Ok(event) => event,
                 Err(Error::Corrupt { position, detail }) => return Ok(Some(Failure { position, detail })),
+                // sled refusing a page it cannot read is corruption at the
+                // next position the walk needed.
+                Err(Error::Storage(detail)) => return Ok(Some(Failure { position: expected, detail })),
                 Err(other) => return Err(other),
             };
             if let Some(failure) = self.check(store, &event, expected)? {

@@ -91,6 +91,7 @@ pub(crate) struct Store {
 impl Store {
     pub(crate) fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Store, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        remove_unfinished_snapshots(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity_bytes)
@@ -191,6 +192,25 @@ impl Store {
         self.db.flush().map_err(storage)?;
         Ok(())
     }
+}
+
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating` and renames it
+/// once written and synced, but on open it does not skip such a leftover:
+/// a process killed mid-snapshot leaves a store that no longer opens
+/// (sled issue 1527). A `.generating` file is by construction unfinished
+/// and never the source of truth (the segments are), so it is removed.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing an unfinished sled snapshot left by a crash");
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn open_error(dir: &Path, error: sled::Error) -> Error {

@@ -504,3 +504,26 @@ fn invalid_appends_append_nothing() {
     assert!(report.is_ok(), "{:?}", report.first_failure);
     log.close();
 }
+
+/// A kill while sled writes its snapshot leaves `snap.<lsn>.generating`;
+/// sled 0.34.7 would take it for the newest snapshot and refuse to open
+/// (sled issue 1527). The log removes it and opens.
+#[test]
+fn an_unfinished_sled_snapshot_left_by_a_kill_does_not_stop_the_log_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = {
+        let log = opledger::Log::open(dir.path(), opledger::LogOptions::default()).unwrap();
+        for n in 0..10u64 {
+            let event =
+                opledger::NewEvent::new(opledger::StreamId::new("s").unwrap(), "e", 1, &serde_json::json!(n)).unwrap();
+            log.append_blocking(vec![event], opledger::Expectations::none()).unwrap().unwrap();
+        }
+        let head = log.head();
+        log.close();
+        head
+    };
+    std::fs::write(dir.path().join("store/snap.FFFFFFFFFFFFFFFF.generating"), b"").unwrap();
+    let log = opledger::Log::open(dir.path(), opledger::LogOptions::default()).unwrap();
+    assert_eq!(log.head(), head);
+    assert!(!dir.path().join("store/snap.FFFFFFFFFFFFFFFF.generating").exists());
+}
