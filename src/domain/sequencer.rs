@@ -56,6 +56,17 @@ pub enum CommandRefused {
     Invalid(String),
 }
 
+/// Summary counts are an object (unknown keys inside it are dropped by
+/// normalization); anything else is bad input, not an empty report.
+fn counts_are_an_object(counts: Option<&serde_json::Value>) -> Result<(), CommandRefused> {
+    match counts {
+        Some(value) if !value.is_object() => {
+            Err(CommandRefused::Invalid(format!("summary_counts must be a JSON object, got {value}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The answer of the start gate, with the run it names.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartAnswer {
@@ -254,6 +265,7 @@ impl Sequencer {
         summary_counts: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<(Run, Produced), CommandRefused> {
+        counts_are_an_object(Some(summary_counts))?;
         let event = decide_progress(self.live(run_id)?, summary_counts)?;
         let (mut produced, at) = self.begin_command(now);
         self.push(&mut produced, at, DomainEvent::Run { run_id, event });
@@ -268,6 +280,7 @@ impl Sequencer {
         ids: &mut dyn RunIds,
         now: DateTime<Utc>,
     ) -> Result<(Run, Produced), CommandRefused> {
+        counts_are_an_object(completion.summary_counts.as_ref())?;
         let event = decide_complete(self.live(run_id)?, completion)?;
         let (mut produced, at) = self.begin_command(now);
         let ended = self.push(&mut produced, at, DomainEvent::Run { run_id, event });

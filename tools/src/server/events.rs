@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server::auth::Service;
+use crate::server::body::QueryParams;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
@@ -30,7 +31,7 @@ pub struct EventsQuery {
 pub async fn page(
     State(state): State<AppState>,
     _service: Service,
-    Query(query): Query<EventsQuery>,
+    QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
     let limit = query.limit.unwrap_or(EVENTS_PAGE_MAX).clamp(1, EVENTS_PAGE_MAX);
@@ -42,7 +43,7 @@ pub async fn page(
 pub async fn stream(
     State(state): State<AppState>,
     _service: Service,
-    Query(query): Query<EventsQuery>,
+    QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let mut subscription = state.ledger.log().subscribe(query.from.unwrap_or(1));
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(STREAM_BUFFER_EVENTS);

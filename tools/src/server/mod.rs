@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/operations/{run}", get(pages::detail))
         .route("/admin/login", get(pages::login_form).post(pages::login))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body::REQUEST_BODY_BYTES_MAX))
         .with_state(state)
@@ -80,6 +81,14 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value>
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// One span per request (with the run id when the path names one), and

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -17,6 +17,7 @@ use opledger::Envelope;
 use serde::Deserialize;
 
 use crate::server::auth::Caller;
+use crate::server::body::{PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::reads::{list_runs_for, run_for, RunQuery};
 use crate::server::state::AppState;
@@ -94,7 +95,7 @@ fn time(at: Option<DateTime<Utc>>) -> String {
 pub async fn list(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
-    Query(query): Query<RunQuery>,
+    QueryParams(query): QueryParams<RunQuery>,
 ) -> Result<Response, PageError> {
     let page = list_runs_for(&state, &caller.viewer(), &query).await?;
     let body = layout(
@@ -201,7 +202,7 @@ fn chart(runs: &[Run]) -> Markup {
 pub async fn detail(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, PageError> {
     let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
     let body = layout(&format!("Run {}", run.id), run_page(&run, &events));

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::server::auth::{Caller, Service};
-use crate::server::body::run_id;
+use crate::server::body::{run_id, PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 use crate::tokens::Grant;
@@ -87,7 +87,7 @@ pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) 
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<RunQuery>,
+    QueryParams(query): QueryParams<RunQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
     Ok(Json(list_runs_for(&state, &caller.viewer(), &query).await?))
 }
@@ -110,7 +110,7 @@ pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str) -> Result<(Run
 pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<Value>, ApiError> {
     let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
     Ok(Json(json!({"run": run, "timeline": events})))
@@ -142,7 +142,7 @@ fn audit_error(error: AuditError) -> ApiError {
 pub async fn audit(
     State(state): State<AppState>,
     _service: Service,
-    Query(query): Query<AuditQuery>,
+    QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Json<audit::AuditPage>, ApiError> {
     state.fresh_projections().await?;
     let filter = AuditFilter {
@@ -171,7 +171,7 @@ pub struct NotificationQuery {
 pub async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<NotificationQuery>,
+    QueryParams(query): QueryParams<NotificationQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, None) => actor_id.clone(),
@@ -190,13 +190,13 @@ pub async fn notifications(
     Ok(Json(json!({"notifications": inbox, "unread": unread})))
 }
 
-/// Marking read is itself an event, appended by the initiator's own token
-/// (or a service token on its behalf).
+/// Marking read is itself an event: a write, so a service token (the host
+/// application, on behalf of the initiator named by `actor_id`).
 pub async fn mark_read(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<NotificationQuery>,
+    Service(caller): Service,
+    PathParam(id): PathParam,
+    QueryParams(query): QueryParams<NotificationQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, _) => actor_id.clone(),

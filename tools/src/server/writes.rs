@@ -1,7 +1,7 @@
 //! Write routes (service tokens): authority changes, starts, begin,
 //! progress, complete. Each answers once its append is durable.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::server::auth::Service;
-use crate::server::body::{run_id, JsonBody};
+use crate::server::body::{run_id, JsonBody, PathParam};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
 
@@ -117,7 +117,7 @@ pub struct Empty {}
 pub async fn begin(
     State(state): State<AppState>,
     _service: Service,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(_): JsonBody<Empty>,
 ) -> Result<Response, ApiError> {
     let (decision, run) = state.ledger.begin(run_id(&id)?).await?;
@@ -134,7 +134,7 @@ pub struct Progress {
 pub async fn progress(
     State(state): State<AppState>,
     _service: Service,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(progress): JsonBody<Progress>,
 ) -> Result<Response, ApiError> {
     let run = state.ledger.progress(run_id(&id)?, progress.summary_counts).await?;
@@ -144,7 +144,7 @@ pub async fn progress(
 pub async fn complete(
     State(state): State<AppState>,
     _service: Service,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(completion): JsonBody<Completion>,
 ) -> Result<Response, ApiError> {
     let run = state.ledger.complete(run_id(&id)?, completion).await?;
