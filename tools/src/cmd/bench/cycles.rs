@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use opledger::domain::authority::{AuthorityChange as C, AuthorityState};
-use opledger::domain::legitimacy::{evaluate, RunFacts};
 use opledger::domain::ledger::Ledger;
+use opledger::domain::legitimacy::{evaluate, RunFacts};
 use opledger::domain::lifecycle::Completion;
 use opledger::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, Principal, WorkerOutcome};
 use opledger::domain::start_gate::StartRequest;
@@ -59,17 +59,29 @@ fn world() -> Vec<C> {
     for tenant in 0..TENANTS {
         let tenant_id = format!("t{tenant}");
         let workspace_id = format!("w{}", tenant % 10);
-        changes.push(C::TenantRegistered { tenant_id: tenant_id.clone(), workspace_id: workspace_id.clone(), lifecycle: Lifecycle::Active });
+        changes.push(C::TenantRegistered {
+            tenant_id: tenant_id.clone(),
+            workspace_id: workspace_id.clone(),
+            lifecycle: Lifecycle::Active,
+        });
         for member in 0..5 {
             let actor_id = format!("u{}", tenant * 5 + member);
             changes.push(C::WorkspaceMemberAdded { workspace_id: workspace_id.clone(), actor_id: actor_id.clone() });
             changes.push(C::TenantMemberAdded { tenant_id: tenant_id.clone(), actor_id: actor_id.clone() });
             for capability in ["tenant.sync", "operations.view"] {
-                changes.push(C::CapabilityGranted { tenant_id: tenant_id.clone(), actor_id: actor_id.clone(), capability: s(capability) });
+                changes.push(C::CapabilityGranted {
+                    tenant_id: tenant_id.clone(),
+                    actor_id: actor_id.clone(),
+                    capability: s(capability),
+                });
             }
         }
         let connection_id = format!("c{tenant}");
-        changes.push(C::ProviderConnectionRegistered { connection_id: connection_id.clone(), tenant_id: tenant_id.clone(), status: ConnectionStatus::Ready });
+        changes.push(C::ProviderConnectionRegistered {
+            connection_id: connection_id.clone(),
+            tenant_id: tenant_id.clone(),
+            status: ConnectionStatus::Ready,
+        });
         changes.push(C::DefaultProviderConnectionSet { tenant_id: tenant_id.clone(), connection_id });
         changes.push(C::WriteGateChanged { tenant_id, open: true });
     }
@@ -92,7 +104,12 @@ pub fn run(args: CyclesArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "| figure | opledger | baseline: raw sled reads of the same facts | ratio |")?;
     writeln!(out, "| --- | --- | --- | --- |")?;
     let (gate_ns, sled_ns) = decisions(&args)?;
-    writeln!(out, "| ns per decision (median of {}) | {gate_ns:.0} | {sled_ns:.0} | {:.2}x faster |", args.repeat, ratio(sled_ns, gate_ns))?;
+    writeln!(
+        out,
+        "| ns per decision (median of {}) | {gate_ns:.0} | {sled_ns:.0} | {:.2}x faster |",
+        args.repeat,
+        ratio(sled_ns, gate_ns)
+    )?;
     writeln!(out, "\n## Full durable run cycles, {} concurrent workers\n", args.workers)?;
     writeln!(out, "| mode | cycles/s | command p50 us | command p99 us | events per commit | raw sled cycles/s (same groups) | ratio |")?;
     writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |")?;
@@ -198,7 +215,9 @@ fn cycles_cell(args: &CyclesArgs, durability: Durability) -> anyhow::Result<Cell
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = LogOptions { durability, ..LogOptions::default() };
     let ledger = Arc::new(Ledger::open(dir.path(), options).context("opening the ledger")?);
-    runtime.block_on(ledger.record_authority(Principal::System, world()))?;
+    for chunk in world().chunks(opledger::domain::sequencer::AUTHORITY_BATCH_CHANGES_MAX) {
+        runtime.block_on(ledger.record_authority(Principal::System, chunk.to_vec()))?;
+    }
     let before = ledger.log().stats();
     let deadline = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
