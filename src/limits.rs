@@ -33,3 +33,7 @@ pub const OPEN_TAIL_CHECK_EVENTS: u64 = 1024;
 
 /// Events a subscription reads from the store per refill.
 pub const SUBSCRIPTION_REFILL_EVENTS: usize = 512;
+
+/// Groups applied to sled but not yet flushed. The writer stages the next
+/// group while the syncer flushes; past this many it waits.
+pub const GROUPS_IN_FLIGHT_MAX: usize = 8;

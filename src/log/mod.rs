@@ -6,6 +6,7 @@
 
 mod store;
 mod subscription;
+mod syncer;
 pub mod views;
 mod witness;
 mod writer;
@@ -22,7 +23,9 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, Hash, NewEvent, StreamId};
 use crate::error::Error;
-use crate::limits::{APPEND_EVENTS_MAX, APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS, READ_PAGE_EVENTS_MAX};
+use crate::limits::{
+    APPEND_EVENTS_MAX, APPEND_QUEUE_DEPTH_MAX, GROUPS_IN_FLIGHT_MAX, OPEN_TAIL_CHECK_EVENTS, READ_PAGE_EVENTS_MAX,
+};
 
 use store::FileSync;
 pub(crate) use store::Store;
@@ -232,20 +235,39 @@ impl Log {
         };
         let (head_tx, head_rx) = watch::channel(head);
         let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
+        let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(GROUPS_IN_FLIGHT_MAX);
         let stats = Arc::new(StatsCounters::default());
-        let writer = Writer {
+        let failed = syncer::Failed::default();
+        let syncer = syncer::Syncer {
             store: Arc::clone(&store),
             file_sync: FileSync::for_mode(&dir.join("store"), options.durability)?,
             witness,
+            head_tx,
+            stats: Arc::clone(&stats),
+            failed: failed.clone(),
+        };
+        let writer = Writer {
+            store: Arc::clone(&store),
             head,
             last_recorded_at,
             clock: options.clock,
-            head_tx,
-            stats: Arc::clone(&stats),
+            applied: applied_tx,
+            failed,
         };
+        let syncer = std::thread::Builder::new()
+            .name("opledger-syncer".into())
+            .spawn(move || syncer.run(applied_rx))
+            .map_err(|e| Error::io(&dir, e))?;
+        // Joining the writer joins the syncer too: the writer's end drops the
+        // channel, the syncer drains it, acknowledges and ends.
         let handle = std::thread::Builder::new()
             .name("opledger-writer".into())
-            .spawn(move || writer.run(requests_rx))
+            .spawn(move || {
+                writer.run(requests_rx);
+                if syncer.join().is_err() {
+                    tracing::error!("the log syncer thread panicked");
+                }
+            })
             .map_err(|e| Error::io(&dir, e))?;
         Ok(Log {
             store,
@@ -391,9 +413,9 @@ impl Log {
         Ok(out)
     }
 
-    /// The current version of `stream` (0 when it has no event).
+    /// The version of `stream` as acknowledged (0 when it has no event).
     pub fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
-        self.store.stream_version(stream)
+        self.store.stream_version_at_most(stream, self.head().position)
     }
 
     /// The position of the event with `id`, if it is in the log.

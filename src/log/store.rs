@@ -143,6 +143,19 @@ impl Store {
         Ok(last.and_then(|key| be_u64(&key[prefix.len()..])).unwrap_or(0))
     }
 
+    /// The version of the last event of `stream` at or below `head` (the
+    /// writer applies groups before they are acknowledged).
+    pub(crate) fn stream_version_at_most(&self, stream: &StreamId, head: u64) -> Result<u64, Error> {
+        let prefix = stream_prefix(stream);
+        for item in self.db.scan_prefix(&prefix).rev() {
+            let (key, value) = item.map_err(storage)?;
+            if be_u64(&value).is_some_and(|position| position <= head) {
+                return Ok(be_u64(&key[prefix.len()..]).unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
     /// (version, position) of the events of `stream` from `from_version` on.
     pub(crate) fn stream_positions(
         &self,
@@ -184,13 +197,16 @@ impl Store {
         (self.db.scan_prefix([STREAM]).count(), self.db.scan_prefix([EVENT_ID]).count())
     }
 
-    /// Applies the batch and the new head atomically, then flushes: sled's
-    /// flush ends in `sync_file_range`, which survives a process crash.
-    pub(crate) fn commit(&self, mut staged: StagedBatch, head: Head) -> Result<(), Error> {
+    /// Applies the batch and the new head atomically (not yet durable).
+    pub(crate) fn apply(&self, mut staged: StagedBatch, head: Head) -> Result<(), Error> {
         staged.set_head(head);
-        self.db.apply_batch(staged.batch).map_err(storage)?;
-        self.db.flush().map_err(storage)?;
-        Ok(())
+        self.db.apply_batch(staged.batch).map_err(storage)
+    }
+
+    /// Makes everything applied so far durable against a process crash:
+    /// sled's flush ends in `sync_file_range`.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        self.db.flush().map(|_| ()).map_err(storage)
     }
 }
 

@@ -1,24 +1,28 @@
 //! The single writer: serializes every append and batches concurrent ones
-//! into group commits (one sled batch, one flush, then every caller in the
-//! batch is acknowledged).
+//! into group commits (one sled batch, then one flush for every group the
+//! syncer finds waiting, then every caller in them is acknowledged).
 //!
-//! The writer runs on its own thread because sled's flush blocks. It keeps
-//! the head, the newest recording time and, per group commit, an overlay of
-//! stream versions and event ids staged but not yet in the store.
+//! Two threads form a pipeline: this one stages a group and applies it to
+//! sled, then hands it to the [`Syncer`], which flushes and acknowledges
+//! while the next group is staged. An apply becomes visible to readers only
+//! when the syncer publishes its head, after the flush that covers it.
+//!
+//! The writer keeps the head, the newest recording time and, per group, an
+//! overlay of stream versions and event ids staged but not yet applied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::envelope::{truncate_to_micros, Envelope, NewEvent, StreamId};
 use crate::error::Error;
 use crate::limits::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_EVENTS_MAX};
-use crate::log::store::{FileSync, StagedBatch, Store};
-use crate::log::witness::Witness;
-use crate::log::{Appended, Clock, Conflict, Expectations, ExpectedVersion, Head, StatsCounters};
+use crate::log::store::{StagedBatch, Store};
+use crate::log::syncer::{Applied, Failed};
+use crate::log::{Appended, Clock, Conflict, Expectations, ExpectedVersion, Head};
 
 pub(crate) type Reply = oneshot::Sender<Result<Result<Appended, Conflict>, Error>>;
 
@@ -30,15 +34,16 @@ pub(crate) struct Request {
     pub(crate) reply: Reply,
 }
 
+pub(crate) type Outcome = Result<Result<Appended, Conflict>, Error>;
+
 pub(crate) struct Writer {
     pub(crate) store: Arc<Store>,
-    pub(crate) file_sync: Option<FileSync>,
-    pub(crate) witness: Witness,
     pub(crate) head: Head,
     pub(crate) last_recorded_at: DateTime<Utc>,
     pub(crate) clock: Clock,
-    pub(crate) head_tx: watch::Sender<Head>,
-    pub(crate) stats: Arc<StatsCounters>,
+    /// Applied groups on their way to the syncer (bounded: backpressure).
+    pub(crate) applied: std::sync::mpsc::SyncSender<Applied>,
+    pub(crate) failed: Failed,
 }
 
 /// What one group commit stages before it touches the store.
@@ -66,9 +71,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(failure) = self.commit_group(batch) {
-                tracing::error!(%failure, "group commit failed; the writer stops");
-                self.refuse_all(&mut requests, &failure.to_string());
+            let stopped = self.failed.reason();
+            if let Some(why) = stopped.or_else(|| self.commit_group(batch).err().map(|e| e.to_string())) {
+                tracing::error!(failure = %why, "group commit failed; the writer stops");
+                self.failed.set(&why);
+                self.refuse_all(&mut requests, &why);
                 return;
             }
         }
@@ -83,6 +90,8 @@ impl Writer {
         }
     }
 
+    /// Stages and applies one group, then hands it to the syncer, which
+    /// acknowledges it once a flush covers it.
     fn commit_group(&mut self, batch: Vec<Request>) -> Result<(), Error> {
         let mut group = Group {
             staged: StagedBatch::default(),
@@ -91,18 +100,14 @@ impl Writer {
             versions: HashMap::new(),
             ids: HashMap::new(),
         };
-        let mut replies = Vec::with_capacity(batch.len());
+        let mut replies: Vec<(Reply, Outcome)> = Vec::with_capacity(batch.len());
         for request in batch {
             let outcome = self.stage(&request, &mut group);
             replies.push((request.reply, outcome));
         }
-        let staged_events = group.staged.events;
-        if staged_events > 0 {
-            let committed = self.store.commit(group.staged, group.head).and_then(|()| match &mut self.file_sync {
-                Some(sync) => sync.sync(),
-                None => Ok(()),
-            });
-            if let Err(failure) = committed {
+        let events = group.staged.events as u64;
+        if events > 0 {
+            if let Err(failure) = self.store.apply(group.staged, group.head) {
                 let why = failure.to_string();
                 for (reply, _) in replies {
                     let _ = reply.send(Err(Error::WriterStopped(why.clone())));
@@ -111,17 +116,9 @@ impl Writer {
             }
             self.head = group.head;
             self.last_recorded_at = group.last_recorded_at;
-            if let Err(failure) = self.witness.record(self.head) {
-                tracing::warn!(%failure, "head witness not written; truncation detection is weaker until the next commit");
-            }
-            self.head_tx.send_replace(self.head);
-            self.stats.record_commit(staged_events as u64);
         }
-        for (reply, outcome) in replies {
-            self.stats.record_outcome(&outcome);
-            let _ = reply.send(outcome);
-        }
-        Ok(())
+        let applied = Applied { head: self.head, events, replies };
+        self.applied.send(applied).map_err(|_| Error::WriterStopped("the syncer stopped".into()))
     }
 
     /// Stages one append into the group, or leaves the group untouched and
