@@ -260,7 +260,15 @@ impl FileSync {
     fn new(dir: &Path) -> Result<FileSync, Error> {
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|e| Error::io(&db_path, e))?;
+        // sled writes `conf` without syncing it, and a fresh log's directory
+        // entries (store/, head.witness) live in the parent: make both
+        // durable once, so a new log survives a power loss too.
+        let conf = dir.join("conf");
+        File::open(&conf).and_then(|f| f.sync_all()).map_err(|e| Error::io(&conf, e))?;
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        if let Some(parent) = dir.parent() {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(|e| Error::io(parent, e))?;
+        }
         Ok(FileSync { db_file, db_path, blobs_dir: dir.join("blobs"), synced_blobs: HashSet::new() })
     }
 
