@@ -43,6 +43,22 @@ enum Command {
     /// Benchmarks, each against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Monitoring's runs: `list` (filtered pages) and `show RUN` (run and timeline).
+    #[command(subcommand)]
+    Runs(cmd::runs::Runs),
+    /// The audit trail, a page at a time or `--export jsonl`; `--as-of N` cuts it at a position.
+    Audit(cmd::audit::Args),
+    /// An initiator's notifications.
+    Notifications(cmd::notifications::Args),
+    /// The raw log: `tail` prints envelopes as JSON Lines, `--follow` keeps following.
+    #[command(subcommand)]
+    Events(cmd::events::Events),
+    /// Rebuild every projection from the log.
+    Rebuild(cmd::rebuild::Args),
+    /// Export the whole log as JSON Lines of envelopes.
+    Export(cmd::export::Args),
+    /// Restore an export into a new, empty data directory, then check it is identical and verifies.
+    Import(cmd::import::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +71,13 @@ fn main() -> ExitCode {
         Command::Head(args) => cmd::head::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(bench) => cmd::bench::run(bench),
+        Command::Runs(runs) => cmd::runs::run(runs),
+        Command::Audit(args) => cmd::audit::run(args),
+        Command::Notifications(args) => cmd::notifications::run(args),
+        Command::Events(events) => cmd::events::run(events),
+        Command::Rebuild(args) => cmd::rebuild::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Import(args) => cmd::import::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,380 @@
+//! `opledger runs list` and `opledger runs show RUN`: Monitoring's run list
+//! and run detail, from a data directory or a running server. Both print
+//! the API's JSON with `--json` (the same document either way), text
+//! otherwise.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use chrono::{DateTime, SecondsFormat, Utc};
+use opledger::domain::events::run_stream;
+use opledger::domain::ledger::fold_run;
+use opledger::limits::READ_PAGE_EVENTS_MAX;
+use opledger::{Envelope, Log};
+use opledger_projections::monitoring;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::remote::is_status;
+use super::source::{field, principal_text, print_json, print_text, table, text, Hint, Source, Target};
+use crate::server::reads::RunQuery;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Runs {
+    /// A page of runs, newest first, filtered.
+    List(ListArgs),
+    /// One run and its timeline.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Only runs of this workspace.
+    #[arg(long)]
+    workspace: Option<String>,
+    /// Only runs of this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only runs in this status: queued, running or completed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs with this outcome: pending, succeeded, partially_succeeded, failed or blocked.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Only runs of this operation type.
+    #[arg(long = "type", value_name = "OPERATION_TYPE")]
+    operation_type: Option<String>,
+    /// Only runs initiated by this actor id, or by `system`.
+    #[arg(long)]
+    initiator: Option<String>,
+    /// Only runs queued (or, for a blocked start, recorded) at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+    /// Only runs queued (or recorded) at or before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<DateTime<Utc>>,
+    /// Runs per page (default 50, at most 200).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Print the API's JSON (`{"runs": [...], "next_cursor": ...}`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The run id.
+    run: Uuid,
+    /// Print the API's JSON (`{"run": Run, "timeline": [Event]}`).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(runs: Runs) -> anyhow::Result<ExitCode> {
+    match runs {
+        Runs::List(args) => list(args),
+        Runs::Show(args) => show(args),
+    }
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+impl ListArgs {
+    fn query(&self) -> RunQuery {
+        RunQuery {
+            workspace_id: self.workspace.clone(),
+            tenant_id: self.tenant.clone(),
+            status: self.status.clone(),
+            outcome: self.outcome.clone(),
+            operation_type: self.operation_type.clone(),
+            initiator: self.initiator.clone(),
+            from: self.from,
+            to: self.to,
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+
+    /// The query parameters of `GET /v1/runs`.
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let texts = [
+            ("workspace_id", self.workspace.clone()),
+            ("tenant_id", self.tenant.clone()),
+            ("status", self.status.clone()),
+            ("outcome", self.outcome.clone()),
+            ("operation_type", self.operation_type.clone()),
+            ("initiator", self.initiator.clone()),
+            ("from", self.from.as_ref().map(time)),
+            ("to", self.to.as_ref().map(time)),
+            ("limit", self.limit.map(|l| l.to_string())),
+            ("cursor", self.cursor.clone()),
+        ];
+        texts.into_iter().filter_map(|(name, value)| value.map(|v| (name, v))).collect()
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let page: Value = match args.source.target()? {
+        Target::Remote(remote) => remote.get("/v1/runs", &args.params())?,
+        Target::Local(data) => {
+            let query = args.query();
+            let filter = query.filter().map_err(|error| anyhow!(error.message))?;
+            let (_log, projector) = data.open_projected(Hint::Query)?;
+            let view = projector.view(monitoring::NAME)?;
+            let limit = args.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
+            serde_json::to_value(monitoring::list(&view, &filter, args.cursor.as_deref(), limit)?)?
+        }
+    };
+    match args.json {
+        true => print_json(&page)?,
+        false => print_text(&list_text(&page))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run list as a table, and how to get the next page.
+pub fn list_text(page: &Value) -> String {
+    let runs = page.get("runs").and_then(Value::as_array).cloned().unwrap_or_default();
+    if runs.is_empty() {
+        return "no runs\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            let created = run.get("queued_at").filter(|v| !v.is_null()).or_else(|| run.get("completed_at"));
+            vec![
+                field(run, "id"),
+                field(run, "operation_type"),
+                field(run, "tenant_id"),
+                principal_text(run.get("initiator").unwrap_or(&Value::Null)),
+                field(run, "status"),
+                field(run, "outcome"),
+                text(created.unwrap_or(&Value::Null)),
+                field(run, "reason_code"),
+            ]
+        })
+        .collect();
+    let header = ["RUN", "TYPE", "TENANT", "INITIATOR", "STATUS", "OUTCOME", "CREATED", "REASON"];
+    let mut out = table(&header, &rows);
+    let count = match runs.len() {
+        1 => "1 run".to_owned(),
+        n => format!("{n} runs"),
+    };
+    match page.get("next_cursor").and_then(Value::as_str) {
+        Some(cursor) => out.push_str(&format!("{count}; next page: --cursor {cursor}\n")),
+        None => out.push_str(&format!("{count}\n")),
+    }
+    out
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let (detail, summaries) = match args.source.target()? {
+        Target::Remote(remote) => match remote.get::<Value>(&format!("/v1/runs/{}", args.run), &[]) {
+            Ok(detail) => (detail, BTreeMap::new()),
+            Err(error) if is_status(&error, 404) => return Ok(not_found(args.run, &remote.url())),
+            Err(error) => return Err(error),
+        },
+        Target::Local(data) => {
+            let (log, projector) = data.open_projected(Hint::Query)?;
+            let events = run_events(&log, args.run)?;
+            let Some(run) = fold_run(&events)? else {
+                return Ok(not_found(args.run, &data.path.display().to_string()));
+            };
+            let timeline = monitoring::timeline(&projector.view(monitoring::NAME)?, args.run)?;
+            let summaries = timeline.into_iter().map(|entry| (entry.position, entry.summary)).collect();
+            (json!({"run": run, "timeline": events}), summaries)
+        }
+    };
+    match args.json {
+        true => print_json(&detail)?,
+        false => print_text(&show_text(&detail, &summaries))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn not_found(run: Uuid, place: &str) -> ExitCode {
+    eprintln!("no run {run} in {place}");
+    ExitCode::from(3)
+}
+
+/// Every event of a run's stream, in order.
+fn run_events(log: &Log, run_id: Uuid) -> anyhow::Result<Vec<Envelope>> {
+    let stream = run_stream(run_id);
+    let mut events: Vec<Envelope> = Vec::new();
+    loop {
+        let page = log.read_stream(&stream, events.len() as u64 + 1, READ_PAGE_EVENTS_MAX)?;
+        let done = page.len() < READ_PAGE_EVENTS_MAX;
+        events.extend(page);
+        if done {
+            return Ok(events);
+        }
+    }
+}
+
+/// The run detail as text; `summaries` (by position) are Monitoring's
+/// one-line summaries, when the command has them.
+pub fn show_text(detail: &Value, summaries: &BTreeMap<u64, String>) -> String {
+    let run = detail.get("run").unwrap_or(&Value::Null);
+    let mut lines = vec![format!("run {}", field(run, "id"))];
+    let mut line = |name: &str, value: String| lines.push(format!("  {name:<11} {value}"));
+    line(
+        "operation",
+        format!(
+            "{} on tenant {} (workspace {})",
+            field(run, "operation_type"),
+            field(run, "tenant_id"),
+            field(run, "workspace_id")
+        ),
+    );
+    let initiator = principal_text(run.get("initiator").unwrap_or(&Value::Null));
+    line("initiator", format!("{initiator} ({})", field(run, "authority_mode")));
+    line("status", format!("{}, outcome {}", field(run, "status"), field(run, "outcome")));
+    if has(run, "reason_code") || has(run, "next_step") {
+        let class = if has(run, "denial_class") { format!(" ({})", field(run, "denial_class")) } else { String::new() };
+        line("reason", format!("{}{class}", field(run, "reason_code")));
+        line("next step", field(run, "next_step"));
+    }
+    line("attempts", field(run, "attempts"));
+    line("connection", field(run, "provider_connection_id"));
+    for (name, key) in [("queued", "queued_at"), ("started", "started_at"), ("completed", "completed_at")] {
+        if has(run, key) {
+            line(name, field(run, key));
+        }
+    }
+    if run.get("summary_counts").and_then(Value::as_object).is_some_and(|counts| !counts.is_empty()) {
+        line("counts", field(run, "summary_counts"));
+    }
+    if let Some(failure) = run.get("failure").filter(|f| !f.is_null()) {
+        let code = failure.get("code").and_then(Value::as_str).map(|c| format!("{c}: ")).unwrap_or_default();
+        line("failure", format!("{code}{}", field(failure, "message")));
+    }
+    let mut out = lines.join("\n") + "\n\ntimeline\n";
+    let events = detail.get("timeline").and_then(Value::as_array).cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|event| {
+            let position = event.get("position").and_then(Value::as_u64);
+            let summary = position.and_then(|p| summaries.get(&p)).cloned().unwrap_or_default();
+            vec![field(event, "position"), field(event, "recorded_at"), field(event, "type"), summary]
+        })
+        .collect();
+    out.push_str(&table(&["POSITION", "RECORDED AT", "EVENT", "SUMMARY"], &rows));
+    out
+}
+
+fn has(value: &Value, name: &str) -> bool {
+    value.get(name).is_some_and(|v| !v.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        runs: Runs,
+    }
+
+    #[test]
+    fn flags_become_the_api_query() {
+        let cli = Cli::try_parse_from([
+            "runs",
+            "list",
+            "--tenant",
+            "t1",
+            "--type",
+            "inventory_sync",
+            "--from",
+            "2026-01-02T03:04:05Z",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+        let Runs::List(args) = cli.runs else { panic!("not a list") };
+        let params = args.params();
+        assert_eq!(
+            params,
+            [
+                ("tenant_id", "t1".to_owned()),
+                ("operation_type", "inventory_sync".to_owned()),
+                ("from", "2026-01-02T03:04:05Z".to_owned()),
+                ("limit", "5".to_owned())
+            ]
+        );
+        let filter = args.query().filter().unwrap();
+        assert_eq!(
+            (filter.tenant_id.as_deref(), filter.operation_type.as_deref()),
+            (Some("t1"), Some("inventory_sync"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_status_is_refused_before_anything_opens() {
+        let args = ListArgs {
+            source: Source { data: super::super::DataDir { path: "/nonexistent".into() }, url: None, token: None },
+            workspace: None,
+            tenant: None,
+            status: Some("sleeping".into()),
+            outcome: None,
+            operation_type: None,
+            initiator: None,
+            from: None,
+            to: None,
+            limit: None,
+            cursor: None,
+            json: false,
+        };
+        assert!(args.query().filter().is_err());
+    }
+
+    #[test]
+    fn the_list_reads_as_a_table_with_the_next_cursor() {
+        let page = json!({"runs": [{"id": "r1", "operation_type": "sync", "tenant_id": "t1",
+            "initiator": {"kind": "system"}, "status": "completed", "outcome": "blocked", "queued_at": null,
+            "completed_at": "2026-01-01T00:00:00Z", "reason_code": "tenant_archived"}], "next_cursor": "ab"});
+        let text = list_text(&page);
+        assert!(text.starts_with("RUN"), "{text}");
+        assert!(
+            text.contains("r1   sync  t1      system     completed  blocked  2026-01-01T00:00:00Z  tenant_archived")
+        );
+        assert!(text.ends_with("1 run; next page: --cursor ab\n"), "{text}");
+        assert_eq!(list_text(&json!({"runs": [], "next_cursor": null})), "no runs\n");
+    }
+
+    #[test]
+    fn the_detail_shows_the_run_and_its_timeline() {
+        let detail = json!({"run": {"id": "r1", "operation_type": "sync", "tenant_id": "t1", "workspace_id": "w1",
+            "initiator": {"kind": "actor", "id": "u1"}, "authority_mode": "actor_bound", "status": "completed",
+            "outcome": "failed", "attempts": 1, "provider_connection_id": "c1", "queued_at": "T0",
+            "summary_counts": {"total": 3}, "failure": {"code": "boom", "message": "it broke"}},
+            "timeline": [{"position": 7, "recorded_at": "T0", "type": "run_queued"}]});
+        let text = show_text(&detail, &BTreeMap::from([(7, "queued".to_owned())]));
+        for expected in [
+            "run r1\n",
+            "  operation   sync on tenant t1 (workspace w1)\n",
+            "  initiator   actor u1 (actor_bound)\n",
+            "  status      completed, outcome failed\n",
+            "  counts      {\"total\":3}\n",
+            "  failure     boom: it broke\n",
+            "7         T0           run_queued  queued\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+        }
+        assert!(!text.contains("reason"), "{text}");
+    }
+}
