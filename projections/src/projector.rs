@@ -74,6 +74,18 @@ impl std::fmt::Debug for Projector {
 impl Projector {
     /// Opens the current view of every projection and catches up.
     pub fn open(log: Arc<Log>, projections: Vec<Arc<dyn Projection>>) -> Result<Projector, ProjectionError> {
+        let projector = Projector::open_without_catch_up(log, projections)?;
+        projector.catch_up()?;
+        Ok(projector)
+    }
+
+    /// Opens the views as they are, without applying what they have not
+    /// seen: for a rebuild, which replaces every view anyway (and must work
+    /// even when a view cannot catch up).
+    pub fn open_without_catch_up(
+        log: Arc<Log>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Projector, ProjectionError> {
         let views = log.views()?;
         let mut slots = Vec::new();
         for projection in projections {
@@ -90,7 +102,6 @@ impl Projector {
             apply_lock: Mutex::new(()),
             progress: watch::channel(Progress::Applied(floor)).0,
         };
-        projector.catch_up()?;
         Ok(projector)
     }
 

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let log = args.data.open_log()?;
+    let log = args.data.open_existing_log(super::source::Hint::StopServer)?;
     let Some(explanation) = explain(&log, args.run).context("explaining the run")? else {
         eprintln!("no run {} in {}", args.run, args.data.path.display());
         return Ok(ExitCode::from(3));

@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let log = args.data.open_log()?;
+    let log = args.data.open_existing_log(super::source::Hint::Query)?;
     let head = log.head();
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -20,23 +20,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use opledger::{Log, LogOptions};
+use opledger::Log;
 use opledger_projections::Projector;
 
 /// The data directory every command works on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataDir {
-    /// The data directory (created if missing).
+    /// The data directory (`serve` creates it if missing; the other commands need an existing one).
     #[arg(long = "data", default_value = "./opledger-data")]
     pub path: PathBuf,
-}
-
-impl DataDir {
-    /// Opens the log of this data directory.
-    pub fn open_log(&self) -> anyhow::Result<Log> {
-        Log::open(self.path.join("log"), LogOptions::default())
-            .with_context(|| format!("opening the log in {}", self.path.display()))
-    }
 }
 
 impl DataDir {

@@ -2,7 +2,10 @@
 //! into fresh views and swaps them in, then says what it did.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
+
+use opledger_projections::Projector;
 
 use super::source::{print_json, print_text, Hint};
 use super::verify::progress_bar;
@@ -18,7 +21,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (log, projector) = args.data.open_projected(Hint::StopServer)?;
+    let log = args.data.open_existing_log(Hint::StopServer)?;
+    // No catch-up first: the rebuild replaces every view anyway.
+    let projector = Projector::open_without_catch_up(Arc::clone(&log), opledger_projections::all())?;
     let names: Vec<&'static str> = opledger_projections::all().iter().map(|p| p.name()).collect();
     let started = Instant::now();
     let bar = progress_bar(log.head().position);

@@ -29,7 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(text) => Some(Head::parse_digest(text).ok_or_else(|| anyhow!("--expect-head takes POSITION:HASH"))?),
         None => None,
     };
-    let log = match args.data.open_log() {
+    let log = match args.data.open_existing_log(super::source::Hint::StopServer) {
         Ok(log) => log,
         Err(error) => {
             eprintln!("verify failed: {error:#}");
