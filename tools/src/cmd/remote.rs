@@ -81,15 +81,22 @@ impl Remote {
         if !query.is_empty() {
             target = format!("{target}?{query}");
         }
-        let response = self.exchange(&target).with_context(|| format!("asking {} for {path}", self.url()))?;
-        if !(200..300).contains(&response.status) {
-            return Err(failure(&response).into());
-        }
-        serde_json::from_slice(&response.body)
-            .with_context(|| format!("the answer of {} to {path} is not the JSON expected", self.url()))
+        let response =
+            self.exchange("GET", &target, None).with_context(|| format!("asking {} for {path}", self.url()))?;
+        decode(&response, &self.url(), path)
     }
 
-    fn exchange(&self, target: &str) -> anyhow::Result<Response> {
+    /// `POST path` with a JSON body, decoded from JSON. A 4xx/5xx answer is
+    /// an [`ApiFailure`] (check it with [`is_status`]).
+    pub fn post<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<T> {
+        let target = format!("{}{path}", self.base_path);
+        let body = serde_json::to_vec(body)?;
+        let response =
+            self.exchange("POST", &target, Some(&body)).with_context(|| format!("posting to {} {path}", self.url()))?;
+        decode(&response, &self.url(), path)
+    }
+
+    fn exchange(&self, method: &str, target: &str, body: Option<&[u8]>) -> anyhow::Result<Response> {
         let addresses: Vec<_> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
         let mut last_error = None;
         let mut stream = None;
@@ -109,14 +116,18 @@ impl Remote {
         };
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let body = body.unwrap_or_default();
         let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\
-             User-Agent: opledger/{}\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: opledger/{}\r\n\
+             Connection: close\r\n\r\n",
             self.authority(),
             self.token,
+            body.len(),
             env!("CARGO_PKG_VERSION")
         );
         stream.write_all(request.as_bytes())?;
+        stream.write_all(body)?;
         stream.flush()?;
         let mut raw = Vec::new();
         let limit = RESPONSE_BYTES_MAX as u64 + 64 * 1024;
@@ -126,6 +137,14 @@ impl Remote {
         }
         parse_response(&raw)
     }
+}
+
+fn decode<T: DeserializeOwned>(response: &Response, url: &str, path: &str) -> anyhow::Result<T> {
+    if !(200..300).contains(&response.status) {
+        return Err(failure(response).into());
+    }
+    serde_json::from_slice(&response.body)
+        .with_context(|| format!("the answer of {url} to {path} is not the JSON expected"))
 }
 
 fn failure(response: &Response) -> ApiFailure {
