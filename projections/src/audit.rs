@@ -38,10 +38,8 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use opledger::domain::authority::{AuthorityChange, AuthorityChanged, AuthorityState};
 use opledger::domain::events::{DomainEvent, NotificationRead};
-use opledger::domain::legitimacy::Decision;
-use opledger::domain::model::{OperationTypeSpec, Principal};
-use opledger::domain::reason::{ReasonCode, StartNotice};
-use opledger::domain::run::{RequeueCause, RunEvent, RunSpec};
+use opledger::domain::model::Principal;
+use opledger::domain::run::{RunEvent, RunSpec};
 use opledger::log::views::{Pending, View};
 use opledger::Envelope;
 use serde::{Deserialize, Serialize};
@@ -49,6 +47,10 @@ use uuid::Uuid;
 
 use crate::error::ProjectionError;
 use crate::projector::Projection;
+
+mod summary;
+
+use summary::{authority_summary, lowercase_first, run_summary};
 
 /// The projection's name, and so its view's.
 pub const NAME: &str = "audit";
@@ -270,65 +272,6 @@ fn change_workspace(change: &AuthorityChange) -> Option<String> {
     }
 }
 
-fn authority_summary(change: &AuthorityChange) -> String {
-    use AuthorityChange as C;
-    match change {
-        C::WorkspaceRegistered { workspace_id } => format!("Workspace {workspace_id} registered"),
-        C::TenantRegistered { tenant_id, workspace_id, lifecycle } => {
-            format!("Tenant {tenant_id} registered in workspace {workspace_id}, {}", lifecycle.as_str())
-        }
-        C::TenantLifecycleChanged { tenant_id, lifecycle } => {
-            format!("Tenant {tenant_id} is now {}", lifecycle.as_str())
-        }
-        C::WorkspaceMemberAdded { workspace_id, actor_id } => {
-            format!("Actor {actor_id} added to workspace {workspace_id}")
-        }
-        C::WorkspaceMemberRemoved { workspace_id, actor_id } => {
-            format!("Actor {actor_id} removed from workspace {workspace_id}")
-        }
-        C::TenantMemberAdded { tenant_id, actor_id } => format!("Actor {actor_id} added to tenant {tenant_id}"),
-        C::TenantMemberRemoved { tenant_id, actor_id } => format!("Actor {actor_id} removed from tenant {tenant_id}"),
-        C::CapabilityGranted { tenant_id, actor_id, capability } => {
-            format!("Capability {capability} granted to actor {actor_id} on tenant {tenant_id}")
-        }
-        C::CapabilityRevoked { tenant_id, actor_id, capability } => {
-            format!("Capability {capability} revoked from actor {actor_id} on tenant {tenant_id}")
-        }
-        C::ProviderConnectionRegistered { connection_id, tenant_id, status } => {
-            format!("Provider connection {connection_id} registered for tenant {tenant_id}, {}", words(status.as_str()))
-        }
-        C::ProviderConnectionStatusChanged { connection_id, status } => {
-            format!("Provider connection {connection_id} is now {}", words(status.as_str()))
-        }
-        C::DefaultProviderConnectionSet { tenant_id, connection_id } => {
-            format!("Provider connection {connection_id} is now the default of tenant {tenant_id}")
-        }
-        C::WriteGateChanged { tenant_id, open } => {
-            format!("Write gate of tenant {tenant_id} {}", if *open { "opened" } else { "closed" })
-        }
-        C::OperationTypeRegistered(spec) => {
-            format!("Operation type {} registered: {}", spec.operation_type, catalog(spec))
-        }
-        C::OperationTypeUpdated(spec) => format!("Operation type {} updated: {}", spec.operation_type, catalog(spec)),
-    }
-}
-
-/// `consent_required` → `consent required`: people read words, not codes.
-fn words(code: &str) -> String {
-    code.replace('_', " ")
-}
-
-fn catalog(spec: &OperationTypeSpec) -> String {
-    format!(
-        "needs capability {}, {}, {}, {}, up to {} attempts",
-        spec.required_capability,
-        if spec.provider_backed { "provider-backed" } else { "not provider-backed" },
-        if spec.writes { "writes" } else { "read-only" },
-        if spec.system_authority_allowed { "scheduled runs allowed" } else { "no scheduled runs" },
-        spec.max_attempts
-    )
-}
-
 // ---------------------------------------------------------------- runs
 
 /// The subject of a run event; `None` for events the audit leaves out.
@@ -361,70 +304,6 @@ fn run_caused_by(record: &RunRecord, event: &RunEvent) -> Principal {
     }
 }
 
-fn run_summary(record: &RunRecord, event: &RunEvent) -> String {
-    let run = record.subject();
-    let tenant = &record.tenant_id;
-    match event {
-        RunEvent::RunQueued { .. } => format!("{run} accepted and queued"),
-        RunEvent::RunStartBlocked { start_decision, .. } => {
-            format!("{run} blocked at start: {}", refusal(start_decision.reason_code))
-        }
-        RunEvent::RunStartDeduped { requested_by, .. } => format!(
-            "Start of {} on tenant {tenant} by {requested_by} deduped onto this run: {}",
-            record.operation_type,
-            StartNotice::Deduped.operator_message()
-        ),
-        RunEvent::RunStartRejectedScopeBusy { requested_by, operation_type, .. } => format!(
-            "Start of {operation_type} on tenant {tenant} by {requested_by} refused, scope busy: {}",
-            StartNotice::ScopeBusy.operator_message()
-        ),
-        RunEvent::FollowUpsRetained { operation_types, .. } => {
-            format!("{run} will start {} next, one at a time", operation_types.join(", "))
-        }
-        RunEvent::FollowUpAdmitted { operation_type, result, .. } => {
-            format!("Follow-up {operation_type} on tenant {tenant} {}", admission(result))
-        }
-        RunEvent::LegitimacyEvaluated { decision, .. } => decision_summary(&run, decision),
-        RunEvent::RunStarted { attempt } => format!("{run} running, attempt {attempt}"),
-        RunEvent::RunRequeued { next_attempt, cause, reason_code, .. } => {
-            format!("{run} queued again for attempt {next_attempt}: {}", requeue(*cause, *reason_code))
-        }
-        RunEvent::RunBlocked { reason_code, .. } => format!("{run} blocked: {}", reason_code.operator_message()),
-        RunEvent::RunCompleted { outcome, .. } => format!("{run} completed: {}", outcome.outcome().operator_word()),
-        RunEvent::RunProgressed { .. } => format!("{run} reported progress"),
-    }
-}
-
-fn refusal(reason: Option<ReasonCode>) -> &'static str {
-    reason.map_or("the start gate refused it.", ReasonCode::operator_message)
-}
-
-fn admission(result: &str) -> &'static str {
-    match result {
-        "accepted" => "accepted and queued",
-        "blocked" => "blocked at start",
-        "deduped" => "deduped onto an identical run",
-        "scope_busy" => "refused, scope busy",
-        _ => "rejected: not a valid start",
-    }
-}
-
-fn decision_summary(run: &str, decision: &Decision) -> String {
-    let attempt = decision.attempt;
-    match decision.reason_code {
-        None => format!("{run}, attempt {attempt}: allowed to begin"),
-        Some(reason) => format!("{run}, attempt {attempt}: denied: {}", reason.operator_message()),
-    }
-}
-
-fn requeue(cause: RequeueCause, reason: Option<ReasonCode>) -> &'static str {
-    match (cause, reason) {
-        (RequeueCause::RetryableDenial, Some(reason)) => reason.operator_message(),
-        (RequeueCause::RetryableDenial, None) => "the attempt was denied for a passing reason.",
-        (RequeueCause::RetryableFailure, _) => "the attempt failed and is retried.",
-    }
-}
-
 fn read_subject(pending: &Pending<'_>, read: &NotificationRead) -> Result<Subject, String> {
     let record = load_record(pending, read.run_id)?;
     Ok(Subject {
@@ -434,11 +313,6 @@ fn read_subject(pending: &Pending<'_>, read: &NotificationRead) -> Result<Subjec
         run_id: Some(read.run_id),
         summary: format!("Actor {} read the notification of the {}", read.actor_id, lowercase_first(&record.subject())),
     })
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
 fn load_record(pending: &Pending<'_>, run_id: Uuid) -> Result<RunRecord, String> {
