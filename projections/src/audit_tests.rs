@@ -18,6 +18,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::notifications::{self, Notifications};
 use crate::projector::Projector;
+use opledger::domain::reason::ReasonCode;
 
 pub(crate) fn s(v: &str) -> String {
     v.to_owned()
