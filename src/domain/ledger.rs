@@ -22,6 +22,7 @@ use crate::domain::lifecycle::{Completion, TransitionRefused};
 use crate::domain::model::{Principal, RunStatus};
 use crate::domain::run::{Run, RunEvent};
 use crate::domain::sequencer::{CommandRefused, Produced, Sequencer, StartAnswer};
+use crate::domain::snapshot;
 use crate::domain::start_gate::StartRequest;
 use crate::domain::state::DomainState;
 use crate::envelope::Envelope;
@@ -64,6 +65,8 @@ pub struct Ledger {
     log: Arc<Log>,
     cell: Mutex<Cell>,
     clock: Clock,
+    /// Serializes snapshot writes so an older one never replaces a newer one.
+    snapshots: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -80,10 +83,20 @@ impl Ledger {
         Ledger::over(log, clock)
     }
 
-    /// A ledger over an open log (which nothing else may append to).
+    /// A ledger over an open log (which nothing else may append to). It
+    /// starts from the latest snapshot when one fits the log, and folds the
+    /// whole log otherwise.
     pub fn over(log: Arc<Log>, clock: Clock) -> Result<Ledger, LedgerError> {
-        let state = fold(&log)?;
-        Ok(Ledger { log, cell: Mutex::new(Cell { sequencer: Sequencer::new(state), stopped: None }), clock })
+        let restored = match snapshot::load(&log)? {
+            Some(snapshot) => snapshot::restore(&log, &snapshot)?,
+            None => None,
+        };
+        let state = match restored {
+            Some(state) => fold_from(&log, state)?,
+            None => fold_from(&log, DomainState::default())?,
+        };
+        let cell = Mutex::new(Cell { sequencer: Sequencer::new(state), stopped: None });
+        Ok(Ledger { log, cell, clock, snapshots: std::sync::Mutex::new(()) })
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -95,7 +108,7 @@ impl Ledger {
         &self,
         decide: impl FnOnce(&mut Sequencer, DateTime<Utc>) -> Result<(T, Produced), CommandRefused>,
     ) -> Result<T, LedgerError> {
-        let (value, pending) = {
+        let (value, pending, snapshot) = {
             let mut cell = self.cell.lock().await;
             if let Some(why) = &cell.stopped {
                 return Err(LedgerError::Stopped(why.clone()));
@@ -107,8 +120,9 @@ impl Ledger {
             }
             assert_eq!(produced.first_position, head + 1, "a command's events follow the head it was decided on");
             let at = cell.sequencer.state().last_at;
+            let snapshot = snapshot::due(cell.sequencer.state(), produced.first_position);
             match self.submit(&produced, head, at).await {
-                Ok(pending) => (value, pending),
+                Ok(pending) => (value, pending, snapshot),
                 Err(error) => {
                     cell.stopped = Some(error.to_string());
                     return Err(error.into());
@@ -116,12 +130,26 @@ impl Ledger {
             }
         };
         let failure = match pending.wait().await {
-            Ok(Ok(_)) => return Ok(value),
+            Ok(Ok(_)) => {
+                if let Some(snapshot) = snapshot {
+                    self.store_snapshot(&snapshot);
+                }
+                return Ok(value);
+            }
             Ok(Err(conflict)) => format!("the log refused a decided append: {conflict:?}"),
             Err(error) => error.to_string(),
         };
         self.cell.lock().await.stopped = Some(failure.clone());
         Err(LedgerError::Stopped(failure))
+    }
+
+    /// A snapshot only shortens the next open; failing to store one is
+    /// logged, never an error of the command.
+    fn store_snapshot(&self, snapshot: &snapshot::Snapshot) {
+        let Ok(_guard) = self.snapshots.lock() else { return };
+        if let Err(error) = snapshot::store(&self.log, snapshot) {
+            tracing::warn!(%error, position = snapshot.position, "ledger snapshot not stored");
+        }
     }
 
     async fn submit(
@@ -272,11 +300,10 @@ pub fn fold_run(events: &[Envelope]) -> Result<Option<Run>, LedgerError> {
     Ok(run)
 }
 
-/// Folds the whole log into the domain state.
-fn fold(log: &Log) -> Result<DomainState, LedgerError> {
-    let mut state = DomainState::default();
+/// Folds the log after the state's position into the state.
+fn fold_from(log: &Log, mut state: DomainState) -> Result<DomainState, LedgerError> {
     let head = log.head().position;
-    let mut from = 1;
+    let mut from = state.position + 1;
     while from <= head {
         let page = log.read(from, READ_PAGE_EVENTS_MAX)?;
         for envelope in &page {

@@ -14,6 +14,7 @@ use crate::domain::replay::DecisionReplay;
 use crate::domain::sequencer::StartAnswer;
 use crate::log::Durability;
 use crate::verify::verify;
+use chrono::Utc;
 
 fn s(v: &str) -> String {
     v.to_owned()
@@ -243,6 +244,68 @@ fn the_answer_equals_the_run_folded_from_the_log() {
         let done = ledger.complete(queued.id, succeeded()).await.unwrap();
         assert_eq!(ledger.run(queued.id).unwrap(), Some(done));
     });
+}
+
+#[test]
+fn a_reopen_from_the_snapshot_equals_a_full_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let before = {
+        let ledger = Arc::new(Ledger::open(dir.path(), options()).unwrap());
+        rt.block_on(async {
+            ledger.record_authority(Principal::System, world(&["c1", "c2", "c3"])).await.unwrap();
+            let mut tasks = Vec::new();
+            for task in 0..8 {
+                let ledger = Arc::clone(&ledger);
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..160 {
+                        let key = format!("{task}-{round}");
+                        let request = StartRequest { dedupe_key: Some(key), ..request("restore.execute", None) };
+                        let run = ledger.start(request).await.unwrap().run().id;
+                        ledger.begin(run).await.unwrap();
+                        ledger.complete(run, succeeded()).await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            // Still tracked at the snapshot: a live run, and an ended run with a follow-up.
+            ledger.start(request("inventory_sync", Some("c1"))).await.unwrap();
+            let batch = vec![s("inventory_sync"), s("entra_group_sync")];
+            let first = ledger.start_batch(batch, request("inventory_sync", Some("c2"))).await.unwrap();
+            let first = first.first.run().id;
+            ledger.begin(first).await.unwrap();
+            let revoke = C::CapabilityRevoked { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync") };
+            ledger.record_authority(Principal::System, vec![revoke]).await.unwrap();
+            ledger.complete(first, succeeded()).await.unwrap();
+            ledger.state().await
+        })
+    };
+    assert!(before.position > crate::domain::snapshot::SNAPSHOT_EVERY_EVENTS);
+    let log = Arc::new(Log::open(dir.path(), options()).unwrap());
+    let stored = crate::domain::snapshot::load(&log).unwrap().expect("a snapshot was stored");
+    assert!(stored.position >= crate::domain::snapshot::SNAPSHOT_EVERY_EVENTS && stored.position <= before.position);
+    let restored = crate::domain::snapshot::restore(&log, &stored).unwrap().expect("the snapshot fits the log");
+    let full = fold_from(&log, DomainState::default()).unwrap();
+    assert_eq!(fold_from(&log, restored).unwrap(), full, "snapshot + tail equals a full fold");
+    assert_eq!(full, before);
+    let ledger = Ledger::over(Arc::clone(&log), Arc::new(Utc::now)).unwrap();
+    assert_eq!(rt.block_on(ledger.state()), before);
+}
+
+#[test]
+fn a_snapshot_that_does_not_fit_the_log_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let log = Arc::new(Log::open(dir.path(), options()).unwrap());
+    let ledger = Ledger::over(Arc::clone(&log), Arc::new(Utc::now)).unwrap();
+    rt.block_on(ledger.record_authority(Principal::System, world(&["c1"]))).unwrap();
+    let wrong = crate::domain::snapshot::Snapshot { position: 3, runs: vec![Uuid::now_v7()] };
+    crate::domain::snapshot::store(&log, &wrong).unwrap();
+    assert_eq!(crate::domain::snapshot::restore(&log, &wrong).unwrap(), None);
+    let reopened = Ledger::over(Arc::clone(&log), Arc::new(Utc::now)).unwrap();
+    assert_eq!(rt.block_on(reopened.state()), rt.block_on(ledger.state()));
 }
 
 /// One step of a random interleaving.

@@ -17,5 +17,6 @@ pub mod replay;
 pub mod run;
 pub mod sanitize;
 pub mod sequencer;
+pub mod snapshot;
 pub mod start_gate;
 pub mod state;

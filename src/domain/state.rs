@@ -75,6 +75,29 @@ impl DomainState {
         self.runs.iter().filter(|(_, run)| !run.is_terminal()).map(|(id, _)| id)
     }
 
+    /// Every run the state tracks: live, or ended with follow-ups to admit.
+    pub fn tracked_run_ids(&self) -> Vec<Uuid> {
+        self.runs.keys().copied().collect()
+    }
+
+    /// Completes a state whose authority is folded up to `position` with the
+    /// runs tracked there (each folded from its stream up to `position`).
+    pub fn restore(&mut self, runs: Vec<Run>, position: u64, at: DateTime<Utc>) -> Result<(), String> {
+        for run in runs {
+            if run.is_terminal() {
+                if run.follow_ups.is_empty() {
+                    return Err(format!("run {} is ended and has nothing left to admit", run.id));
+                }
+                self.runs.insert(run.id, run);
+            } else {
+                self.track(run)?;
+            }
+        }
+        self.position = position;
+        self.last_at = Some(at);
+        Ok(())
+    }
+
     /// Folds one event recorded at `position` and `at`, and returns the run
     /// it ended and dropped from the live set, if it did. An error means the
     /// log holds an event the ledger would never have decided.
