@@ -1,0 +1,141 @@
+//! `opledger bench projections`: the read side at a million events.
+//!
+//! On one realistic log (see `projections/generate.rs`), in the same run:
+//!
+//! 1. a full rebuild of every projection, in events/s, beside a raw scan
+//!    of the same log (`Log::read` pages + `DomainEvent::from_envelope`),
+//!    then each projection rebuilt alone to show which one costs what;
+//! 2. run-list pages (`monitoring::list`, 50 per page) with no filter, a
+//!    tenant, a status or an outcome, beside sled point gets of run records;
+//! 3. restart-to-ready (`Ledger::open`, split into `Log::open` and the
+//!    domain fold, then `Projector::open`) beside a raw sled open of the store;
+//! 4. the peak RSS of `opledger rebuild` in a child process, beside a child
+//!    that only scans and decodes the log.
+
+mod generate;
+mod list;
+mod measure;
+mod report;
+mod restart;
+mod rss;
+pub mod world;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use opledger::{Log, LogOptions};
+use opledger_projections::Projector;
+
+use super::stats::median;
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectionsArgs {
+    /// Events in the bench log (the last command may add up to three more).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Where the bench log is kept (as `DIR/log`, the layout of `--data`) and
+    /// reused by later runs asking for the same --events. Default: a temp dir,
+    /// removed at the end.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Regenerate the log in --dir even if it matches.
+    #[arg(long)]
+    regenerate: bool,
+    /// Repeats of each timed step (run round-robin with its baseline); medians reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Run-list queries per filter kind and repeat (each reads up to 3 pages).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Skip rebuilding each projection alone.
+    #[arg(long)]
+    no_breakdown: bool,
+    /// Skip the peak-RSS children.
+    #[arg(long)]
+    no_rss: bool,
+    /// Internal: scan and decode the log in --dir, then exit (the RSS baseline's child).
+    #[arg(long, hide = true)]
+    scan_only: bool,
+}
+
+pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.repeat > 0 && args.queries > 0, "--repeat and --queries must be at least 1");
+    let temporary = match &args.dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("opledger-bench-projections-").tempdir()?),
+    };
+    let data = match (&args.dir, &temporary) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(temporary)) => temporary.path().to_path_buf(),
+        (None, None) => anyhow::bail!("no directory for the bench log"),
+    };
+    if args.scan_only {
+        return scan_only(&data);
+    }
+    eprintln!("preparing a log of {} events in {}", args.events, data.display());
+    let info = generate::prepare(&data, args.events, args.regenerate)?;
+    let results = measure_all(&args, &data)?;
+    report::print(&info, &results)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything one run measured.
+pub struct Results {
+    pub repeat: usize,
+    /// Seconds the first `Projector::open` took (catching up from empty views
+    /// on a new log; nothing on a reused one).
+    pub first_open_seconds: f64,
+    pub rebuild: Vec<measure::RebuildSample>,
+    pub breakdown: Vec<measure::Alone>,
+    pub list: list::ListResults,
+    pub restart: Vec<restart::RestartSample>,
+    pub rss: Option<rss::RssResults>,
+}
+
+fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
+    let log = Arc::new(open_log(data)?);
+    let started = std::time::Instant::now();
+    let projector =
+        Projector::open(Arc::clone(&log), opledger_projections::all()).context("opening the projections")?;
+    let first_open_seconds = started.elapsed().as_secs_f64();
+    eprintln!("projections open ({first_open_seconds:.1} s); rebuild against raw scan, {} repeats", args.repeat);
+    let rebuild = measure::rebuilds(&log, &projector, args.repeat)?;
+    eprintln!("run-list pages");
+    let list = list::measure(&projector, args.queries, args.repeat)?;
+    // Rebuilding one projection alone promotes a new generation of its view,
+    // which leaves the full projector's handle on a dropped tree: drop it first.
+    drop(projector);
+    let breakdown = match args.no_breakdown {
+        true => Vec::new(),
+        false => measure::breakdown(&log)?,
+    };
+    drop(log);
+    eprintln!("restart to ready, {} repeats", args.repeat);
+    let restart = restart::measure(&generate::log_dir(data), args.repeat)?;
+    let rss = match args.no_rss {
+        true => None,
+        false => Some(rss::measure(data, args.events)?),
+    };
+    Ok(Results { repeat: args.repeat, first_open_seconds, rebuild, breakdown, list, restart, rss })
+}
+
+/// The bench log as the read tools open it: the default options (the page
+/// cache of `LogOptions::default()`); nothing is appended.
+fn open_log(data: &Path) -> anyhow::Result<Log> {
+    Log::open(generate::log_dir(data), LogOptions::default()).context("opening the bench log")
+}
+
+fn scan_only(data: &Path) -> anyhow::Result<ExitCode> {
+    let log = open_log(data)?;
+    let (events, seconds) = measure::scan(&log)?;
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{{\"events\": {events}, \"seconds\": {seconds}}}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The median of one field over samples.
+fn median_of<T>(samples: &[T], field: impl Fn(&T) -> f64) -> f64 {
+    median(samples.iter().map(field))
+}

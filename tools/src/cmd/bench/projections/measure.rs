@@ -1,0 +1,102 @@
+//! Full rebuilds against the raw scan, and each projection rebuilt alone.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use opledger::domain::events::DomainEvent;
+use opledger::Log;
+use opledger_projections::projector::APPLY_BATCH_EVENTS_MAX;
+use opledger_projections::Projector;
+
+use crate::cmd::bench::stats::ratio;
+
+/// One repeat: the raw scan, then the rebuild right after it.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildSample {
+    pub events: u64,
+    pub scan_seconds: f64,
+    pub rebuild_seconds: f64,
+}
+
+impl RebuildSample {
+    pub fn scan_rate(&self) -> f64 {
+        ratio(self.events as f64, self.scan_seconds)
+    }
+
+    pub fn rebuild_rate(&self) -> f64 {
+        ratio(self.events as f64, self.rebuild_seconds)
+    }
+
+    /// Paired per repeat, so that drift of a shared machine cancels.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.rebuild_rate(), self.scan_rate())
+    }
+}
+
+/// One projection rebuilt alone: the log read, the decode and the authority
+/// fold are the same for every projection, so this minus the raw scan is
+/// roughly what the projection itself costs.
+#[derive(Debug, Clone)]
+pub struct Alone {
+    pub name: &'static str,
+    pub seconds: f64,
+    pub entries: usize,
+}
+
+/// Every event from position 1 to the head, in the projector's page size,
+/// decoded into domain events: the floor of any rebuild. (events, seconds)
+pub fn scan(log: &Log) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let head = log.head().position;
+    let mut applied = 0u64;
+    while applied < head {
+        let page = log.read(applied + 1, APPLY_BATCH_EVENTS_MAX)?;
+        if page.is_empty() {
+            break;
+        }
+        for envelope in &page {
+            black_box(DomainEvent::from_envelope(envelope).map_err(anyhow::Error::msg)?);
+        }
+        applied += page.len() as u64;
+    }
+    Ok((applied, started.elapsed().as_secs_f64()))
+}
+
+fn rebuild(projector: &Projector) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let applied = projector.rebuild(&mut |_, _| {}).context("rebuilding")?;
+    Ok((applied, started.elapsed().as_secs_f64()))
+}
+
+pub fn rebuilds(log: &Log, projector: &Projector, repeat: usize) -> anyhow::Result<Vec<RebuildSample>> {
+    let mut samples = Vec::new();
+    for round in 1..=repeat {
+        let (events, scan_seconds) = scan(log)?;
+        let (applied, rebuild_seconds) = rebuild(projector)?;
+        anyhow::ensure!(applied == events, "the rebuild applied {applied} events, the scan read {events}");
+        let sample = RebuildSample { events, scan_seconds, rebuild_seconds };
+        eprintln!(
+            "[{round}/{repeat}] scan {:.0} events/s ({scan_seconds:.1} s), rebuild {:.0} events/s ({rebuild_seconds:.1} s)",
+            sample.scan_rate(),
+            sample.rebuild_rate()
+        );
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+/// Each projection rebuilt alone, once, by a projector that holds only it.
+pub fn breakdown(log: &Arc<Log>) -> anyhow::Result<Vec<Alone>> {
+    let mut alone = Vec::new();
+    for projection in opledger_projections::all() {
+        let name = projection.name();
+        let projector = Projector::open(Arc::clone(log), vec![projection])?;
+        let (_, seconds) = rebuild(&projector)?;
+        let entries = projector.view(name)?.len();
+        eprintln!("{name} alone: {seconds:.1} s, {entries} view entries");
+        alone.push(Alone { name, seconds, entries });
+    }
+    Ok(alone)
+}

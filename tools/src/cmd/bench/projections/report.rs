@@ -1,0 +1,159 @@
+//! The markdown tables and the targets, from the medians of the repeats.
+
+use std::io::Write;
+
+use super::generate::LogInfo;
+use super::list::{Figure, Round, KINDS};
+use super::{median_of, Results};
+use crate::cmd::bench::stats::ratio;
+
+type Out<'a> = std::io::StdoutLock<'a>;
+
+pub fn print(info: &LogInfo, results: &Results) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    log_line(&mut out, info, results)?;
+    rebuild_table(&mut out, results)?;
+    list_table(&mut out, results)?;
+    restart_table(&mut out, results)?;
+    rss_table(&mut out, results)?;
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Result<()> {
+    let made = match info.reused {
+        true => format!("reused (generated earlier in {:.1} s)", info.generated_seconds),
+        false => format!(
+            "generated in {:.1} s ({:.0} events/s); first Projector::open (catch-up from empty views) {:.1} s",
+            info.generated_seconds,
+            ratio(info.events as f64, info.generated_seconds),
+            results.first_open_seconds
+        ),
+    };
+    let runs = results.list.counts.total;
+    writeln!(out, "Log: {} events, {runs} runs in the monitoring view; {made}.", info.events)?;
+    let outcomes: Vec<String> = results.list.counts.by_outcome.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    writeln!(out, "Runs by outcome: {}.\n", outcomes.join(", "))?;
+    Ok(())
+}
+
+fn rebuild_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
+    let samples = &results.rebuild;
+    let rebuild = median_of(samples, |s| s.rebuild_rate());
+    let scan = median_of(samples, |s| s.scan_rate());
+    let paired = median_of(samples, |s| s.ratio());
+    writeln!(out, "| figure (median of {}) | opledger | baseline | ratio |", results.repeat)?;
+    writeln!(out, "|---|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| full rebuild, all projections, events/s (s) vs raw scan + decode | {rebuild:.0} ({:.1} s) | {scan:.0} ({:.1} s) | {paired:.2} |",
+        median_of(samples, |s| s.rebuild_seconds),
+        median_of(samples, |s| s.scan_seconds)
+    )?;
+    let scan_seconds = median_of(samples, |s| s.scan_seconds);
+    for alone in &results.breakdown {
+        writeln!(
+            out,
+            "| {} rebuilt alone (once), s; minus the scan; view entries | {:.1} | {:.1} | {} |",
+            alone.name,
+            alone.seconds,
+            alone.seconds - scan_seconds,
+            alone.entries
+        )?;
+    }
+    writeln!(out, "\ntarget rebuild >= 0.5x raw scan: {} ({paired:.2})\n", verdict(paired >= 0.5))?;
+    Ok(())
+}
+
+fn list_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
+    let rounds = &results.list.rounds;
+    writeln!(
+        out,
+        "| run list, 50 per page (median of {} repeats) | pages | p50 µs | p99 µs | runs/page |",
+        rounds.len()
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    for (index, kind) in KINDS.iter().enumerate() {
+        let of: Vec<&Figure> = rounds.iter().filter_map(|r| r.kinds.get(index)).collect();
+        figure_row(out, &format!("filter: {kind}"), &of)?;
+    }
+    let pick = |field: fn(&Round) -> &Figure| -> Vec<&Figure> { rounds.iter().map(field).collect() };
+    figure_row(out, "all filters", &pick(|r| &r.mix))?;
+    figure_row(out, "baseline: one sled get of a run record", &pick(|r| &r.one_get))?;
+    figure_row(out, "baseline: 50 sled gets of run records", &pick(|r| &r.page_of_gets))?;
+    let p99 = median_of(rounds, |r| r.mix.p99_us);
+    let worst = rounds.iter().flat_map(|r| r.kinds.iter()).map(|f| f.p99_us).fold(0.0, f64::max);
+    writeln!(
+        out,
+        "\ntarget run-list p99 <= 2 ms: {} ({:.2} ms over all filters; worst filter p99 in any repeat {:.2} ms)\n",
+        verdict(p99 <= 2000.0),
+        p99 / 1e3,
+        worst / 1e3
+    )?;
+    Ok(())
+}
+
+fn figure_row(out: &mut Out<'_>, label: &str, of: &[&Figure]) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "| {label} | {:.0} | {:.0} | {:.0} | {:.1} |",
+        median_of(of, |f| f.samples as f64),
+        median_of(of, |f| f.p50_us),
+        median_of(of, |f| f.p99_us),
+        median_of(of, |f| f.mean_runs)
+    )?;
+    Ok(())
+}
+
+fn restart_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
+    let s = &results.restart;
+    let ready = median_of(s, |r| r.ready_ms());
+    let sled = median_of(s, |r| r.sled_open_ms);
+    writeln!(out, "| restart step (median of {}) | ms |", s.len())?;
+    writeln!(out, "|---|---:|")?;
+    writeln!(out, "| baseline: raw sled open of the store | {sled:.0} |")?;
+    writeln!(out, "| Log::open | {:.0} |", median_of(s, |r| r.log_open_ms))?;
+    writeln!(out, "| Ledger fold of the whole log (Ledger::over) | {:.0} |", median_of(s, |r| r.fold_ms))?;
+    writeln!(out, "| Ledger::open (Log::open + fold) | {:.0} |", median_of(s, |r| r.ledger_open_ms()))?;
+    writeln!(out, "| Projector::open (views caught up) | {:.0} |", median_of(s, |r| r.projector_open_ms))?;
+    writeln!(out, "| restart to ready (Ledger::open + Projector::open) | {ready:.0} |")?;
+    writeln!(
+        out,
+        "\ntarget restart-to-ready <= 1 s: {} ({:.2} s; {:.1}x the raw sled open)\n",
+        verdict(ready <= 1000.0),
+        ready / 1e3,
+        ratio(ready, sled)
+    )?;
+    Ok(())
+}
+
+fn rss_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
+    let Some(rss) = results.rss else {
+        writeln!(out, "peak RSS: not measured (--no-rss)")?;
+        return Ok(());
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    writeln!(out, "| child process (once) | peak RSS MiB | seconds |")?;
+    writeln!(out, "|---|---:|---:|")?;
+    writeln!(out, "| opledger rebuild --data DIR | {:.0} | {:.1} |", mib(rss.rebuild.kib), rss.rebuild.seconds)?;
+    writeln!(
+        out,
+        "| baseline: raw scan + decode of the same log | {:.0} | {:.1} |",
+        mib(rss.scan.kib),
+        rss.scan.seconds
+    )?;
+    writeln!(
+        out,
+        "\ntarget rebuild peak RSS <= 256 MiB: {} ({:.0} MiB)",
+        verdict(mib(rss.rebuild.kib) <= 256.0),
+        mib(rss.rebuild.kib)
+    )?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Peak RSS of a rebuild, read from the kernel while the child runs.
+//!
+//! The rebuild runs as `opledger rebuild --data DIR` in a child process, so
+//! its peak is its own and not this bench's (which holds a page cache and
+//! every sample). The peak is `VmHWM` of `/proc/PID/status`, polled until
+//! the child exits: the high-water mark only grows, so the last reading
+//! before exit is the peak up to the last few milliseconds. The baseline is
+//! the same binary scanning and decoding the log, nothing else.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const POLL: Duration = Duration::from_millis(5);
+
+/// Peak RSS (KiB) and wall seconds of one child.
+#[derive(Debug, Clone, Copy)]
+pub struct Peak {
+    pub kib: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RssResults {
+    pub rebuild: Peak,
+    pub scan: Peak,
+}
+
+pub fn measure(data: &Path, events: u64) -> anyhow::Result<RssResults> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    eprintln!("peak RSS: opledger rebuild in a child");
+    let mut rebuild = Command::new(&exe);
+    rebuild.arg("rebuild").arg("--data").arg(data).arg("--json");
+    let rebuild = peak_of(rebuild)?;
+    eprintln!("peak RSS: rebuild {} MiB; the raw scan in a child", rebuild.kib / 1024);
+    let mut scan = Command::new(&exe);
+    scan.args(["bench", "projections", "--scan-only", "--events"]).arg(events.to_string()).arg("--dir").arg(data);
+    let scan = peak_of(scan)?;
+    Ok(RssResults { rebuild, scan })
+}
+
+fn peak_of(mut command: Command) -> anyhow::Result<Peak> {
+    let started = Instant::now();
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut kib = 0;
+    let status = loop {
+        if let Some(peak) = std::fs::read_to_string(&status_path).ok().as_deref().and_then(vm_hwm_kib) {
+            kib = kib.max(peak);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(POLL);
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            pipe.read_to_string(&mut stderr)?;
+        }
+        bail!("{command:?} failed ({status}): {}", stderr.trim());
+    }
+    if kib == 0 {
+        bail!("no VmHWM in {status_path}: is /proc mounted?");
+    }
+    Ok(Peak { kib, seconds })
+}
+
+/// `VmHWM:   123456 kB` → 123456.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
