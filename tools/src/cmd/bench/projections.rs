@@ -7,8 +7,8 @@
 //!    then each projection rebuilt alone to show which one costs what;
 //! 2. run-list pages (`monitoring::list`, 50 per page) with no filter, a
 //!    tenant, a status or an outcome, beside sled point gets of run records;
-//! 3. restart-to-ready (`Ledger::open`, split into `Log::open` and the
-//!    domain fold, then `Projector::open`) beside a raw sled open of the store;
+//! 3. restart-to-ready (`Ledger::open`, split into `Log::open` and
+//!    `Ledger::over`, then `Projector::open`) beside a raw sled open of the store;
 //! 4. the peak RSS of `opledger rebuild` in a child process, beside a child
 //!    that only scans and decodes the log.
 
@@ -49,6 +49,10 @@ pub struct ProjectionsArgs {
     /// Run-list queries per filter kind and repeat (each reads up to 3 pages).
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Skip every rebuild (with their raw scans and the breakdown): the run
+    /// list, the restart and the RSS alone, in minutes instead of an hour.
+    #[arg(long)]
+    no_rebuild: bool,
     /// Skip rebuilding each projection alone.
     #[arg(long)]
     no_breakdown: bool,
@@ -100,14 +104,17 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
     let projector =
         Projector::open(Arc::clone(&log), opledger_projections::all()).context("opening the projections")?;
     let first_open_seconds = started.elapsed().as_secs_f64();
-    eprintln!("projections open ({first_open_seconds:.1} s); rebuild against raw scan, {} repeats", args.repeat);
-    let rebuild = measure::rebuilds(&log, &projector, args.repeat)?;
+    eprintln!("projections open ({first_open_seconds:.1} s)");
+    let rebuild = match args.no_rebuild {
+        true => Vec::new(),
+        false => measure::rebuilds(&log, &projector, args.repeat)?,
+    };
     eprintln!("run-list pages");
     let list = list::measure(&projector, args.queries, args.repeat)?;
     // Rebuilding one projection alone promotes a new generation of its view,
     // which leaves the full projector's handle on a dropped tree: drop it first.
     drop(projector);
-    let breakdown = match args.no_breakdown {
+    let breakdown = match args.no_breakdown || args.no_rebuild {
         true => Vec::new(),
         false => measure::breakdown(&log)?,
     };

@@ -15,6 +15,11 @@
 //! succeed (12%) or fail (13%, of which 40% ask for a retry). Every 2,000
 //! commands one tenant's connection goes unreachable, and comes back 2,000
 //! commands later, so begins on it are denied and requeued or blocked.
+//!
+//! The ledger stores a restart snapshot whenever a command crosses a
+//! multiple of `SNAPSHOT_EVERY_EVENTS`; the generator stores the last one
+//! the ledger would have stored, so a restart on this log folds what a
+//! restart on a served log folds.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,7 @@ use opledger::domain::authority::AuthorityChange;
 use opledger::domain::lifecycle::{Completion, FailureReport};
 use opledger::domain::model::{ConnectionStatus, Principal, RunStatus, WorkerOutcome};
 use opledger::domain::sequencer::{Produced, Sequencer, StartAnswer, AUTHORITY_BATCH_CHANGES_MAX};
+use opledger::domain::snapshot::{self, Snapshot};
 use opledger::domain::start_gate::StartRequest;
 use opledger::limits::APPEND_EVENTS_MAX;
 use opledger::{Durability, Expectations, Log, LogOptions, NewEvent, PendingAppend};
@@ -37,7 +43,7 @@ use uuid::Uuid;
 use super::world;
 
 /// Bumped whenever the mix changes, so a cached log of another mix is regenerated.
-const GENERATOR_VERSION: u32 = 1;
+const GENERATOR_VERSION: u32 = 2;
 const MARKER_FILE: &str = "bench-projections.json";
 const IN_FLIGHT_RUNS: usize = 64;
 /// Appends handed to the writer and not yet acknowledged: enough to keep
@@ -138,6 +144,8 @@ struct Generator {
     commands: u64,
     runs: u64,
     down: Option<usize>,
+    /// The latest snapshot the ledger would have stored.
+    snapshot: Option<Snapshot>,
 }
 
 impl Generator {
@@ -153,6 +161,7 @@ impl Generator {
             commands: 0,
             runs: 0,
             down: None,
+            snapshot: None,
         }
     }
 
@@ -170,6 +179,10 @@ impl Generator {
         self.flush(log).await?;
         while let Some(append) = self.appends.pop_front() {
             acknowledged(append).await?;
+        }
+        // Acknowledged now, as the ledger requires before storing it.
+        if let Some(snapshot) = &self.snapshot {
+            snapshot::store(log, snapshot).context("storing the ledger snapshot")?;
         }
         Ok(())
     }
@@ -200,6 +213,9 @@ impl Generator {
     }
 
     fn stage(&mut self, produced: Produced) -> anyhow::Result<()> {
+        if let Some(due) = snapshot::due(self.sequencer.state(), produced.first_position) {
+            self.snapshot = Some(due);
+        }
         if self.buffer.is_empty() {
             self.buffer_first = produced.first_position;
         }

@@ -71,6 +71,7 @@ fn rebuild(projector: &Projector) -> anyhow::Result<(u64, f64)> {
 }
 
 pub fn rebuilds(log: &Log, projector: &Projector, repeat: usize) -> anyhow::Result<Vec<RebuildSample>> {
+    eprintln!("full rebuild against the raw scan, {repeat} repeats");
     let mut samples = Vec::new();
     for round in 1..=repeat {
         let (events, scan_seconds) = scan(log)?;
