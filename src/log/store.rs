@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::envelope::{Envelope, Hash, StreamId};
 use crate::error::Error;
+use crate::limits::STORE_LOCK_RELEASE_WAIT;
 use crate::log::{Durability, Head};
 
 const EVENT: u8 = b'e';
@@ -85,20 +86,22 @@ impl StagedBatch {
 }
 
 pub(crate) struct Store {
+    // Declared before the lock: fields drop in order, so sled closes its
+    // files before another opener can take the directory.
     db: sled::Db,
+    _lock: File,
 }
 
 impl Store {
     pub(crate) fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Store, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Our lock first: only the one owner of the directory may remove
+        // sled's leftovers, and a sled lock still seen after it is ours is
+        // one a dropped store of this process has not released yet.
+        let lock = lock_directory(dir)?;
         remove_unfinished_snapshots(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
-        Ok(Store { db })
+        let db = open_sled(dir, cache_capacity_bytes)?;
+        Ok(Store { db, _lock: lock })
     }
 
     pub(crate) fn views(&self) -> Result<crate::log::views::Views, Error> {
@@ -227,6 +230,49 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The name of the file whose exclusive lock says who owns the directory.
+const LOCK_FILE: &str = "opledger.lock";
+
+/// Takes the directory for this process, or says who holds it: a second
+/// process (or a second open in this one) gets [`Error::Locked`] at once.
+fn lock_directory(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Opens sled, waiting a bounded time for sled's own lock. With our lock
+/// held, that lock can only belong to a store of this process that was just
+/// dropped: sled's background threads release its files a moment after the
+/// last handle goes (a reopen right after a close would otherwise fail).
+fn open_sled(dir: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| open_error(dir, e));
+        match opened {
+            Err(Error::Locked { .. }) if started.elapsed() < STORE_LOCK_RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn open_error(dir: &Path, error: sled::Error) -> Error {

@@ -222,7 +222,24 @@ fn a_subscription_ends_when_the_log_closes() {
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _log = Log::open(dir.path(), options()).unwrap();
+    // A snapshot the live owner is writing must survive the refused open.
+    let generating = dir.path().join("store/snap.0000000000000001.generating");
+    std::fs::write(&generating, b"").unwrap();
+    let started = std::time::Instant::now();
     assert!(matches!(Log::open(dir.path(), options()), Err(Error::Locked { .. })));
+    assert!(started.elapsed() < crate::limits::STORE_LOCK_RELEASE_WAIT, "another owner is refused at once");
+    assert!(generating.exists());
+}
+
+#[test]
+fn a_closed_log_reopens_at_once_many_times() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20u64 {
+        let log = Log::open(dir.path(), options()).unwrap();
+        assert_eq!(log.head().position, round);
+        log.append_blocking(vec![event("reopen", round)], Expectations::none()).unwrap().unwrap();
+        drop(log);
+    }
 }
 
 #[test]
