@@ -95,7 +95,7 @@ impl Walk {
             }
             expected += 1;
             self.checked += 1;
-            if self.checked % 4096 == 0 {
+            if self.checked.is_multiple_of(4096) {
                 progress(self.checked);
             }
         }

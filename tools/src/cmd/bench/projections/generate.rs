@@ -229,7 +229,7 @@ impl Generator {
     /// of a random in-flight run.
     fn step(&mut self) -> anyhow::Result<Produced> {
         self.commands += 1;
-        if self.commands % CHURN_EVERY_COMMANDS == 0 {
+        if self.commands.is_multiple_of(CHURN_EVERY_COMMANDS) {
             return self.churn();
         }
         let index = self.rng.gen_range(0..self.slots.len());

@@ -117,12 +117,14 @@ fn figure_row(out: &mut Out<'_>, label: &str, of: &[&Figure]) -> anyhow::Result<
 }
 
 fn restart_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
-    let s = &results.restart;
+    let first = results.restart.first_sled_open_ms;
+    let s = &results.restart.rounds;
     let ready = median_of(s, |r| r.ready_ms());
     let sled = median_of(s, |r| r.sled_open_ms);
-    writeln!(out, "| restart step (median of {}) | ms |", s.len())?;
+    writeln!(out, "| restart step | ms |")?;
     writeln!(out, "|---|---:|")?;
-    writeln!(out, "| baseline: raw sled open of the store | {sled:.0} |")?;
+    writeln!(out, "| raw sled open, the first after the writes (once) | {first:.0} |")?;
+    writeln!(out, "| baseline: raw sled open after that (median of {}) | {sled:.0} |", s.len())?;
     writeln!(out, "| Log::open | {:.0} |", median_of(s, |r| r.log_open_ms))?;
     writeln!(
         out,
@@ -132,12 +134,18 @@ fn restart_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
     writeln!(out, "| Ledger::open (Log::open + Ledger::over) | {:.0} |", median_of(s, |r| r.ledger_open_ms()))?;
     writeln!(out, "| Projector::open (views caught up) | {:.0} |", median_of(s, |r| r.projector_open_ms))?;
     writeln!(out, "| restart to ready (Ledger::open + Projector::open) | {ready:.0} |")?;
+    // The first restart after writes pays sled's recovery on top of what the
+    // ledger adds to an open without it.
+    let after_writes = first + ready - sled;
     writeln!(
         out,
-        "\ntarget restart-to-ready <= 1 s: {} ({:.2} s; {:.1}x the raw sled open)\n",
+        "\ntarget restart-to-ready <= 1 s: {} ({:.2} s, {:.1}x the raw sled open; \
+         the first restart after the writes: about {:.1} s, {})\n",
         verdict(ready <= 1000.0),
         ready / 1e3,
-        ratio(ready, sled)
+        ratio(ready, sled),
+        after_writes / 1e3,
+        verdict(after_writes <= 1000.0)
     )?;
     Ok(())
 }

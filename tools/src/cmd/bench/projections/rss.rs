@@ -42,7 +42,22 @@ pub fn measure(data: &Path, events: u64) -> anyhow::Result<RssResults> {
     Ok(RssResults { rebuild, scan })
 }
 
+/// A child that met the store still locked by this process's last handle
+/// (sled lets go a moment after the drop) failed before doing any work; it
+/// is run again.
 fn peak_of(mut command: Command) -> anyhow::Result<Peak> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match run_child(&mut command)? {
+            Ok(peak) => return Ok(peak),
+            Err(stderr) if stderr.contains("in use") && Instant::now() < deadline => std::thread::sleep(POLL * 10),
+            Err(stderr) => bail!("{command:?} failed: {}", stderr.trim()),
+        }
+    }
+}
+
+/// The child's peak, or its stderr when it failed.
+fn run_child(command: &mut Command) -> anyhow::Result<Result<Peak, String>> {
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let status_path = format!("/proc/{}/status", child.id());
@@ -58,16 +73,16 @@ fn peak_of(mut command: Command) -> anyhow::Result<Peak> {
     };
     let seconds = started.elapsed().as_secs_f64();
     if !status.success() {
-        let mut stderr = String::new();
+        let mut stderr = format!("({status}) ");
         if let Some(mut pipe) = child.stderr.take() {
             pipe.read_to_string(&mut stderr)?;
         }
-        bail!("{command:?} failed ({status}): {}", stderr.trim());
+        return Ok(Err(stderr));
     }
     if kib == 0 {
         bail!("no VmHWM in {status_path}: is /proc mounted?");
     }
-    Ok(Peak { kib, seconds })
+    Ok(Ok(Peak { kib, seconds }))
 }
 
 /// `VmHWM:   123456 kB` → 123456.
