@@ -54,6 +54,8 @@ use summary::{authority_summary, lowercase_first, run_summary};
 
 /// The projection's name, and so its view's.
 pub const NAME: &str = "audit";
+/// The version of this view's layout (see [`crate::Projection::layout_version`]).
+pub const LAYOUT_VERSION: u32 = 1;
 /// Entries per page when the caller names no limit.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most entries per page.
@@ -195,6 +197,10 @@ struct Subject {
 impl Projection for Audit {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn layout_version(&self) -> u32 {
+        LAYOUT_VERSION
     }
 
     fn apply(

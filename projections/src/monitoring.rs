@@ -37,6 +37,8 @@ pub use query::{
 
 /// The projection's name, which names its view.
 pub const NAME: &str = "monitoring";
+/// The version of this view's layout (see [`crate::Projection::layout_version`]).
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Counter dimensions (the middle part of a counter key).
 const TOTAL: &str = "total";
@@ -84,6 +86,10 @@ struct RunRecord {
 impl Projection for Monitoring {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn layout_version(&self) -> u32 {
+        LAYOUT_VERSION
     }
 
     fn apply(

@@ -39,6 +39,8 @@ use crate::projector::Projection;
 
 /// The projection's name, and so its view's.
 pub const NAME: &str = "notifications";
+/// The version of this view's layout (see [`crate::Projection::layout_version`]).
+pub const LAYOUT_VERSION: u32 = 1;
 /// Most notifications one inbox read returns.
 pub const INBOX_PAGE_MAX: usize = 200;
 /// The words of the link to the run (SPEC 8).
@@ -132,6 +134,10 @@ enum Ending<'a> {
 impl Projection for Notifications {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn layout_version(&self) -> u32 {
+        LAYOUT_VERSION
     }
 
     fn apply(

@@ -31,6 +31,12 @@ pub trait Projection: Send + Sync {
     /// Stable name; the view's trees are named after it.
     fn name(&self) -> &'static str;
 
+    /// The version of the view's key and value layout. Bump it with any
+    /// change to what the projection writes: a view written under another
+    /// version is rebuilt from the log when the projector opens, never read
+    /// with the wrong layout.
+    fn layout_version(&self) -> u32;
+
     /// Applies one event. `authority` is the authority state as of the
     /// event's position (the event itself already folded in).
     fn apply(
@@ -89,7 +95,7 @@ impl Projector {
         let views = log.views()?;
         let mut slots = Vec::new();
         for projection in projections {
-            let view = views.current(projection.name())?;
+            let view = view_in_layout(&views, projection.as_ref())?;
             slots.push(Slot { projection, view });
         }
         let floor = authority_floor(&slots)?;
@@ -192,7 +198,9 @@ impl Projector {
         let mut fresh = Vec::new();
         for name in self.names()? {
             let projection = self.projection(name)?;
-            fresh.push(Slot { projection, view: self.views.fresh(name)? });
+            let view = self.views.fresh(name)?;
+            view.set_layout(projection.layout_version())?;
+            fresh.push(Slot { projection, view });
         }
         let mut authority = AuthorityState::default();
         let mut applied = 0;
@@ -234,6 +242,34 @@ impl Projector {
         let slot = slots.iter().find(|slot| slot.projection.name() == name);
         slot.map(|slot| Arc::clone(&slot.projection)).ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
     }
+}
+
+/// The current view of `projection` if it was written in the projection's
+/// layout; otherwise a fresh, empty one (promoted at once), which the
+/// catch-up then fills from position 1. Bytes of another layout are never
+/// read: a reader would misinterpret them.
+fn view_in_layout(views: &Views, projection: &dyn Projection) -> Result<View, ProjectionError> {
+    let name = projection.name();
+    let wanted = projection.layout_version();
+    let view = views.current(name)?;
+    let found = view.layout()?;
+    if found == Some(wanted) {
+        return Ok(view);
+    }
+    if found.is_none() && view.checkpoint()? == 0 && view.is_empty() {
+        view.set_layout(wanted)?;
+        return Ok(view);
+    }
+    tracing::warn!(
+        projection = name,
+        ?found,
+        wanted,
+        "the view was written in another layout; rebuilding it from the log"
+    );
+    let fresh = views.fresh(name)?;
+    fresh.set_layout(wanted)?;
+    views.promote(name, &fresh)?;
+    Ok(fresh)
 }
 
 /// The lowest checkpoint: where the shared authority state stands.

@@ -16,11 +16,16 @@ use super::*;
 #[derive(Default)]
 struct Counter {
     applied: AtomicU64,
+    layout: u32,
 }
 
 impl Projection for Counter {
     fn name(&self) -> &'static str {
         "counter"
+    }
+
+    fn layout_version(&self) -> u32 {
+        self.layout
     }
 
     fn apply(
@@ -130,4 +135,46 @@ fn a_rebuild_swaps_in_identical_state() {
     assert_eq!(after.checkpoint().unwrap(), 2);
     projector.rebuild(&mut |_, _| {}).unwrap();
     assert_eq!(projector.view("counter").unwrap().entries().unwrap(), entries, "rebuilding twice is identical");
+}
+
+#[test]
+fn a_view_written_in_another_layout_is_rebuilt_from_the_log_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    workspaces(&ledger, &rt, &["a", "b", "c"]);
+    let old = Arc::new(Counter { layout: 1, ..Counter::default() });
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![old.clone()]).unwrap();
+    let entries = projector.view("counter").unwrap().entries().unwrap();
+    drop(projector);
+
+    let same = Arc::new(Counter { layout: 1, ..Counter::default() });
+    drop(Projector::open(Arc::clone(ledger.log()), vec![same.clone()]).unwrap());
+    assert_eq!(same.applied.load(Ordering::SeqCst), 0, "the same layout resumes from its checkpoint");
+
+    let new = Arc::new(Counter { layout: 2, ..Counter::default() });
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![new.clone()]).unwrap();
+    assert_eq!(new.applied.load(Ordering::SeqCst), 3, "another layout is refolded from position 1");
+    let view = projector.view("counter").unwrap();
+    assert_eq!(view.layout().unwrap(), Some(2));
+    assert_eq!(view.entries().unwrap(), entries);
+    assert_eq!(ledger.log().views().unwrap().generation("counter").unwrap(), 1, "a fresh generation replaced it");
+}
+
+#[test]
+fn a_view_without_a_recorded_layout_is_rebuilt_unless_it_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    workspaces(&ledger, &rt, &["a", "b"]);
+    // A view as a build that did not record layouts left it: state and a
+    // checkpoint, no layout.
+    let legacy = ledger.log().views().unwrap().current("counter").unwrap();
+    let mut pending = legacy.pending();
+    pending.put(b"stale".to_vec(), b"bytes of an unknown layout".to_vec());
+    legacy.commit(pending, 2).unwrap();
+    let counter = Arc::new(Counter { layout: 1, ..Counter::default() });
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![counter.clone()]).unwrap();
+    assert_eq!(counter.applied.load(Ordering::SeqCst), 2);
+    assert_eq!(projector.view("counter").unwrap().get(b"stale").unwrap(), None);
 }

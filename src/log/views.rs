@@ -15,7 +15,11 @@ use std::ops::Bound;
 
 use crate::error::Error;
 
+/// Keys under this prefix are the view's own bookkeeping, never state.
+const RESERVED_PREFIX: &[u8] = b"\xff\xff";
 const CHECKPOINT_KEY: &[u8] = b"\xff\xffcheckpoint";
+/// The layout version of the projection that wrote the view.
+const LAYOUT_KEY: &[u8] = b"\xff\xfflayout";
 const META_TREE: &str = "views.meta";
 
 /// A key and its value.
@@ -103,6 +107,18 @@ impl View {
         Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
     }
 
+    /// The layout version the view was written with; `None` for a view
+    /// written before layouts were recorded (or never written).
+    pub fn layout(&self) -> Result<Option<u32>, Error> {
+        let value = self.tree.get(LAYOUT_KEY).map_err(storage)?;
+        Ok(value.and_then(|v| v.as_ref().try_into().ok()).map(u32::from_be_bytes))
+    }
+
+    /// Records the layout version of the projection about to fill the view.
+    pub fn set_layout(&self, version: u32) -> Result<(), Error> {
+        self.tree.insert(LAYOUT_KEY, &version.to_be_bytes()).map(|_| ()).map_err(storage)
+    }
+
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.tree.get(key).map_err(storage)?.map(|v| v.to_vec()))
     }
@@ -137,9 +153,9 @@ impl View {
             .collect()
     }
 
-    /// How many state entries (not the checkpoint) the view holds.
+    /// How many state entries (not the bookkeeping) the view holds.
     pub fn len(&self) -> usize {
-        self.tree.len().saturating_sub(usize::from(self.tree.contains_key(CHECKPOINT_KEY).unwrap_or(false)))
+        self.tree.len().saturating_sub(self.tree.scan_prefix(RESERVED_PREFIX).count())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,7 +187,7 @@ impl View {
 }
 
 fn is_state(item: &Result<(sled::IVec, sled::IVec), sled::Error>) -> bool {
-    !matches!(item, Ok((key, _)) if key.as_ref() == CHECKPOINT_KEY)
+    !matches!(item, Ok((key, _)) if key.starts_with(RESERVED_PREFIX))
 }
 
 /// Changes not yet committed, readable through [`Pending::get`] so that a
@@ -191,7 +207,7 @@ impl Pending<'_> {
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        assert!(key.as_slice() != CHECKPOINT_KEY, "the checkpoint key is reserved");
+        assert!(!key.starts_with(RESERVED_PREFIX), "keys under 0xFFFF are the view's bookkeeping");
         self.writes.insert(key, Some(value));
     }
 
@@ -252,6 +268,17 @@ mod tests {
         views.promote("audit", &fresh).unwrap();
         assert_eq!(views.current("audit").unwrap().get(b"k").unwrap(), Some(b"new".to_vec()));
         assert_eq!(views.generation("audit").unwrap(), 1);
+    }
+
+    #[test]
+    fn the_layout_is_bookkeeping_not_state() {
+        let (_dir, views) = views();
+        let view = views.current("v").unwrap();
+        assert_eq!(view.layout().unwrap(), None);
+        view.set_layout(3).unwrap();
+        assert_eq!(view.layout().unwrap(), Some(3));
+        assert!(view.is_empty());
+        assert!(view.entries().unwrap().is_empty());
     }
 
     #[test]

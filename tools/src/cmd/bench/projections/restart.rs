@@ -114,7 +114,9 @@ fn sled_open(store: &Path) -> anyhow::Result<f64> {
             .open()?;
         Ok::<_, sled::Error>((db, millis(started)))
     };
-    let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+    // sled reports its lock as `ErrorKind::Other` with this text.
+    let locked =
+        |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
     let (db, elapsed) = when_unlocked(attempt, locked).context("opening the store with sled")?;
     drop(db);
     Ok(elapsed)
