@@ -64,7 +64,7 @@ pub const PAGE_SIZE_MAX: usize = 1000;
 /// long history may end a page short, with a cursor to go on from.
 pub const RECORDS_EXAMINED_MAX: usize = 10_000;
 /// The `actor_id` value that selects entries the system caused.
-pub const SYSTEM_ACTOR: &str = "system";
+pub const SYSTEM_ACTOR: &str = opledger::domain::model::SYSTEM_PRINCIPAL_WORD;
 
 /// Records read from the view per range call.
 const SCAN_CHUNK: usize = 256;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::model::{check_id, ConnectionStatus, Lifecycle, OperationTypeSpec, Principal};
+use crate::domain::model::{check_actor_id, check_id, ConnectionStatus, Lifecycle, OperationTypeSpec, Principal};
 
 /// One authority change, as the host application sends it (API.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,8 +305,10 @@ fn check_ids(change: &AuthorityChange) -> Result<(), String> {
     let value = serde_json::to_value(change).map_err(|e| e.to_string())?;
     if let Some(fields) = value.as_object() {
         for (name, field) in fields {
-            if let (true, Some(text)) = (name.ends_with("_id") || name == "capability", field.as_str()) {
-                check_id(name, text)?;
+            match (name.as_str(), field.as_str()) {
+                ("actor_id", Some(text)) => check_actor_id(name, text)?,
+                (name, Some(text)) if name.ends_with("_id") || name == "capability" => check_id(name, text)?,
+                _ => {}
             }
         }
     }
@@ -421,6 +423,7 @@ mod tests {
             },
             AuthorityChange::DefaultProviderConnectionSet { tenant_id: "t1".into(), connection_id: "nope".into() },
             AuthorityChange::WorkspaceMemberAdded { workspace_id: "w1".into(), actor_id: "has space".into() },
+            AuthorityChange::WorkspaceMemberAdded { workspace_id: "w1".into(), actor_id: "system".into() },
             AuthorityChange::OperationTypeUpdated(OperationTypeSpec {
                 operation_type: "nope".into(),
                 required_capability: "c".into(),

@@ -23,6 +23,20 @@ pub fn check_id(what: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The word that stands for [`Principal::System`] wherever a principal is
+/// one string (audit "who", actor filters): no actor may have it as id.
+pub const SYSTEM_PRINCIPAL_WORD: &str = "system";
+
+/// Checks an actor id: an id ([`check_id`]) other than the system's word,
+/// so an actor can never be mistaken for the system in audit and filters.
+pub fn check_actor_id(what: &str, id: &str) -> Result<(), String> {
+    check_id(what, id)?;
+    if id == SYSTEM_PRINCIPAL_WORD {
+        return Err(format!("{what} {id:?} is reserved for the system principal"));
+    }
+    Ok(())
+}
+
 /// Who caused something: a human actor, or the system (the scheduler).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -45,7 +59,7 @@ impl Principal {
 
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Principal::Actor { id } => check_id("actor id", id),
+            Principal::Actor { id } => check_actor_id("actor id", id),
             Principal::System => Ok(()),
         }
     }
@@ -55,7 +69,7 @@ impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Principal::Actor { id } => write!(f, "actor {id}"),
-            Principal::System => f.write_str("system"),
+            Principal::System => f.write_str(SYSTEM_PRINCIPAL_WORD),
         }
     }
 }
@@ -239,6 +253,8 @@ mod tests {
         assert!(check_id("tenant id", "t 1").is_err());
         assert!(check_id("tenant id", "t\n").is_err());
         assert!(check_id("tenant id", &"x".repeat(ID_BYTES_MAX + 1)).is_err());
+        assert!(Principal::actor(SYSTEM_PRINCIPAL_WORD).check().is_err(), "the system's word is no actor id");
+        assert!(Principal::actor("systems").check().is_ok());
     }
 
     #[test]

@@ -120,6 +120,7 @@ async fn invalid_values_are_a_400() {
         spaced_key,
         start_body("report", "t 1", actor("u1")),
         start_body("report", "t1", actor("")),
+        start_body("report", "t1", actor("system")),
         start_body(&"x".repeat(200), "t1", actor("u1")),
     ];
     for body in cases {
@@ -132,6 +133,9 @@ async fn invalid_values_are_a_400() {
     let bad_author = json!({"changed_by": {"kind": "actor", "id": "u 1"}, "changes": [
         {"type": "workspace_registered", "workspace_id": "w9"}]});
     api.refused(Method::POST, "/v1/authority", service, bytes(&bad_author), BAD, "invalid_request").await;
+    let system_as_actor = json!({"changed_by": {"kind": "system"}, "changes": [
+        {"type": "workspace_member_added", "workspace_id": "w1", "actor_id": "system"}]});
+    api.refused(Method::POST, "/v1/authority", service, bytes(&system_as_actor), BAD, "invalid_authority_change").await;
     let too_many = json!({"operation_types": vec!["report"; 17], "tenant_id": "t1", "initiator": system()});
     api.refused(Method::POST, "/v1/runs/batch", service, bytes(&too_many), BAD, "invalid_request").await;
 }
