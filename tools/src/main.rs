@@ -1,10 +1,16 @@
-//! The `opledger` binary: the command line and (later) the server.
+//! The `opledger` binary: the command line and the server.
 
 use opledger_tools::cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// sled 0.34 copies a B-tree node on every write and allocates for each of
+/// its items; glibc's allocator spends a large part of a rebuild on that
+/// churn (see BENCHMARKS.md), mimalloc much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "opledger", version, about = "An event-sourced, hash-chained ledger for queued operation runs")]
