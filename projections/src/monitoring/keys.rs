@@ -71,7 +71,7 @@ impl Index {
 pub fn initiator_value(initiator: &Principal) -> String {
     match initiator {
         Principal::Actor { id } => format!("actor:{id}"),
-        Principal::System => "system".to_owned(),
+        Principal::System => opledger::domain::model::SYSTEM_PRINCIPAL_WORD.to_owned(),
     }
 }
 

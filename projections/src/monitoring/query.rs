@@ -50,7 +50,7 @@ pub struct RunFilter {
 /// The `initiator` parameter of the API: `system`, or an actor id.
 pub fn parse_initiator(text: &str) -> Principal {
     match text {
-        "system" => Principal::System,
+        opledger::domain::model::SYSTEM_PRINCIPAL_WORD => Principal::System,
         actor => Principal::actor(actor),
     }
 }

@@ -1,0 +1,196 @@
+//! Monitoring queries over a populated view: every filter pages through
+//! its matches newest first exactly once, lists within visible tenants,
+//! inclusive time ranges, cursors bound to their filter, clamped limits.
+
+use super::*;
+
+/// Some fifty runs over three tenants, two workspaces, three types, two
+/// kinds of initiator and every status and outcome. Runs stay live only
+/// near the end, so that few starts find their scope busy.
+fn populated() -> (World, Projector) {
+    let world = World::new();
+    let projector = world.projector();
+    for i in 0..60usize {
+        let tenant = TENANTS[i % 3];
+        let kind = KINDS[(i / 3) % 3];
+        let connection = (tenant == "t1" && kind != "restore.execute").then(|| ["c1", "c2"][i % 2]);
+        let answer = world.start_keyed(tenant, kind, connection, i % 4 == 0, Some(format!("k{i}")));
+        let StartAnswer::Accepted(run) = answer else { continue };
+        match (i % 5, i >= 45) {
+            (0, true) => {}
+            (1, true) => {
+                world.begin(run.id);
+            }
+            (0..=2, _) => {
+                world.begin(run.id);
+                world.complete(run.id, WorkerOutcome::Succeeded, false);
+            }
+            (3, _) => {
+                world.begin(run.id);
+                world.complete(run.id, WorkerOutcome::Failed, false);
+            }
+            _ => {
+                world.authority(capability(tenant, false));
+                world.begin(run.id);
+                world.authority(capability(tenant, true));
+            }
+        }
+    }
+    projector.catch_up().unwrap();
+    (world, projector)
+}
+
+fn filters(times: &[DateTime<Utc>]) -> Vec<RunFilter> {
+    let (early, late) = (times[times.len() / 4], times[times.len() * 3 / 4]);
+    let mut all = Vec::new();
+    for tenant in [None, Some("t1"), Some("t3")] {
+        for workspace in [None, Some("w1")] {
+            for status in [None, Some(RunStatus::Queued), Some(RunStatus::Completed)] {
+                for outcome in [None, Some(RunOutcome::Blocked), Some(RunOutcome::Succeeded)] {
+                    for initiator in [None, Some(Principal::actor("u1")), Some(Principal::System)] {
+                        for operation_type in [None, Some("inventory_sync")] {
+                            for (from, to) in [(None, None), (Some(early), Some(late)), (Some(late), None)] {
+                                all.push(RunFilter {
+                                    workspace_id: workspace.map(s),
+                                    tenant_id: tenant.map(s),
+                                    status,
+                                    outcome,
+                                    operation_type: operation_type.map(s),
+                                    initiator: initiator.clone(),
+                                    from,
+                                    to,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+fn created_at(run: &Run) -> DateTime<Utc> {
+    run.queued_at.or(run.completed_at).unwrap()
+}
+
+#[test]
+fn every_filter_pages_through_its_matches_newest_first_exactly_once() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let mut everything: Vec<(u64, Run)> = world
+        .logged_runs()
+        .into_iter()
+        .map(|id| (first_position(&view, id), get(&view, id).unwrap().unwrap()))
+        .collect();
+    everything.sort_by_key(|(position, _)| std::cmp::Reverse(*position));
+    assert!(everything.len() > 40, "{}", everything.len());
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(|(_, r)| created_at(r)).collect();
+    let (mut checked, mut nonempty) = (0, 0);
+    for (n, filter) in filters(&times).iter().enumerate() {
+        let expected: Vec<Uuid> = everything.iter().filter(|(_, r)| filter.matches(r)).map(|(_, r)| r.id).collect();
+        let limit = [1, 3, 7, 50][n % 4];
+        let listed: Vec<Uuid> = all_pages(&view, filter, limit).iter().map(|r| r.id).collect();
+        assert_eq!(listed, expected, "{filter:?} at limit {limit}");
+        checked += 1;
+        nonempty += usize::from(!expected.is_empty());
+    }
+    assert!(nonempty > checked / 4, "the filters are not all empty: {nonempty} of {checked}");
+    check_invariants(&world, &view);
+}
+
+#[test]
+fn a_list_within_visible_tenants_fills_its_pages_from_those_tenants_only() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let everything = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(created_at).collect();
+    let sets: [BTreeSet<String>; 3] = [BTreeSet::new(), BTreeSet::from([s("t1")]), BTreeSet::from([s("t1"), s("t3")])];
+    for (n, filter) in filters(&times).iter().enumerate().filter(|(n, _)| n % 5 == 0) {
+        for tenants in &sets {
+            let expected: Vec<Uuid> = everything
+                .iter()
+                .filter(|r| filter.matches(r) && tenants.contains(&r.tenant_id))
+                .map(|r| r.id)
+                .collect();
+            let limit = [2, 5][n % 2];
+            let listed: Vec<Uuid> = all_pages_in(&view, filter, Some(tenants), limit).iter().map(|r| r.id).collect();
+            assert_eq!(listed, expected, "{filter:?} in {tenants:?}");
+        }
+    }
+    let first = list_in_tenants(&view, &RunFilter::default(), Some(&sets[2]), None, 5).unwrap();
+    assert_eq!(first.runs.len(), 5, "a page fills from the visible tenants");
+    check_invariants(&world, &view);
+}
+
+#[test]
+fn a_time_range_is_inclusive_to_the_microsecond() {
+    let (world, projector) = populated();
+    let view = view(&projector);
+    let runs = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let pick = &runs[runs.len() / 2];
+    let at = created_at(pick);
+    let ids = |from, to| {
+        let filter = RunFilter { from, to, ..RunFilter::default() };
+        all_pages(&view, &filter, 5).into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(Some(at), Some(at)), [pick.id], "the clock ticks a second per read: one run per second");
+    assert!(!ids(Some(at + Duration::nanoseconds(1)), None).contains(&pick.id));
+    assert!(!ids(None, Some(at - Duration::nanoseconds(1))).contains(&pick.id));
+    assert!(ids(Some(at + Duration::seconds(1)), Some(at - Duration::seconds(1))).is_empty());
+    assert!(ids(None, Some(DateTime::from_timestamp(T0 - 1, 0).unwrap())).is_empty());
+    assert!(ids(Some(world.rt.block_on(world.ledger.state()).last_at.unwrap() + Duration::seconds(1)), None).is_empty());
+    assert_eq!(ids(Some(DateTime::from_timestamp(0, 0).unwrap()), None).len(), runs.len());
+}
+
+#[test]
+fn a_cursor_is_validated_and_bound_to_its_filter() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let t1 = RunFilter { tenant_id: Some(s("t1")), ..RunFilter::default() };
+    let cursor = list(&view, &t1, None, 2).unwrap().next_cursor.unwrap();
+    assert!(list(&view, &t1, Some(&cursor), 2).is_ok());
+    let t3 = RunFilter { tenant_id: Some(s("t3")), ..RunFilter::default() };
+    let long = "0".repeat(CURSOR_CHARS_MAX + 2);
+    let truncated = &cursor[..cursor.len() - 2];
+    for bad in ["", "zz", "abc", "+1", "00", truncated, long.as_str(), &format!("{cursor}00")] {
+        let refused = list(&view, &t1, Some(bad), 2);
+        assert!(matches!(refused, Err(ListError::InvalidCursor(_))), "{bad:?}: {refused:?}");
+    }
+    assert!(matches!(list(&view, &t3, Some(&cursor), 2), Err(ListError::InvalidCursor(_))), "another filter's cursor");
+}
+
+#[test]
+fn the_limit_is_clamped_and_a_sparse_filter_is_bounded() {
+    let world = World::new();
+    let projector = world.projector();
+    let oldest = world.started("t1", "restore.execute", None);
+    for _ in 0..PAGE_SIZE_MAX + 5 {
+        let answer = world.start("t1", "restore.execute", None, true);
+        assert!(matches!(answer, StartAnswer::Blocked(_)), "system may not restore");
+    }
+    projector.catch_up().unwrap();
+    let view = view(&projector);
+    let page = list(&view, &RunFilter::default(), None, 10_000).unwrap();
+    assert_eq!(page.runs.len(), PAGE_SIZE_MAX);
+    assert!(page.next_cursor.is_some());
+    assert_eq!(list(&view, &RunFilter::default(), None, 0).unwrap().runs.len(), 1);
+
+    // Scanning the tenant index for the one queued run examines at most
+    // EXAMINED_PER_RUN_MAX entries per call, handing back a cursor.
+    let sparse = RunFilter { tenant_id: Some(s("t1")), status: Some(RunStatus::Queued), ..RunFilter::default() };
+    let first = list(&view, &sparse, None, 1).unwrap();
+    assert!(first.runs.is_empty() && first.next_cursor.is_some(), "{first:?}");
+    let (mut cursor, mut calls, mut found) = (first.next_cursor, 1, Vec::new());
+    while let Some(next) = cursor {
+        let page = list(&view, &sparse, Some(&next), 1).unwrap();
+        found.extend(page.runs.iter().map(|r| r.id));
+        cursor = page.next_cursor;
+        calls += 1;
+    }
+    assert_eq!(found, [oldest]);
+    assert!(calls >= (PAGE_SIZE_MAX + 6) / EXAMINED_PER_RUN_MAX, "{calls} calls");
+    let direct = RunFilter { status: Some(RunStatus::Queued), ..RunFilter::default() };
+    let page = list(&view, &direct, None, 1).unwrap();
+    assert_eq!((page.runs.len(), page.next_cursor), (1, None), "the status index finds it at once");
+}
