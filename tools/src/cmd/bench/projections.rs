@@ -96,10 +96,15 @@ pub struct Results {
     pub list: list::ListResults,
     pub restart: restart::RestartResults,
     pub rss: Option<rss::RssResults>,
+    /// Bytes on disk of the store: as the bench found it (right after a
+    /// generation: the log alone), after the projections caught up, at the end.
+    pub disk_bytes: [u64; 3],
 }
 
 fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
+    let disk_found = disk_bytes(data)?;
     let first_open_seconds = first_open(data)?;
+    let disk_projected = disk_bytes(data)?;
     // Restarts first: the store is then as a server that appended the log and
     // projected it leaves it, not as the rebuilds below leave it.
     let restart = restart::measure(&generate::log_dir(data), args.repeat)?;
@@ -124,7 +129,24 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
         true => None,
         false => Some(rss::measure(data, args.events)?),
     };
-    Ok(Results { repeat: args.repeat, first_open_seconds, rebuild, breakdown, list, restart, rss })
+    let disk_bytes = [disk_found, disk_projected, disk_bytes(data)?];
+    Ok(Results { repeat: args.repeat, first_open_seconds, rebuild, breakdown, list, restart, rss, disk_bytes })
+}
+
+/// Bytes the files under `dir` occupy on disk (allocated blocks, so a
+/// sparse file counts what it really holds).
+fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += match metadata.is_dir() {
+            true => disk_bytes(&entry.path())?,
+            false => metadata.blocks() * 512,
+        };
+    }
+    Ok(total)
 }
 
 /// The first `Projector::open` on the log: on a new log it catches every

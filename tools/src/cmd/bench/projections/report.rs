@@ -9,6 +9,8 @@ use crate::cmd::bench::stats::ratio;
 
 type Out<'a> = std::io::StdoutLock<'a>;
 
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
 pub fn print(info: &LogInfo, results: &Results) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     log_line(&mut out, info, results)?;
@@ -40,7 +42,20 @@ fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Res
     let runs = results.list.counts.total;
     writeln!(out, "Log: {} events, {runs} runs in the monitoring view; {made}.", info.events)?;
     let outcomes: Vec<String> = results.list.counts.by_outcome.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    writeln!(out, "Runs by outcome: {}.\n", outcomes.join(", "))?;
+    writeln!(out, "Runs by outcome: {}.", outcomes.join(", "))?;
+    let [found, projected, end] = results.disk_bytes.map(|bytes| bytes as f64);
+    let per_event = |bytes: f64| bytes / info.events.max(1) as f64 / 1024.0;
+    writeln!(
+        out,
+        "Store on disk: {:.2} GiB as found ({:.1} KiB/event), {:.2} GiB once projected ({:.1} KiB/event), \
+         {:.2} GiB at the end, after the rebuilds ({:.1} KiB/event).\n",
+        found / GIB,
+        per_event(found),
+        projected / GIB,
+        per_event(projected),
+        end / GIB,
+        per_event(end)
+    )?;
     Ok(())
 }
 
