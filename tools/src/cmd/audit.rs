@@ -2,7 +2,7 @@
 //! with `--export jsonl` every matching entry, oldest first, as JSON Lines
 //! on stdout. `--as-of N` cuts the trail at log position N.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -123,38 +123,71 @@ fn export(args: &Args, target: Target) -> anyhow::Result<()> {
             let (_log, projector) = data.open_projected(Hint::Query)?;
             audit::export_jsonl(&projector.view(audit::NAME)?, &args.filter(), &mut out)?;
         }
-        Target::Remote(remote) => {
-            for entry in remote_entries_oldest_first(&remote, args.params())? {
-                serde_json::to_writer(&mut out, &entry)?;
-                out.write_all(b"\n")?;
-            }
-        }
+        Target::Remote(remote) => export_remote(&remote, args.params(), &mut out)?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// Every matching entry from the server: its pages run newest first from
-/// the moment of the first request, so the whole is reversed.
-fn remote_entries_oldest_first(
-    remote: &Remote,
-    params: Vec<(&'static str, String)>,
-) -> anyhow::Result<Vec<AuditEntry>> {
-    let mut entries = Vec::new();
+/// Every matching entry from the server, oldest first, in the memory of one
+/// page: the server pages newest first (from the moment of the first
+/// request), so the pages are spooled and written out in reverse.
+fn export_remote(remote: &Remote, params: Vec<(&'static str, String)>, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut spool = Spool::new()?;
     let mut cursor: Option<String> = None;
     loop {
         let mut query = params.clone();
         query.push(("limit", audit::PAGE_SIZE_MAX.to_string()));
         query.extend(cursor.take().map(|c| ("cursor", c)));
         let page: Page = remote.get("/v1/audit", &query)?;
-        entries.extend(page.entries);
+        spool.push(&page.entries)?;
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    entries.reverse();
-    Ok(entries)
+    spool.write_reversed::<AuditEntry>(out)
+}
+
+/// Pages of items kept in an unnamed temporary file (gone with the
+/// process), to be written back last page first, each page last item first,
+/// as JSON Lines.
+struct Spool {
+    file: std::fs::File,
+    /// (offset, length) of each page's JSON array.
+    pages: Vec<(u64, usize)>,
+    end: u64,
+}
+
+impl Spool {
+    fn new() -> anyhow::Result<Spool> {
+        Ok(Spool { file: tempfile::tempfile()?, pages: Vec::new(), end: 0 })
+    }
+
+    fn push<T: serde::Serialize>(&mut self, page: &[T]) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(page)?;
+        self.file.write_all(&bytes)?;
+        self.pages.push((self.end, bytes.len()));
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn write_reversed<T: serde::Serialize + serde::de::DeserializeOwned>(
+        mut self,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
+        for (offset, length) in std::mem::take(&mut self.pages).into_iter().rev() {
+            self.file.seek(SeekFrom::Start(offset))?;
+            let mut bytes = vec![0; length];
+            self.file.read_exact(&mut bytes)?;
+            let items: Vec<T> = serde_json::from_slice(&bytes)?;
+            for item in items.iter().rev() {
+                serde_json::to_writer(&mut *out, item)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A page of the trail as a table.
@@ -237,6 +270,22 @@ mod tests {
         assert!(Cli::try_parse_from(["audit", "--export", "csv"]).is_err());
         assert!(Cli::try_parse_from(["audit", "--export", "jsonl", "--cursor", "x"]).is_err());
         assert!(Cli::try_parse_from(["audit", "--export", "jsonl", "--json"]).is_err());
+    }
+
+    #[test]
+    fn spooled_pages_come_back_oldest_first() {
+        let mut spool = Spool::new().unwrap();
+        spool.push(&[json!({"position": 9}), json!({"position": 8})]).unwrap();
+        spool.push::<Value>(&[]).unwrap();
+        spool.push(&[json!({"position": 5}), json!({"position": 3}), json!({"position": 1})]).unwrap();
+        let mut out = Vec::new();
+        spool.write_reversed::<Value>(&mut out).unwrap();
+        let positions: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(positions, [1, 3, 5, 8, 9]);
     }
 
     #[test]
