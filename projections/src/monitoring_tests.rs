@@ -208,11 +208,11 @@ fn all_pages_in(view: &View, filter: &RunFilter, tenants: Option<&BTreeSet<Strin
 }
 
 fn first_position(view: &View, run_id: Uuid) -> u64 {
-    timeline(view, run_id).unwrap()[0].position
+    timeline(view, run_id, 0, usize::MAX).unwrap()[0].position
 }
 
 fn summaries(view: &View, run_id: Uuid) -> Vec<String> {
-    timeline(view, run_id).unwrap().into_iter().map(|e| e.summary).collect()
+    timeline(view, run_id, 0, usize::MAX).unwrap().into_iter().map(|e| e.summary).collect()
 }
 
 /// Everything Monitoring shows must agree with the log and with SPEC 2.
@@ -258,7 +258,7 @@ fn check_run(view: &View, run: &Run) {
         assert_eq!(run.status, RunStatus::Completed);
         assert!(run.reason_code.is_some() && run.next_step.is_some() && run.denial_class.is_some(), "{run:?}");
     }
-    let entries = timeline(view, run.id).unwrap();
+    let entries = timeline(view, run.id, 0, usize::MAX).unwrap();
     assert_eq!(entries.len() as u64, run.version, "one timeline entry per event");
     assert!(entries.windows(2).all(|w| w[0].position < w[1].position));
     for (before, entry) in entries.iter().zip(entries.iter().skip(1)) {
@@ -501,7 +501,7 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
             "completed: partially succeeded",
         ]
     );
-    let attempts: Vec<u32> = timeline(&view, run).unwrap().iter().map(|e| e.attempt).collect();
+    let attempts: Vec<u32> = timeline(&view, run, 0, usize::MAX).unwrap().iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]);
     let done = get(&view, run).unwrap().unwrap();
     assert_eq!((done.outcome, done.attempts), (RunOutcome::PartiallySucceeded, 3));
@@ -555,12 +555,30 @@ fn a_record_that_does_not_decode_is_corrupt() {
 }
 
 #[test]
+fn a_timeline_reads_in_pages_from_a_position() {
+    let world = World::new();
+    let projector = world.projector();
+    let run = world.started("t1", "inventory_sync", Some("c1"));
+    world.begin(run);
+    world.complete(run, WorkerOutcome::Succeeded, false);
+    projector.catch_up().unwrap();
+    let view = view(&projector);
+    let all = timeline(&view, run, 0, usize::MAX).unwrap();
+    assert_eq!(all.len(), 4, "queued, evaluated, started, completed");
+    let positions = |entries: &[TimelineEntry]| entries.iter().map(|e| e.position).collect::<Vec<_>>();
+    let page = timeline(&view, run, all[1].position, 2).unwrap();
+    assert_eq!(positions(&page), positions(&all[1..3]));
+    let rest = timeline(&view, run, all[2].position + 1, 2).unwrap();
+    assert_eq!(positions(&rest), positions(&all[3..]));
+}
+
+#[test]
 fn unknown_runs_and_empty_views_read_as_nothing() {
     let world = World::new();
     let projector = world.projector();
     let view = view(&projector);
     assert_eq!(get(&view, Uuid::now_v7()).unwrap(), None);
-    assert!(timeline(&view, Uuid::now_v7()).unwrap().is_empty());
+    assert!(timeline(&view, Uuid::now_v7(), 0, usize::MAX).unwrap().is_empty());
     assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
     let empty = counts(&view, Some("t1")).unwrap();
     assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 5, 0));

@@ -142,9 +142,17 @@ pub fn get(view: &View, run_id: Uuid) -> Result<Option<Run>, ProjectionError> {
     Ok(record(view, &keys::run(run_id))?.map(|r| r.run))
 }
 
-/// Every event of the run, in log order; empty for an unknown run.
-pub fn timeline(view: &View, run_id: Uuid) -> Result<Vec<TimelineEntry>, ProjectionError> {
-    let entries = view.prefix(&keys::timeline_prefix(run_id), usize::MAX)?;
+/// Up to `limit` events of the run from log position `from_position` on,
+/// in log order; empty for an unknown run.
+pub fn timeline(
+    view: &View,
+    run_id: Uuid,
+    from_position: u64,
+    limit: usize,
+) -> Result<Vec<TimelineEntry>, ProjectionError> {
+    let start = Bound::Included(keys::timeline(run_id, from_position));
+    let end = Bound::Included(keys::timeline(run_id, u64::MAX));
+    let entries = view.range(start, end, false, limit)?;
     entries.iter().map(|(key, value)| serde_json::from_slice(value).map_err(|e| corrupt(key, e))).collect()
 }
 

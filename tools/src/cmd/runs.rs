@@ -9,8 +9,6 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use chrono::{DateTime, SecondsFormat, Utc};
 use opledger::domain::events::run_stream;
-use opledger::domain::ledger::fold_run;
-use opledger::limits::READ_PAGE_EVENTS_MAX;
 use opledger::{Envelope, Log};
 use opledger_projections::monitoring;
 use serde_json::{json, Value};
@@ -18,7 +16,7 @@ use uuid::Uuid;
 
 use super::remote::is_status;
 use super::source::{field, principal_text, print_json, print_text, table, text, Hint, Source, Target};
-use crate::server::reads::RunQuery;
+use crate::server::reads::{RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
@@ -73,7 +71,11 @@ pub struct ShowArgs {
     source: Source,
     /// The run id.
     run: Uuid,
-    /// Print the API's JSON (`{"run": Run, "timeline": [Event]}`).
+    /// The stream version the timeline page starts at (the `timeline_next`
+    /// of the previous page); pages hold up to 1,000 events.
+    #[arg(long, value_name = "VERSION", default_value_t = 1)]
+    timeline_from: u64,
+    /// Print the API's JSON (`{"run": Run, "timeline": [Event], "timeline_next": VERSION?}`).
     #[arg(long)]
     json: bool,
 }
@@ -179,20 +181,25 @@ pub fn list_text(page: &Value) -> String {
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let (detail, summaries) = match args.source.target()? {
-        Target::Remote(remote) => match remote.get::<Value>(&format!("/v1/runs/{}", args.run), &[]) {
-            Ok(detail) => (detail, BTreeMap::new()),
-            Err(error) if is_status(&error, 404) => return Ok(not_found(args.run, &remote.url())),
-            Err(error) => return Err(error),
-        },
+        Target::Remote(remote) => {
+            let query = [("timeline_from", args.timeline_from.to_string())];
+            match remote.get::<Value>(&format!("/v1/runs/{}", args.run), &query) {
+                Ok(detail) => (detail, BTreeMap::new()),
+                Err(error) if is_status(&error, 404) => return Ok(not_found(args.run, &remote.url())),
+                Err(error) => return Err(error),
+            }
+        }
         Target::Local(data) => {
             let (log, projector) = data.open_projected(Hint::Query)?;
-            let events = run_events(&log, args.run)?;
-            let Some(run) = fold_run(&events)? else {
+            let view = projector.view(monitoring::NAME)?;
+            let Some(run) = monitoring::get(&view, args.run)? else {
                 return Ok(not_found(args.run, &data.path.display().to_string()));
             };
-            let timeline = monitoring::timeline(&projector.view(monitoring::NAME)?, args.run)?;
+            let (events, next) = timeline_page(&log, args.run, args.timeline_from)?;
+            let from_position = events.first().map_or(u64::MAX, |event| event.position);
+            let timeline = monitoring::timeline(&view, args.run, from_position, events.len())?;
             let summaries = timeline.into_iter().map(|entry| (entry.position, entry.summary)).collect();
-            (json!({"run": run, "timeline": events}), summaries)
+            (json!({"run": run, "timeline": events, "timeline_next": next}), summaries)
         }
     };
     match args.json {
@@ -207,18 +214,15 @@ fn not_found(run: Uuid, place: &str) -> ExitCode {
     ExitCode::from(3)
 }
 
-/// Every event of a run's stream, in order.
-fn run_events(log: &Log, run_id: Uuid) -> anyhow::Result<Vec<Envelope>> {
-    let stream = run_stream(run_id);
-    let mut events: Vec<Envelope> = Vec::new();
-    loop {
-        let page = log.read_stream(&stream, events.len() as u64 + 1, READ_PAGE_EVENTS_MAX)?;
-        let done = page.len() < READ_PAGE_EVENTS_MAX;
-        events.extend(page);
-        if done {
-            return Ok(events);
-        }
-    }
+/// The page of a run's stream from version `from`, as the server pages it,
+/// and the version the next page starts at.
+fn timeline_page(log: &Log, run_id: Uuid, from: u64) -> anyhow::Result<(Vec<Envelope>, Option<u64>)> {
+    let mut events = log.read_stream(&run_stream(run_id), from.max(1), RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
+    let next = match events.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
+        true => events.pop().map(|next| next.stream_version),
+        false => None,
+    };
+    Ok((events, next))
 }
 
 /// The run detail as text; `summaries` (by position) are Monitoring's
@@ -269,6 +273,9 @@ pub fn show_text(detail: &Value, summaries: &BTreeMap<u64, String>) -> String {
         })
         .collect();
     out.push_str(&table(&["POSITION", "RECORDED AT", "EVENT", "SUMMARY"], &rows));
+    if let Some(next) = detail.get("timeline_next").and_then(Value::as_u64) {
+        out.push_str(&format!("more events: --timeline-from {next}\n"));
+    }
     out
 }
 

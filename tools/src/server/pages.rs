@@ -13,13 +13,12 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use opledger::domain::model::RunOutcome;
 use opledger::domain::run::Run;
-use opledger::Envelope;
 use serde::Deserialize;
 
 use crate::server::auth::Caller;
 use crate::server::body::{PathParam, QueryParams};
 use crate::server::error::ApiError;
-use crate::server::reads::{list_runs_for, run_for, RunQuery};
+use crate::server::reads::{list_runs_for, run_for, RunDetail, RunDetailQuery, RunQuery};
 use crate::server::state::AppState;
 
 /// An error shown as a page, with the API's status code.
@@ -203,13 +202,15 @@ pub async fn detail(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
     PathParam(id): PathParam,
+    QueryParams(query): QueryParams<RunDetailQuery>,
 ) -> Result<Response, PageError> {
-    let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
-    let body = layout(&format!("Run {}", run.id), run_page(&run, &events));
+    let detail = run_for(&state, &caller.viewer(), &id, query.timeline_from.unwrap_or(1)).await?;
+    let body = layout(&format!("Run {}", detail.run.id), run_page(&detail));
     Ok(body.into_response())
 }
 
-fn run_page(run: &Run, events: &[Envelope]) -> Markup {
+fn run_page(detail: &RunDetail) -> Markup {
+    let (run, events) = (&detail.run, &detail.timeline);
     html! {
         p { a href="/admin/operations" { "← Operations" } }
         h1 { (run.operation_type) " on " (run.tenant_id) " " (badge(run.outcome)) }
@@ -258,6 +259,9 @@ fn run_page(run: &Run, events: &[Envelope]) -> Markup {
                     tr { td { (event.position) } td { (event.event_type) } td { (time(Some(event.recorded_at))) } }
                 }
             }
+        }
+        @if let Some(next) = detail.timeline_next {
+            p { a href=(format!("/admin/operations/{}?timeline_from={next}", run.id)) { "Later events" } }
         }
     }
 }

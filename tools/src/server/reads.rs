@@ -92,28 +92,59 @@ pub async fn list_runs(
     Ok(Json(list_runs_for(&state, &caller.viewer(), &query).await?))
 }
 
-/// A run and its events, if `viewer` may see it (404 and 403 otherwise).
-pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str) -> Result<(Run, Vec<Envelope>), ApiError> {
+/// Most timeline events one run detail carries; a longer timeline (a
+/// worker reporting progress often) continues with `timeline_from`.
+pub const RUN_TIMELINE_PAGE_EVENTS_MAX: usize = 1000;
+
+/// A run and one page of its timeline.
+pub struct RunDetail {
+    pub run: Run,
+    /// Events of the run's stream from the requested version on.
+    pub timeline: Vec<Envelope>,
+    /// The stream version the next page starts at, when there is one.
+    pub timeline_next: Option<u64>,
+}
+
+/// A run and the page of its events from stream version `from`, if
+/// `viewer` may see it (404 and 403 otherwise). The run is Monitoring's
+/// (the same fold of the same events, caught up before reading), so a long
+/// run is never read whole.
+pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> Result<RunDetail, ApiError> {
     let run_id = run_id(id)?;
     state.fresh_projections().await?;
-    let events = state.ledger.run_events(run_id)?;
-    let run = opledger::domain::ledger::fold_run(&events)?.ok_or_else(|| ApiError::not_found("no such run"))?;
+    let view = state.projector.view(monitoring::NAME)?;
+    let run = monitoring::get(&view, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
     let access =
         state.projector.with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
     match access {
-        Access::Visible => Ok((run, events)),
-        Access::NotFound => Err(ApiError::not_found("no such run")),
-        Access::Forbidden => Err(ApiError::forbidden("operations.view is required to see this run")),
+        Access::Visible => {}
+        Access::NotFound => return Err(ApiError::not_found("no such run")),
+        Access::Forbidden => return Err(ApiError::forbidden("operations.view is required to see this run")),
     }
+    let stream = opledger::domain::events::run_stream(run_id);
+    let mut timeline = state.ledger.log().read_stream(&stream, from.max(1), RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
+    let timeline_next = match timeline.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
+        true => timeline.pop().map(|next| next.stream_version),
+        false => None,
+    };
+    Ok(RunDetail { run, timeline, timeline_next })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunDetailQuery {
+    /// The stream version the timeline page starts at (default 1).
+    pub timeline_from: Option<u64>,
 }
 
 pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam,
+    QueryParams(query): QueryParams<RunDetailQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (run, events) = run_for(&state, &caller.viewer(), &id).await?;
-    Ok(Json(json!({"run": run, "timeline": events})))
+    let detail = run_for(&state, &caller.viewer(), &id, query.timeline_from.unwrap_or(1)).await?;
+    Ok(Json(json!({"run": detail.run, "timeline": detail.timeline, "timeline_next": detail.timeline_next})))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -357,6 +357,38 @@ async fn the_run_detail_carries_the_run_and_its_timeline() {
 }
 
 #[tokio::test]
+async fn a_long_timeline_comes_in_pages() {
+    use opledger_tools::server::reads::RUN_TIMELINE_PAGE_EVENTS_MAX as PAGE;
+    let api = Api::seeded().await;
+    let run = api.start_accepted(&start_body("inventory_sync", "t1", actor("u1"))).await;
+    let id = run["id"].as_str().unwrap().to_owned();
+    api.begin(&id).await.expect(StatusCode::OK);
+    // queued, evaluated, started: three events; progress makes it PAGE + 2.
+    for n in 0..PAGE - 1 {
+        let counts = json!({"summary_counts": {"processed": n}});
+        api.post(&format!("/v1/runs/{id}/progress"), &api.service, &counts).await.expect(StatusCode::OK);
+    }
+    let first = api.get(&format!("/v1/runs/{id}"), &api.service).await.expect(StatusCode::OK);
+    let versions = |page: &Value| {
+        page["timeline"].as_array().unwrap().iter().map(|e| e["stream_version"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&first), (1..=PAGE as u64).collect::<Vec<_>>());
+    assert_eq!(first["timeline_next"], PAGE as u64 + 1);
+    assert_eq!(first["run"]["summary_counts"]["processed"], PAGE as u64 - 2, "the run is the whole fold");
+    let next = format!("/v1/runs/{id}?timeline_from={}", first["timeline_next"]);
+    let second = api.get(&next, &api.service).await.expect(StatusCode::OK);
+    assert_eq!(versions(&second), [PAGE as u64 + 1, PAGE as u64 + 2]);
+    assert_eq!(second["timeline_next"], Value::Null);
+    let page = api.get(&format!("/admin/operations/{id}"), &api.service).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains(&format!("timeline_from={}", PAGE as u64 + 1)), "the HTML page links the rest");
+    let last = api.get(&format!("/admin/operations/{id}?timeline_from=3"), &api.service).await;
+    assert!(!last.text().contains("Later events"), "the last page links nothing");
+    let bad = format!("/v1/runs/{id}?timeline_from=first");
+    api.refused(Method::GET, &bad, Some(api.service.as_str()), None, StatusCode::BAD_REQUEST, "invalid_query").await;
+}
+
+#[tokio::test]
 async fn the_audit_trail_filters_and_reads_as_of_a_position() {
     let api = Api::seeded().await;
     let run = api.start_accepted(&start_body("inventory_sync", "t1", actor("u1"))).await;
