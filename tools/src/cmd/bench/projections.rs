@@ -113,7 +113,7 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
         Projector::open(Arc::clone(&log), opledger_projections::all()).context("opening the projections")?;
     let rebuild = match args.no_rebuild {
         true => Vec::new(),
-        false => measure::rebuilds(&log, &projector, args.repeat)?,
+        false => measure::rebuilds(&log, &generate::log_dir(data).join("store"), &projector, args.repeat)?,
     };
     eprintln!("run-list pages");
     let list = list::measure(&projector, args.queries, args.repeat)?;
