@@ -27,8 +27,9 @@
 //!   id, `x:` action, each followed by `0x00` and the position → empty: a
 //!   filtered page is a range scan of one index. Ids never hold `0x00`
 //!   (control characters are refused at the append boundary).
-//! - `m:` recorded_at (µs, order-preserving) and position → empty: turns a
-//!   time range into a position range;
+//! - no time index: the log never records an event earlier than the one
+//!   before it (the writer holds `recorded_at` non-decreasing), so a time
+//!   range is a position range, found by binary search over the entries;
 //! - `k:` run id (16 bytes) → what later events of the run need (type,
 //!   tenant, workspace, initiator), taken from the run's first event.
 
@@ -55,7 +56,8 @@ use summary::{authority_summary, lowercase_first, run_summary};
 /// The projection's name, and so its view's.
 pub const NAME: &str = "audit";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: no time index (time ranges by binary search over the entries).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Entries per page when the caller names no limit.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most entries per page.
@@ -75,7 +77,6 @@ const BY_TENANT: &[u8] = b"t:";
 const BY_ACTOR: &[u8] = b"a:";
 const BY_RUN: &[u8] = b"r:";
 const BY_ACTION: &[u8] = b"x:";
-const BY_TIME: &[u8] = b"m:";
 const RUN_RECORD: &[u8] = b"k:";
 
 /// The audit trail projection.
@@ -351,27 +352,6 @@ fn at_position(base: &[u8], position: u64) -> Vec<u8> {
     [base, &position.to_be_bytes()].concat()
 }
 
-/// Microseconds, sign bit flipped so the big-endian bytes sort like the times.
-fn time_bytes(at: DateTime<Utc>) -> [u8; 8] {
-    ((at.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn time_key(at: DateTime<Utc>, position: u64) -> Vec<u8> {
-    [BY_TIME, &time_bytes(at), &position.to_be_bytes()].concat()
-}
-
-/// The smallest key after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            break;
-        }
-    }
-    end
-}
-
 /// The index value of a principal: the actor id, or [`SYSTEM_ACTOR`].
 fn actor_value(principal: &Principal) -> &str {
     principal.actor_id().unwrap_or(SYSTEM_ACTOR)
@@ -392,7 +372,6 @@ fn write_entry(pending: &mut Pending<'_>, entry: &AuditEntry) -> Result<(), Stri
             pending.put(at_position(&index_base(prefix, value), position), Vec::new());
         }
     }
-    pending.put(time_key(entry.recorded_at, position), Vec::new());
     Ok(())
 }
 
@@ -496,16 +475,61 @@ fn span(view: &View, filter: &AuditFilter, before: Option<u64>) -> Result<Option
 
 /// The position of the first entry recorded at or after `from`.
 fn first_position_from(view: &View, from: DateTime<Utc>) -> Result<Option<u64>, AuditError> {
-    let start = [BY_TIME, &time_bytes(from)].concat();
-    let found = view.range(Bound::Included(start), Bound::Excluded(prefix_end(BY_TIME)), false, 1)?;
-    found.first().map(|(key, _)| key_position(key)).transpose()
+    // Entries are in position order and so in time order: the first entry
+    // at or after position p is recorded at or after `from` for every p
+    // past some point; find the least such p.
+    let Some((mut low, mut high)) = entry_positions(view)? else { return Ok(None) };
+    if entry_at_or_after(view, high)?.is_none_or(|entry| entry.recorded_at < from) {
+        return Ok(None);
+    }
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match entry_at_or_after(view, middle)? {
+            Some(entry) if entry.recorded_at >= from => high = middle,
+            _ => low = middle + 1,
+        }
+    }
+    Ok(entry_at_or_after(view, low)?.map(|entry| entry.position))
 }
 
 /// The position of the last entry recorded before `to`.
 fn last_position_before(view: &View, to: DateTime<Utc>) -> Result<Option<u64>, AuditError> {
-    let end = [BY_TIME, &time_bytes(to)].concat();
-    let found = view.range(Bound::Included(BY_TIME.to_vec()), Bound::Excluded(end), true, 1)?;
-    found.first().map(|(key, _)| key_position(key)).transpose()
+    let Some((mut low, mut high)) = entry_positions(view)? else { return Ok(None) };
+    if entry_at_or_before(view, low)?.is_none_or(|entry| entry.recorded_at >= to) {
+        return Ok(None);
+    }
+    while low < high {
+        let middle = high - (high - low) / 2;
+        match entry_at_or_before(view, middle)? {
+            Some(entry) if entry.recorded_at < to => low = middle,
+            _ => high = middle - 1,
+        }
+    }
+    Ok(entry_at_or_before(view, low)?.map(|entry| entry.position))
+}
+
+/// The positions of the first and the last entry.
+fn entry_positions(view: &View) -> Result<Option<(u64, u64)>, AuditError> {
+    let (Some(first), Some(last)) = (entry_at_or_after(view, 0)?, entry_at_or_before(view, u64::MAX)?) else {
+        return Ok(None);
+    };
+    Ok(Some((first.position, last.position)))
+}
+
+fn entry_at_or_after(view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+    let start = Bound::Included(entry_key(position));
+    let end = Bound::Included(entry_key(u64::MAX));
+    nearest_entry(view.range(start, end, false, 1)?)
+}
+
+fn entry_at_or_before(view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+    let start = Bound::Included(entry_key(0));
+    let end = Bound::Included(entry_key(position));
+    nearest_entry(view.range(start, end, true, 1)?)
+}
+
+fn nearest_entry(found: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<AuditEntry>, AuditError> {
+    found.first().map(|(key, value)| decode_entry(key, value).map_err(AuditError::from)).transpose()
 }
 
 /// The key prefix to scan: the most selective index the filter names, or

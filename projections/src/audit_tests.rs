@@ -485,6 +485,30 @@ fn filters_select_exactly_the_matching_entries() {
     assert!(!collect(&view, time_bound, 5).is_empty(), "the time filter test selects something");
 }
 
+#[test]
+fn time_ranges_cut_exactly_at_every_recorded_time() {
+    let (_world, projector, _) = busy_world();
+    let view = projector.view(NAME).unwrap();
+    let audit = everything(&view);
+    let micro = chrono::Duration::microseconds(1);
+    let mut times: Vec<DateTime<Utc>> = audit.iter().map(|e| e.recorded_at).collect();
+    times.sort();
+    times.dedup();
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let mut cuts: Vec<DateTime<Utc>> = times.iter().flat_map(|t| [*t - micro, *t, *t + micro]).collect();
+    cuts.extend([first - chrono::Duration::days(1), last + chrono::Duration::days(1)]);
+    for cut in cuts {
+        for filter in [
+            AuditFilter { from: Some(cut), ..Default::default() },
+            AuditFilter { to: Some(cut), ..Default::default() },
+            AuditFilter { from: Some(first), to: Some(cut), ..Default::default() },
+        ] {
+            let expected: Vec<AuditEntry> = audit.iter().filter(|e| expected_match(&filter, e)).cloned().collect();
+            assert_eq!(collect(&view, &filter, PAGE_SIZE_MAX), expected, "{filter:?}");
+        }
+    }
+}
+
 /// The filter's meaning, written independently of the indexes.
 fn expected_match(filter: &AuditFilter, entry: &AuditEntry) -> bool {
     let actor = match &entry.caused_by {
