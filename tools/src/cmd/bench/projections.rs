@@ -59,6 +59,10 @@ pub struct ProjectionsArgs {
     /// Skip the peak-RSS children.
     #[arg(long)]
     no_rss: bool,
+    /// sled's page cache (MiB) of the logs the bench opens to read (as
+    /// `serve --cache-mib`). Default: the log's default, 64.
+    #[arg(long, default_value_t = 64)]
+    cache_mib: u64,
     /// Internal: scan and decode the log in --dir, then exit (the RSS baseline's child).
     #[arg(long, hide = true)]
     scan_only: bool,
@@ -76,7 +80,7 @@ pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("no directory for the bench log"),
     };
     if args.scan_only {
-        return scan_only(&data);
+        return scan_only(&data, args.cache_mib);
     }
     eprintln!("preparing a log of {} events in {}", args.events, data.display());
     let info = generate::prepare(&data, args.events, args.regenerate)?;
@@ -99,16 +103,18 @@ pub struct Results {
     /// Bytes on disk of the store: as the bench found it (right after a
     /// generation: the log alone), after the projections caught up, at the end.
     pub disk_bytes: [u64; 3],
+    /// sled's page cache of the reading log, MiB.
+    pub cache_mib: u64,
 }
 
 fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
     let disk_found = disk_bytes(data)?;
-    let first_open_seconds = first_open(data)?;
+    let first_open_seconds = first_open(data, args.cache_mib)?;
     let disk_projected = disk_bytes(data)?;
     // Restarts first: the store is then as a server that appended the log and
     // projected it leaves it, not as the rebuilds below leave it.
     let restart = restart::measure(&generate::log_dir(data), args.repeat)?;
-    let log = Arc::new(open_log(data)?);
+    let log = Arc::new(open_log(data, args.cache_mib)?);
     let projector =
         Projector::open(Arc::clone(&log), opledger_projections::all()).context("opening the projections")?;
     let rebuild = match args.no_rebuild {
@@ -130,7 +136,18 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
         false => Some(rss::measure(data, args.events)?),
     };
     let disk_bytes = [disk_found, disk_projected, disk_bytes(data)?];
-    Ok(Results { repeat: args.repeat, first_open_seconds, rebuild, breakdown, list, restart, rss, disk_bytes })
+    let cache_mib = args.cache_mib;
+    Ok(Results {
+        repeat: args.repeat,
+        first_open_seconds,
+        rebuild,
+        breakdown,
+        list,
+        restart,
+        rss,
+        disk_bytes,
+        cache_mib,
+    })
 }
 
 /// Bytes the files under `dir` occupy on disk (allocated blocks, so a
@@ -152,8 +169,8 @@ fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
 /// The first `Projector::open` on the log: on a new log it catches every
 /// projection up from empty views, as a server following the appends would
 /// have. Seconds; everything is closed again before returning.
-fn first_open(data: &Path) -> anyhow::Result<f64> {
-    let log = Arc::new(open_log(data)?);
+fn first_open(data: &Path, cache_mib: u64) -> anyhow::Result<f64> {
+    let log = Arc::new(open_log(data, cache_mib)?);
     let started = std::time::Instant::now();
     let projector =
         Projector::open(Arc::clone(&log), opledger_projections::all()).context("opening the projections")?;
@@ -164,14 +181,15 @@ fn first_open(data: &Path) -> anyhow::Result<f64> {
     Ok(seconds)
 }
 
-/// The bench log as the read tools open it: the default options (the page
-/// cache of `LogOptions::default()`); nothing is appended.
-fn open_log(data: &Path) -> anyhow::Result<Log> {
-    restart::open_log(&generate::log_dir(data), LogOptions::default())
+/// The bench log as the read tools open it (default options but the page
+/// cache); nothing is appended.
+fn open_log(data: &Path, cache_mib: u64) -> anyhow::Result<Log> {
+    let options = LogOptions { cache_capacity_bytes: cache_mib * 1024 * 1024, ..LogOptions::default() };
+    restart::open_log(&generate::log_dir(data), options)
 }
 
-fn scan_only(data: &Path) -> anyhow::Result<ExitCode> {
-    let log = open_log(data)?;
+fn scan_only(data: &Path, cache_mib: u64) -> anyhow::Result<ExitCode> {
+    let log = open_log(data, cache_mib)?;
     let (events, seconds) = measure::scan(&log)?;
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{{\"events\": {events}, \"seconds\": {seconds}}}")?;

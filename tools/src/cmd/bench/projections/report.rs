@@ -40,7 +40,11 @@ fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Res
         ),
     };
     let runs = results.list.counts.total;
-    writeln!(out, "Log: {} events, {runs} runs in the monitoring view; {made}.", info.events)?;
+    writeln!(
+        out,
+        "Log: {} events, {runs} runs in the monitoring view; {made}. sled page cache: {} MiB.",
+        info.events, results.cache_mib
+    )?;
     let outcomes: Vec<String> = results.list.counts.by_outcome.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "Runs by outcome: {}.", outcomes.join(", "))?;
     let [found, projected, end] = results.disk_bytes.map(|bytes| bytes as f64);
