@@ -8,15 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use chrono::{DateTime, SecondsFormat, Utc};
-use opledger::domain::events::run_stream;
-use opledger::{Envelope, Log};
 use opledger_projections::monitoring;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::remote::is_status;
 use super::source::{field, principal_text, print_json, print_text, table, text, Hint, Source, Target};
-use crate::server::reads::{RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
+use crate::server::reads::{timeline_page, RunQuery};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
@@ -212,17 +210,6 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 fn not_found(run: Uuid, place: &str) -> ExitCode {
     eprintln!("no run {run} in {place}");
     ExitCode::from(3)
-}
-
-/// The page of a run's stream from version `from`, as the server pages it,
-/// and the version the next page starts at.
-fn timeline_page(log: &Log, run_id: Uuid, from: u64) -> anyhow::Result<(Vec<Envelope>, Option<u64>)> {
-    let mut events = log.read_stream(&run_stream(run_id), from.max(1), RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
-    let next = match events.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
-        true => events.pop().map(|next| next.stream_version),
-        false => None,
-    };
-    Ok((events, next))
 }
 
 /// The run detail as text; `summaries` (by position) are Monitoring's

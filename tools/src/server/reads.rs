@@ -10,13 +10,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use opledger::domain::model::{RunOutcome, RunStatus};
 use opledger::domain::run::Run;
-use opledger::Envelope;
+use opledger::{Envelope, Log};
 use opledger_projections::access::{list_access, run_access, Access, ListAccess, Viewer};
 use opledger_projections::audit::{self, AuditError, AuditFilter};
 use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage};
 use opledger_projections::notifications;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::server::auth::{Caller, Service};
 use crate::server::body::{run_id, PathParam, QueryParams};
@@ -121,13 +122,20 @@ pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> 
         Access::NotFound => return Err(ApiError::not_found("no such run")),
         Access::Forbidden => return Err(ApiError::forbidden("operations.view is required to see this run")),
     }
+    let (timeline, timeline_next) = timeline_page(state.ledger.log(), run_id, from)?;
+    Ok(RunDetail { run, timeline, timeline_next })
+}
+
+/// Up to [`RUN_TIMELINE_PAGE_EVENTS_MAX`] events of the run's stream from
+/// version `from`, and the version the next page starts at when there is one.
+pub fn timeline_page(log: &Log, run_id: Uuid, from: u64) -> Result<(Vec<Envelope>, Option<u64>), opledger::Error> {
     let stream = opledger::domain::events::run_stream(run_id);
-    let mut timeline = state.ledger.log().read_stream(&stream, from.max(1), RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
-    let timeline_next = match timeline.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
-        true => timeline.pop().map(|next| next.stream_version),
+    let mut events = log.read_stream(&stream, from.max(1), RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
+    let next = match events.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
+        true => events.pop().map(|next| next.stream_version),
         false => None,
     };
-    Ok(RunDetail { run, timeline, timeline_next })
+    Ok((events, next))
 }
 
 #[derive(Debug, Default, Deserialize)]
