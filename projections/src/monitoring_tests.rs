@@ -13,9 +13,7 @@ use opledger::domain::authority::AuthorityChange as C;
 use opledger::domain::events::run_id_of;
 use opledger::domain::ledger::Ledger;
 use opledger::domain::lifecycle::{Completion, FailureReport};
-use opledger::domain::model::{
-    ConnectionStatus, Lifecycle, OperationTypeSpec, Principal, RunOutcome, RunStatus, WorkerOutcome,
-};
+use opledger::domain::model::{ConnectionStatus, Lifecycle, Principal, RunOutcome, RunStatus, WorkerOutcome};
 use opledger::domain::reason::{DenialClass, ReasonCode};
 use opledger::domain::sequencer::StartAnswer;
 use opledger::domain::start_gate::StartRequest;
@@ -24,12 +22,9 @@ use opledger::{Durability, Expectations, Log, LogOptions};
 use proptest::prelude::*;
 
 use super::*;
+use crate::audit::tests::{operation, s};
 use crate::error::ProjectionError;
 use crate::projector::Projector;
-
-fn s(v: &str) -> String {
-    v.to_owned()
-}
 
 const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
 const KINDS: [&str; 3] = ["inventory_sync", "entra_group_sync", "restore.execute"];
@@ -42,17 +37,6 @@ fn actor_of(tenant: &str) -> &'static str {
         "t3" => "u2",
         _ => "u1",
     }
-}
-
-fn op(name: &str, provider_backed: bool, writes: bool, system: bool) -> C {
-    C::OperationTypeRegistered(OperationTypeSpec {
-        operation_type: s(name),
-        required_capability: s("tenant.sync"),
-        provider_backed,
-        writes,
-        system_authority_allowed: system,
-        max_attempts: 3,
-    })
 }
 
 /// w1 holds t1 (connections c1 default, c2) and t2 (c3); w2 holds t3 (c4).
@@ -84,9 +68,9 @@ fn authority() -> Vec<C> {
         changes.push(C::DefaultProviderConnectionSet { tenant_id: s(tenant), connection_id: s(connections[0]) });
     }
     changes.extend([
-        op("inventory_sync", true, false, true),
-        op("entra_group_sync", true, false, false),
-        op("restore.execute", false, true, false),
+        operation("inventory_sync", true, false, true),
+        operation("entra_group_sync", true, false, false),
+        operation("restore.execute", false, true, false),
     ]);
     changes
 }
