@@ -44,6 +44,15 @@ pub fn ratio(numerator: f64, denominator: f64) -> f64 {
     }
 }
 
+/// How a report names a target's state.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use super::{Sample, Variant};
-use crate::cmd::bench::stats::{median, percentile, ratio};
+use crate::cmd::bench::stats::{median, percentile, ratio, verdict};
 
 const KINDS: [&str; 3] = ["start", "begin", "complete"];
 const TARGET_CYCLES_PER_SECOND: f64 = 5_000.0;
@@ -61,7 +61,7 @@ pub fn print(config: &str, samples: &[Sample]) -> anyhow::Result<()> {
     writeln!(out)?;
     response_sizes(&mut out, samples)?;
     let http = med(&of(samples, Variant::Http), Sample::cycles_per_second);
-    let verdict = if http >= TARGET_CYCLES_PER_SECOND { "met" } else { "NOT met" };
+    let verdict = verdict(http >= TARGET_CYCLES_PER_SECOND);
     writeln!(out, "target http >= {TARGET_CYCLES_PER_SECOND:.0} full cycles/s: {verdict} ({http:.0})")?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use super::generate::LogInfo;
 use super::list::{Figure, Round, KINDS};
 use super::{median_of, Results};
-use crate::cmd::bench::stats::ratio;
+use crate::cmd::bench::stats::{ratio, verdict};
 
 type Out<'a> = std::io::StdoutLock<'a>;
 
@@ -19,14 +19,6 @@ pub fn print(info: &LogInfo, results: &Results) -> anyhow::Result<()> {
     restart_table(&mut out, results)?;
     rss_table(&mut out, results)?;
     Ok(())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Result<()> {
