@@ -146,6 +146,23 @@ impl Driver {
         self.call("GET", "/url", None).as_str().unwrap().to_owned()
     }
 
+    /// Clicks `element` and waits until the page it leads to has loaded:
+    /// chromedriver may answer a click before the navigation it starts (a
+    /// form post and its redirect) has even begun.
+    fn click_to(&self, element: &str, path: &str) {
+        self.click(element);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready =
+                self.call("POST", "/execute/sync", Some(json!({"script": "return document.readyState", "args": []})));
+            if self.url().ends_with(path) && ready == "complete" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no page at {path} after the click; at {}", self.url());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;
         let encoded = self.call("GET", "/screenshot", None);
@@ -239,8 +256,7 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     driver.go(&format!("{base}/admin/login"));
     let field = driver.find("css selector", "input[name=token]");
     driver.type_into(&field, &token);
-    driver.click(&driver.find("css selector", "button[type=submit]"));
-    assert!(driver.url().ends_with("/admin/operations"), "signed in and redirected: {}", driver.url());
+    driver.click_to(&driver.find("css selector", "button[type=submit]"), "/admin/operations");
     let list = driver.source();
     assert!(list.contains("Operations") && list.contains("inventory_sync"), "the run is listed");
     assert!(list.contains(r#"data-outcome="blocked""#), "its outcome badge says blocked");
@@ -248,8 +264,7 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     assert!(list.contains("Outcomes over time"), "the chart is there");
     driver.screenshot("monitoring-list.png");
 
-    driver.click(&driver.find("link text", "View run"));
-    assert!(driver.url().ends_with(&format!("/admin/operations/{run_id}")), "followed View run: {}", driver.url());
+    driver.click_to(&driver.find("link text", "View run"), &format!("/admin/operations/{run_id}"));
     let detail = driver.source();
     assert!(detail.contains("capability_missing"), "the reason code is shown");
     assert!(detail.contains("Ask a tenant owner to grant the capability"), "the next step is shown");
