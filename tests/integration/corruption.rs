@@ -289,8 +289,22 @@ fn head_value(head: Head) -> Vec<u8> {
     value
 }
 
+/// The store under a closed log, through sled's own API. sled's background
+/// threads let go of its file lock a moment after the log closes (the log's
+/// own open waits for that too), so a locked store is tried again, boundedly.
 fn open_store(dir: &Path) -> sled::Db {
-    sled::open(dir.join("store")).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir.join("store")) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(io))
+                if io.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("opening the store with sled: {error}"),
+        }
+    }
 }
 
 fn stored_event(db: &sled::Db, position: u64) -> Envelope {
