@@ -193,6 +193,15 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [RunOutcome; 5] = [
+        RunOutcome::Pending,
+        RunOutcome::Succeeded,
+        RunOutcome::PartiallySucceeded,
+        RunOutcome::Failed,
+        RunOutcome::Blocked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Pending => "pending",

@@ -159,13 +159,7 @@ pub fn timeline(
 /// Counts over every run, or over one tenant's.
 pub fn counts(view: &View, tenant_id: Option<&str>) -> Result<Counts, ProjectionError> {
     let prefix = keys::counter_prefix(tenant_id);
-    let outcomes = [
-        RunOutcome::Pending,
-        RunOutcome::Succeeded,
-        RunOutcome::PartiallySucceeded,
-        RunOutcome::Failed,
-        RunOutcome::Blocked,
-    ];
+    let outcomes = RunOutcome::ALL;
     let by_outcome = outcomes.iter().map(|o| (o.as_str().to_owned(), 0)).collect();
     let mut counts = Counts { by_outcome, ..Counts::default() };
     for (key, value) in view.prefix(&prefix, COUNTER_KEYS_MAX)? {

@@ -88,13 +88,7 @@ fn figure(latencies: &mut [f64], runs: &[f64]) -> Figure {
 
 fn filter(kind: &str, rng: &mut StdRng) -> RunFilter {
     let statuses = [RunStatus::Queued, RunStatus::Running, RunStatus::Completed];
-    let outcomes = [
-        RunOutcome::Pending,
-        RunOutcome::Succeeded,
-        RunOutcome::PartiallySucceeded,
-        RunOutcome::Failed,
-        RunOutcome::Blocked,
-    ];
+    let outcomes = RunOutcome::ALL;
     match kind {
         "tenant" => {
             RunFilter { tenant_id: Some(world::tenant(rng.gen_range(0..world::TENANTS))), ..RunFilter::default() }
