@@ -31,14 +31,16 @@ mod summary;
 
 use keys::Index;
 pub use query::{
-    counts, get, list, list_in_tenants, parse_initiator, timeline, Counts, ListError, RunFilter, RunPage,
-    CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+    counts, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts, ListError, RunFilter,
+    RunPage, CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
 };
 
 /// The projection's name, which names its view.
 pub const NAME: &str = "monitoring";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: records keyed by first position, `id:` keys, empty index values, no
+/// timeline copy (the timeline is the run's stream in the log).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Counter dimensions (the middle part of a counter key).
 const TOTAL: &str = "total";
@@ -114,30 +116,32 @@ fn apply_run_event(
     run_id: Uuid,
     event: &RunEvent,
 ) -> Result<(), String> {
-    let key = keys::run(run_id);
-    let before = load(pending, &key)?;
+    let before = load(pending, run_id)?;
     let old_indexes = before.as_ref().map(index_keys).unwrap_or_default();
     let old_counters = before.as_ref().map(|r| counter_keys(&r.run)).unwrap_or_default();
+    let is_new = before.is_none();
     let after = next_record(before, run_id, envelope, event)?;
     update_indexes(pending, &old_indexes, &after);
     update_counters(pending, &old_counters, &after.run)?;
-    let entry = TimelineEntry {
-        position: envelope.position,
-        id: envelope.id,
-        event_type: event.event_type().to_owned(),
-        recorded_at: envelope.recorded_at,
-        attempt: event.attempt(),
-        summary: summary::summary(event),
-    };
-    pending.put(keys::timeline(run_id, envelope.position), encode(&entry)?);
-    pending.put(key, encode(&after)?);
+    if is_new {
+        pending.put(keys::id(run_id), after.first_position.to_be_bytes().to_vec());
+    }
+    pending.put(keys::run(after.first_position), encode(&after)?);
     Ok(())
 }
 
-fn load(pending: &Pending<'_>, key: &[u8]) -> Result<Option<RunRecord>, String> {
-    let Some(bytes) = pending.get(key).map_err(|e| e.to_string())? else { return Ok(None) };
+/// The record of `run_id`, found through its `id:` key.
+fn load(pending: &Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String> {
+    let id_key = keys::id(run_id);
+    let Some(position) = pending.get(&id_key).map_err(|e| e.to_string())? else { return Ok(None) };
+    let position =
+        query::position_value(&position).ok_or_else(|| format!("the position of run {run_id} is not 8 bytes"))?;
+    let key = keys::run(position);
+    let Some(bytes) = pending.get(&key).map_err(|e| e.to_string())? else {
+        return Err(format!("run {run_id} has an id key but no record at position {position}"));
+    };
     let record = serde_json::from_slice(&bytes);
-    record.map(Some).map_err(|e| format!("record {} does not decode: {e}", key.escape_ascii()))
+    record.map(Some).map_err(|e| format!("record of run {run_id} does not decode: {e}"))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -187,11 +191,15 @@ fn index_value(index: Index, run: &Run) -> String {
     }
 }
 
-/// Every index and time key of a record.
+/// Every index and time key of a record (the `all` index is the record
+/// key itself, written with the record).
 fn index_keys(record: &RunRecord) -> BTreeSet<Vec<u8>> {
     let position = record.first_position;
-    let mut found: BTreeSet<Vec<u8>> =
-        Index::BY_SELECTIVITY.iter().map(|i| keys::index(*i, &index_value(*i, &record.run), position)).collect();
+    let mut found: BTreeSet<Vec<u8>> = Index::BY_SELECTIVITY
+        .iter()
+        .filter(|index| **index != Index::All)
+        .map(|i| keys::index(*i, &index_value(*i, &record.run), position))
+        .collect();
     found.insert(keys::time(record.created_at, position));
     found
 }
@@ -203,9 +211,8 @@ fn update_indexes(pending: &mut Pending<'_>, old: &BTreeSet<Vec<u8>>, after: &Ru
     for key in old.difference(&new) {
         pending.delete(key.clone());
     }
-    let run_id = after.run.id.hyphenated().to_string().into_bytes();
     for key in new.difference(old) {
-        pending.put(key.clone(), run_id.clone());
+        pending.put(key.clone(), Vec::new());
     }
 }
 

@@ -81,7 +81,7 @@ fn every_filter_pages_through_its_matches_newest_first_exactly_once() {
     let mut everything: Vec<(u64, Run)> = world
         .logged_runs()
         .into_iter()
-        .map(|id| (first_position(&view, id), get(&view, id).unwrap().unwrap()))
+        .map(|id| (first_position(&world, id), get(&view, id).unwrap().unwrap()))
         .collect();
     everything.sort_by_key(|(position, _)| std::cmp::Reverse(*position));
     assert!(everything.len() > 40, "{}", everything.len());

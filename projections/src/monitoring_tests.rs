@@ -191,12 +191,12 @@ fn all_pages_in(view: &View, filter: &RunFilter, tenants: Option<&BTreeSet<Strin
     }
 }
 
-fn first_position(view: &View, run_id: Uuid) -> u64 {
-    timeline(view, run_id, 0, usize::MAX).unwrap()[0].position
+fn first_position(world: &World, run_id: Uuid) -> u64 {
+    timeline(world.ledger.log(), run_id, 1, usize::MAX).unwrap()[0].position
 }
 
-fn summaries(view: &View, run_id: Uuid) -> Vec<String> {
-    timeline(view, run_id, 0, usize::MAX).unwrap().into_iter().map(|e| e.summary).collect()
+fn summaries(world: &World, run_id: Uuid) -> Vec<String> {
+    timeline(world.ledger.log(), run_id, 1, usize::MAX).unwrap().into_iter().map(|e| e.summary).collect()
 }
 
 /// Everything Monitoring shows must agree with the log and with SPEC 2.
@@ -208,7 +208,7 @@ fn check_invariants(world: &World, view: &View) {
     for run in &runs {
         let folded = world.ledger.run(run.id).unwrap().unwrap();
         assert_eq!(serde_json::to_value(run).unwrap(), serde_json::to_value(&folded).unwrap());
-        check_run(view, run);
+        check_run(world, run);
     }
     check_indexes(view, runs.len());
     for tenant in [None, Some("t1"), Some("t2"), Some("t3")] {
@@ -230,10 +230,18 @@ fn check_indexes(view: &View, runs: usize) {
     stored.extend(view.prefix(b"tm:", usize::MAX).unwrap());
     let stored: BTreeSet<Vec<u8>> = stored.into_iter().map(|(key, _)| key).collect();
     assert_eq!(stored, expected);
-    assert_eq!(expected.len(), runs * (Index::BY_SELECTIVITY.len() + 1));
+    // Every index but `all` (the record keys), and the time key.
+    assert_eq!(expected.len(), runs * Index::BY_SELECTIVITY.len());
+    let ids = view.prefix(b"id:", usize::MAX).unwrap();
+    let positions: BTreeSet<Vec<u8>> = ids
+        .iter()
+        .map(|(_, position)| keys::run(crate::monitoring::query::position_value(position).unwrap()))
+        .collect();
+    let record_keys: BTreeSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(positions, record_keys, "one id key per record, naming it");
 }
 
-fn check_run(view: &View, run: &Run) {
+fn check_run(world: &World, run: &Run) {
     if run.status == RunStatus::Running {
         let decision = run.latest_decision.as_ref().expect("a running run has a decision");
         assert!(decision.allowed() && decision.attempt == run.attempt, "{run:?}");
@@ -242,7 +250,7 @@ fn check_run(view: &View, run: &Run) {
         assert_eq!(run.status, RunStatus::Completed);
         assert!(run.reason_code.is_some() && run.next_step.is_some() && run.denial_class.is_some(), "{run:?}");
     }
-    let entries = timeline(view, run.id, 0, usize::MAX).unwrap();
+    let entries = timeline(world.ledger.log(), run.id, 1, usize::MAX).unwrap();
     assert_eq!(entries.len() as u64, run.version, "one timeline entry per event");
     assert!(entries.windows(2).all(|w| w[0].position < w[1].position));
     for (before, entry) in entries.iter().zip(entries.iter().skip(1)) {
@@ -431,7 +439,7 @@ fn a_revoked_capability_blocks_and_is_never_counted_as_failed() {
     assert_eq!(shown.denial_class, Some(DenialClass::Capability));
     assert_eq!(shown.next_step.as_deref(), Some(ReasonCode::CapabilityMissing.next_step()));
     assert_eq!(
-        summaries(&view, run),
+        summaries(&world, run),
         ["queued", "legitimacy evaluated: denied (capability_missing)", "blocked: capability_missing"]
     );
     let counted = counts(&view, Some("t1")).unwrap();
@@ -471,7 +479,7 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
     projector.catch_up().unwrap();
     let view = view(&projector);
     assert_eq!(
-        summaries(&view, run),
+        summaries(&world, run),
         [
             "queued",
             "legitimacy evaluated: denied (provider_connection_unreachable, retryable)",
@@ -485,7 +493,8 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
             "completed: partially succeeded",
         ]
     );
-    let attempts: Vec<u32> = timeline(&view, run, 0, usize::MAX).unwrap().iter().map(|e| e.attempt).collect();
+    let attempts: Vec<u32> =
+        timeline(world.ledger.log(), run, 1, usize::MAX).unwrap().iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]);
     let done = get(&view, run).unwrap().unwrap();
     assert_eq!((done.outcome, done.attempts), (RunOutcome::PartiallySucceeded, 3));
@@ -493,7 +502,7 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
     let blocked = get(&view, system_blocked.run().id).unwrap().unwrap();
     assert_eq!((blocked.outcome, blocked.queued_at), (RunOutcome::Blocked, None), "a blocked start never queued");
     assert!(blocked.completed_at.is_some() && blocked.next_step.is_some());
-    assert_eq!(summaries(&view, blocked.id), ["blocked at start: system_authority_not_allowed"]);
+    assert_eq!(summaries(&world, blocked.id), ["blocked at start: system_authority_not_allowed"]);
     let global = counts(&view, None).unwrap();
     assert_eq!((global.by_outcome["blocked"], global.by_outcome["partially_succeeded"], global.total), (1, 1, 2));
     assert_eq!(global.by_reason, BTreeMap::from([(s("system_authority_not_allowed"), 1)]));
@@ -531,7 +540,7 @@ fn a_record_that_does_not_decode_is_corrupt() {
     let projector = world.projector();
     let view = view(&projector);
     let mut pending = view.pending();
-    pending.put(keys::run(run), b"{not json".to_vec());
+    pending.put(keys::run(first_position(&world, run)), b"{not json".to_vec());
     view.commit(pending, view.checkpoint().unwrap()).unwrap();
     assert!(matches!(get(&view, run), Err(ProjectionError::Corrupt { .. })));
     let all = list(&view, &RunFilter::default(), None, 10);
@@ -539,21 +548,22 @@ fn a_record_that_does_not_decode_is_corrupt() {
 }
 
 #[test]
-fn a_timeline_reads_in_pages_from_a_position() {
+fn a_timeline_reads_in_pages_from_a_stream_version() {
     let world = World::new();
     let projector = world.projector();
     let run = world.started("t1", "inventory_sync", Some("c1"));
     world.begin(run);
     world.complete(run, WorkerOutcome::Succeeded, false);
     projector.catch_up().unwrap();
-    let view = view(&projector);
-    let all = timeline(&view, run, 0, usize::MAX).unwrap();
+    let log = projector.log();
+    let all = timeline(log, run, 1, usize::MAX).unwrap();
     assert_eq!(all.len(), 4, "queued, evaluated, started, completed");
     let positions = |entries: &[TimelineEntry]| entries.iter().map(|e| e.position).collect::<Vec<_>>();
-    let page = timeline(&view, run, all[1].position, 2).unwrap();
+    let page = timeline(log, run, 2, 2).unwrap();
     assert_eq!(positions(&page), positions(&all[1..3]));
-    let rest = timeline(&view, run, all[2].position + 1, 2).unwrap();
+    let rest = timeline(log, run, 4, 2).unwrap();
     assert_eq!(positions(&rest), positions(&all[3..]));
+    assert!(timeline(log, run, 5, 2).unwrap().is_empty(), "past the end");
 }
 
 #[test]
@@ -562,7 +572,7 @@ fn unknown_runs_and_empty_views_read_as_nothing() {
     let projector = world.projector();
     let view = view(&projector);
     assert_eq!(get(&view, Uuid::now_v7()).unwrap(), None);
-    assert!(timeline(&view, Uuid::now_v7(), 0, usize::MAX).unwrap().is_empty());
+    assert!(timeline(projector.log(), Uuid::now_v7(), 1, usize::MAX).unwrap().is_empty());
     assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
     let empty = counts(&view, Some("t1")).unwrap();
     assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 5, 0));

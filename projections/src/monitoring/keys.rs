@@ -2,12 +2,19 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `run:` run id | the run record (JSON: first position, created time, the Run) |
-//! | `tl:` run id `\0` position | one timeline entry (JSON) |
-//! | `ix:` index `:` value `\0` position | the run id (index entry) |
-//! | `tm:` created time (8 bytes) position (8 bytes) | the run id (time → position) |
+//! | `run:` first position (8 bytes) | the run record (JSON: first position, created time, the Run) |
+//! | `id:` run id (16 bytes) | the run's first position (8 bytes) |
+//! | `ix:` index `:` value `\0` position | empty (index entry) |
+//! | `tm:` created time (8 bytes) position (8 bytes) | empty (time → position) |
 //! | `cnt:g\0` dimension `\0` name | a global counter (u64 BE) |
 //! | `cnt:t` tenant `\0` dimension `\0` name | a per-tenant counter (u64 BE) |
+//!
+//! Records are keyed by the position of the run's first event, so the run
+//! list without a filter is a scan of the records themselves (the `all`
+//! index *is* the record keys) and runs created together sit in the same
+//! leaves: a page of any index reads records that are near each other.
+//! The timeline is not copied here: it is the run's stream in the log,
+//! which the log's stream index already serves (see `query::timeline`).
 //!
 //! Ids never contain control characters (`model::check_id`), so `\0` ends a
 //! value unambiguously: a prefix scan of one value never meets another value
@@ -18,8 +25,8 @@ use chrono::{DateTime, Utc};
 use opledger::domain::model::Principal;
 use uuid::Uuid;
 
-const RUN: &[u8] = b"run:";
-const TIMELINE: &[u8] = b"tl:";
+pub(super) const RUN: &[u8] = b"run:";
+const ID: &[u8] = b"id:";
 const INDEX: &[u8] = b"ix:";
 pub(super) const TIME: &[u8] = b"tm:";
 /// The first key after every `tm:` key (`;` follows `:`).
@@ -41,7 +48,8 @@ pub enum Index {
 }
 
 impl Index {
-    /// Every index, the most selective first.
+    /// Every index, the most selective first. The last, `all`, is the
+    /// record keys: it has no entries of its own.
     pub const BY_SELECTIVITY: [Index; 7] = [
         Index::Tenant,
         Index::Workspace,
@@ -79,20 +87,22 @@ fn joined(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-pub fn run(run_id: Uuid) -> Vec<u8> {
-    joined(&[RUN, run_id.hyphenated().to_string().as_bytes()])
+/// The record of the run whose first event is at `first_position`.
+pub fn run(first_position: u64) -> Vec<u8> {
+    joined(&[RUN, &first_position.to_be_bytes()])
 }
 
-pub fn timeline_prefix(run_id: Uuid) -> Vec<u8> {
-    joined(&[TIMELINE, run_id.hyphenated().to_string().as_bytes(), &[END]])
+/// Where the record of `run_id` is: the value is its first position.
+pub fn id(run_id: Uuid) -> Vec<u8> {
+    joined(&[ID, run_id.as_bytes()])
 }
 
-pub fn timeline(run_id: Uuid, position: u64) -> Vec<u8> {
-    joined(&[&timeline_prefix(run_id), &position.to_be_bytes()])
-}
-
+/// The keys of one index value. The `all` index is the records themselves.
 pub fn index_prefix(index: Index, value: &str) -> Vec<u8> {
-    joined(&[INDEX, index.name().as_bytes(), b":", value.as_bytes(), &[END]])
+    match index {
+        Index::All => RUN.to_vec(),
+        _ => joined(&[INDEX, index.name().as_bytes(), b":", value.as_bytes(), &[END]]),
+    }
 }
 
 pub fn index(index: Index, value: &str, position: u64) -> Vec<u8> {

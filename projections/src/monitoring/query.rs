@@ -7,9 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
+use opledger::domain::events::DomainEvent;
 use opledger::domain::model::{Principal, RunOutcome, RunStatus};
 use opledger::domain::run::Run;
 use opledger::log::views::View;
+use opledger::{Envelope, Log};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -132,28 +134,73 @@ pub(super) fn counter_value(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
-fn record(view: &View, key: &[u8]) -> Result<Option<RunRecord>, ProjectionError> {
-    let Some(bytes) = view.get(key)? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(key, e))
+/// The value of an `id:` key: the run's first position.
+pub(super) fn position_value(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn decode_record(key: &[u8], bytes: &[u8]) -> Result<RunRecord, ProjectionError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+}
+
+/// The record at `first_position`; a missing one means the view is corrupt.
+fn record_at(view: &View, first_position: u64, named_by: &[u8]) -> Result<RunRecord, ProjectionError> {
+    let key = keys::run(first_position);
+    match view.get(&key)? {
+        Some(bytes) => decode_record(&key, &bytes),
+        None => Err(corrupt(named_by, format!("names the run at position {first_position}, which has no record"))),
+    }
 }
 
 /// The run as Monitoring shows it; `None` if the view has never seen it.
 pub fn get(view: &View, run_id: Uuid) -> Result<Option<Run>, ProjectionError> {
-    Ok(record(view, &keys::run(run_id))?.map(|r| r.run))
+    let id_key = keys::id(run_id);
+    let Some(bytes) = view.get(&id_key)? else { return Ok(None) };
+    let position = position_value(&bytes).ok_or_else(|| corrupt(&id_key, "a position is 8 bytes"))?;
+    Ok(Some(record_at(view, position, &id_key)?.run))
 }
 
-/// Up to `limit` events of the run from log position `from_position` on,
-/// in log order; empty for an unknown run.
+/// Up to `limit` events of the run's timeline from stream version
+/// `from_version` on, in log order; empty for an unknown run.
+///
+/// The timeline is the run's stream: the log's stream index already keeps
+/// it in order, so Monitoring reads it there rather than keeping a copy
+/// (which would be one more view key per event). Each entry's summary is
+/// computed from the event, as the projection would have.
 pub fn timeline(
-    view: &View,
+    log: &Log,
     run_id: Uuid,
-    from_position: u64,
+    from_version: u64,
     limit: usize,
 ) -> Result<Vec<TimelineEntry>, ProjectionError> {
-    let start = Bound::Included(keys::timeline(run_id, from_position));
-    let end = Bound::Included(keys::timeline(run_id, u64::MAX));
-    let entries = view.range(start, end, false, limit)?;
-    entries.iter().map(|(key, value)| serde_json::from_slice(value).map_err(|e| corrupt(key, e))).collect()
+    let stream = opledger::domain::events::run_stream(run_id);
+    let mut entries = Vec::new();
+    let mut version = from_version.max(1);
+    while entries.len() < limit {
+        let page = log.read_stream(&stream, version, limit - entries.len())?;
+        let Some(last) = page.last().map(|e| e.stream_version) else { break };
+        for envelope in &page {
+            entries.push(timeline_entry(envelope)?);
+        }
+        version = last + 1;
+    }
+    Ok(entries)
+}
+
+/// One timeline entry from the event it shows.
+pub fn timeline_entry(envelope: &Envelope) -> Result<TimelineEntry, ProjectionError> {
+    let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
+    let DomainEvent::Run { event, .. } = DomainEvent::from_envelope(envelope).map_err(stopped)? else {
+        return Err(stopped("a run stream holds a non-run event".to_owned()));
+    };
+    Ok(TimelineEntry {
+        position: envelope.position,
+        id: envelope.id,
+        event_type: event.event_type().to_owned(),
+        recorded_at: envelope.recorded_at,
+        attempt: event.attempt(),
+        summary: super::summary::summary(&event),
+    })
 }
 
 /// Counts over every run, or over one tenant's.
@@ -324,10 +371,13 @@ fn page(runs: Vec<Run>, last: Option<Vec<u8>>) -> RunPage {
     RunPage { runs, next_cursor: last.map(|key| keys::to_hex(&key)) }
 }
 
-/// The run an index entry points at; an entry without its record means the
-/// view is corrupt.
+/// The run an index entry points at: the entry itself when the scan is
+/// over the records (the `all` index), else the record at the position
+/// the key ends with; an entry without its record means the view is corrupt.
 fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
-    let run_id = Uuid::try_parse_ascii(value).map_err(|e| corrupt(key, e))?;
-    let record = record(view, &keys::run(run_id))?;
-    record.map(|r| r.run).ok_or_else(|| corrupt(key, format!("the index names run {run_id}, which has no record")))
+    if key.starts_with(keys::RUN) {
+        return Ok(decode_record(key, value)?.run);
+    }
+    let position = keys::position_of(key).ok_or_else(|| corrupt(key, "an index key ends with a position"))?;
+    Ok(record_at(view, position, key)?.run)
 }

@@ -194,9 +194,8 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
                 return Ok(not_found(args.run, &data.path.display().to_string()));
             };
             let (events, next) = timeline_page(&log, args.run, args.timeline_from)?;
-            let from_position = events.first().map_or(u64::MAX, |event| event.position);
-            let timeline = monitoring::timeline(&view, args.run, from_position, events.len())?;
-            let summaries = timeline.into_iter().map(|entry| (entry.position, entry.summary)).collect();
+            let timeline: Result<Vec<_>, _> = events.iter().map(monitoring::timeline_entry).collect();
+            let summaries = timeline?.into_iter().map(|entry| (entry.position, entry.summary)).collect();
             (json!({"run": run, "timeline": events, "timeline_next": next}), summaries)
         }
     };
