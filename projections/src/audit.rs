@@ -24,9 +24,11 @@
 //! Key layout (positions are 8 bytes big-endian, so keys sort by position):
 //! - `e:` position → the entry (JSON);
 //! - `t:` tenant, `a:` actor (the caused_by actor id, or `system`), `r:` run
-//!   id, `x:` action, each followed by `0x00` and the position → empty: a
-//!   filtered page is a range scan of one index. Ids never hold `0x00`
-//!   (control characters are refused at the append boundary).
+//!   id, `x:` action, each followed by `0x00` and a block number → the
+//!   positions of that value's entries within the block, packed (see
+//!   `audit/postings.rs`): a filtered page is a range scan of one index.
+//!   Ids never hold `0x00` (control characters are refused at the append
+//!   boundary).
 //! - no time index: the log never records an event earlier than the one
 //!   before it (the writer holds `recorded_at` non-decreasing), so a time
 //!   range is a position range, found by binary search over the entries;
@@ -49,6 +51,7 @@ use uuid::Uuid;
 use crate::error::ProjectionError;
 use crate::projector::Projection;
 
+mod postings;
 mod summary;
 
 use summary::{authority_summary, lowercase_first, run_summary};
@@ -57,7 +60,8 @@ use summary::{authority_summary, lowercase_first, run_summary};
 pub const NAME: &str = "audit";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
 /// 2: no time index (time ranges by binary search over the entries).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: index entries packed in blocks (`audit/postings.rs`).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Entries per page when the caller names no limit.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most entries per page.
@@ -369,7 +373,7 @@ fn write_entry(pending: &mut Pending<'_>, entry: &AuditEntry) -> Result<(), Stri
     ];
     for (prefix, value) in indexes {
         if let Some(value) = value {
-            pending.put(at_position(&index_base(prefix, value), position), Vec::new());
+            postings::add(pending, &index_base(prefix, value), position)?;
         }
     }
     Ok(())
@@ -550,7 +554,8 @@ fn scan_base(filter: &AuditFilter) -> Vec<u8> {
     ENTRY.to_vec()
 }
 
-/// Up to `limit` entries under `base` with positions in `span`.
+/// Up to `limit` entries under `base` with positions in `span`: a range of
+/// the entries themselves, or an index's positions and their entries.
 fn scan(
     view: &View,
     base: &[u8],
@@ -558,18 +563,18 @@ fn scan(
     descending: bool,
     limit: usize,
 ) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
+    if base != ENTRY {
+        let positions = postings::positions(view, base, span.low, span.high, descending, limit)?;
+        let entries: Result<Vec<_>, _> =
+            positions.into_iter().map(|position| Ok((position, load_entry(view, position)?))).collect();
+        return entries;
+    }
     let start = Bound::Included(at_position(base, span.low));
     let end = Bound::Included(at_position(base, span.high));
     let records = view.range(start, end, descending, limit)?;
-    let entries_themselves = base == ENTRY;
     let mut entries = Vec::with_capacity(records.len());
     for (key, value) in records {
-        let position = key_position(&key)?;
-        let entry = match entries_themselves {
-            true => decode_entry(&key, &value)?,
-            false => load_entry(view, position)?,
-        };
-        entries.push((position, entry));
+        entries.push((key_position(&key)?, decode_entry(&key, &value)?));
     }
     Ok(entries)
 }

@@ -23,8 +23,10 @@ use tokio::sync::watch;
 
 use crate::error::ProjectionError;
 
-/// Events applied per view commit.
-pub const APPLY_BATCH_EVENTS_MAX: usize = 2048;
+/// Events applied per view commit. Larger batches coalesce more writes (a
+/// run's record, an index block) into one sled write during a catch-up or
+/// a rebuild; a live follow commits whatever arrived, usually far fewer.
+pub const APPLY_BATCH_EVENTS_MAX: usize = 4096;
 
 /// A fold of the log into a view.
 pub trait Projection: Send + Sync {
