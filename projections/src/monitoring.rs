@@ -18,7 +18,7 @@ use opledger::domain::authority::AuthorityState;
 use opledger::domain::events::DomainEvent;
 use opledger::domain::model::RunOutcome;
 use opledger::domain::run::{Run, RunEvent};
-use opledger::log::views::Pending;
+use opledger::log::views::{Pending, Staged};
 use opledger::Envelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -126,17 +126,21 @@ fn apply_run_event(
     if is_new {
         pending.put(keys::id(run_id), after.first_position.to_be_bytes().to_vec());
     }
-    pending.put(keys::run(after.first_position), encode(&after)?);
+    pending.stage(keys::run(after.first_position), after);
     Ok(())
 }
 
-/// The record of `run_id`, found through its `id:` key.
-fn load(pending: &Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String> {
+/// The record of `run_id`, found through its `id:` key: as staged by an
+/// earlier event of the batch, or decoded from the view.
+fn load(pending: &mut Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String> {
     let id_key = keys::id(run_id);
     let Some(position) = pending.get(&id_key).map_err(|e| e.to_string())? else { return Ok(None) };
     let position =
         query::position_value(&position).ok_or_else(|| format!("the position of run {run_id} is not 8 bytes"))?;
     let key = keys::run(position);
+    if let Some(record) = pending.take_staged::<RunRecord>(&key) {
+        return Ok(Some(record));
+    }
     let Some(bytes) = pending.get(&key).map_err(|e| e.to_string())? else {
         return Err(format!("run {run_id} has an id key but no record at position {position}"));
     };
@@ -144,8 +148,10 @@ fn load(pending: &Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String
     record.map(Some).map_err(|e| format!("record of run {run_id} does not decode: {e}"))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(value).map_err(|e| format!("a monitoring record does not encode: {e}"))
+impl Staged for RunRecord {
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(self).map_err(|e| format!("a monitoring record does not encode: {e}"))
+    }
 }
 
 /// The record after `event`: the domain's fold decides, and refuses an

@@ -179,14 +179,18 @@ impl View {
     /// Writes the batch and the checkpoint atomically.
     pub fn commit(&self, pending: Pending<'_>, checkpoint: u64) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
-        for (key, value) in pending.writes {
-            match value {
-                Some(value) => batch.insert(key, value),
+        for (key, write) in pending.writes {
+            match write {
+                Write::Put(value) => batch.insert(key, value),
+                Write::Staged(value) => {
+                    let bytes = encode_staged(&key, value.as_ref())?;
+                    batch.insert(key, bytes)
+                }
                 // A key put and deleted within the batch (an index entry
                 // that moved twice) that the tree never held needs no
                 // remove: a read is far cheaper than a write in sled.
-                None if pending.maybe_absent.contains(&key) && !self.contains(&key)? => {}
-                None => batch.remove(key),
+                Write::Delete if pending.maybe_absent.contains(&key) && !self.contains(&key)? => {}
+                Write::Delete => batch.remove(key),
             }
         }
         batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
@@ -198,12 +202,39 @@ fn is_state(item: &Result<(sled::IVec, sled::IVec), sled::Error>) -> bool {
     !matches!(item, Ok((key, _)) if key.starts_with(RESERVED_PREFIX))
 }
 
+/// A value a projection keeps decoded while its batch is pending (a run
+/// record that several events of the batch change): it is encoded once,
+/// when the batch commits, instead of decoded and encoded once per event.
+pub trait Staged: std::any::Any + Send {
+    fn encode(&self) -> Result<Vec<u8>, String>;
+}
+
+fn encode_staged(key: &[u8], value: &dyn Staged) -> Result<Vec<u8>, Error> {
+    value.encode().map_err(|e| Error::Storage(format!("view value {} does not encode: {e}", key.escape_ascii())))
+}
+
+enum Write {
+    Put(Vec<u8>),
+    Staged(Box<dyn Staged>),
+    Delete,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Put(value) => write!(f, "Put({} bytes)", value.len()),
+            Write::Staged(_) => f.write_str("Staged"),
+            Write::Delete => f.write_str("Delete"),
+        }
+    }
+}
+
 /// Changes not yet committed, readable through [`Pending::get`] so that a
 /// projection applying several events in one batch sees its own writes.
 #[derive(Debug)]
 pub struct Pending<'a> {
     view: &'a View,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: BTreeMap<Vec<u8>, Write>,
     /// Deleted keys that were put earlier in this batch: the tree may never
     /// have held them, which the commit checks before writing a remove.
     maybe_absent: BTreeSet<Vec<u8>>,
@@ -212,21 +243,44 @@ pub struct Pending<'a> {
 impl Pending<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         match self.writes.get(key) {
-            Some(value) => Ok(value.clone()),
+            Some(Write::Put(value)) => Ok(Some(value.clone())),
+            Some(Write::Staged(value)) => encode_staged(key, value.as_ref()).map(Some),
+            Some(Write::Delete) => Ok(None),
             None => self.view.get(key),
         }
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         assert!(!key.starts_with(RESERVED_PREFIX), "keys under 0xFFFF are the view's bookkeeping");
-        self.writes.insert(key, Some(value));
+        self.writes.insert(key, Write::Put(value));
+    }
+
+    /// Puts a value to be encoded at commit; [`Pending::take_staged`] gets
+    /// it back without decoding.
+    pub fn stage<T: Staged>(&mut self, key: Vec<u8>, value: T) {
+        assert!(!key.starts_with(RESERVED_PREFIX), "keys under 0xFFFF are the view's bookkeeping");
+        self.writes.insert(key, Write::Staged(Box::new(value)));
+    }
+
+    /// The value staged under `key` if it is a `T`, removed from the batch
+    /// (stage it again to keep it). `None` when the key holds anything
+    /// else: the caller then reads the bytes with [`Pending::get`].
+    pub fn take_staged<T: Staged>(&mut self, key: &[u8]) -> Option<T> {
+        let Some(Write::Staged(value)) = self.writes.get(key) else { return None };
+        let is_t = (value.as_ref() as &dyn std::any::Any).is::<T>();
+        if !is_t {
+            return None;
+        }
+        let Some(Write::Staged(value)) = self.writes.remove(key) else { return None };
+        let value: Box<dyn std::any::Any> = value;
+        value.downcast::<T>().ok().map(|value| *value)
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        if let Some(Some(_)) = self.writes.get(&key) {
+        if let Some(Write::Put(_) | Write::Staged(_)) = self.writes.get(&key) {
             self.maybe_absent.insert(key.clone());
         }
-        self.writes.insert(key, None);
+        self.writes.insert(key, Write::Delete);
     }
 
     pub fn len(&self) -> usize {
@@ -301,6 +355,42 @@ mod tests {
         view.commit(pending, 2).unwrap();
         assert!(view.is_empty(), "both gone: {:?}", view.entries().unwrap());
         assert_eq!(view.checkpoint().unwrap(), 2);
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Counter(u32);
+
+    #[derive(Debug, PartialEq)]
+    struct Other;
+
+    impl Staged for Other {
+        fn encode(&self) -> Result<Vec<u8>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl Staged for Counter {
+        fn encode(&self) -> Result<Vec<u8>, String> {
+            Ok(self.0.to_be_bytes().to_vec())
+        }
+    }
+
+    #[test]
+    fn a_staged_value_is_taken_back_typed_and_encoded_at_commit() {
+        let (_dir, views) = views();
+        let view = views.current("v").unwrap();
+        let mut pending = view.pending();
+        pending.stage(b"c".to_vec(), Counter(1));
+        assert_eq!(pending.get(b"c").unwrap(), Some(vec![0, 0, 0, 1]), "readable as bytes too");
+        assert_eq!(pending.take_staged::<Other>(b"c"), None, "another type is not taken");
+        let mut counter = pending.take_staged::<Counter>(b"c").unwrap();
+        assert_eq!(pending.take_staged::<Counter>(b"c"), None, "taken out of the batch");
+        counter.0 += 1;
+        pending.stage(b"c".to_vec(), counter);
+        pending.put(b"p".to_vec(), vec![9]);
+        assert_eq!(pending.take_staged::<Counter>(b"p"), None, "plain bytes are not staged");
+        view.commit(pending, 1).unwrap();
+        assert_eq!(view.get(b"c").unwrap(), Some(vec![0, 0, 0, 2]));
     }
 
     #[test]
