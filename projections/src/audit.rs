@@ -22,7 +22,8 @@
 //! - `notification_read`: the actor who read it.
 //!
 //! Key layout (positions are 8 bytes big-endian, so keys sort by position):
-//! - `e:` position → the entry (JSON);
+//! - `e:` position → the entry (JSON) without its details: they are the
+//!   event's payload, read from the log when the entry is served;
 //! - `t:` tenant, `a:` actor (the caused_by actor id, or `system`), `r:` run
 //!   id, `x:` action, each followed by `0x00` and a block number → the
 //!   positions of that value's entries within the block, packed (see
@@ -44,7 +45,7 @@ use opledger::domain::events::{DomainEvent, NotificationRead};
 use opledger::domain::model::Principal;
 use opledger::domain::run::{RunEvent, RunSpec};
 use opledger::log::views::{Pending, View};
-use opledger::Envelope;
+use opledger::{Envelope, Log};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -60,7 +61,8 @@ use summary::{authority_summary, lowercase_first, run_summary};
 pub const NAME: &str = "audit";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
 /// 2: no time index (time ranges by binary search over the entries).
-/// 3: index entries packed in blocks (`audit/postings.rs`).
+/// 3: index entries packed in blocks (`audit/postings.rs`); entries kept
+/// without their details (read from the log when served).
 pub const LAYOUT_VERSION: u32 = 3;
 /// Entries per page when the caller names no limit.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
@@ -114,6 +116,50 @@ pub struct AuditEntry {
     /// The event's payload, as sanitized at the append boundary.
     #[serde(rename = "details")]
     pub details: serde_json::Value,
+}
+
+/// What the view keeps of an entry: everything but the details. The
+/// details are the event's payload, which the log already holds; they are
+/// read from it (hash-checked) when the entry is served, so the view does
+/// not keep a second copy of every payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    #[serde(rename = "position")]
+    position: u64,
+    #[serde(rename = "event_id")]
+    event_id: Uuid,
+    #[serde(rename = "recorded_at")]
+    recorded_at: DateTime<Utc>,
+    #[serde(rename = "action")]
+    action: String,
+    #[serde(rename = "caused_by")]
+    caused_by: Principal,
+    #[serde(rename = "tenant_id")]
+    tenant_id: Option<String>,
+    #[serde(rename = "workspace_id")]
+    workspace_id: Option<String>,
+    #[serde(rename = "run_id")]
+    run_id: Option<Uuid>,
+    #[serde(rename = "summary")]
+    summary: String,
+}
+
+impl Stored {
+    fn with_details(self, details: serde_json::Value) -> AuditEntry {
+        AuditEntry {
+            position: self.position,
+            event_id: self.event_id,
+            recorded_at: self.recorded_at,
+            action: self.action,
+            caused_by: self.caused_by,
+            tenant_id: self.tenant_id,
+            workspace_id: self.workspace_id,
+            run_id: self.run_id,
+            summary: self.summary,
+            details,
+        }
+    }
 }
 
 /// What a query selects; every given field must match.
@@ -228,10 +274,8 @@ impl Projection for Audit {
     }
 }
 
-fn entry_of(envelope: &Envelope, event: &DomainEvent, subject: Subject) -> Result<AuditEntry, String> {
-    let details = serde_json::from_str(envelope.payload.get())
-        .map_err(|e| format!("the payload of {} is not JSON: {e}", envelope.event_type))?;
-    Ok(AuditEntry {
+fn entry_of(envelope: &Envelope, event: &DomainEvent, subject: Subject) -> Result<Stored, String> {
+    Ok(Stored {
         position: envelope.position,
         event_id: envelope.id,
         recorded_at: envelope.recorded_at,
@@ -241,7 +285,6 @@ fn entry_of(envelope: &Envelope, event: &DomainEvent, subject: Subject) -> Resul
         workspace_id: subject.workspace_id,
         run_id: subject.run_id,
         summary: subject.summary,
-        details,
     })
 }
 
@@ -361,7 +404,7 @@ fn actor_value(principal: &Principal) -> &str {
     principal.actor_id().unwrap_or(SYSTEM_ACTOR)
 }
 
-fn write_entry(pending: &mut Pending<'_>, entry: &AuditEntry) -> Result<(), String> {
+fn write_entry(pending: &mut Pending<'_>, entry: &Stored) -> Result<(), String> {
     let position = entry.position;
     pending.put(entry_key(position), encode(entry)?);
     let run_id = entry.run_id.map(|id| id.to_string());
@@ -393,6 +436,7 @@ struct Span {
 /// held to 1 ..= [`PAGE_SIZE_MAX`]. At most [`RECORDS_EXAMINED_MAX`]
 /// records are examined: a page may then be short and still carry a cursor.
 pub fn list(
+    log: &Log,
     view: &View,
     filter: &AuditFilter,
     cursor: Option<&str>,
@@ -413,11 +457,13 @@ pub fn list(
         }
         let chunk = SCAN_CHUNK.min(budget);
         let records = scan(view, &base, Span { low: span.low, high }, true, chunk)?;
-        for (position, entry) in &records {
+        let fetched = records.len();
+        let last = records.last().map(|(position, _)| *position);
+        for (position, entry) in records {
             examined += 1;
             high = position.saturating_sub(1);
-            if matches(filter, entry) {
-                page.entries.push(entry.clone());
+            if matches(filter, &entry) {
+                page.entries.push(with_details(log, entry)?);
             }
             if page.entries.len() > limit {
                 page.entries.truncate(limit);
@@ -425,7 +471,7 @@ pub fn list(
                 return Ok(page);
             }
         }
-        if records.len() < chunk || records.last().is_some_and(|(position, _)| *position <= span.low) {
+        if fetched < chunk || last.is_some_and(|position| position <= span.low) {
             break;
         }
     }
@@ -434,7 +480,7 @@ pub fn list(
 
 /// Writes every entry matching `filter` (the cursor aside), oldest first,
 /// one JSON object per line. Returns how many lines it wrote.
-pub fn export_jsonl(view: &View, filter: &AuditFilter, writer: &mut impl Write) -> Result<u64, AuditError> {
+pub fn export_jsonl(log: &Log, view: &View, filter: &AuditFilter, writer: &mut impl Write) -> Result<u64, AuditError> {
     let Some(span) = span(view, filter, None)? else { return Ok(0) };
     let base = scan_base(filter);
     let mut low = span.low;
@@ -442,7 +488,8 @@ pub fn export_jsonl(view: &View, filter: &AuditFilter, writer: &mut impl Write) 
     loop {
         let records = scan(view, &base, Span { low, high: span.high }, false, SCAN_CHUNK)?;
         for (_, entry) in records.iter().filter(|(_, entry)| matches(filter, entry)) {
-            serde_json::to_writer(&mut *writer, entry).map_err(std::io::Error::from)?;
+            let entry = with_details(log, entry.clone())?;
+            serde_json::to_writer(&mut *writer, &entry).map_err(std::io::Error::from)?;
             writer.write_all(b"\n")?;
             written += 1;
         }
@@ -454,9 +501,26 @@ pub fn export_jsonl(view: &View, filter: &AuditFilter, writer: &mut impl Write) 
 }
 
 /// The entry at `position`, if the audit holds one.
-pub fn entry(view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+pub fn entry(log: &Log, view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
     let key = entry_key(position);
-    view.get(&key)?.map(|bytes| decode_entry(&key, &bytes)).transpose().map_err(AuditError::from)
+    let Some(bytes) = view.get(&key)? else { return Ok(None) };
+    Ok(Some(with_details(log, decode_entry(&key, &bytes)?)?))
+}
+
+/// The entry with its details: the payload of the event at its position,
+/// read from the log (which checks the event's hash). The event must be
+/// the one the entry was made from.
+fn with_details(log: &Log, stored: Stored) -> Result<AuditEntry, AuditError> {
+    let key = entry_key(stored.position);
+    let Some(envelope) = log.event(stored.position)? else {
+        return Err(corrupt(&key, "the log has no event at the entry's position").into());
+    };
+    if envelope.id != stored.event_id {
+        return Err(corrupt(&key, &format!("the log's event here is {}, not {}", envelope.id, stored.event_id)).into());
+    }
+    let details = serde_json::from_str(envelope.payload.get())
+        .map_err(|e| corrupt(&key, &format!("the event's payload is not JSON: {e}")))?;
+    Ok(stored.with_details(details))
 }
 
 /// The positions a query may return, from the cursor, `as_of` and the time
@@ -520,19 +584,19 @@ fn entry_positions(view: &View) -> Result<Option<(u64, u64)>, AuditError> {
     Ok(Some((first.position, last.position)))
 }
 
-fn entry_at_or_after(view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+fn entry_at_or_after(view: &View, position: u64) -> Result<Option<Stored>, AuditError> {
     let start = Bound::Included(entry_key(position));
     let end = Bound::Included(entry_key(u64::MAX));
     nearest_entry(view.range(start, end, false, 1)?)
 }
 
-fn entry_at_or_before(view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+fn entry_at_or_before(view: &View, position: u64) -> Result<Option<Stored>, AuditError> {
     let start = Bound::Included(entry_key(0));
     let end = Bound::Included(entry_key(position));
     nearest_entry(view.range(start, end, true, 1)?)
 }
 
-fn nearest_entry(found: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<AuditEntry>, AuditError> {
+fn nearest_entry(found: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Stored>, AuditError> {
     found.first().map(|(key, value)| decode_entry(key, value).map_err(AuditError::from)).transpose()
 }
 
@@ -562,7 +626,7 @@ fn scan(
     span: Span,
     descending: bool,
     limit: usize,
-) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
+) -> Result<Vec<(u64, Stored)>, AuditError> {
     if base != ENTRY {
         let positions = postings::positions(view, base, span.low, span.high, descending, limit)?;
         let entries: Result<Vec<_>, _> =
@@ -579,13 +643,13 @@ fn scan(
     Ok(entries)
 }
 
-fn load_entry(view: &View, position: u64) -> Result<AuditEntry, AuditError> {
+fn load_entry(view: &View, position: u64) -> Result<Stored, AuditError> {
     let key = entry_key(position);
     let bytes = view.get(&key)?.ok_or_else(|| corrupt(&key, "an index names an entry that is not there"))?;
     Ok(decode_entry(&key, &bytes)?)
 }
 
-fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<AuditEntry, ProjectionError> {
+fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Stored, ProjectionError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(key, &e.to_string()))
 }
 
@@ -599,7 +663,7 @@ fn corrupt(key: &[u8], detail: &str) -> ProjectionError {
     ProjectionError::Corrupt { key: format!("{}:{}", NAME, String::from_utf8_lossy(key)), detail: detail.to_owned() }
 }
 
-fn matches(filter: &AuditFilter, entry: &AuditEntry) -> bool {
+fn matches(filter: &AuditFilter, entry: &Stored) -> bool {
     let tenant = filter.tenant_id.as_ref().is_none_or(|t| entry.tenant_id.as_ref() == Some(t));
     let actor = filter.actor_id.as_deref().is_none_or(|a| actor_value(&entry.caused_by) == a);
     let run = filter.run_id.is_none_or(|r| entry.run_id == Some(r));

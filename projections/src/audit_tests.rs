@@ -248,11 +248,11 @@ pub(crate) async fn perform(ledger: &Ledger, step: &Step, runs: &mut Vec<Uuid>) 
 
 /// Every audit entry matching `filter`, paged `page` at a time, newest
 /// first; asserts no entry is served twice.
-pub(crate) fn collect(view: &View, filter: &AuditFilter, page: usize) -> Vec<AuditEntry> {
+pub(crate) fn collect(log: &Log, view: &View, filter: &AuditFilter, page: usize) -> Vec<AuditEntry> {
     let mut entries: Vec<AuditEntry> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let got = list(view, filter, cursor.as_deref(), Some(page)).unwrap();
+        let got = list(log, view, filter, cursor.as_deref(), Some(page)).unwrap();
         assert!(got.entries.len() <= page);
         entries.extend(got.entries);
         match got.next_cursor {
@@ -266,8 +266,8 @@ pub(crate) fn collect(view: &View, filter: &AuditFilter, page: usize) -> Vec<Aud
     entries
 }
 
-fn everything(view: &View) -> Vec<AuditEntry> {
-    collect(view, &AuditFilter::default(), PAGE_SIZE_MAX)
+fn everything(log: &Log, view: &View) -> Vec<AuditEntry> {
+    collect(log, view, &AuditFilter::default(), PAGE_SIZE_MAX)
 }
 
 /// A second log holding the first `n` events of `log`, with the same ids,
@@ -305,7 +305,7 @@ pub(crate) fn truncated_copy(rt: &tokio::runtime::Runtime, log: &Log, n: u64) ->
 
 fn audit_of(log: &Arc<Log>) -> Vec<AuditEntry> {
     let projector = Projector::open(Arc::clone(log), vec![Arc::new(Audit)]).unwrap();
-    everything(&projector.view(NAME).unwrap())
+    everything(projector.log(), &projector.view(NAME).unwrap())
 }
 
 proptest! {
@@ -335,14 +335,14 @@ proptest! {
 
         let log = world.ledger.log();
         let head = log.head().position;
-        let audit = everything(&projector.view(NAME).unwrap());
+        let audit = everything(projector.log(), &projector.view(NAME).unwrap());
         let events = log.read(1, usize::MAX).unwrap();
         let meaningful: Vec<u64> =
             events.iter().filter(|e| e.event_type != "run_progressed").map(|e| e.position).rev().collect();
         prop_assert_eq!(audit.iter().map(|e| e.position).collect::<Vec<_>>(), meaningful);
 
         let n = cut.index(usize::try_from(head).unwrap()) as u64 + 1;
-        let as_of = collect(&projector.view(NAME).unwrap(), &AuditFilter { as_of: Some(n), ..Default::default() }, 13);
+        let as_of = collect(projector.log(), &projector.view(NAME).unwrap(), &AuditFilter { as_of: Some(n), ..Default::default() }, 13);
         let (_copy_dir, copy) = truncated_copy(&world.rt, log, n);
         prop_assert_eq!(as_of, audit_of(&copy));
 
@@ -383,7 +383,7 @@ fn busy_world() -> (World, Projector, Uuid) {
 #[test]
 fn entries_say_who_did_what_where() {
     let (_world, projector, _) = busy_world();
-    let audit = everything(&projector.view(NAME).unwrap());
+    let audit = everything(projector.log(), &projector.view(NAME).unwrap());
     let find = |action: &str| audit.iter().find(|e| e.action == action).unwrap().clone();
     let revoked = find("capability_revoked");
     assert_eq!(revoked.summary, "Capability tenant.sync revoked from actor u1 on tenant t1");
@@ -432,7 +432,7 @@ fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
     let view = projector.view(NAME).unwrap();
-    let reads = collect(&view, &AuditFilter { action: Some(s("notification_read")), ..Default::default() }, 10);
+    let reads = collect(projector.log(), &view, &AuditFilter { action: Some(s("notification_read")), ..Default::default() }, 10);
     let [read] = reads.as_slice() else { panic!("one read entry, got {reads:?}") };
     assert_eq!(read.caused_by, Principal::actor("u1"));
     assert_eq!(
@@ -447,7 +447,7 @@ fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
 fn filters_select_exactly_the_matching_entries() {
     let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
-    let audit = everything(&view);
+    let audit = everything(projector.log(), &view);
     let some_run = audit.iter().find(|e| e.action == "run_start_deduped").unwrap().run_id.unwrap();
     let middle = audit[audit.len() / 2].recorded_at;
     let late = audit[audit.len() / 4].recorded_at;
@@ -472,24 +472,24 @@ fn filters_select_exactly_the_matching_entries() {
     for filter in &filters {
         let expected: Vec<AuditEntry> = audit.iter().filter(|e| expected_match(filter, e)).cloned().collect();
         for page in [1, 3, PAGE_SIZE_MAX] {
-            assert_eq!(collect(&view, filter, page), expected, "{filter:?}, pages of {page}");
+            assert_eq!(collect(projector.log(), &view, filter, page), expected, "{filter:?}, pages of {page}");
         }
         let mut lines = Vec::new();
-        let written = export_jsonl(&view, filter, &mut lines).unwrap();
+        let written = export_jsonl(projector.log(), &view, filter, &mut lines).unwrap();
         let exported: Vec<AuditEntry> =
             String::from_utf8(lines).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
         assert_eq!(written, exported.len() as u64);
         assert_eq!(exported, expected.iter().rev().cloned().collect::<Vec<_>>(), "export is oldest first");
     }
     let time_bound = &filters[8];
-    assert!(!collect(&view, time_bound, 5).is_empty(), "the time filter test selects something");
+    assert!(!collect(projector.log(), &view, time_bound, 5).is_empty(), "the time filter test selects something");
 }
 
 #[test]
 fn time_ranges_cut_exactly_at_every_recorded_time() {
     let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
-    let audit = everything(&view);
+    let audit = everything(projector.log(), &view);
     let micro = chrono::Duration::microseconds(1);
     let mut times: Vec<DateTime<Utc>> = audit.iter().map(|e| e.recorded_at).collect();
     times.sort();
@@ -504,7 +504,7 @@ fn time_ranges_cut_exactly_at_every_recorded_time() {
             AuditFilter { from: Some(first), to: Some(cut), ..Default::default() },
         ] {
             let expected: Vec<AuditEntry> = audit.iter().filter(|e| expected_match(&filter, e)).cloned().collect();
-            assert_eq!(collect(&view, &filter, PAGE_SIZE_MAX), expected, "{filter:?}");
+            assert_eq!(collect(projector.log(), &view, &filter, PAGE_SIZE_MAX), expected, "{filter:?}");
         }
     }
 }
@@ -528,12 +528,12 @@ fn expected_match(filter: &AuditFilter, entry: &AuditEntry) -> bool {
 fn a_page_ends_with_a_cursor_only_when_more_follow() {
     let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
-    let total = everything(&view).len();
-    let exact = list(&view, &AuditFilter::default(), None, Some(total)).unwrap();
+    let total = everything(projector.log(), &view).len();
+    let exact = list(projector.log(), &view, &AuditFilter::default(), None, Some(total)).unwrap();
     assert_eq!((exact.entries.len(), exact.next_cursor), (total, None));
-    let first = list(&view, &AuditFilter::default(), None, None).unwrap();
+    let first = list(projector.log(), &view, &AuditFilter::default(), None, None).unwrap();
     assert_eq!(first.entries.len(), total.min(PAGE_SIZE_DEFAULT));
-    let capped = list(&view, &AuditFilter::default(), None, Some(PAGE_SIZE_MAX * 10)).unwrap();
+    let capped = list(projector.log(), &view, &AuditFilter::default(), None, Some(PAGE_SIZE_MAX * 10)).unwrap();
     assert_eq!(capped.entries.len(), total.min(PAGE_SIZE_MAX));
 }
 
@@ -541,8 +541,8 @@ fn a_page_ends_with_a_cursor_only_when_more_follow() {
 fn malformed_cursors_are_refused() {
     let (_world, projector, _) = busy_world();
     let view = projector.view(NAME).unwrap();
-    let valid = list(&view, &AuditFilter::default(), None, Some(2)).unwrap().next_cursor.unwrap();
-    assert!(list(&view, &AuditFilter::default(), Some(&valid), Some(2)).is_ok());
+    let valid = list(projector.log(), &view, &AuditFilter::default(), None, Some(2)).unwrap().next_cursor.unwrap();
+    assert!(list(projector.log(), &view, &AuditFilter::default(), Some(&valid), Some(2)).is_ok());
     let bad = [
         "",
         "12",
@@ -553,7 +553,7 @@ fn malformed_cursors_are_refused() {
         "AU1.0000000000000001",
     ];
     for cursor in bad {
-        let refused = list(&view, &AuditFilter::default(), Some(cursor), None);
+        let refused = list(projector.log(), &view, &AuditFilter::default(), Some(cursor), None);
         assert!(matches!(refused, Err(AuditError::InvalidCursor(_))), "{cursor:?}: {refused:?}");
     }
 }
@@ -563,6 +563,7 @@ fn a_selective_filter_examines_a_bounded_number_of_records_per_page() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
     let view = log.views().unwrap().current("audit-bound").unwrap();
+    log_synthetic_first(&log);
     let total = RECORDS_EXAMINED_MAX as u64 + 500;
     let mut pending = view.pending();
     for position in 1..=total {
@@ -571,18 +572,19 @@ fn a_selective_filter_examines_a_bounded_number_of_records_per_page() {
     }
     view.commit(pending, total).unwrap();
     let filter = AuditFilter { tenant_id: Some(s("t1")), action: Some(s("run_completed")), ..Default::default() };
-    let first = list(&view, &filter, None, None).unwrap();
+    let first = list(&log, &view, &filter, None, None).unwrap();
     assert!(first.entries.is_empty(), "the only match lies beyond the examination bound");
     let cursor = first.next_cursor.expect("a short page carries a cursor");
-    let second = list(&view, &filter, Some(&cursor), None).unwrap();
+    let second = list(&log, &view, &filter, Some(&cursor), None).unwrap();
     assert_eq!(second.entries.iter().map(|e| e.position).collect::<Vec<_>>(), [1]);
+    assert_eq!(second.entries[0].details, serde_json::json!({"synthetic": true}), "the details come from the log");
     assert_eq!(second.next_cursor, None);
-    assert_eq!(collect(&view, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(), 1);
+    assert_eq!(collect(&log, &view, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(), 1);
 }
 
-fn synthetic(position: u64, action: &str) -> AuditEntry {
+fn synthetic(position: u64, action: &str) -> Stored {
     let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    AuditEntry {
+    Stored {
         position,
         event_id: Uuid::from_u128(u128::from(position)),
         recorded_at: start + chrono::Duration::milliseconds(i64::try_from(position).unwrap()),
@@ -592,8 +594,16 @@ fn synthetic(position: u64, action: &str) -> AuditEntry {
         workspace_id: Some(s("w1")),
         run_id: None,
         summary: s("synthetic"),
-        details: serde_json::json!({}),
     }
+}
+
+/// Appends the event a synthetic entry at position 1 stands for, so that
+/// serving the entry finds its details in the log.
+fn log_synthetic_first(log: &Log) {
+    let id = synthetic(1, "run_completed").event_id;
+    let stream = opledger::StreamId::new("synthetic").unwrap();
+    let event = NewEvent::with_id(id, stream, "run_completed", 1, &serde_json::json!({"synthetic": true})).unwrap();
+    log.append_blocking(vec![event], Expectations::none()).unwrap().unwrap();
 }
 
 #[test]
@@ -605,14 +615,14 @@ fn a_stored_entry_that_does_not_decode_is_reported_as_corrupt() {
     write_entry(&mut pending, &synthetic(1, "run_started")).unwrap();
     pending.put(entry_key(1), b"{not json".to_vec());
     view.commit(pending, 1).unwrap();
-    let error = list(&view, &AuditFilter::default(), None, None).unwrap_err();
+    let error = list(&log, &view, &AuditFilter::default(), None, None).unwrap_err();
     assert!(matches!(error, AuditError::Projection(ProjectionError::Corrupt { .. })), "{error:?}");
 }
 
 #[test]
 fn counts_per_action_follow_the_log() {
     let (world, projector, _) = busy_world();
-    let audit = everything(&projector.view(NAME).unwrap());
+    let audit = everything(projector.log(), &projector.view(NAME).unwrap());
     let mut from_log: HashMap<String, usize> = HashMap::new();
     for envelope in world.ledger.log().read(1, usize::MAX).unwrap() {
         if envelope.event_type != "run_progressed" {
@@ -625,5 +635,26 @@ fn counts_per_action_follow_the_log() {
     }
     assert_eq!(from_audit, from_log);
     let by_position: BTreeMap<u64, &AuditEntry> = audit.iter().map(|e| (e.position, e)).collect();
-    assert_eq!(entry(&projector.view(NAME).unwrap(), 1).unwrap().as_ref(), by_position.get(&1).copied());
+    assert_eq!(entry(projector.log(), &projector.view(NAME).unwrap(), 1).unwrap().as_ref(), by_position.get(&1).copied());
+}
+
+#[test]
+fn an_entry_is_served_only_with_the_event_it_was_made_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
+    log_synthetic_first(&log);
+    let view = log.views().unwrap().current("audit-details").unwrap();
+    let mut pending = view.pending();
+    write_entry(&mut pending, &synthetic(1, "run_completed")).unwrap();
+    view.commit(pending, 1).unwrap();
+    assert_eq!(entry(&log, &view, 1).unwrap().unwrap().details, serde_json::json!({"synthetic": true}));
+    let cases = [(1, Uuid::from_u128(77), "another event at the position"), (2, Uuid::from_u128(2), "no event")];
+    for (position, event_id, why) in cases {
+        let mut pending = view.pending();
+        let stored = Stored { event_id, ..synthetic(position, "run_completed") };
+        pending.put(entry_key(position), serde_json::to_vec(&stored).unwrap());
+        view.commit(pending, 2).unwrap();
+        let served = entry(&log, &view, position);
+        assert!(matches!(served, Err(AuditError::Projection(ProjectionError::Corrupt { .. }))), "{why}: {served:?}");
+    }
 }

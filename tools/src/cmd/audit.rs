@@ -104,9 +104,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             remote.get("/v1/audit", &params)?
         }
         Target::Local(data) => {
-            let (_log, projector) = data.open_projected(Hint::Query)?;
+            let (log, projector) = data.open_projected(Hint::Query)?;
             let view = projector.view(audit::NAME)?;
-            serde_json::to_value(audit::list(&view, &args.filter(), args.cursor.as_deref(), args.limit)?)?
+            serde_json::to_value(audit::list(&log, &view, &args.filter(), args.cursor.as_deref(), args.limit)?)?
         }
     };
     match args.json {
@@ -120,8 +120,8 @@ fn export(args: &Args, target: Target) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     match target {
         Target::Local(data) => {
-            let (_log, projector) = data.open_projected(Hint::Query)?;
-            audit::export_jsonl(&projector.view(audit::NAME)?, &args.filter(), &mut out)?;
+            let (log, projector) = data.open_projected(Hint::Query)?;
+            audit::export_jsonl(&log, &projector.view(audit::NAME)?, &args.filter(), &mut out)?;
         }
         Target::Remote(remote) => export_remote(&remote, args.params(), &mut out)?,
     }

@@ -194,7 +194,10 @@ pub async fn audit(
         as_of: query.as_of,
     };
     let view = state.projector.view(audit::NAME)?;
-    Ok(Json(audit::list(&view, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)?))
+    Ok(Json(
+        audit::list(state.projector.log(), &view, &filter, query.cursor.as_deref(), query.limit)
+            .map_err(audit_error)?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
