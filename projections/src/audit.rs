@@ -61,9 +61,9 @@ use summary::{authority_summary, lowercase_first, run_summary};
 pub const NAME: &str = "audit";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
 /// 2: no time index (time ranges by binary search over the entries).
-/// 3: index entries packed in blocks (`audit/postings.rs`); entries kept
-/// without their details (read from the log when served).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 3: index entries packed in blocks (`audit/postings.rs`).
+/// 4: entries kept without their details (read from the log when served).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Entries per page when the caller names no limit.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Most entries per page.

@@ -432,7 +432,12 @@ fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
     let view = projector.view(NAME).unwrap();
-    let reads = collect(projector.log(), &view, &AuditFilter { action: Some(s("notification_read")), ..Default::default() }, 10);
+    let reads = collect(
+        projector.log(),
+        &view,
+        &AuditFilter { action: Some(s("notification_read")), ..Default::default() },
+        10,
+    );
     let [read] = reads.as_slice() else { panic!("one read entry, got {reads:?}") };
     assert_eq!(read.caused_by, Principal::actor("u1"));
     assert_eq!(
@@ -579,7 +584,10 @@ fn a_selective_filter_examines_a_bounded_number_of_records_per_page() {
     assert_eq!(second.entries.iter().map(|e| e.position).collect::<Vec<_>>(), [1]);
     assert_eq!(second.entries[0].details, serde_json::json!({"synthetic": true}), "the details come from the log");
     assert_eq!(second.next_cursor, None);
-    assert_eq!(collect(&log, &view, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(), 1);
+    assert_eq!(
+        collect(&log, &view, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(),
+        1
+    );
 }
 
 fn synthetic(position: u64, action: &str) -> Stored {
@@ -635,7 +643,10 @@ fn counts_per_action_follow_the_log() {
     }
     assert_eq!(from_audit, from_log);
     let by_position: BTreeMap<u64, &AuditEntry> = audit.iter().map(|e| (e.position, e)).collect();
-    assert_eq!(entry(projector.log(), &projector.view(NAME).unwrap(), 1).unwrap().as_ref(), by_position.get(&1).copied());
+    assert_eq!(
+        entry(projector.log(), &projector.view(NAME).unwrap(), 1).unwrap().as_ref(),
+        by_position.get(&1).copied()
+    );
 }
 
 #[test]

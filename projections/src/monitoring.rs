@@ -40,7 +40,8 @@ pub const NAME: &str = "monitoring";
 /// The version of this view's layout (see [`crate::Projection::layout_version`]).
 /// 2: records keyed by first position, `id:` keys, empty index values, no
 /// timeline copy (the timeline is the run's stream in the log).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: the tenant index covers the record.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Counter dimensions (the middle part of a counter key).
 const TOTAL: &str = "total";
@@ -126,6 +127,11 @@ fn apply_run_event(
     if is_new {
         pending.put(keys::id(run_id), after.first_position.to_be_bytes().to_vec());
     }
+    // The tenant index covers the record (holds a copy of it): a tenant's
+    // runs are spread over the whole log, so a page of them read through
+    // the index alone instead of fifty scattered records.
+    let tenant_key = keys::index(Index::Tenant, &after.run.tenant_id, after.first_position);
+    pending.stage(tenant_key, after.clone());
     pending.stage(keys::run(after.first_position), after);
     Ok(())
 }

@@ -239,6 +239,11 @@ fn check_indexes(view: &View, runs: usize) {
         .collect();
     let record_keys: BTreeSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
     assert_eq!(positions, record_keys, "one id key per record, naming it");
+    let by_key: BTreeMap<Vec<u8>, Vec<u8>> = records.into_iter().collect();
+    for (key, copy) in view.prefix(b"ix:tenant:", usize::MAX).unwrap() {
+        let record = &by_key[&keys::run(keys::position_of(&key).unwrap())];
+        assert_eq!(&copy, record, "the tenant index holds the record as it is now");
+    }
 }
 
 fn check_run(world: &World, run: &Run) {

@@ -4,7 +4,8 @@
 //! | --- | --- |
 //! | `run:` first position (8 bytes) | the run record (JSON: first position, created time, the Run) |
 //! | `id:` run id (16 bytes) | the run's first position (8 bytes) |
-//! | `ix:` index `:` value `\0` position | empty (index entry) |
+//! | `ix:tenant:` tenant `\0` position | a copy of the run record (a covering index entry) |
+//! | `ix:` other index `:` value `\0` position | empty (index entry) |
 //! | `tm:` created time (8 bytes) position (8 bytes) | empty (time → position) |
 //! | `cnt:g\0` dimension `\0` name | a global counter (u64 BE) |
 //! | `cnt:t` tenant `\0` dimension `\0` name | a per-tenant counter (u64 BE) |
@@ -13,6 +14,9 @@
 //! list without a filter is a scan of the records themselves (the `all`
 //! index *is* the record keys) and runs created together sit in the same
 //! leaves: a page of any index reads records that are near each other.
+//! A tenant's runs are spread over the whole log, so the tenant index
+//! holds a copy of each record: a tenant's page is one range read instead
+//! of fifty cold gets (the price: the record written twice per batch).
 //! The timeline is not copied here: it is the run's stream in the log,
 //! which the log's stream index already serves (see `query::timeline`).
 //!
@@ -95,6 +99,11 @@ pub fn run(first_position: u64) -> Vec<u8> {
 /// Where the record of `run_id` is: the value is its first position.
 pub fn id(run_id: Uuid) -> Vec<u8> {
     joined(&[ID, run_id.as_bytes()])
+}
+
+/// Whether `key` is an entry of an index that holds the record.
+pub fn holds_record(key: &[u8]) -> bool {
+    key.starts_with(RUN) || key.starts_with(&joined(&[INDEX, Index::Tenant.name().as_bytes(), b":"]))
 }
 
 /// The keys of one index value. The `all` index is the records themselves.

@@ -372,10 +372,10 @@ fn page(runs: Vec<Run>, last: Option<Vec<u8>>) -> RunPage {
 }
 
 /// The run an index entry points at: the entry itself when the scan is
-/// over the records (the `all` index), else the record at the position
+/// over the records (the `all` index) or a covering index, else the record at the position
 /// the key ends with; an entry without its record means the view is corrupt.
 fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
-    if key.starts_with(keys::RUN) {
+    if keys::holds_record(key) {
         return Ok(decode_record(key, value)?.run);
     }
     let position = keys::position_of(key).ok_or_else(|| corrupt(key, "an index key ends with a position"))?;
