@@ -1,15 +1,18 @@
 //! Monitoring (SPEC 5): the run list and the run detail.
 //!
 //! One record per run, folded with the domain's own [`Run::create`] and
-//! [`Run::apply`] (the one fold of a run, never re-implemented here), the
-//! run's timeline, secondary indexes so that a filtered page costs the page
-//! rather than a scan, and counters by outcome and by reason maintained
-//! incrementally. The key layout is described in `monitoring/keys.rs`.
+//! [`Run::apply`] (the one fold of a run, never re-implemented here),
+//! secondary indexes so that a filtered page costs the page rather than a
+//! scan, and counters by outcome and by reason maintained incrementally.
+//! The run's timeline is its stream in the log, read through the log's
+//! stream index ([`timeline`]). The key layout is described in
+//! `monitoring/keys.rs`.
 //!
-//! Everything a run event changes (record, timeline entry, index entries,
-//! counters) goes into the same [`Pending`], which the projector commits
-//! together with the checkpoint: a crash never leaves an index that
-//! disagrees with its record.
+//! Everything a run event changes (record, index entries, counters) goes
+//! into the same [`Pending`], which the projector commits together with the
+//! checkpoint: a crash never leaves an index that disagrees with its record.
+//! The record is staged: an event decodes it only when an earlier event of
+//! the same batch has not already, and the batch encodes it once.
 
 use std::collections::BTreeSet;
 

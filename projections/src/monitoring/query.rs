@@ -187,11 +187,12 @@ pub fn timeline(
     Ok(entries)
 }
 
-/// One timeline entry from the event it shows.
+/// One timeline entry from the event it shows. An event of a run stream
+/// that is not a run event means the log is corrupt.
 pub fn timeline_entry(envelope: &Envelope) -> Result<TimelineEntry, ProjectionError> {
-    let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
-    let DomainEvent::Run { event, .. } = DomainEvent::from_envelope(envelope).map_err(stopped)? else {
-        return Err(stopped("a run stream holds a non-run event".to_owned()));
+    let corrupt = |detail: String| opledger::Error::Corrupt { position: envelope.position, detail };
+    let DomainEvent::Run { event, .. } = DomainEvent::from_envelope(envelope).map_err(corrupt)? else {
+        return Err(corrupt(format!("{} is not a run event", envelope.event_type)).into());
     };
     Ok(TimelineEntry {
         position: envelope.position,
@@ -372,8 +373,9 @@ fn page(runs: Vec<Run>, last: Option<Vec<u8>>) -> RunPage {
 }
 
 /// The run an index entry points at: the entry itself when the scan is
-/// over the records (the `all` index) or a covering index, else the record at the position
-/// the key ends with; an entry without its record means the view is corrupt.
+/// over the records (the `all` index) or a covering index (tenant), else
+/// the record at the position the key ends with. An entry without its
+/// record means the view is corrupt.
 fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
     if keys::holds_record(key) {
         return Ok(decode_record(key, value)?.run);
