@@ -11,6 +11,7 @@ use opledger::domain::ledger::Ledger;
 use opledger::domain::lifecycle::{Completion, FailureReport};
 use opledger::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, RunStatus, WorkerOutcome};
 use opledger::domain::start_gate::StartRequest;
+use opledger::log::views::View;
 use opledger::log::{Durability, LogOptions};
 use opledger::{Expectations, Log, NewEvent};
 use proptest::prelude::*;

@@ -188,7 +188,7 @@ impl View {
                 }
                 // A key put and deleted within the batch (an index entry
                 // that moved twice) that the tree never held needs no
-                // remove: a read is far cheaper than a write in sled.
+                // remove: the batch keeps to the writes that change the tree.
                 Write::Delete if pending.maybe_absent.contains(&key) && !self.contains(&key)? => {}
                 Write::Delete => batch.remove(key),
             }
