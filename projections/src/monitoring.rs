@@ -130,11 +130,6 @@ fn apply_run_event(
     if is_new {
         pending.put(keys::id(run_id), after.first_position.to_be_bytes().to_vec());
     }
-    // The tenant index covers the record (holds a copy of it): a tenant's
-    // runs are spread over the whole log, so a page of them read through
-    // the index alone instead of fifty scattered records.
-    let tenant_key = keys::index(Index::Tenant, &after.run.tenant_id, after.first_position);
-    pending.stage(tenant_key, after.clone());
     pending.stage(keys::run(after.first_position), after);
     Ok(())
 }
@@ -160,6 +155,13 @@ fn load(pending: &mut Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, St
 impl Staged for RunRecord {
     fn encode(&self) -> Result<Vec<u8>, String> {
         serde_json::to_vec(self).map_err(|e| format!("a monitoring record does not encode: {e}"))
+    }
+
+    /// The tenant index covers the record (holds a copy of it): a tenant's
+    /// runs are spread over the whole log, so a page of them is read
+    /// through the index alone instead of fifty scattered records.
+    fn copies(&self) -> Vec<Vec<u8>> {
+        vec![keys::index(Index::Tenant, &self.run.tenant_id, self.first_position)]
     }
 }
 
@@ -226,7 +228,8 @@ fn update_indexes(pending: &mut Pending<'_>, old: &BTreeSet<Vec<u8>>, after: &Ru
     for key in old.difference(&new) {
         pending.delete(key.clone());
     }
-    for key in new.difference(old) {
+    // Entries of a covering index are the record's copies, written with it.
+    for key in new.difference(old).filter(|key| !keys::holds_record(key)) {
         pending.put(key.clone(), Vec::new());
     }
 }

@@ -183,7 +183,11 @@ impl View {
             match write {
                 Write::Put(value) => batch.insert(key, value),
                 Write::Staged(value) => {
-                    let bytes = encode_staged(&key, value.as_ref())?;
+                    let bytes = sled::IVec::from(encode_staged(&key, value.as_ref())?);
+                    for copy in value.copies() {
+                        assert!(!copy.starts_with(RESERVED_PREFIX), "keys under 0xFFFF are the view's bookkeeping");
+                        batch.insert(copy, bytes.clone());
+                    }
                     batch.insert(key, bytes)
                 }
                 // A key put and deleted within the batch (an index entry
@@ -207,6 +211,13 @@ fn is_state(item: &Result<(sled::IVec, sled::IVec), sled::Error>) -> bool {
 /// when the batch commits, instead of decoded and encoded once per event.
 pub trait Staged: std::any::Any + Send {
     fn encode(&self) -> Result<Vec<u8>, String>;
+
+    /// Other keys that hold a copy of this value (a covering index entry):
+    /// the commit writes the same bytes under each, encoded once. Within
+    /// the batch, [`Pending::get`] of a copy's key does not see the copy.
+    fn copies(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 fn encode_staged(key: &[u8], value: &dyn Staged) -> Result<Vec<u8>, Error> {
@@ -373,6 +384,10 @@ mod tests {
         fn encode(&self) -> Result<Vec<u8>, String> {
             Ok(self.0.to_be_bytes().to_vec())
         }
+
+        fn copies(&self) -> Vec<Vec<u8>> {
+            vec![b"copy".to_vec()]
+        }
     }
 
     #[test]
@@ -391,6 +406,7 @@ mod tests {
         assert_eq!(pending.take_staged::<Counter>(b"p"), None, "plain bytes are not staged");
         view.commit(pending, 1).unwrap();
         assert_eq!(view.get(b"c").unwrap(), Some(vec![0, 0, 0, 2]));
+        assert_eq!(view.get(b"copy").unwrap(), Some(vec![0, 0, 0, 2]), "the copy is written with it");
     }
 
     #[test]
