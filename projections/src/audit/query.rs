@@ -54,14 +54,16 @@ pub fn list(
         for (position, entry) in records {
             examined += 1;
             high = position.saturating_sub(1);
-            if matches(filter, &entry) {
-                page.entries.push(with_details(log, entry)?);
+            if !matches(filter, &entry) {
+                continue;
             }
-            if page.entries.len() > limit {
-                page.entries.truncate(limit);
+            // A match past a full page: more follow, so hand out a cursor
+            // (without reading this one's details from the log).
+            if page.entries.len() == limit {
                 page.next_cursor = page.entries.last().map(|entry| encode_cursor(entry.position));
                 return Ok(page);
             }
+            page.entries.push(with_details(log, entry)?);
         }
         if fetched < chunk || last.is_some_and(|position| position <= span.low) {
             break;
