@@ -139,8 +139,7 @@ fn apply_run_event(
 fn load(pending: &mut Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String> {
     let id_key = keys::id(run_id);
     let Some(position) = pending.get(&id_key).map_err(|e| e.to_string())? else { return Ok(None) };
-    let position =
-        query::position_value(&position).ok_or_else(|| format!("the position of run {run_id} is not 8 bytes"))?;
+    let position = query::u64_value(&position).ok_or_else(|| format!("the position of run {run_id} is not 8 bytes"))?;
     let key = keys::run(position);
     if let Some(record) = pending.take_staged::<RunRecord>(&key) {
         return Ok(Some(record));
@@ -266,7 +265,7 @@ fn add(pending: &mut Pending<'_>, key: &[u8], up: bool) -> Result<(), String> {
     let current = match pending.get(key).map_err(|e| e.to_string())? {
         None => 0,
         Some(bytes) => {
-            query::counter_value(&bytes).ok_or_else(|| format!("counter {} is not a u64", key.escape_ascii()))?
+            query::u64_value(&bytes).ok_or_else(|| format!("counter {} is not a u64", key.escape_ascii()))?
         }
     };
     let next = match up {

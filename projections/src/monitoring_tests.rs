@@ -233,10 +233,8 @@ fn check_indexes(view: &View, runs: usize) {
     // Every index but `all` (the record keys), and the time key.
     assert_eq!(expected.len(), runs * Index::BY_SELECTIVITY.len());
     let ids = view.prefix(b"id:", usize::MAX).unwrap();
-    let positions: BTreeSet<Vec<u8>> = ids
-        .iter()
-        .map(|(_, position)| keys::run(crate::monitoring::query::position_value(position).unwrap()))
-        .collect();
+    let positions: BTreeSet<Vec<u8>> =
+        ids.iter().map(|(_, position)| keys::run(crate::monitoring::query::u64_value(position).unwrap())).collect();
     let record_keys: BTreeSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
     assert_eq!(positions, record_keys, "one id key per record, naming it");
     let by_key: BTreeMap<Vec<u8>, Vec<u8>> = records.into_iter().collect();

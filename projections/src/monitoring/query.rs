@@ -130,12 +130,8 @@ fn corrupt(key: &[u8], detail: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Corrupt { key: key.escape_ascii().to_string(), detail: detail.to_string() }
 }
 
-pub(super) fn counter_value(bytes: &[u8]) -> Option<u64> {
-    bytes.try_into().ok().map(u64::from_be_bytes)
-}
-
-/// The value of an `id:` key: the run's first position.
-pub(super) fn position_value(bytes: &[u8]) -> Option<u64> {
+/// An 8-byte big-endian value: a counter, or an `id:` key's first position.
+pub(super) fn u64_value(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
 
@@ -156,7 +152,7 @@ fn record_at(view: &View, first_position: u64, named_by: &[u8]) -> Result<RunRec
 pub fn get(view: &View, run_id: Uuid) -> Result<Option<Run>, ProjectionError> {
     let id_key = keys::id(run_id);
     let Some(bytes) = view.get(&id_key)? else { return Ok(None) };
-    let position = position_value(&bytes).ok_or_else(|| corrupt(&id_key, "a position is 8 bytes"))?;
+    let position = u64_value(&bytes).ok_or_else(|| corrupt(&id_key, "a position is 8 bytes"))?;
     Ok(Some(record_at(view, position, &id_key)?.run))
 }
 
@@ -211,7 +207,7 @@ pub fn counts(view: &View, tenant_id: Option<&str>) -> Result<Counts, Projection
     let by_outcome = outcomes.iter().map(|o| (o.as_str().to_owned(), 0)).collect();
     let mut counts = Counts { by_outcome, ..Counts::default() };
     for (key, value) in view.prefix(&prefix, COUNTER_KEYS_MAX)? {
-        let count = counter_value(&value).ok_or_else(|| corrupt(&key, "a counter is 8 bytes"))?;
+        let count = u64_value(&value).ok_or_else(|| corrupt(&key, "a counter is 8 bytes"))?;
         match keys::counter_parts(&prefix, &key) {
             Some((TOTAL, "")) => counts.total = count,
             Some((BY_OUTCOME, name)) => {
