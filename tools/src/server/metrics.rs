@@ -99,9 +99,9 @@ impl Metrics {
 }
 
 pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> impl IntoResponse {
-    let stats = state.ledger.log().stats();
-    let head = state.ledger.log().head().position;
-    let applied = match state.projector.progress() {
+    let stats = state.ledger().log().stats();
+    let head = state.ledger().log().head().position;
+    let applied = match state.projector().progress() {
         opledger_projections::projector::Progress::Applied(position) => position,
         opledger_projections::projector::Progress::Stopped { position, .. } => position.saturating_sub(1),
     };

@@ -39,12 +39,11 @@ pub fn open_state(data: &Path, options: LogOptions) -> anyhow::Result<AppState> 
     let ledger = Arc::new(ledger);
     let projector =
         Projector::open(Arc::clone(ledger.log()), opledger_projections::all()).context("opening the projections")?;
-    Ok(AppState {
-        ledger,
-        projector: Arc::new(projector),
-        tokens: Arc::new(TokenStore::new(data)),
-        metrics: Arc::new(metrics::Metrics::default()),
-    })
+    Ok(AppState::new(
+        state::Core { ledger, projector: Arc::new(projector) },
+        Arc::new(TokenStore::new(data)),
+        Arc::new(metrics::Metrics::default()),
+    ))
 }
 
 /// Every route of API.md.
@@ -75,7 +74,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let head = state.ledger.log().head();
+    let head = state.ledger().log().head();
     axum::Json(serde_json::json!({"status": "ok", "head": head.digest()}))
 }
 
@@ -113,8 +112,8 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving");
-    let follower = tokio::spawn(Arc::clone(&state.projector).follow());
-    let ledger = Arc::clone(&state.ledger);
+    let follower = tokio::spawn(state.projector().follow());
+    let ledger = state.ledger();
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     follower.abort();
     ledger.log().close();

@@ -1,6 +1,6 @@
 //! What every handler shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use opledger::domain::ledger::Ledger;
 use opledger_projections::Projector;
@@ -8,19 +8,57 @@ use opledger_projections::Projector;
 use crate::server::metrics::Metrics;
 use crate::tokens::TokenStore;
 
+/// The ledger and the projector over one open store. A server replaces
+/// the whole core when it reopens its store (after a storage error), so a
+/// handler takes the current one once per request through [`AppState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct Core {
     pub ledger: Arc<Ledger>,
     pub projector: Arc<Projector>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    core: Arc<RwLock<Core>>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
+    pub fn new(core: Core, tokens: Arc<TokenStore>, metrics: Arc<Metrics>) -> AppState {
+        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics }
+    }
+
+    /// The current core. The lock is held only to clone two `Arc`s; a
+    /// poisoned lock still holds a whole core (replacing it is one store).
+    pub fn core(&self) -> Core {
+        match self.core.read() {
+            Ok(core) => core.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a freshly opened core in place of the current one.
+    pub fn replace_core(&self, core: Core) {
+        match self.core.write() {
+            Ok(mut current) => *current = core,
+            Err(poisoned) => *poisoned.into_inner() = core,
+        }
+    }
+
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.core().ledger
+    }
+
+    pub fn projector(&self) -> Arc<Projector> {
+        self.core().projector
+    }
+
     /// Waits until the projections reflect every acknowledged append, so a
     /// read sees the writes acknowledged before it.
     pub async fn fresh_projections(&self) -> Result<(), crate::server::error::ApiError> {
-        let head = self.ledger.log().head().position;
-        Ok(self.projector.wait_for(head).await?)
+        let core = self.core();
+        let head = core.ledger.log().head().position;
+        Ok(core.projector.wait_for(head).await?)
     }
 }

@@ -5,8 +5,6 @@
 //! of API.md that hold for every route: never a 5xx, and every 4xx of a JSON
 //! route carries `{"error": {"code", "message"}}`.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
@@ -119,7 +117,7 @@ pub struct Api {
 impl Drop for Api {
     fn drop(&mut self) {
         self.follower.abort();
-        self.state.ledger.log().close();
+        self.state.ledger().log().close();
     }
 }
 
@@ -131,7 +129,7 @@ impl Api {
             LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, ..Default::default() };
         let state = open_state(dir.path(), options).unwrap();
         let follower = tokio::spawn({
-            let projector = Arc::clone(&state.projector);
+            let projector = state.projector();
             async move {
                 let _ = projector.follow().await;
             }
@@ -158,7 +156,7 @@ impl Api {
 
     /// The log head position: what "nothing appended" is checked on.
     pub fn head(&self) -> u64 {
-        self.state.ledger.log().head().position
+        self.state.ledger().log().head().position
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {

@@ -6,7 +6,7 @@
 //!
 //! - **ledger**: `Ledger::open` and N tasks calling it (what `bench cycles` does);
 //! - **ledger + projector**: `open_state` (ledger, projector following the
-//!   log, token store) and the same N tasks calling `state.ledger`: the
+//!   log, token store) and the same N tasks calling `state.ledger()`: the
 //!   server's work without HTTP, the baseline of the ratio;
 //! - **http**: `open_state` + `serve` on 127.0.0.1 in a runtime of its own,
 //!   the world seeded through `POST /v1/authority`, a service token from
@@ -183,8 +183,8 @@ fn measure_in_process(plan: &Plan, variant: Variant) -> anyhow::Result<Sample> {
     let (ledger, projector) = match variant {
         Variant::LedgerProjector => {
             let state = open_state(dir.path(), options())?;
-            runtime.spawn(Arc::clone(&state.projector).follow());
-            (state.ledger, Some(state.projector))
+            runtime.spawn(state.projector().follow());
+            (state.ledger(), Some(state.projector()))
         }
         _ => (Arc::new(Ledger::open(dir.path().join("log"), options())?), None),
     };
@@ -204,7 +204,7 @@ fn measure_http(plan: &Plan) -> anyhow::Result<Sample> {
     let dir = plan.tempdir()?;
     let state = open_state(dir.path(), options())?;
     let (token, _) = state.tokens.create(Grant::Service { name: "bench".to_owned() })?;
-    let (ledger, projector) = (Arc::clone(&state.ledger), Arc::clone(&state.projector));
+    let (ledger, projector) = (state.ledger(), state.projector());
     let address = free_address()?;
     let server = tokio::runtime::Builder::new_multi_thread().thread_name("http-server").enable_all().build()?;
     server.spawn(serve(state, address));
