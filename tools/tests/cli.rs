@@ -286,6 +286,16 @@ fn export_then_import_restores_an_identical_log() {
     assert_eq!(ok(&["head", "--data", restored_arg]), head, "the same head digest");
     let verified = opledger(&["verify", "--data", restored_arg]);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    // The text report names the re-evaluated decisions, as --json does.
+    let report = ok_json(&["verify", "--data", restored_arg, "--json"]);
+    let decisions = report["decisions_checked"].as_u64().unwrap();
+    assert!(decisions >= 2, "both begins were decided: {report}");
+    let text = String::from_utf8_lossy(&verified.stdout);
+    let expected = format!(
+        "re-evaluated {decisions} legitimacy decisions and {} start decisions",
+        report["start_decisions_checked"]
+    );
+    assert!(text.contains(&expected), "{expected:?} missing from {text}");
     assert_eq!(ok(&["export", "--data", restored_arg]), exported, "the restored log exports the same bytes");
     assert_eq!(ok(&["runs", "list", "--data", restored_arg, "--json"]), ok(&["runs", "list", "--data", dir, "--json"]));
 
@@ -371,6 +381,7 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
         vec!["runs", "list", "--json"],
         vec!["runs", "list", "--tenant", "t1", "--outcome", "blocked", "--json"],
         vec!["runs", "show", &failed, "--json"],
+        vec!["runs", "show", &failed],
         vec!["audit", "--as-of", "5", "--json"],
         vec!["audit", "--export", "jsonl"],
         vec!["notifications", "--actor", "u1", "--json"],
@@ -393,4 +404,8 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
     assert!(!refused.status.success() && stderr.contains("401"), "{stderr}");
     let text = remote(&["runs", "show", &failed]);
     assert!(text.contains("failure     provider_error: upstream broke"), "{text}");
+    // The timeline's summary column is filled over --url too.
+    for summary in ["  queued\n", "  legitimacy evaluated: allowed\n", "  started attempt 1\n", "  completed: failed"] {
+        assert!(text.contains(summary), "{summary:?} missing from\n{text}");
+    }
 }

@@ -3,7 +3,6 @@
 //! the API's JSON with `--json` (the same document either way), text
 //! otherwise.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use super::remote::is_status;
 use super::source::{field, principal_text, print_json, print_text, table, text, Hint, Source, Target};
-use crate::server::reads::{timeline_page, RunQuery};
+use crate::server::reads::{timeline_json, timeline_page, RunQuery};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
@@ -178,11 +177,11 @@ pub fn list_text(page: &Value) -> String {
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let (detail, summaries) = match args.source.target()? {
+    let detail = match args.source.target()? {
         Target::Remote(remote) => {
             let query = [("timeline_from", args.timeline_from.to_string())];
             match remote.get::<Value>(&format!("/v1/runs/{}", args.run), &query) {
-                Ok(detail) => (detail, BTreeMap::new()),
+                Ok(detail) => detail,
                 Err(error) if is_status(&error, 404) => return Ok(not_found(args.run, &remote.url())),
                 Err(error) => return Err(error),
             }
@@ -194,14 +193,13 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
                 return Ok(not_found(args.run, &data.path.display().to_string()));
             };
             let (events, next) = timeline_page(&log, args.run, args.timeline_from)?;
-            let timeline: Result<Vec<_>, _> = events.iter().map(monitoring::timeline_entry).collect();
-            let summaries = timeline?.into_iter().map(|entry| (entry.position, entry.summary)).collect();
-            (json!({"run": run, "timeline": events, "timeline_next": next}), summaries)
+            let timeline = timeline_json(&events).map_err(|error| anyhow!("{}", error.message))?;
+            json!({"run": run, "timeline": timeline, "timeline_next": next})
         }
     };
     match args.json {
         true => print_json(&detail)?,
-        false => print_text(&show_text(&detail, &summaries))?,
+        false => print_text(&show_text(&detail))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -211,9 +209,9 @@ fn not_found(run: Uuid, place: &str) -> ExitCode {
     ExitCode::from(3)
 }
 
-/// The run detail as text; `summaries` (by position) are Monitoring's
-/// one-line summaries, when the command has them.
-pub fn show_text(detail: &Value, summaries: &BTreeMap<u64, String>) -> String {
+/// The run detail as text; each timeline event's `summary` is Monitoring's
+/// one-line summary, which the API and the local read both carry.
+pub fn show_text(detail: &Value) -> String {
     let run = detail.get("run").unwrap_or(&Value::Null);
     let mut lines = vec![format!("run {}", field(run, "id"))];
     let mut line = |name: &str, value: String| lines.push(format!("  {name:<11} {value}"));
@@ -253,9 +251,7 @@ pub fn show_text(detail: &Value, summaries: &BTreeMap<u64, String>) -> String {
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|event| {
-            let position = event.get("position").and_then(Value::as_u64);
-            let summary = position.and_then(|p| summaries.get(&p)).cloned().unwrap_or_default();
-            vec![field(event, "position"), field(event, "recorded_at"), field(event, "type"), summary]
+            vec![field(event, "position"), field(event, "recorded_at"), field(event, "type"), field(event, "summary")]
         })
         .collect();
     out.push_str(&table(&["POSITION", "RECORDED AT", "EVENT", "SUMMARY"], &rows));
@@ -355,8 +351,8 @@ mod tests {
             "initiator": {"kind": "actor", "id": "u1"}, "authority_mode": "actor_bound", "status": "completed",
             "outcome": "failed", "attempts": 1, "provider_connection_id": "c1", "queued_at": "T0",
             "summary_counts": {"total": 3}, "failure": {"code": "boom", "message": "it broke"}},
-            "timeline": [{"position": 7, "recorded_at": "T0", "type": "run_queued"}]});
-        let text = show_text(&detail, &BTreeMap::from([(7, "queued".to_owned())]));
+            "timeline": [{"position": 7, "recorded_at": "T0", "type": "run_queued", "summary": "queued"}]});
+        let text = show_text(&detail);
         for expected in [
             "run r1\n",
             "  operation   sync on tenant t1 (workspace w1)\n",

@@ -65,7 +65,7 @@ pub fn run(token: Token) -> anyhow::Result<ExitCode> {
             };
             std::fs::create_dir_all(&args.data.path)?;
             let (secret, record) = TokenStore::new(&args.data.path).create(grant)?;
-            writeln!(out, "created token {} ({:?}); it is shown once:", record.id, record.grant)?;
+            writeln!(out, "created token {} for {}; it is shown once:", record.id, describe(&record.grant))?;
             writeln!(out, "{secret}")?;
         }
         Token::List(args) => {
@@ -73,9 +73,8 @@ pub fn run(token: Token) -> anyhow::Result<ExitCode> {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
             }
-            for record in records.iter().filter(|_| !args.json) {
-                let state = record.revoked_at.map_or_else(|| "active".to_owned(), |at| format!("revoked {at}"));
-                writeln!(out, "{} {:?} created {} {state}", record.id, record.grant, record.created_at)?;
+            if !args.json {
+                write_table(&mut out, &records)?;
             }
         }
         Token::Revoke(args) => {
@@ -84,4 +83,65 @@ pub fn run(token: Token) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A grant in the words an operator uses: `service host-app`, `actor u1`.
+pub fn describe(grant: &Grant) -> String {
+    match grant {
+        Grant::Service { name } => format!("service {name}"),
+        Grant::Actor { actor_id } => format!("actor {actor_id}"),
+    }
+}
+
+/// One token a line under a header, columns aligned; never the token or its hash.
+fn write_table(out: &mut impl Write, records: &[crate::tokens::TokenRecord]) -> std::io::Result<()> {
+    let grants: Vec<String> = records.iter().map(|record| describe(&record.grant)).collect();
+    let width = grants.iter().map(String::len).chain(["GRANT".len()]).max().unwrap_or(0);
+    writeln!(out, "{:<36}  {:<width$}  {:<20}  STATE", "ID", "GRANT", "CREATED")?;
+    for (record, grant) in records.iter().zip(&grants) {
+        let state = record
+            .revoked_at
+            .map_or_else(|| "active".to_owned(), |at| format!("revoked {}", at.format("%Y-%m-%dT%H:%M:%SZ")));
+        let created = record.created_at.format("%Y-%m-%dT%H:%M:%SZ");
+        writeln!(out, "{:<36}  {grant:<width$}  {created:<20}  {state}", record.id)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn grants_read_as_words_not_debug_text() {
+        assert_eq!(describe(&Grant::Service { name: "host-app".into() }), "service host-app");
+        assert_eq!(describe(&Grant::Actor { actor_id: "u1".into() }), "actor u1");
+    }
+
+    #[test]
+    fn the_table_has_a_header_and_one_aligned_line_per_token() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-29T15:00:00Z").map(|t| t.to_utc()).unwrap();
+        let record = |grant| crate::tokens::TokenRecord {
+            id: Uuid::nil(),
+            grant,
+            hash: "ab".repeat(32),
+            created_at: at,
+            revoked_at: None,
+        };
+        let records = vec![
+            record(Grant::Service { name: "host-app".into() }),
+            crate::tokens::TokenRecord { revoked_at: Some(at), ..record(Grant::Actor { actor_id: "u1".into() }) },
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &records).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("ID ") && lines[0].ends_with("STATE"), "{text}");
+        assert!(lines[1].contains("service host-app") && lines[1].ends_with("active"), "{text}");
+        assert!(lines[2].contains("actor u1") && lines[2].ends_with("revoked 2026-11-29T15:00:00Z"), "{text}");
+        assert!(!text.contains("Service {") && !text.contains(&"ab".repeat(32)), "{text}");
+    }
 }

@@ -53,13 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "head": report.head.digest(), "first_failure": failure})
         )?;
     } else {
-        writeln!(
-            out,
-            "checked {} events in {} streams; head {}",
-            report.events_checked,
-            report.streams,
-            report.head.digest()
-        )?;
+        writeln!(out, "{}", summary_line(&report, &replay))?;
     }
     match &report.first_failure {
         None => Ok(ExitCode::SUCCESS),
@@ -68,6 +62,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// What a person reads: events, streams, both kinds of re-evaluated
+/// decisions, the head.
+fn summary_line(report: &opledger::verify::VerifyReport, replay: &DecisionReplay) -> String {
+    format!(
+        "checked {} events in {} streams; re-evaluated {} legitimacy decisions and {} start decisions; head {}",
+        report.events_checked,
+        report.streams,
+        replay.decisions_checked,
+        replay.start_decisions_checked,
+        report.head.digest()
+    )
 }
 
 /// A bar on a terminal for logs long enough to wait for; hidden otherwise.

@@ -1,9 +1,12 @@
 //! The raw log: pages of events and a Server-Sent Events stream that
-//! catches up from `from` and then follows live.
+//! catches up from `from` and then follows live. Each streamed event's SSE
+//! id is its position, so a reconnecting client (`Last-Event-ID`) resumes
+//! right after the last event it received.
 
 use std::convert::Infallible;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use serde::Deserialize;
@@ -40,18 +43,35 @@ pub async fn page(
     Ok(Json(json!({"events": events, "next": next})))
 }
 
+/// Where a stream starts: after the `Last-Event-ID` a reconnecting
+/// `EventSource` sends (each event's id is its position), else at `from`.
+/// A `Last-Event-ID` that is not a position is a 400, not a silent replay
+/// from the start.
+fn stream_start(headers: &HeaderMap, from: Option<u64>) -> Result<u64, ApiError> {
+    let Some(last) = headers.get(LAST_EVENT_ID) else { return Ok(from.unwrap_or(1).max(1)) };
+    let position = last.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_last_event_id", "Last-Event-ID must be an event position")
+    })?;
+    Ok(position.saturating_add(1))
+}
+
+/// The `Last-Event-ID` request header of the Server-Sent Events standard.
+const LAST_EVENT_ID: &str = "last-event-id";
+
 pub async fn stream(
     State(state): State<AppState>,
     _service: Service,
+    headers: HeaderMap,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let mut subscription = state.ledger().log().subscribe(query.from.unwrap_or(1));
+    let start = stream_start(&headers, query.from)?;
+    let mut subscription = state.ledger().log().subscribe(start);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(STREAM_BUFFER_EVENTS);
     tokio::spawn(async move {
         while let Some(item) = subscription.next().await {
-            let event = match item.map(|envelope| serde_json::to_string(&envelope)) {
-                Ok(Ok(data)) => Event::default().data(data),
-                Ok(Err(error)) => Event::default().event("error").data(error.to_string()),
+            let event = match item.map(|envelope| (envelope.position, serde_json::to_string(&envelope))) {
+                Ok((position, Ok(data))) => Event::default().id(position.to_string()).data(data),
+                Ok((_, Err(error))) => Event::default().event("error").data(error.to_string()),
                 Err(error) => Event::default().event("error").data(error.to_string()),
             };
             if sender.send(Ok(event)).await.is_err() {
@@ -60,4 +80,27 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn with_last_event_id(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(LAST_EVENT_ID, axum::http::HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_reconnect_resumes_after_the_last_event_it_saw() {
+        assert_eq!(stream_start(&HeaderMap::new(), None).unwrap(), 1);
+        assert_eq!(stream_start(&HeaderMap::new(), Some(0)).unwrap(), 1);
+        assert_eq!(stream_start(&HeaderMap::new(), Some(7)).unwrap(), 7);
+        assert_eq!(stream_start(&with_last_event_id("41"), Some(7)).unwrap(), 42, "the header wins over from");
+        assert_eq!(stream_start(&with_last_event_id("0"), None).unwrap(), 1);
+        assert_eq!(stream_start(&with_last_event_id("x1"), None).unwrap_err().code, "invalid_last_event_id");
+    }
 }

@@ -139,6 +139,23 @@ pub fn timeline_page(log: &Log, run_id: Uuid, from: u64) -> Result<(Vec<Envelope
     Ok((events, next))
 }
 
+/// The timeline as the API answers it: each event as the log serves it,
+/// plus `summary`, Monitoring's operator-readable line for it (the same
+/// words as the HTML detail), so that no client has to re-derive them.
+pub fn timeline_json(events: &[Envelope]) -> Result<Vec<Value>, ApiError> {
+    events
+        .iter()
+        .map(|envelope| {
+            let entry = monitoring::timeline_entry(envelope)?;
+            let mut event = serde_json::to_value(envelope).map_err(|error| ApiError::internal(error.to_string()))?;
+            if let Some(fields) = event.as_object_mut() {
+                fields.insert("summary".to_owned(), Value::String(entry.summary));
+            }
+            Ok(event)
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunDetailQuery {
@@ -153,7 +170,8 @@ pub async fn get_run(
     QueryParams(query): QueryParams<RunDetailQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let detail = run_for(&state, &caller.viewer(), &id, query.timeline_from.unwrap_or(1)).await?;
-    Ok(Json(json!({"run": detail.run, "timeline": detail.timeline, "timeline_next": detail.timeline_next})))
+    let timeline = timeline_json(&detail.timeline)?;
+    Ok(Json(json!({"run": detail.run, "timeline": timeline, "timeline_next": detail.timeline_next})))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -622,3 +622,62 @@ async fn marking_a_notification_read() {
     let inbox = api.get("/v1/notifications", &member).await.expect(StatusCode::OK);
     assert_eq!(inbox["notifications"][0]["read"], true);
 }
+
+/// Reads SSE frames until `count` events arrived; each as (id, data).
+async fn identified_events(body: &mut axum::body::Body, count: usize) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let mut id = String::new();
+    while events.len() < count {
+        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
+            .await
+            .expect("an SSE frame within the timeout")
+            .expect("the stream goes on")
+            .unwrap();
+        let Ok(data) = frame.into_data() else { continue };
+        buffer.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            if let Some(value) = line.trim_end().strip_prefix("id:") {
+                id = value.trim().to_owned();
+            } else if let Some(json) = line.trim_end().strip_prefix("data:") {
+                events.push((std::mem::take(&mut id), serde_json::from_str(json.trim_start()).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn stream_events_carry_their_position_as_id_and_a_reconnect_resumes_after_it() {
+    let api = Api::seeded().await;
+    let head = api.head();
+    let open = |last_event_id: Option<&str>| {
+        let mut request = request(Method::GET, "/v1/events/stream?from=1", Some(&api.service), None);
+        if let Some(id) = last_event_id {
+            request.headers_mut().insert("last-event-id", id.parse().unwrap());
+        }
+        tower::ServiceExt::oneshot(opledger_tools::server::router(api.state.clone()), request)
+    };
+    let response = open(None).await.unwrap();
+    let mut body = response.into_body();
+    let first = identified_events(&mut body, 3).await;
+    for (id, event) in &first {
+        assert_eq!(id, &event["position"].as_u64().unwrap().to_string(), "the SSE id is the position");
+    }
+    drop(body);
+
+    // The browser reconnects to the same URL and names the last id it saw.
+    let seen = &first[2].0;
+    let response = open(Some(seen)).await.unwrap();
+    let mut body = response.into_body();
+    let resumed = identified_events(&mut body, (head - 3) as usize).await;
+    let positions: Vec<u64> = resumed.iter().map(|(_, e)| e["position"].as_u64().unwrap()).collect();
+    assert_eq!(positions, (4..=head).collect::<Vec<_>>(), "resumes right after {seen}, not from `from`");
+    drop(body);
+
+    let mut bad = request(Method::GET, "/v1/events/stream", Some(&api.service), None);
+    bad.headers_mut().insert("last-event-id", "soon".parse().unwrap());
+    let bad = api.send(bad).await;
+    bad.expect_error(StatusCode::BAD_REQUEST, "invalid_last_event_id");
+}
