@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod authority;
 pub mod error;
 pub mod explain;
 pub mod monitoring;

@@ -312,7 +312,7 @@ fn apply_page(slots: &[Slot], authority: &mut AuthorityState, page: &[Envelope])
 }
 
 /// The authority state folded from the authority stream up to `position`.
-fn authority_as_of(log: &Log, position: u64) -> Result<AuthorityState, ProjectionError> {
+pub(crate) fn authority_as_of(log: &Log, position: u64) -> Result<AuthorityState, ProjectionError> {
     let mut state = AuthorityState::default();
     let stream = opledger::domain::events::authority_stream();
     let mut version = 1;

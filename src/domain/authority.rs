@@ -88,6 +88,8 @@ pub struct Since<T> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Workspace {
+    /// Position of the `workspace_registered` event.
+    pub registered_position: u64,
     /// Actor id → position of the add (present) or removal (absent, kept
     /// so a denial can point at the removal).
     pub members: BTreeMap<String, Since<bool>>,
@@ -96,6 +98,8 @@ pub struct Workspace {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub workspace_id: String,
+    /// Position of the `tenant_registered` event.
+    pub registered_position: u64,
     pub lifecycle: Since<Lifecycle>,
     pub members: BTreeMap<String, Since<bool>>,
     /// (actor, capability) → held?
@@ -227,11 +231,13 @@ impl AuthorityState {
         self.position = position;
         match change.clone() {
             AuthorityChange::WorkspaceRegistered { workspace_id } => {
-                self.workspaces.insert(workspace_id, Workspace::default());
+                self.workspaces
+                    .insert(workspace_id, Workspace { registered_position: position, ..Workspace::default() });
             }
             AuthorityChange::TenantRegistered { tenant_id, workspace_id, lifecycle } => {
                 let tenant = Tenant {
                     workspace_id,
+                    registered_position: position,
                     lifecycle: since(position, lifecycle),
                     members: BTreeMap::new(),
                     capabilities: BTreeMap::new(),

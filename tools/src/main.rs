@@ -56,6 +56,8 @@ enum Command {
     Audit(cmd::audit::Args),
     /// An initiator's notifications.
     Notifications(cmd::notifications::Args),
+    /// The authority state as of a position: workspaces, tenants, members, capabilities, connections, catalog.
+    Authority(cmd::authority::Args),
     /// The raw log: `tail` prints envelopes as JSON Lines, `--follow` keeps following.
     #[command(subcommand)]
     Events(cmd::events::Events),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Head(args) => cmd::head::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Authority(args) => cmd::authority::run(args),
         Command::Bench(bench) => cmd::bench::run(bench),
         Command::Runs(runs) => cmd::runs::run(runs),
         Command::Audit(args) => cmd::audit::run(args),

@@ -387,6 +387,15 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
         vec!["notifications", "--actor", "u1", "--json"],
         vec!["events", "tail", "--from", "2"],
         vec!["export"],
+        vec!["verify"],
+        vec!["verify", "--json"],
+        vec!["head"],
+        vec!["head", "--json"],
+        vec!["explain", &failed],
+        vec!["explain", &failed, "--json"],
+        vec!["authority"],
+        vec!["authority", "--json"],
+        vec!["authority", "--as-of", "5", "--tenant", "t1", "--actor", "u1", "--json"],
     ];
     let local: Vec<String> = reads.iter().map(|args| ok(&[&args[..], &["--data", dir]].concat())).collect();
     let created = ok(&["token", "create", "--data", dir, "--service", "auditor"]);
@@ -404,6 +413,13 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
     assert!(!refused.status.success() && stderr.contains("401"), "{stderr}");
     let text = remote(&["runs", "show", &failed]);
     assert!(text.contains("failure     provider_error: upstream broke"), "{text}");
+    let authority = remote(&["authority"]);
+    assert!(authority.starts_with("authority as of position "), "{authority}");
+    assert!(authority.contains("tenant t1     u1     tenant.sync"), "{authority}");
+    let explained = remote(&["explain", &failed]);
+    assert!(explained.contains("begin decision, attempt 1") && explained.contains("ok   capability:"), "{explained}");
+    let unknown = opledger(&["explain", &Uuid::nil().to_string(), "--url", &server.url, "--token", &token]);
+    assert_eq!(unknown.status.code(), Some(3));
     // The timeline's summary column is filled over --url too.
     for summary in ["  queued\n", "  legitimacy evaluated: allowed\n", "  started attempt 1\n", "  completed: failed"] {
         assert!(text.contains(summary), "{summary:?} missing from\n{text}");

@@ -1,19 +1,23 @@
 //! `opledger explain RUN`: every decision of a run, each check with its
-//! fact and the authority event that made the fact true.
+//! fact and the authority event that made the fact true. On a data
+//! directory, or over `--url` from a running server
+//! (`GET /v1/runs/{id}/explain`).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use opledger_projections::explain::{explain, Explanation};
+use opledger_projections::explain::explain;
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::DataDir;
+use super::remote::is_status;
+use super::source::{field, principal_text, text, Hint, Source, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    data: DataDir,
+    source: Source,
     /// The run id.
     run: Uuid,
     /// Print JSON instead of text.
@@ -22,46 +26,68 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let log = args.data.open_existing_log(super::source::Hint::StopServer)?;
-    let Some(explanation) = explain(&log, args.run).context("explaining the run")? else {
-        eprintln!("no run {} in {}", args.run, args.data.path.display());
+    let (explanation, place) = match args.source.target()? {
+        Target::Local(data) => {
+            let log = data.open_existing_log(Hint::Query)?;
+            let explanation = explain(&log, args.run).context("explaining the run")?;
+            let value = explanation.map(|e| serde_json::to_value(e).context("encoding the explanation")).transpose()?;
+            (value, data.path.display().to_string())
+        }
+        Target::Remote(remote) => match remote.get::<Value>(&format!("/v1/runs/{}/explain", args.run), &[]) {
+            Ok(value) => (Some(value), remote.url()),
+            Err(error) if is_status(&error, 404) => (None, remote.url()),
+            Err(error) => return Err(error),
+        },
+    };
+    let Some(explanation) = explanation else {
+        eprintln!("no run {} in {place}", args.run);
         return Ok(ExitCode::from(3));
     };
     let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?;
-    } else {
-        write_text(&mut out, &explanation)?;
+    match args.json {
+        true => writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?,
+        false => out.write_all(explanation_text(&explanation).as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_text(out: &mut impl Write, explanation: &Explanation) -> anyhow::Result<()> {
-    writeln!(out, "run {}", explanation.run_id)?;
-    for decision in &explanation.decisions {
-        let verdict = match decision.reason_code {
+/// A check's serialized name in words: `write_gate` → `write gate`.
+fn check_words(check: &Value) -> String {
+    text(check).replace('_', " ")
+}
+
+/// The explanation (as the API serializes it) in words.
+pub fn explanation_text(explanation: &Value) -> String {
+    let mut out = format!("run {}\n", field(explanation, "run_id"));
+    for decision in explanation["decisions"].as_array().into_iter().flatten() {
+        let verdict = match decision.get("reason_code").filter(|code| !code.is_null()) {
             None => "allowed".to_owned(),
-            Some(reason) => format!("denied: {reason}"),
+            Some(reason) => format!("denied: {}", text(reason)),
         };
-        writeln!(
-            out,
-            "\n{} decision, attempt {}, at position {} ({}): {verdict}; authority as of position {}",
-            decision.gate, decision.attempt, decision.position, decision.recorded_at, decision.authority_position
-        )?;
-        if let (Some(message), Some(step)) = (decision.operator_message, decision.next_step) {
-            writeln!(out, "  {message}\n  next step: {step}")?;
+        out.push_str(&format!(
+            "\n{} decision, attempt {}, at position {} ({}): {verdict}; authority as of position {}\n",
+            field(decision, "gate"),
+            field(decision, "attempt"),
+            field(decision, "position"),
+            field(decision, "recorded_at"),
+            field(decision, "authority_position")
+        ));
+        if let (Some(message), Some(step)) = (decision["operator_message"].as_str(), decision["next_step"].as_str()) {
+            out.push_str(&format!("  {message}\n  next step: {step}\n"));
         }
-        for check in &decision.checks {
-            let mark = if check.check.passed { "ok  " } else { "FAIL" };
-            writeln!(out, "  {mark} {:?}: {}", check.check.check, check.check.fact)?;
-            if let Some(source) = &check.source {
-                writeln!(
-                    out,
-                    "       because of {} at position {} by {} ({})",
-                    source.event_type, source.position, source.changed_by, source.recorded_at
-                )?;
+        for check in decision["checks"].as_array().into_iter().flatten() {
+            let mark = if check["passed"].as_bool() == Some(true) { "ok  " } else { "FAIL" };
+            out.push_str(&format!("  {mark} {}: {}\n", check_words(&check["check"]), field(check, "fact")));
+            if let Some(source) = check.get("source").filter(|source| !source.is_null()) {
+                out.push_str(&format!(
+                    "       because of {} at position {} by {} ({})\n",
+                    field(source, "type"),
+                    field(source, "position"),
+                    principal_text(&source["changed_by"]),
+                    field(source, "recorded_at")
+                ));
             }
         }
     }
-    Ok(())
+    out
 }

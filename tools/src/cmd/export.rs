@@ -96,9 +96,9 @@ fn export(target: &Target, out: &mut impl Write) -> anyhow::Result<(u64, Head)> 
 /// Pages through `/v1/events` up to the head the server had at the start,
 /// and checks that the last event exported is that head.
 fn export_remote(remote: &Remote, out: &mut impl Write) -> anyhow::Result<(u64, Head)> {
-    let health: Value = remote.get("/healthz", &[])?;
-    let digest = health.get("head").and_then(Value::as_str).unwrap_or_default();
-    let head = Head::parse_digest(digest).ok_or_else(|| anyhow!("/healthz gave no head digest: {health}"))?;
+    let answer: Value = remote.get("/v1/head", &[])?;
+    let digest = answer.get("digest").and_then(Value::as_str).unwrap_or_default();
+    let head = Head::parse_digest(digest).ok_or_else(|| anyhow!("/v1/head gave no head digest: {answer}"))?;
     let bar = progress_bar(head.position);
     let (mut next, mut last_hash) = (1, Hash::GENESIS);
     while next <= head.position {

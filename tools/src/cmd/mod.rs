@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod audit;
+pub mod authority;
 pub mod bench;
 pub mod events;
 pub mod explain;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod integrity;
 pub mod metrics;
 pub mod pages;
 pub mod reads;
@@ -51,7 +52,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/authority", post(writes::authority))
+        .route("/v1/authority", post(writes::authority).get(integrity::authority))
+        .route("/v1/head", get(integrity::head))
+        .route("/v1/verify", get(integrity::verify))
+        .route("/v1/export", get(integrity::export))
+        .route("/v1/runs/{id}/explain", get(integrity::explain))
         .route("/v1/runs", post(writes::start).get(reads::list_runs))
         .route("/v1/runs/batch", post(writes::start_batch))
         .route("/v1/runs/{id}", get(reads::get_run))

@@ -17,16 +17,21 @@ pub struct Core {
     pub projector: Arc<Projector>,
 }
 
+/// Verify walks running at once: each reads the whole log.
+pub const VERIFIES_CONCURRENT_MAX: usize = 1;
+
 #[derive(Clone)]
 pub struct AppState {
     core: Arc<RwLock<Core>>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
+    verifies: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(core: Core, tokens: Arc<TokenStore>, metrics: Arc<Metrics>) -> AppState {
-        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics }
+        let verifies = Arc::new(tokio::sync::Semaphore::new(VERIFIES_CONCURRENT_MAX));
+        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics, verifies }
     }
 
     /// The current core. The lock is held only to clone two `Arc`s; a
@@ -44,6 +49,11 @@ impl AppState {
             Ok(mut current) => *current = core,
             Err(poisoned) => *poisoned.into_inner() = core,
         }
+    }
+
+    /// The slots of [`VERIFIES_CONCURRENT_MAX`].
+    pub fn verifies(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.verifies
     }
 
     pub fn ledger(&self) -> Arc<Ledger> {

@@ -7,5 +7,6 @@
 mod access;
 mod e2e;
 mod errors;
+mod integrity;
 mod routes;
 mod support;

@@ -1,0 +1,191 @@
+//! Integrity and audit reads on the live ledger, for service tokens: the
+//! head, a verify walk, the log as JSON Lines, a run's explanation and the
+//! authority as of any position. None of them stops writes: they read the
+//! log the appenders keep writing, up to the head they start at.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use opledger::domain::replay::DecisionReplay;
+use opledger::limits::READ_PAGE_EVENTS_MAX;
+use opledger::{Head, Log};
+use opledger_projections::authority::{self, AuthorityFilter, AuthorityReadError, AuthorityReport};
+use opledger_projections::explain::{explain as explain_run, Explanation};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::server::auth::Service;
+use crate::server::body::{run_id, PathParam, QueryParams};
+use crate::server::error::ApiError;
+use crate::server::state::AppState;
+
+/// Export pages in flight between the reading thread and the connection:
+/// a slow client holds at most this many pages of memory.
+const EXPORT_BUFFER_PAGES: usize = 4;
+
+/// The response header naming the head an export or verify stopped at.
+pub const HEAD_HEADER: &str = "opledger-head";
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::internal(error.to_string()))?
+}
+
+fn head_json(head: Head) -> Value {
+    json!({"position": head.position, "hash": head.hash, "digest": head.digest()})
+}
+
+/// `GET /v1/head`: what `opledger head` prints.
+pub async fn head(State(state): State<AppState>, _service: Service) -> Json<Value> {
+    Json(head_json(state.ledger().log().head()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// A head digest exported earlier (`POSITION:HASH`).
+    expect_head: Option<String>,
+}
+
+/// `GET /v1/verify`: the walk of `opledger verify` over the live log, up to
+/// the head it starts at, with every decision replayed. One at a time
+/// (a second answers 429): a walk reads the whole log.
+pub async fn verify(
+    State(state): State<AppState>,
+    _service: Service,
+    QueryParams(query): QueryParams<VerifyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let expected = match query.expect_head.as_deref() {
+        Some(text) => Some(Head::parse_digest(text).ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "expect_head takes POSITION:HASH")
+        })?),
+        None => None,
+    };
+    let Ok(_slot) = Arc::clone(state.verifies()).try_acquire_owned() else {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "verify_busy", "a verify walk is already running"));
+    };
+    let log = Arc::clone(state.ledger().log());
+    let report = blocking(move || {
+        let mut replay = DecisionReplay::new();
+        let report = opledger::verify::verify(&log, expected, &mut replay, &mut |_| {})?;
+        Ok(crate::cmd::verify::report_json(&report, &replay))
+    })
+    .await?;
+    Ok(Json(report))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// The first position exported (default 1): a broken export resumes
+    /// at the position after the last line it kept.
+    from: Option<u64>,
+}
+
+/// `GET /v1/export?from=N`: the log from N to the head at the start, as the
+/// JSON Lines of `opledger export`, streamed page by page. The
+/// `Opledger-Head` header names the head the export ends at, so a client
+/// can check the last line it received.
+pub async fn export(
+    State(state): State<AppState>,
+    _service: Service,
+    QueryParams(query): QueryParams<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let log = Arc::clone(state.ledger().log());
+    let head = log.head();
+    let from = query.from.unwrap_or(1).max(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_BUFFER_PAGES);
+    tokio::task::spawn_blocking(move || stream_pages(&log, from, head.position, &sender));
+    let mut response = Body::from_stream(ReceiverStream::new(receiver)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
+    if let Ok(value) = HeaderValue::from_str(&head.digest()) {
+        headers.insert(HEAD_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// Sends positions `from..=to` as JSON Lines, a page per message; stops
+/// when the client goes away. A read error ends the body with an error, so
+/// the client sees a broken transfer, never a short export that looks whole.
+fn stream_pages(log: &Log, from: u64, to: u64, sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) {
+    let mut next = from;
+    while next <= to {
+        let want = usize::try_from(to - next + 1).unwrap_or(usize::MAX).min(READ_PAGE_EVENTS_MAX);
+        let page = match log.read(next, want) {
+            Ok(page) if !page.is_empty() => page,
+            Ok(_) => return,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                return;
+            }
+        };
+        let mut lines = Vec::new();
+        for envelope in &page {
+            if let Err(error) = crate::cmd::events::write_line(&mut lines, envelope) {
+                let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+                return;
+            }
+        }
+        next = page.last().map_or(to + 1, |last| last.position + 1);
+        if sender.blocking_send(Ok(Bytes::from(lines))).is_err() {
+            return;
+        }
+    }
+}
+
+/// `GET /v1/runs/{id}/explain`: what `opledger explain` prints.
+pub async fn explain(
+    State(state): State<AppState>,
+    _service: Service,
+    PathParam(id): PathParam,
+) -> Result<Json<Explanation>, ApiError> {
+    let run = run_id(&id)?;
+    let log = Arc::clone(state.ledger().log());
+    let explanation = blocking(move || Ok(explain_run(&log, run)?)).await?;
+    explanation.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("no run {run}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorityQuery {
+    as_of: Option<u64>,
+    workspace_id: Option<String>,
+    tenant_id: Option<String>,
+    actor_id: Option<String>,
+}
+
+/// An empty filter field (a form sends every field) means no filter.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|text| !text.is_empty())
+}
+
+/// `GET /v1/authority?as_of=N`: the authority state as of N (default the
+/// head), each fact with the position of the event that made it true.
+pub async fn authority(
+    State(state): State<AppState>,
+    _service: Service,
+    QueryParams(query): QueryParams<AuthorityQuery>,
+) -> Result<Json<AuthorityReport>, ApiError> {
+    let filter = AuthorityFilter {
+        workspace_id: given(query.workspace_id),
+        tenant_id: given(query.tenant_id),
+        actor_id: given(query.actor_id),
+    };
+    let log = Arc::clone(state.ledger().log());
+    let report = blocking(move || match authority::state_as_of(&log, query.as_of) {
+        Ok((as_of, state)) => Ok(authority::report(as_of, &state, &filter)),
+        Err(error @ AuthorityReadError::PastHead { .. }) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_as_of", error.to_string()))
+        }
+        Err(AuthorityReadError::Projection(error)) => Err(error.into()),
+    })
+    .await?;
+    Ok(Json(report))
+}
