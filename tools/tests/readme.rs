@@ -133,5 +133,8 @@ fn the_quickstart_runs_as_written() {
         let shown = stdout.contains(&format!("{claim},")) || stdout.contains(&format!("{claim}}}"));
         assert!(shown, "the README claims {claim}, the binary did not print it\n--- stdout\n{stdout}");
     }
-    assert!(stdout.contains("capability_missing"), "explain names the broken rule\n{stdout}");
+    assert!(stdout.contains("denied: capability_missing"), "explain names the broken rule\n{stdout}");
+    assert!(stdout.contains("authority as of position 10"), "authority reads back\n{stdout}");
+    let held_at_10 = regex::Regex::new(r"tenant t1 +u1 +tenant\.sync +5").unwrap();
+    assert!(held_at_10.is_match(&stdout), "u1 held tenant.sync (granted at 5) at position 10\n{stdout}");
 }
