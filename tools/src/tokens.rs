@@ -70,6 +70,11 @@ impl TokenStore {
         std::io::Write::write_all(&mut &file, &bytes)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
+        // The next look-up re-reads the file even when the file system's
+        // modification time is too coarse to show this write.
+        if let Ok(mut cache) = self.cache.write() {
+            cache.0 = None;
+        }
         Ok(())
     }
 
@@ -104,6 +109,24 @@ impl TokenStore {
 
     /// The grant of a live token, re-reading the file when it changed.
     pub fn authenticate(&self, token: &str) -> anyhow::Result<Option<Grant>> {
+        Ok(self.authenticate_record(token)?.map(|record| record.grant))
+    }
+
+    /// The record of a live token (its id names it to a browser session).
+    pub fn authenticate_record(&self, token: &str) -> anyhow::Result<Option<TokenRecord>> {
+        let wanted = hash(token);
+        self.find_live(|record| record.hash == wanted)
+    }
+
+    /// The grant of the token with `id` while it is live: `None` once it is
+    /// revoked (by this process or by `opledger token revoke` beside it).
+    pub fn live_grant(&self, id: Uuid) -> anyhow::Result<Option<Grant>> {
+        Ok(self.find_live(|record| record.id == id)?.map(|record| record.grant))
+    }
+
+    /// The first unrevoked record matching `wanted`, re-reading the file
+    /// when its modification time changed.
+    fn find_live(&self, wanted: impl Fn(&TokenRecord) -> bool) -> anyhow::Result<Option<TokenRecord>> {
         let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let fresh = self.cache.read().map(|cache| cache.0 == modified && modified.is_some()).unwrap_or(false);
         if !fresh {
@@ -112,9 +135,8 @@ impl TokenStore {
                 *cache = (modified, records);
             }
         }
-        let wanted = hash(token);
         let cache = self.cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
-        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && r.hash == wanted).map(|r| r.grant.clone()))
+        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && wanted(r)).cloned())
     }
 }
 
@@ -136,5 +158,18 @@ mod tests {
         store.revoke(record.id).unwrap();
         assert_eq!(store.authenticate(&token).unwrap(), None);
         assert!(store.revoke(Uuid::now_v7()).is_err());
+    }
+
+    #[test]
+    fn a_live_token_names_its_id_and_a_revoke_by_this_store_is_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path());
+        let (token, record) = store.create(Grant::Service { name: "host".into() }).unwrap();
+        let found = store.authenticate_record(&token).unwrap().unwrap();
+        assert_eq!(found.id, record.id);
+        assert_eq!(store.live_grant(record.id).unwrap(), Some(record.grant.clone()));
+        store.revoke(record.id).unwrap();
+        assert_eq!(store.live_grant(record.id).unwrap(), None, "no stale cache after this store's own write");
+        assert_eq!(store.authenticate_record(&token).unwrap(), None);
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::server::auth::Service;
+use crate::server::auth::ServiceReader;
 use crate::server::body::QueryParams;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -30,7 +30,7 @@ pub struct EventsQuery {
 
 pub async fn page(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
@@ -42,7 +42,7 @@ pub async fn page(
 
 pub async fn stream(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let mut subscription = state.ledger().log().subscribe(query.from.unwrap_or(1));

@@ -6,6 +6,7 @@ use opledger::domain::ledger::Ledger;
 use opledger_projections::Projector;
 
 use crate::server::metrics::Metrics;
+use crate::server::session::SessionStore;
 use crate::tokens::TokenStore;
 
 /// The ledger and the projector over one open store. A server replaces
@@ -22,11 +23,13 @@ pub struct AppState {
     core: Arc<RwLock<Core>>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
+    /// The browser sessions of the HTML pages.
+    pub sessions: Arc<SessionStore>,
 }
 
 impl AppState {
     pub fn new(core: Core, tokens: Arc<TokenStore>, metrics: Arc<Metrics>) -> AppState {
-        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics }
+        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics, sessions: Arc::new(SessionStore::default()) }
     }
 
     /// The current core. The lock is held only to clone two `Arc`s; a
