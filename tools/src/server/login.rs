@@ -65,14 +65,21 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
 
 /// Refuses a request a browser sent from another origin: `Sec-Fetch-Site`
 /// other than `same-origin` (or `none`, the user's own navigation), or an
-/// `Origin` whose host and port differ from the request's `Host`. A client
-/// that sends neither header (curl, a script) is not a browser carrying
-/// someone else's page, and passes.
+/// `Origin` whose host and port differ from the request's `Host`.
+///
+/// A browser sends `Origin: null` on our own form's POST, because the page
+/// it comes from has `Referrer-Policy: no-referrer` (`headers.rs`); a
+/// sandboxed frame on another site can send `null` as well, so `null`
+/// passes only with `Sec-Fetch-Site: same-origin` (a header no page can
+/// set). A client that sends neither header (curl, a script) is not a
+/// browser carrying someone else's page, and passes.
 fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let site_ok = text("sec-fetch-site").is_none_or(|site| site == "same-origin" || site == "none");
+    let site = text("sec-fetch-site");
+    let site_ok = site.is_none_or(|site| site == "same-origin" || site == "none");
     let origin_ok = match (text(header::ORIGIN.as_str()), text(header::HOST.as_str())) {
         (None, _) => true,
+        (Some("null"), _) => site == Some("same-origin"),
         (Some(origin), Some(host)) => {
             let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
             authority.is_some_and(|authority| authority.eq_ignore_ascii_case(host))

@@ -296,10 +296,12 @@ async fn a_cross_origin_sign_in_is_refused() {
     let api = Api::seeded().await;
     let app = router(api.state.clone());
     let viewer = api.actor("viewer");
-    let foreign: [&[(&str, &str)]; 5] = [
+    let foreign: [&[(&str, &str)]; 7] = [
         &[("origin", "http://evil.example")],
         &[("origin", "http://127.0.0.1:9999")],
         &[("origin", "null")],
+        &[("origin", "null"), ("sec-fetch-site", "cross-site")],
+        &[("origin", "http://evil.example"), ("sec-fetch-site", "same-origin")],
         &[("sec-fetch-site", "cross-site")],
         &[("sec-fetch-site", "same-site")],
     ];
@@ -321,6 +323,11 @@ async fn a_cross_origin_sign_in_is_refused() {
     plain.headers_mut().remove(header::ORIGIN);
     plain.headers_mut().remove("sec-fetch-site");
     assert_eq!(raw(&app, plain).await.status, StatusCode::SEE_OTHER);
+    // Chromium posts our own form with `Origin: null` (the page's
+    // `Referrer-Policy: no-referrer`) and `Sec-Fetch-Site: same-origin`.
+    let mut own_form = login_request(&viewer);
+    own_form.headers_mut().insert(header::ORIGIN, "null".parse().unwrap());
+    assert_eq!(raw(&app, own_form).await.status, StatusCode::SEE_OTHER);
     // Nor may another site sign the browser out.
     let session = sign_in(&app, &viewer).await;
     let logout = Request::builder()
