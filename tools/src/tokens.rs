@@ -4,7 +4,7 @@
 //!
 //! The file is replaced atomically (write to a temporary file, fsync,
 //! rename) so the CLI can create or revoke tokens while a server runs; the
-//! server re-reads it when its modification time changes.
+//! server re-reads it when its [`FileVersion`] changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -37,10 +37,33 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What tells one version of the token file from the next. The
+/// modification time alone does not: it ticks at the kernel's coarse
+/// clock, so a revoke landing in the same tick as the previous write
+/// would go unseen. Each write is a new file renamed into place (a new
+/// inode on unix), and a revoke or a new record changes the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileVersion {
+    fn of(path: &Path) -> Option<FileVersion> {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileVersion { modified: metadata.modified().ok(), len: metadata.len(), inode })
+    }
+}
+
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    cache: RwLock<(Option<SystemTime>, Vec<TokenRecord>)>,
+    cache: RwLock<(Option<FileVersion>, Vec<TokenRecord>)>,
 }
 
 fn hash(token: &str) -> String {
@@ -125,14 +148,14 @@ impl TokenStore {
     }
 
     /// The first unrevoked record matching `wanted`, re-reading the file
-    /// when its modification time changed.
+    /// when its version changed.
     fn find_live(&self, wanted: impl Fn(&TokenRecord) -> bool) -> anyhow::Result<Option<TokenRecord>> {
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-        let fresh = self.cache.read().map(|cache| cache.0 == modified && modified.is_some()).unwrap_or(false);
+        let version = FileVersion::of(&self.path);
+        let fresh = self.cache.read().map(|cache| cache.0 == version && version.is_some()).unwrap_or(false);
         if !fresh {
             let records = self.read()?;
             if let Ok(mut cache) = self.cache.write() {
-                *cache = (modified, records);
+                *cache = (version, records);
             }
         }
         let cache = self.cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
@@ -171,5 +194,21 @@ mod tests {
         store.revoke(record.id).unwrap();
         assert_eq!(store.live_grant(record.id).unwrap(), None, "no stale cache after this store's own write");
         assert_eq!(store.authenticate_record(&token).unwrap(), None);
+    }
+
+    #[test]
+    fn a_revoke_by_another_process_is_seen_even_within_one_clock_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TokenStore::new(dir.path());
+        let (token, record) = server.create(Grant::Actor { actor_id: "u1".into() }).unwrap();
+        assert!(server.authenticate(&token).unwrap().is_some());
+        let path = dir.path().join("tokens.json");
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // `opledger token revoke` is another process with its own store.
+        TokenStore::new(dir.path()).revoke(record.id).unwrap();
+        // The file system's clock may not have ticked since the last write.
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(before).unwrap();
+        assert_eq!(server.authenticate(&token).unwrap(), None);
+        assert_eq!(server.live_grant(record.id).unwrap(), None);
     }
 }

@@ -11,8 +11,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use opledger_tools::server::router;
+use opledger::{Durability, LogOptions};
 use opledger_tools::server::session::{SessionStore, SESSION_LIFETIME};
+use opledger_tools::server::{open_state, router};
 use opledger_tools::tokens::{Grant, TokenRecord};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -399,4 +400,36 @@ async fn the_raw_log_tells_an_actor_it_needs_a_service_token() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("service token") && !message.contains("read-only"), "{uri}: {message}");
     }
+}
+
+/// `opledger token revoke` is another process writing the data directory
+/// while the server runs; the server's next look-up of the session's token
+/// sees the revocation.
+#[tokio::test]
+async fn opledger_token_revoke_beside_a_running_server_ends_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { durability: Durability::Flush, ..Default::default() };
+    let state = open_state(dir.path(), options).unwrap();
+    let follower = tokio::spawn({
+        let projector = state.projector();
+        async move {
+            let _ = projector.follow().await;
+        }
+    });
+    let app = router(state.clone());
+    let (token, record) = state.tokens.create(Grant::Actor { actor_id: "viewer".into() }).unwrap();
+    let session = sign_in(&app, &token).await;
+    assert_eq!(raw(&app, page_request("/admin/operations", &session)).await.status, StatusCode::OK);
+    let revoke = std::process::Command::new(env!("CARGO_BIN_EXE_opledger"))
+        .args(["token", "revoke", "--data"])
+        .arg(dir.path())
+        .arg(record.id.to_string())
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    let after = raw(&app, page_request("/admin/operations", &session)).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.text);
+    assert!(state.sessions.is_empty(), "the revoked token's session is gone");
+    follower.abort();
+    state.ledger().log().close();
 }
