@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::server::auth::{Caller, Service};
+use crate::server::auth::{Caller, Service, ServiceReader};
 use crate::server::body::{run_id, JsonBody, PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -182,7 +182,7 @@ fn audit_error(error: AuditError) -> ApiError {
 /// The audit trail is for service tokens (auditors' tools and the host app).
 pub async fn audit(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Json<audit::AuditPage>, ApiError> {
     state.fresh_projections().await?;

@@ -392,10 +392,10 @@ async fn metrics_are_for_service_tokens() {
 }
 
 #[tokio::test]
-async fn the_raw_log_tells_an_actor_it_needs_a_service_token() {
+async fn the_raw_log_and_the_audit_trail_tell_an_actor_it_needs_a_service_token() {
     let api = Api::seeded().await;
     let actor = api.actor("u1");
-    for uri in ["/v1/events/stream", "/v1/events"] {
+    for uri in ["/v1/events/stream", "/v1/events", "/v1/audit"] {
         let body = api.get(uri, &actor).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("service token") && !message.contains("read-only"), "{uri}: {message}");
