@@ -105,8 +105,7 @@ impl FromRequestParts<AppState> for Service {
 
 /// A caller holding a service token, on a read that spans every workspace
 /// (the raw log, the audit trail, `/metrics`): an actor token is refused
-/// with 403 and told
-/// which token the route needs.
+/// with 403 and told which token the route needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceReader(pub Caller);
 
