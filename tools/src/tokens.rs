@@ -4,7 +4,7 @@
 //!
 //! The file is replaced atomically (write to a temporary file, fsync,
 //! rename) so the CLI can create or revoke tokens while a server runs; the
-//! server re-reads it when its modification time changes.
+//! server re-reads it when its [`FileVersion`] changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -37,10 +37,33 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What tells one version of the token file from the next. The
+/// modification time alone does not: it ticks at the kernel's coarse
+/// clock, so a revoke landing in the same tick as the previous write
+/// would go unseen. Each write is a new file renamed into place (a new
+/// inode on unix), and a revoke or a new record changes the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileVersion {
+    fn of(path: &Path) -> Option<FileVersion> {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileVersion { modified: metadata.modified().ok(), len: metadata.len(), inode })
+    }
+}
+
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    cache: RwLock<(Option<SystemTime>, Vec<TokenRecord>)>,
+    cache: RwLock<(Option<FileVersion>, Vec<TokenRecord>)>,
 }
 
 fn hash(token: &str) -> String {
@@ -70,6 +93,11 @@ impl TokenStore {
         std::io::Write::write_all(&mut &file, &bytes)?;
         file.sync_all()?;
         std::fs::rename(&temporary, &self.path)?;
+        // The next look-up re-reads the file even when the file system's
+        // modification time is too coarse to show this write.
+        if let Ok(mut cache) = self.cache.write() {
+            cache.0 = None;
+        }
         Ok(())
     }
 
@@ -104,17 +132,34 @@ impl TokenStore {
 
     /// The grant of a live token, re-reading the file when it changed.
     pub fn authenticate(&self, token: &str) -> anyhow::Result<Option<Grant>> {
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-        let fresh = self.cache.read().map(|cache| cache.0 == modified && modified.is_some()).unwrap_or(false);
+        Ok(self.authenticate_record(token)?.map(|record| record.grant))
+    }
+
+    /// The record of a live token (its id names it to a browser session).
+    pub fn authenticate_record(&self, token: &str) -> anyhow::Result<Option<TokenRecord>> {
+        let wanted = hash(token);
+        self.find_live(|record| record.hash == wanted)
+    }
+
+    /// The grant of the token with `id` while it is live: `None` once it is
+    /// revoked (by this process or by `opledger token revoke` beside it).
+    pub fn live_grant(&self, id: Uuid) -> anyhow::Result<Option<Grant>> {
+        Ok(self.find_live(|record| record.id == id)?.map(|record| record.grant))
+    }
+
+    /// The first unrevoked record matching `wanted`, re-reading the file
+    /// when its version changed.
+    fn find_live(&self, wanted: impl Fn(&TokenRecord) -> bool) -> anyhow::Result<Option<TokenRecord>> {
+        let version = FileVersion::of(&self.path);
+        let fresh = self.cache.read().map(|cache| cache.0 == version && version.is_some()).unwrap_or(false);
         if !fresh {
             let records = self.read()?;
             if let Ok(mut cache) = self.cache.write() {
-                *cache = (modified, records);
+                *cache = (version, records);
             }
         }
-        let wanted = hash(token);
         let cache = self.cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
-        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && r.hash == wanted).map(|r| r.grant.clone()))
+        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && wanted(r)).cloned())
     }
 }
 
@@ -136,5 +181,34 @@ mod tests {
         store.revoke(record.id).unwrap();
         assert_eq!(store.authenticate(&token).unwrap(), None);
         assert!(store.revoke(Uuid::now_v7()).is_err());
+    }
+
+    #[test]
+    fn a_live_token_names_its_id_and_a_revoke_by_this_store_is_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path());
+        let (token, record) = store.create(Grant::Service { name: "host".into() }).unwrap();
+        let found = store.authenticate_record(&token).unwrap().unwrap();
+        assert_eq!(found.id, record.id);
+        assert_eq!(store.live_grant(record.id).unwrap(), Some(record.grant.clone()));
+        store.revoke(record.id).unwrap();
+        assert_eq!(store.live_grant(record.id).unwrap(), None, "no stale cache after this store's own write");
+        assert_eq!(store.authenticate_record(&token).unwrap(), None);
+    }
+
+    #[test]
+    fn a_revoke_by_another_process_is_seen_even_within_one_clock_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TokenStore::new(dir.path());
+        let (token, record) = server.create(Grant::Actor { actor_id: "u1".into() }).unwrap();
+        assert!(server.authenticate(&token).unwrap().is_some());
+        let path = dir.path().join("tokens.json");
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // `opledger token revoke` is another process with its own store.
+        TokenStore::new(dir.path()).revoke(record.id).unwrap();
+        // The file system's clock may not have ticked since the last write.
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(before).unwrap();
+        assert_eq!(server.authenticate(&token).unwrap(), None);
+        assert_eq!(server.live_grant(record.id).unwrap(), None);
     }
 }

@@ -273,4 +273,9 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     assert!(detail.contains("was revoked from actor u1"), "the failing check's fact is shown");
     let path = driver.screenshot("monitoring-run.png");
     assert!(std::fs::metadata(path).unwrap().len() > 1000);
+
+    // Signing out ends the session: the pages ask for a token again.
+    driver.click_to(&driver.find("xpath", "//button[text()='Sign out']"), "/admin/login");
+    driver.go(&format!("{base}/admin/operations"));
+    assert!(driver.source().contains("401"), "signed out, no page");
 }

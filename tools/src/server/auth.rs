@@ -1,6 +1,11 @@
 //! Bearer tokens: every route but `/healthz` needs one (401 otherwise).
 //! Service tokens append and read everything; actor tokens read under the
 //! access rule and may not write (403).
+//!
+//! The JSON API takes the `Authorization` header only. A browser session
+//! cookie (see `session.rs`) counts on the HTML pages alone: a cookie rides
+//! along on any request a browser makes, so honouring it on `/v1/*` would
+//! let another site's page write with the operator's authority.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -8,6 +13,7 @@ use axum::http::{header, StatusCode};
 use opledger_projections::access::Viewer;
 
 use crate::server::error::ApiError;
+use crate::server::session;
 use crate::server::state::AppState;
 use crate::tokens::Grant;
 
@@ -32,26 +38,51 @@ impl Caller {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme name
+/// is case-insensitive (RFC 7235 section 2.1), so `bearer` counts too.
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(str::trim)
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The HTML pages also accept the token from the `opledger_token` cookie,
-/// which the login form sets, since a browser cannot send a bearer header.
-fn cookie(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::COOKIE)?.to_str().ok()?;
-    value.split(';').map(str::trim).find_map(|pair| pair.strip_prefix("opledger_token="))
+fn caller_of(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    match state.tokens.authenticate(token) {
+        Ok(Some(grant)) => Ok(Caller(grant)),
+        Ok(None) => Err(ApiError::unauthorized()),
+        Err(error) => Err(ApiError::internal(format!("token store: {error:#}"))),
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let token = bearer(parts).or_else(|| cookie(parts)).ok_or_else(ApiError::unauthorized)?;
-        match state.tokens.authenticate(token) {
-            Ok(Some(grant)) => Ok(Caller(grant)),
-            Ok(None) => Err(ApiError::unauthorized()),
+        caller_of(state, bearer(parts).ok_or_else(ApiError::unauthorized)?)
+    }
+}
+
+/// The caller of an HTML page: a bearer header, or else the session a
+/// browser signed in with at `/admin/login`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageViewer(pub Caller);
+
+impl FromRequestParts<AppState> for PageViewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<PageViewer, ApiError> {
+        if let Some(token) = bearer(parts) {
+            return caller_of(state, token).map(PageViewer);
+        }
+        let id = session::session_id(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        match state.sessions.resolve(id, &state.tokens) {
+            Ok(Some(grant)) => Ok(PageViewer(Caller(grant))),
+            Ok(None) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the session has ended (signed out, expired, or its token revoked): sign in again",
+            )),
             Err(error) => Err(ApiError::internal(format!("token store: {error:#}"))),
         }
     }
@@ -69,5 +100,25 @@ impl FromRequestParts<AppState> for Service {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_service()?;
         Ok(Service(caller))
+    }
+}
+
+/// A caller holding a service token, on a read that spans every workspace
+/// (the raw log, the audit trail, `/metrics`): an actor token is refused
+/// with 403 and told which token the route needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceReader(pub Caller);
+
+impl FromRequestParts<AppState> for ServiceReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ServiceReader, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match &caller.0 {
+            Grant::Service { .. } => Ok(ServiceReader(caller)),
+            Grant::Actor { .. } => Err(ApiError::forbidden(
+                "this route needs a service token: it reads across every workspace, beyond an actor's access",
+            )),
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::server::auth::Service;
+use crate::server::auth::ServiceReader;
 use crate::server::body::QueryParams;
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -33,7 +33,7 @@ pub struct EventsQuery {
 
 pub async fn page(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
@@ -60,7 +60,7 @@ const LAST_EVENT_ID: &str = "last-event-id";
 
 pub async fn stream(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     headers: HeaderMap,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {

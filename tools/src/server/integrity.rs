@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::server::auth::Service;
+use crate::server::auth::ServiceReader;
 use crate::server::body::{run_id, PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
@@ -42,7 +42,7 @@ fn head_json(head: Head) -> Value {
 }
 
 /// `GET /v1/head`: what `opledger head` prints.
-pub async fn head(State(state): State<AppState>, _service: Service) -> Json<Value> {
+pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Json<Value> {
     Json(head_json(state.ledger().log().head()))
 }
 
@@ -58,7 +58,7 @@ pub struct VerifyQuery {
 /// (a second answers 429): a walk reads the whole log.
 pub async fn verify(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<VerifyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let expected = match query.expect_head.as_deref() {
@@ -94,7 +94,7 @@ pub struct ExportQuery {
 /// can check the last line it received.
 pub async fn export(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let log = Arc::clone(state.ledger().log());
@@ -143,7 +143,7 @@ fn stream_pages(log: &Log, from: u64, to: u64, sender: &tokio::sync::mpsc::Sende
 /// `GET /v1/runs/{id}/explain`: what `opledger explain` prints.
 pub async fn explain(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     PathParam(id): PathParam,
 ) -> Result<Json<Explanation>, ApiError> {
     let run = run_id(&id)?;
@@ -170,7 +170,7 @@ fn given(value: Option<String>) -> Option<String> {
 /// head), each fact with the position of the event that made it true.
 pub async fn authority(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<AuthorityQuery>,
 ) -> Result<Json<AuthorityReport>, ApiError> {
     let filter = AuthorityFilter {

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::server::auth::Caller;
+use crate::server::auth::ServiceReader;
 use crate::server::state::AppState;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -98,7 +98,8 @@ impl Metrics {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>, _caller: Caller) -> impl IntoResponse {
+/// Service tokens only: the counters span every workspace.
+pub async fn metrics(State(state): State<AppState>, _service: ServiceReader) -> impl IntoResponse {
     let stats = state.ledger().log().stats();
     let head = state.ledger().log().head().position;
     let applied = match state.projector().progress() {

@@ -7,10 +7,13 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod headers;
 pub mod integrity;
+pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod reads;
+pub mod session;
 pub mod state;
 pub mod writes;
 
@@ -70,9 +73,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/stream", get(events::stream))
         .route("/admin/operations", get(pages::list))
         .route("/admin/operations/{run}", get(pages::detail))
-        .route("/admin/login", get(pages::login_form).post(pages::login))
+        .route("/admin/style.css", get(pages::stylesheet))
+        .route("/admin/login", get(login::login_form).post(login::login))
+        .route("/admin/logout", post(login::logout))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body::REQUEST_BODY_BYTES_MAX))
         .with_state(state)

@@ -1,21 +1,19 @@
 //! The Monitoring pages, server-rendered with maud: `/admin/operations`
 //! and `/admin/operations/{run}`, under the same 404/403 rule as the JSON
-//! API. A browser cannot send a bearer header, so `/admin/login` takes a
-//! token once and keeps it in an HttpOnly cookie.
+//! API. A browser cannot send a bearer header: it signs in at
+//! `/admin/login` (`login.rs`) and sends a session cookie (`session.rs`).
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use opledger::domain::model::RunOutcome;
 use opledger::domain::run::Run;
-use serde::Deserialize;
 
-use crate::server::auth::Caller;
+use crate::server::auth::{Caller, PageViewer};
 use crate::server::body::{PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::reads::{list_runs_for, run_for, RunDetail, RunDetailQuery, RunQuery};
@@ -56,20 +54,28 @@ impl axum::extract::FromRequestParts<AppState> for PageCaller {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<PageCaller, PageError> {
-        Ok(PageCaller(<Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(parts, state).await?))
+        let PageViewer(caller) =
+            <PageViewer as axum::extract::FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        Ok(PageCaller(caller))
     }
 }
 
-fn layout(title: &str, content: Markup) -> Markup {
+/// A whole page. The style comes from `/admin/style.css`, not an inline
+/// `<style>`, so the Content-Security-Policy (`headers.rs`) needs no
+/// exception; the sign-out button is a plain form (no script).
+pub(crate) fn layout(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 title { (title) " · opledger" }
-                style { (STYLE) }
+                link rel="stylesheet" href="/admin/style.css";
             }
-            body { main { (content) } }
+            body {
+                main { (content) }
+                footer { form method="post" action="/admin/logout" { button type="submit" { "Sign out" } } }
+            }
         }
     }
 }
@@ -82,6 +88,12 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .pending{background:#f3f4f6;color:#374151}.fail{color:#991b1b}.pass{color:#065f46}
 form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}.error{color:#991b1b}
 dl{display:grid;grid-template-columns:max-content auto;gap:.25rem 1rem}dt{font-weight:600}";
+
+/// `GET /admin/style.css`: the pages' one stylesheet (no token: it is the
+/// same for everyone, and the sign-in page needs it too).
+pub async fn stylesheet() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
 
 fn badge(outcome: RunOutcome) -> Markup {
     html! { span class={ "badge " (outcome.as_str()) } data-outcome=(outcome.as_str()) { (outcome.operator_word()) } }
@@ -263,35 +275,5 @@ fn run_page(detail: &RunDetail) -> Markup {
         @if let Some(next) = detail.timeline_next {
             p { a href=(format!("/admin/operations/{}?timeline_from={next}", run.id)) { "Later events" } }
         }
-    }
-}
-
-pub async fn login_form() -> Response {
-    layout(
-        "Sign in",
-        html! {
-            h1 { "Sign in" }
-            form method="post" action="/admin/login" {
-                label { "Token " input type="password" name="token" autocomplete="off"; }
-                button type="submit" { "Sign in" }
-            }
-        },
-    )
-    .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Login {
-    token: String,
-}
-
-pub async fn login(State(state): State<AppState>, Form(login): Form<Login>) -> Result<Response, PageError> {
-    match state.tokens.authenticate(&login.token) {
-        Ok(Some(_)) => {
-            let cookie = format!("opledger_token={}; HttpOnly; SameSite=Strict; Path=/admin", login.token);
-            Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/admin/operations")).into_response())
-        }
-        Ok(None) => Err(ApiError::unauthorized().into()),
-        Err(error) => Err(ApiError::internal(error.to_string()).into()),
     }
 }

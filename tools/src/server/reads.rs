@@ -19,10 +19,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::server::auth::{Caller, Service};
-use crate::server::body::{run_id, PathParam, QueryParams};
+use crate::server::auth::{Caller, Service, ServiceReader};
+use crate::server::body::{run_id, JsonBody, PathParam, QueryParams};
 use crate::server::error::ApiError;
 use crate::server::state::AppState;
+use crate::server::writes::Empty;
 use crate::tokens::Grant;
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,7 +200,7 @@ fn audit_error(error: AuditError) -> ApiError {
 /// The audit trail is for service tokens (auditors' tools and the host app).
 pub async fn audit(
     State(state): State<AppState>,
-    _service: Service,
+    _service: ServiceReader,
     QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Json<audit::AuditPage>, ApiError> {
     state.fresh_projections().await?;
@@ -233,6 +234,7 @@ pub async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<NotificationQuery>,
+    JsonBody(_): JsonBody<Empty>,
 ) -> Result<Json<Value>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, None) => actor_id.clone(),
@@ -252,12 +254,14 @@ pub async fn notifications(
 }
 
 /// Marking read is itself an event: a write, so a service token (the host
-/// application, on behalf of the initiator named by `actor_id`).
+/// application, on behalf of the initiator named by `actor_id`). It takes
+/// no body but, like every write, refuses one that is not JSON.
 pub async fn mark_read(
     State(state): State<AppState>,
     Service(caller): Service,
     PathParam(id): PathParam,
     QueryParams(query): QueryParams<NotificationQuery>,
+    JsonBody(_): JsonBody<Empty>,
 ) -> Result<Json<Value>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, _) => actor_id.clone(),

@@ -6,6 +6,7 @@ use opledger::domain::ledger::Ledger;
 use opledger_projections::Projector;
 
 use crate::server::metrics::Metrics;
+use crate::server::session::SessionStore;
 use crate::tokens::TokenStore;
 
 /// The ledger and the projector over one open store. A server replaces
@@ -26,12 +27,15 @@ pub struct AppState {
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
     verifies: Arc<tokio::sync::Semaphore>,
+    /// The browser sessions of the HTML pages.
+    pub sessions: Arc<SessionStore>,
 }
 
 impl AppState {
     pub fn new(core: Core, tokens: Arc<TokenStore>, metrics: Arc<Metrics>) -> AppState {
         let verifies = Arc::new(tokio::sync::Semaphore::new(VERIFIES_CONCURRENT_MAX));
-        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics, verifies }
+        let sessions = Arc::new(SessionStore::default());
+        AppState { core: Arc::new(RwLock::new(core)), tokens, metrics, verifies, sessions }
     }
 
     /// The current core. The lock is held only to clone two `Arc`s; a

@@ -110,6 +110,7 @@ pub async fn start_batch(
     Ok(start_response(&answer.first, Some(&answer.follow_ups)))
 }
 
+/// The body of a write that takes none: `{}` (or no body at all).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}

@@ -190,11 +190,13 @@ async fn the_run_page_shows_the_blocked_reason_and_next_step() {
     assert!(shown.contains(&w.blocked) && shown.contains(&w.t1), "{}", list.text());
     assert!(list.text().contains("capability_missing"), "the list shows the reason: {}", list.text());
 
-    // A browser signs in once and sends the cookie instead of the header.
+    // A browser signs in once and sends its session cookie instead of the header.
+    let record = api.state.tokens.authenticate_record(&viewer).unwrap().unwrap();
+    let session = api.state.sessions.open(record.id);
     let request = Request::builder()
         .method(Method::GET)
         .uri(format!("/admin/operations/{}", w.blocked))
-        .header(header::COOKIE, format!("theme=dark; opledger_token={viewer}"))
+        .header(header::COOKIE, format!("theme=dark; opledger_session={session}"))
         .body(axum::body::Body::empty())
         .unwrap();
     let by_cookie = api.send(request).await;
@@ -222,7 +224,7 @@ async fn losing_the_view_capability_then_the_membership_hides_the_run() {
 }
 
 #[tokio::test]
-async fn the_login_form_sets_the_token_cookie() {
+async fn the_login_form_sets_a_session_cookie() {
     let api = Api::seeded().await;
     let form = api.request(Method::GET, "/admin/login", None, None).await;
     assert_eq!(form.status, StatusCode::OK);
@@ -241,7 +243,8 @@ async fn the_login_form_sets_the_token_cookie() {
     assert!(response.status().is_redirection(), "{}", response.status());
     assert_eq!(response.headers().get(header::LOCATION).unwrap(), "/admin/operations");
     let cookie = response.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap().to_owned();
-    assert!(cookie.starts_with(&format!("opledger_token={viewer}")) && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.starts_with("opledger_session=") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(!cookie.contains(&viewer), "the session cookie is not the token: {cookie}");
     let refused = api.send(login("opl_nonsense")).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
