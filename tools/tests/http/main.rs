@@ -8,4 +8,5 @@ mod access;
 mod e2e;
 mod errors;
 mod routes;
+mod secrets;
 mod support;
