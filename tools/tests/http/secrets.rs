@@ -155,12 +155,14 @@ async fn invisible_and_non_nfc_ids_are_refused_on_authority_changes() {
         ];
         for change in changes {
             let body = json!({"changed_by": actor("u-admin"), "changes": [change]});
-            let refusal =
-                api.refused(Method::POST, "/v1/authority", service, bytes(&body), BAD, "invalid_authority_change").await;
+            let refusal = api
+                .refused(Method::POST, "/v1/authority", service, bytes(&body), BAD, "invalid_authority_change")
+                .await;
             let message = refusal["error"]["message"].as_str().unwrap();
             assert!(message.contains(named), "{id:?}: {message}");
         }
-        let body = json!({"changed_by": actor(id), "changes": [{"type": "workspace_registered", "workspace_id": "w9"}]});
+        let body =
+            json!({"changed_by": actor(id), "changes": [{"type": "workspace_registered", "workspace_id": "w9"}]});
         let refusal = api.refused(Method::POST, "/v1/authority", service, bytes(&body), BAD, "invalid_request").await;
         let message = refusal["error"]["message"].as_str().unwrap();
         assert!(message.contains("changed_by.id") && message.contains(named), "{id:?}: {message}");
