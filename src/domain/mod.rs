@@ -8,6 +8,7 @@
 
 pub mod authority;
 pub mod events;
+pub mod ids;
 pub mod ledger;
 pub mod legitimacy;
 pub mod lifecycle;

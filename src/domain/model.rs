@@ -2,47 +2,61 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Longest id (workspace, tenant, actor, connection, capability, operation
-/// type, dedupe key), in bytes.
-pub const ID_BYTES_MAX: usize = 128;
+pub use crate::domain::ids::{check_actor_id, check_id, ID_BYTES_MAX, SYSTEM_PRINCIPAL_WORD};
 
 /// Most attempts an operation type may allow.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
-/// Checks an opaque id: 1 to [`ID_BYTES_MAX`] bytes, no white space or
-/// control characters. Ids are stored verbatim, never normalized.
-pub fn check_id(what: &str, id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > ID_BYTES_MAX {
-        return Err(format!("{what} must be 1 to {ID_BYTES_MAX} bytes, got {}", id.len()));
-    }
-    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{what} {id:?} must not contain white space or control characters"));
-    }
-    Ok(())
-}
-
-/// The word that stands for [`Principal::System`] wherever a principal is
-/// one string (audit "who", actor filters): no actor may have it as id.
-pub const SYSTEM_PRINCIPAL_WORD: &str = "system";
-
-/// Checks an actor id: an id ([`check_id`]) other than the system's word,
-/// so an actor can never be mistaken for the system in audit and filters.
-pub fn check_actor_id(what: &str, id: &str) -> Result<(), String> {
-    check_id(what, id)?;
-    if id == SYSTEM_PRINCIPAL_WORD {
-        return Err(format!("{what} {id:?} is reserved for the system principal"));
-    }
-    Ok(())
-}
-
 /// Who caused something: a human actor, or the system (the scheduler).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+///
+/// Read through `PrincipalWire`, so that `{"kind": "system", "id": "u1"}`
+/// is refused instead of silently losing its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Principal {
     Actor { id: String },
     System,
+}
+
+/// The kinds of principal, as `kind` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PrincipalKind {
+    Actor,
+    System,
+}
+
+/// A principal as sent: every field it may carry, none other. Serde's
+/// internally tagged enums ignore unknown fields of a unit variant, so the
+/// system's `id` is checked here by hand.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalWire {
+    kind: PrincipalKind,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl TryFrom<PrincipalWire> for Principal {
+    type Error = &'static str;
+
+    fn try_from(wire: PrincipalWire) -> Result<Principal, &'static str> {
+        match (wire.kind, wire.id) {
+            (PrincipalKind::Actor, Some(id)) => Ok(Principal::Actor { id }),
+            (PrincipalKind::Actor, None) => Err("an actor principal needs its `id`"),
+            (PrincipalKind::System, None) => Ok(Principal::System),
+            (PrincipalKind::System, Some(_)) => Err("the system principal takes no `id`"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Principal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Principal, D::Error> {
+        let wire = PrincipalWire::deserialize(deserializer)?;
+        Principal::try_from(wire).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Principal {
@@ -57,9 +71,11 @@ impl Principal {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the actor id of this principal ([`check_actor_id`]); `field`
+    /// names the principal in a refusal (`initiator`, `changed_by`).
+    pub fn check(&self, field: &str) -> Result<(), String> {
         match self {
-            Principal::Actor { id } => check_actor_id("actor id", id),
+            Principal::Actor { id } => check_actor_id(&format!("{field}.id"), id),
             Principal::System => Ok(()),
         }
     }
@@ -131,8 +147,8 @@ pub struct OperationTypeSpec {
 
 impl OperationTypeSpec {
     pub fn check(&self) -> Result<(), String> {
-        check_id("operation type", &self.operation_type)?;
-        check_id("required capability", &self.required_capability)?;
+        check_id("operation_type", &self.operation_type)?;
+        check_id("required_capability", &self.required_capability)?;
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
             return Err(format!("max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, got {}", self.max_attempts));
         }
@@ -256,14 +272,42 @@ mod tests {
     }
 
     #[test]
+    fn a_principal_reads_only_the_fields_of_its_kind() {
+        let read = |value: serde_json::Value| serde_json::from_value::<Principal>(value).map_err(|e| e.to_string());
+        assert_eq!(read(serde_json::json!({"kind": "actor", "id": "u1"})), Ok(Principal::actor("u1")));
+        assert_eq!(read(serde_json::json!({"kind": "system"})), Ok(Principal::System));
+        let system_with_id = read(serde_json::json!({"kind": "system", "id": "u1"})).unwrap_err();
+        assert!(system_with_id.contains("the system principal takes no `id`"), "{system_with_id}");
+        assert!(read(serde_json::json!({"kind": "actor"})).unwrap_err().contains("needs its `id`"));
+        assert!(read(serde_json::json!({"kind": "actor", "id": "u1", "name": "Ada"})).is_err());
+        assert!(read(serde_json::json!({"kind": "system", "name": "cron"})).is_err());
+        assert!(read(serde_json::json!({"id": "u1"})).is_err());
+        // What the log holds reads back as it was written.
+        for principal in [Principal::actor("u1"), Principal::System] {
+            let text = serde_json::to_string(&principal).unwrap();
+            assert_eq!(serde_json::from_str::<Principal>(&text).unwrap(), principal);
+        }
+    }
+
+    #[test]
+    fn a_principal_check_names_its_field() {
+        let refusal = Principal::actor("u1\u{200B}").check("initiator").unwrap_err();
+        assert!(refusal.starts_with("initiator.id contains U+200B, a format character"), "{refusal}");
+        assert_eq!(Principal::System.check("changed_by"), Ok(()));
+    }
+
+    #[test]
     fn ids_are_bounded_and_free_of_white_space() {
         assert!(check_id("tenant id", "t-1.a/b").is_ok());
         assert!(check_id("tenant id", "").is_err());
         assert!(check_id("tenant id", "t 1").is_err());
         assert!(check_id("tenant id", "t\n").is_err());
         assert!(check_id("tenant id", &"x".repeat(ID_BYTES_MAX + 1)).is_err());
-        assert!(Principal::actor(SYSTEM_PRINCIPAL_WORD).check().is_err(), "the system's word is no actor id");
-        assert!(Principal::actor("systems").check().is_ok());
+        assert!(
+            Principal::actor(SYSTEM_PRINCIPAL_WORD).check("initiator").is_err(),
+            "the system's word is no actor id"
+        );
+        assert!(Principal::actor("systems").check("initiator").is_ok());
     }
 
     #[test]

@@ -68,6 +68,7 @@ const SETTLE_PASSES_MAX: usize = 4;
 /// Words that make a key secret wherever they appear in it (`db_password`,
 /// `password_hint`, `aws_secret_access_key`, `set_cookie`), unless the key
 /// ends with a word of [`METADATA_SUFFIXES`] (`password_policy`, `secret_name`).
+/// All word lists hold singular words: [`key_words`] singularizes the key.
 const CREDENTIAL_WORDS: &[&str] = &[
     "password",
     "passwd",
@@ -75,11 +76,8 @@ const CREDENTIAL_WORDS: &[&str] = &[
     "passphrase",
     "passcode",
     "secret",
-    "secrets",
     "credential",
-    "credentials",
     "cookie",
-    "cookies",
     "apikey",
     "privatekey",
     "connectionstring",
@@ -91,6 +89,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 /// `basic_auth`, `webhook_signature`), but not `token_type`, `auth_mode`.
 const HOLDER_WORDS: &[&str] = &[
     "token",
+    "pass",
     "auth",
     "authorization",
     "signature",
@@ -121,8 +120,9 @@ const HOLDER_WORDS: &[&str] = &[
 ];
 
 /// Words qualifying `key` as a credential: `api_key`, `x-api-key`,
-/// `private_key`, `ocp-apim-subscription-key`, `x-functions-key`. A bare `key`
-/// and keys such as `dedupe_key`, `public_key`, `partition_key` are not secret.
+/// `private_key`, `ocp-apim-subscription-key`, `x-functions-key`. Keys such
+/// as `dedupe_key`, `public_key`, `partition_key` are not secret (a bare
+/// `key` is: see [`is_secret_key`]).
 const KEY_QUALIFIERS: &[&str] = &[
     "api",
     "private",
@@ -147,7 +147,6 @@ const KEY_QUALIFIERS: &[&str] = &[
     "hmac",
     "webhook",
     "function",
-    "functions",
     "host",
     "admin",
     "service",
@@ -162,8 +161,14 @@ const KEY_QUALIFIERS: &[&str] = &[
     "root",
 ];
 
-/// Words after a subject that still name its value (`token_value`, `password_hash`, `auth_header`).
+/// Words after a subject that still name its value or a container of values
+/// (`token_value`, `password_hash`, `auth_header`, `token_list`, `tokenList`).
 const VALUE_SUFFIXES: &[&str] = &[
+    "list",
+    "array",
+    "arr",
+    "map",
+    "dict",
     "value",
     "val",
     "text",
@@ -185,24 +190,20 @@ const VALUE_SUFFIXES: &[&str] = &[
 /// (`password_policy`, `secret_name`, `client_secret_expires_at`, `credential_type`, `cookie_count`).
 const METADATA_SUFFIXES: &[&str] = &[
     "count",
-    "counts",
     "length",
     "len",
     "size",
     "policy",
-    "policies",
     "required",
     "enabled",
     "disabled",
     "type",
-    "types",
     "kind",
     "id",
     "ids",
     "name",
-    "names",
     "expiry",
-    "expires",
+    "expire",
     "expired",
     "expiration",
     "at",
@@ -227,7 +228,6 @@ const METADATA_SUFFIXES: &[&str] = &[
     "min",
     "max",
     "rule",
-    "rules",
     "status",
     "state",
     "mode",
@@ -245,10 +245,42 @@ const METADATA_SUFFIXES: &[&str] = &[
     "field",
 ];
 
-/// Splits a key into lowercase words: camelCase humps (`apiKey`, `APIKey`),
-/// `-`, `.`, `_`, spaces and any other non-alphanumeric character separate
-/// words; trailing digits of a word are dropped (`token2` → `token`); empty
-/// words are skipped.
+/// First words that make a key count things rather than hold one
+/// (`max_tokens`, `total_tokens`, `num_keys`); a credential word still wins
+/// (`min_password` is secret).
+const QUANTITY_PREFIXES: &[&str] = &["max", "min", "num", "number", "total", "remaining"];
+
+/// Shortest word that [`singular`] may shorten: `sas`, `ids`, `aes` stay as they are.
+const SINGULAR_WORD_BYTES_MIN: usize = 4;
+
+/// Words of the lists above whose plural ends in `-ies` but whose singular
+/// ends in `-ie`, not `-y`.
+const IE_SINGULARS: &[&str] = &["cookie", "setcookie"];
+
+/// The singular of one lowercase word, so that one rule covers `token` and
+/// `tokens`, `api_key` and `api_keys`: `-ies` → `-y` (`policies`; but
+/// `cookies` → `cookie`, see [`IE_SINGULARS`]), and a trailing `s` is
+/// dropped unless the word ends in `ss`, `us` or `is` (`pass`, `access`,
+/// `status`, `analysis`) or is shorter than [`SINGULAR_WORD_BYTES_MIN`].
+fn singular(word: &str) -> String {
+    if word.len() < SINGULAR_WORD_BYTES_MIN || !word.ends_with('s') {
+        return word.to_owned();
+    }
+    if let Some(stem) = word.strip_suffix("ies") {
+        let ie = format!("{stem}ie");
+        return if IE_SINGULARS.contains(&ie.as_str()) { ie } else { format!("{stem}y") };
+    }
+    if word.ends_with("ss") || word.ends_with("us") || word.ends_with("is") {
+        return word.to_owned();
+    }
+    word.get(..word.len() - 1).unwrap_or(word).to_owned()
+}
+
+/// Splits a key into lowercase singular words: camelCase humps (`apiKey`,
+/// `APIKey`), `-`, `.`, `_`, spaces and any other non-alphanumeric character
+/// separate words; trailing digits of a word are dropped (`token2` →
+/// `token`); plurals become singular ([`singular`]: `tokens` → `token`);
+/// empty words are skipped.
 fn key_words(key: &str) -> Vec<String> {
     let chars: Vec<char> = key.chars().collect();
     let mut words: Vec<String> = Vec::new();
@@ -256,7 +288,7 @@ fn key_words(key: &str) -> Vec<String> {
     fn flush(word: &mut String, words: &mut Vec<String>) {
         let trimmed = word.trim_end_matches(|c: char| c.is_ascii_digit());
         if !trimmed.is_empty() {
-            words.push(trimmed.to_owned());
+            words.push(singular(trimmed));
         }
         word.clear();
     }
@@ -294,44 +326,53 @@ fn word_is_secret(word: &str) -> bool {
 
 /// Whether the values of this key must never be stored.
 ///
-/// The rule, on the key split into lowercase words (camelCase, `-`, `.` and
-/// `_` all separate words; trailing digits dropped):
+/// The rule, on the key normalized to lowercase singular words (camelCase,
+/// `-`, `.` and `_` all separate words; trailing digits dropped; a plural
+/// `s` dropped, so `tokens`, `api_keys` and `secrets` read as `token`,
+/// `api key`, `secret`):
 ///
 /// 1. A key of one word is secret if that word names a credential on its own:
-///    `password`, `passwd`, `pwd`, `passphrase`, `secret`, `credential(s)`,
-///    `cookie`, `token`, `auth`, `authorization`, `signature`, `sig`, `sas`,
-///    `session`, `bearer`, `jwt`, compact spellings such as `apikey`,
-///    `accesstoken`, `clientsecret`, `sessionid`, `setcookie`,
-///    `connectionstring`, or any word ending in `token`/`secret`/`passwd` or
-///    containing `password`/`passphrase`. (`tokens`, `monkey`, `pass`,
-///    `author`, `secretary` are not.)
+///    `password`, `passwd`, `pwd`, `pass`, `passphrase`, `secret`,
+///    `credential`, `cookie`, `token`, `key`, `auth`, `authorization`,
+///    `signature`, `sig`, `sas`, `session`, `bearer`, `jwt`, compact
+///    spellings such as `apikey`, `accesstoken`, `clientsecret`, `sessionid`,
+///    `setcookie`, `connectionstring`, or any word ending in
+///    `token`/`secret`/`passwd` or containing `password`/`passphrase`.
+///    (`monkey`, `bypass`, `author`, `secretary` are not.)
 /// 2. A credential word (`password`, `secret`, `credential`, `cookie`, …)
 ///    anywhere makes the key secret (`db_password`, `secret_key`,
 ///    `set-cookie`, `password_hint`), unless the key's last word says it
 ///    describes the credential instead of holding it (`password_policy`,
 ///    `secret_name`, `client_secret_expires_at`, `cookie_count`).
-/// 3. Otherwise the key's subject decides: its last word, or the word before
-///    a value word (`value`, `hash`, `header`, …). The subject is secret if it
-///    names a credential on its own (rule 1: `access_token`, `basic_auth`,
-///    `token_value`, `webhook_signature`), or is `key` after a credential
-///    qualifier (`api_key`, `x-api-key`, `private_key`, `subscription_key`;
-///    not `key`, `dedupe_key`, `public_key`, `key_count`), or is
-///    `connection_string` or `session_id`.
+/// 3. Otherwise a key that starts with a quantity word (`max`, `min`,
+///    `num`, `total`, …) counts things and is not secret (`max_tokens`).
+/// 4. Otherwise the key's subject decides: its last word, or the word before
+///    a value or container word (`value`, `hash`, `header`, `list`, …). The
+///    subject is secret if it names a credential on its own (rule 1 but for
+///    `key`: `access_token`, `basic_auth`, `token_value`, `token_list`,
+///    `auth_token_list`, `webhook_signature`, `db_pass`), or is `key` after a
+///    credential qualifier (`api_key`, `api_keys`, `x-api-key`,
+///    `private_key`, `subscription_key`; not `dedupe_key`, `public_key`,
+///    `key_count`), or is `connection_string` or `session_id`.
 ///
 /// So `tenant_id`, `token_count`, `tokens_used`, `max_tokens`, `token_type`,
-/// `auth_mode`, `authority_mode`, `signature_algorithm` are not secret, and a
-/// pagination `next_page_token` is (redacting too much is the safe side).
+/// `auth_mode`, `authority_mode`, `signature_algorithm`, `dedupe_key`,
+/// `idempotency_key` are not secret, and a pagination `next_page_token` is
+/// (redacting too much is the safe side).
 pub fn is_secret_key(key: &str) -> bool {
     let words = key_words(key);
-    let Some(last) = words.last() else {
+    let (Some(first), Some(last)) = (words.first(), words.last()) else {
         return false;
     };
     if words.len() == 1 {
-        return word_is_secret(last);
+        return word_is_secret(last) || last == "key";
     }
     let described = METADATA_SUFFIXES.contains(&last.as_str());
     if !described && words.iter().any(|word| CREDENTIAL_WORDS.contains(&word.as_str())) {
         return true;
+    }
+    if QUANTITY_PREFIXES.contains(&first.as_str()) {
+        return false;
     }
     // The subject is the last word, or the word before a value word.
     match words.as_slice() {
@@ -364,12 +405,16 @@ struct Patterns {
     url_password: Regex,
     /// `scheme://TOKEN@` — a token used as the user name (as in git remotes).
     url_user_token: Regex,
-    /// `key=value`, `key: value`, `"key": "value"`, `key=\"value\"`; the key is checked with [`is_secret_key`].
+    /// `key=value`, `key: value`, `"key": "value"`, `key=\"value\"`, and the
+    /// URL-encoded `key%3Dvalue` (`%3D` is `=`, `%3A` is `:`, `%253D` twice
+    /// encoded); the key is checked with [`is_secret_key`].
     key_value: Regex,
     /// `Bearer <token>`, `Basic <b64>` outside a key-value pair.
     auth_scheme: Regex,
     /// Three or more base64url segments separated by dots, the first starting with `eyJ` (`{"`).
     jwt: Regex,
+    /// An AWS access key id: `AKIA` (long-term) or `ASIA` (temporary) and 16 upper-case letters or digits.
+    aws_access_key_id: Regex,
 }
 
 fn build_patterns() -> Option<Patterns> {
@@ -379,7 +424,7 @@ fn build_patterns() -> Option<Patterns> {
         url_user_token: Regex::new(r"(?i)\b(?P<prefix>[a-z][a-z0-9+.\-]*://)(?P<user>[A-Za-z0-9_\-.~%+]{16,})@")
             .ok()?,
         key_value: Regex::new(concat!(
-            r#"(?P<key>[A-Za-z0-9_][A-Za-z0-9_.\-]*)(?:\\*["'])?[ \t]*[:=][ \t]*"#,
+            r#"(?P<key>[A-Za-z0-9_][A-Za-z0-9_.\-]*)(?:\\*["'])?[ \t]*(?P<sep>[:=]|%(?:25)?3[AaDd])[ \t]*"#,
             r#"(?:"(?P<dq>(?:[^"\\\n]|\\.)*)""#,
             r#"|'(?P<sq>(?:[^'\\\n]|\\.)*)'"#,
             r#"|\\+"(?P<edq>[^"\\\n]+)"#,
@@ -390,6 +435,7 @@ fn build_patterns() -> Option<Patterns> {
         .ok()?,
         auth_scheme: Regex::new(r"(?i)\b(?:bearer|basic)[ \t]+(?P<token>[A-Za-z0-9\-._~+/]+=*)").ok()?,
         jwt: Regex::new(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]+)*").ok()?,
+        aws_access_key_id: Regex::new(r"(?:AKIA|ASIA)[A-Z0-9]{16}").ok()?,
     })
 }
 
@@ -429,7 +475,7 @@ fn redact_key_values(text: &str, regex: &Regex) -> String {
     let mut copied = 0;
     let mut position = 0;
     while let Some(caps) = regex.captures_at(text, position) {
-        let (Some(key), Some(whole)) = (caps.name("key"), caps.get(0)) else {
+        let (Some(key), Some(separator), Some(whole)) = (caps.name("key"), caps.name("sep"), caps.get(0)) else {
             break;
         };
         let value = ["dq", "sq", "edq", "esq", "open", "bare"].into_iter().find_map(|name| caps.name(name));
@@ -442,12 +488,7 @@ fn redact_key_values(text: &str, regex: &Regex) -> String {
             }
             _ => {
                 // Resume after the separator: the value may itself contain a pair.
-                let after_key = key.end();
-                let separator_end = text
-                    .get(after_key..)
-                    .and_then(|rest| rest.find([':', '=']).map(|offset| after_key + offset + 1))
-                    .unwrap_or(whole.end());
-                position = separator_end.max(position + 1);
+                position = separator.end().max(position + 1);
             }
         }
         if position >= text.len() {
@@ -473,7 +514,8 @@ fn redact_text(text: &str, patterns: &Patterns) -> String {
     let text = replace_group(&text, &patterns.auth_scheme, "token", |caps| {
         caps.name("token").is_some_and(|token| is_plain_word(token.as_str()))
     });
-    patterns.jwt.replace_all(&text, REDACTED).into_owned()
+    let text = patterns.jwt.replace_all(&text, REDACTED);
+    patterns.aws_access_key_id.replace_all(&text, REDACTED).into_owned()
 }
 
 /// The largest char boundary of `text` at or below `index`.
@@ -535,7 +577,9 @@ fn sanitize_bounded(text: &str, max: usize, marker: &str) -> String {
 ///   auth scheme before it is kept (`Authorization: Bearer [redacted]`);
 /// - `Bearer <token>` and `Basic <b64>` anywhere (case-insensitive), unless what
 ///   follows is an ordinary word (`basic auth`);
+/// - URL-encoded pairs (`password%3D<secret>`), the same way;
 /// - JWT-shaped strings (base64url segments joined by dots, the first starting with `eyJ`);
+/// - AWS access key ids (`AKIA` or `ASIA` and 16 upper-case letters or digits);
 /// - passwords in URLs (`scheme://user:password@host` → `scheme://user:[redacted]@host`)
 ///   and long tokens used as the URL user name (`https://ghp_1234…@github.com`);
 /// - query parameters with secret-looking names (`?api_key=…&x=1`), as pairs.

@@ -12,6 +12,15 @@ const FRAGMENTS: &[&str] = &[
     "Authorization",
     "auth",
     "sig",
+    "pass",
+    "key",
+    "tokens",
+    "tokenList",
+    "%3D",
+    "%3a",
+    "%253D",
+    "AKIA",
+    "AKIACANARY0123456789",
     "=",
     ":",
     ": ",
@@ -65,7 +74,18 @@ fn arb_key() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z_.-]{0,10}",
         prop::sample::select(
-            &["password", "Token", "apiKey", "tenant_id", "note", "X-API-KEY", "key", "[dropped keys]"][..]
+            &[
+                "password",
+                "Token",
+                "apiKey",
+                "tenant_id",
+                "note",
+                "X-API-KEY",
+                "key",
+                "api_keys",
+                "pass",
+                "[dropped keys]"
+            ][..]
         )
         .prop_map(str::to_owned),
         prop::collection::vec(prop::sample::select(FRAGMENTS), 0..8).prop_map(|parts| parts.concat()),
@@ -125,6 +145,13 @@ const SECRET_KEYS: &[&str] = &[
     "sessionId",
     "refresh-token",
     "db.password",
+    "tokens",
+    "api_keys",
+    "token_list",
+    "tokenList",
+    "auth_token_list",
+    "pass",
+    "key",
 ];
 
 fn canary_value() -> impl Strategy<Value = Value> {
@@ -216,6 +243,10 @@ proptest! {
             "https://admin:CANARY@db.example.com/x",
             "/v1?api_key=CANARY&x=1",
             "Bearer CANARYCANARY",
+            "pass=CANARY",
+            "password%3DCANARY",
+            "tokens=CANARY",
+            "AKIACANARY0123456789",
         ][..]),
         key in plain_key(),
     ) {

@@ -111,6 +111,64 @@ fn secret_keys_are_recognized() {
     }
 }
 
+/// Issue 9: plural, compound and short spellings, one rule for all of them.
+#[test]
+fn plural_compound_and_short_secret_keys_are_recognized() {
+    let secret = [
+        "tokens",
+        "Tokens",
+        "api_keys",
+        "apiKeys",
+        "API_KEYS",
+        "token_list",
+        "tokenList",
+        "TokenList",
+        "auth_token_list",
+        "authTokenList",
+        "access_tokens",
+        "refresh-tokens",
+        "secrets",
+        "client_secrets",
+        "passwords",
+        "db_passwords",
+        "credentials",
+        "cookies",
+        "pass",
+        "Pass",
+        "db_pass",
+        "key",
+        "Key",
+        "KEY",
+        "keys",
+        "private_keys",
+        "token_array",
+        "password_list",
+        "min_password",
+    ];
+    for key in secret {
+        assert!(is_secret_key(key), "{key} must be secret");
+    }
+}
+
+#[test]
+fn key_words_are_singular() {
+    let cases: [(&str, &[&str]); 10] = [
+        ("tokens", &["token"]),
+        ("cookies", &["cookie"]),
+        ("api_keys", &["api", "key"]),
+        ("tokenList", &["token", "list"]),
+        ("policies", &["policy"]),
+        ("pass", &["pass"]),
+        ("access_status", &["access", "status"]),
+        ("sas", &["sas"]),
+        ("ids", &["ids"]),
+        ("analysis", &["analysis"]),
+    ];
+    for (key, words) in cases {
+        assert_eq!(key_words(key), words, "{key}");
+    }
+}
+
 #[test]
 fn ordinary_keys_are_not_secret() {
     let ordinary = [
@@ -119,8 +177,6 @@ fn ordinary_keys_are_not_secret() {
         "workspace_id",
         "provider_connection_id",
         "connection_id",
-        "key",
-        "keys",
         "key_count",
         "keyCount",
         "monkey",
@@ -132,15 +188,21 @@ fn ordinary_keys_are_not_secret() {
         "sort_key",
         "public_key",
         "cache_key",
-        "tokens",
+        "key_id",
+        "keyId",
+        "key_ids",
+        "dedupe_keys",
+        "idempotencyKey",
         "tokens_used",
         "max_tokens",
+        "total_tokens",
+        "num_keys",
+        "token_counts",
         "token_count",
         "token_type",
         "token_expires_in",
         "token_endpoint",
         "tokenization",
-        "pass",
         "passage",
         "passed",
         "bypass",
@@ -156,7 +218,9 @@ fn ordinary_keys_are_not_secret() {
         "secretName",
         "client_secret_expires_at",
         "password_policy",
+        "password_policies",
         "password_length",
+        "password_expires",
         "credential_type",
         "session_count",
         "cookie_count",
@@ -230,6 +294,23 @@ fn free_text_secrets_are_redacted() {
         ("Set-Cookie: session=CANARY; Path=/", "Set-Cookie: [redacted]; Path=/"),
         ("x-api-key: CANARY", "x-api-key: [redacted]"),
         ("apiKey=CANARY,next", "apiKey=[redacted],next"),
+        // Issue 9: plural, compound and short keys; URL-encoded pairs; AWS key ids.
+        ("tokens=CANARY", "tokens=[redacted]"),
+        ("api_keys: CANARY", "api_keys: [redacted]"),
+        ("token_list=CANARY,x", "token_list=[redacted],x"),
+        ("tokenList=CANARY", "tokenList=[redacted]"),
+        ("auth_token_list=CANARY", "auth_token_list=[redacted]"),
+        ("pass=CANARY", "pass=[redacted]"),
+        ("login with user=admin pass=CANARY", "login with user=admin pass=[redacted]"),
+        ("key=CANARY", "key=[redacted]"),
+        ("password%3DCANARY", "password%3D[redacted]"),
+        ("GET /login?q=1&password%3dCANARY%26x%3D1", "GET /login?q=1&password%3d[redacted]"),
+        ("password%253DCANARY", "password%253D[redacted]"),
+        ("token%3ACANARY", "token%3A[redacted]"),
+        ("note%3Dx%20password%3DCANARY", "note%3Dx%20password%3D[redacted]"),
+        ("used AKIACANARY0123456789 for s3", "used [redacted] for s3"),
+        ("id=AKIAIOSFODNN7EXAMPLE", "id=[redacted]"),
+        ("temporary ASIAIOSFODNN7EXAMPLE", "temporary [redacted]"),
     ];
     for (input, expected) in cases {
         let output = sanitize_text(input);
@@ -247,7 +328,9 @@ fn ordinary_text_is_unchanged() {
         "",
         "tenant_id=t-42 status=ready",
         "token_count=5 tokens_used=17 max_tokens=4096",
-        "dedupe_key=nightly-2024 key=value",
+        "dedupe_key=nightly-2024 idempotency_key=k-1 key_id=7",
+        "url%3Dhttps%3A%2F%2Fexample.com",
+        "AKIA is a prefix, AKIAshort is not a key id",
         "https://graph.microsoft.com/v1.0/users?$top=10&$skip=20",
         "https://user@example.com/path",
         "ssh://git@github.com/org/repo.git",

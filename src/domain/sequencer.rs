@@ -17,7 +17,7 @@ use crate::domain::authority::{AuthorityChange, AuthorityChanged};
 use crate::domain::events::DomainEvent;
 use crate::domain::legitimacy::Decision;
 use crate::domain::lifecycle::{decide_begin, decide_complete, decide_progress, Completion, TransitionRefused};
-use crate::domain::model::Principal;
+use crate::domain::model::{check_id, Principal};
 use crate::domain::run::{Run, RunEvent};
 use crate::domain::start_gate::{decide_start, StartDecision, StartRejected, StartRequest};
 use crate::domain::state::DomainState;
@@ -154,10 +154,12 @@ impl Sequencer {
                 format!("an authority batch holds 1 to {AUTHORITY_BATCH_CHANGES_MAX} changes, got {}", changes.len());
             return Err(CommandRefused::Invalid(why));
         }
-        changed_by.check().map_err(CommandRefused::Invalid)?;
+        changed_by.check("changed_by").map_err(CommandRefused::Invalid)?;
         let mut scratch = self.state.authority.clone();
         for (index, change) in changes.iter().enumerate() {
             let refused = |reason| CommandRefused::InvalidAuthorityChange { index, reason };
+            // Validate (ids included), then apply: later changes of the batch see this one.
+            scratch.validate(change).map_err(refused)?;
             scratch.apply(scratch.position.max(self.state.position) + 1, change).map_err(refused)?;
         }
         let (mut produced, at) = self.begin_command(now);
@@ -176,7 +178,7 @@ impl Sequencer {
         run_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Produced, CommandRefused> {
-        crate::domain::model::check_id("actor id", actor_id).map_err(CommandRefused::Invalid)?;
+        check_id("actor id", actor_id).map_err(CommandRefused::Invalid)?;
         let (mut produced, at) = self.begin_command(now);
         let event = crate::domain::events::NotificationRead { actor_id: actor_id.to_owned(), run_id };
         self.push(&mut produced, at, DomainEvent::NotificationRead(event));
@@ -214,6 +216,7 @@ impl Sequencer {
             return Err(CommandRefused::Invalid(why));
         }
         for operation_type in rest {
+            check_id("operation_types", operation_type).map_err(CommandRefused::Invalid)?;
             if self.state.authority.operation_type(operation_type).is_none() {
                 return Err(StartRejected::UnknownOperationType(operation_type.clone()).into());
             }

@@ -413,3 +413,69 @@ fn times_never_go_backwards() {
     let (_, after, _) = sequencer.begin(run.id, &mut ids, now()).unwrap();
     assert_eq!(after.started_at, Some(later));
 }
+
+/// Issue 9: every id of a start, a batch start and an authority change goes
+/// through one check; a refused command produces nothing.
+#[test]
+fn ids_that_are_invisible_not_nfc_or_credentials_are_refused_everywhere() {
+    let (mut sequencer, mut ids) = sequencer();
+    let position = sequencer.state().position;
+    let starts = [
+        (StartRequest { tenant_id: s("t1\u{200B}"), ..request("inventory_sync") }, "tenant_id contains U+200B"),
+        (
+            StartRequest { operation_type: s("inventory_sync\u{202E}"), ..request("x") },
+            "operation_type contains U+202E",
+        ),
+        (
+            StartRequest { initiator: Principal::actor("u\t1"), ..request("inventory_sync") },
+            "initiator.id contains U+0009",
+        ),
+        (StartRequest { initiator: Principal::actor("e\u{301}"), ..request("inventory_sync") }, "not in Unicode NFC"),
+        (
+            StartRequest { dedupe_key: Some(s("password=hunter2")), ..request("inventory_sync") },
+            "dedupe_key looks like a credential",
+        ),
+        (
+            StartRequest { provider_connection_id: Some(s("conn-token=abc")), ..request("inventory_sync") },
+            "provider_connection_id looks like a credential",
+        ),
+    ];
+    for (bad, message) in starts {
+        let error = sequencer.start(&bad, &mut ids, now()).unwrap_err();
+        assert!(matches!(error, CommandRefused::Start(StartRejected::Invalid(_))), "{error:?}");
+        assert!(error.to_string().contains(message), "{error} should say {message}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+    let batch = [s("inventory_sync"), s("entra_group_sync\u{200B}")];
+    let error = sequencer.start_batch(&batch, &request("inventory_sync"), &mut ids, now()).unwrap_err();
+    assert!(error.to_string().contains("operation_types contains U+200B"), "{error}");
+
+    let changes = [
+        (C::WorkspaceRegistered { workspace_id: s("w\u{200B}") }, "workspace_id contains U+200B"),
+        (C::TenantMemberAdded { tenant_id: s("t1"), actor_id: s("u1\u{202E}") }, "actor_id contains U+202E"),
+        (
+            C::CapabilityGranted { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync\t") },
+            "capability contains U+0009",
+        ),
+        (
+            C::ProviderConnectionRegistered {
+                connection_id: s("conn-token=abc"),
+                tenant_id: s("t1"),
+                status: ConnectionStatus::Ready,
+            },
+            "connection_id looks like a credential",
+        ),
+        (op("caf\u{65}\u{301}", "tenant.sync", false, false, 1), "is not in Unicode NFC"),
+    ];
+    for (change, message) in changes {
+        let error = sequencer.record_authority(&Principal::System, &[change], now()).unwrap_err();
+        let CommandRefused::InvalidAuthorityChange { index: 0, reason } = &error else {
+            panic!("{error:?} is not an invalid authority change");
+        };
+        assert!(reason.contains(message), "{reason} should say {message}");
+    }
+    let change = [C::WorkspaceRegistered { workspace_id: s("w9") }];
+    let error = sequencer.record_authority(&Principal::actor("admin\u{200B}"), &change, now()).unwrap_err();
+    assert!(error.to_string().contains("changed_by.id contains U+200B"), "{error}");
+    assert_eq!(sequencer.state().position, position);
+}

@@ -121,9 +121,12 @@ fn resolve(
     let invalid = StartRejected::Invalid;
     check_id("operation_type", &request.operation_type).map_err(invalid)?;
     check_id("tenant_id", &request.tenant_id).map_err(invalid)?;
-    request.initiator.check().map_err(invalid)?;
+    request.initiator.check("initiator").map_err(invalid)?;
     if let Some(key) = &request.dedupe_key {
         check_id("dedupe_key", key).map_err(invalid)?;
+    }
+    if let Some(id) = &request.provider_connection_id {
+        check_id("provider_connection_id", id).map_err(invalid)?;
     }
     if !request.context.is_object() {
         return Err(invalid("context must be a JSON object".into()));
@@ -137,10 +140,7 @@ fn resolve(
         .get(&request.tenant_id)
         .ok_or_else(|| StartRejected::UnknownTenant(request.tenant_id.clone()))?;
     let connection = match (&request.provider_connection_id, spec.provider_backed) {
-        (Some(id), true) => {
-            check_id("provider_connection_id", id).map_err(invalid)?;
-            Some(id.clone())
-        }
+        (Some(id), true) => Some(id.clone()),
         (None, true) => tenant.default_connection.as_ref().map(|since| since.value.clone()),
         (Some(_), false) => {
             let why = format!("{} is not provider-backed and takes no provider connection", spec.operation_type);

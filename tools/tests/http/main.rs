@@ -10,4 +10,5 @@ mod e2e;
 mod errors;
 mod integrity;
 mod routes;
+mod secrets;
 mod support;
