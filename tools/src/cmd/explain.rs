@@ -53,7 +53,7 @@ fn write_text(out: &mut impl Write, explanation: &Explanation) -> anyhow::Result
         }
         for check in &decision.checks {
             let mark = if check.check.passed { "ok  " } else { "FAIL" };
-            writeln!(out, "  {mark} {:?}: {}", check.check.check, check.check.fact)?;
+            writeln!(out, "  {mark} {}: {}", check.check.check.operator_word(), check.check.fact)?;
             if let Some(source) = &check.source {
                 writeln!(
                     out,

@@ -7,5 +7,7 @@
 mod access;
 mod e2e;
 mod errors;
+mod monitoring_pages;
 mod routes;
+mod summary;
 mod support;
