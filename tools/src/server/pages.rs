@@ -79,7 +79,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .succeeded{background:#d1fae5;color:#065f46}.partially_succeeded{background:#fef3c7;color:#92400e}
 .failed{background:#fee2e2;color:#991b1b}.blocked{background:#e0e7ff;color:#3730a3;border:1px dashed #3730a3}
 .pending{background:#f3f4f6;color:#374151}.fail{color:#991b1b}.pass{color:#065f46}
-form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}.error{color:#991b1b}
+form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}form.filters input[name=limit]{width:6rem}.error{color:#991b1b}
 figure.chart{margin:0 0 1rem}figcaption{color:#52606d}nav.pages{display:flex;gap:1.5rem;margin-top:1rem}
 table.summary-counts{width:auto}table.summary-counts th,table.summary-counts td{padding:.1rem .6rem .1rem 0;border:0}
 section.failure{border-left:4px solid #ef4444;padding-left:1rem}
@@ -216,9 +216,10 @@ fn chart(totals: &RunTotals) -> Markup {
                     @let n = count(*outcome);
                     @let width = n * CHART_BAR_WIDTH_MAX / largest;
                     g data-outcome=(outcome.as_str()) data-count=(n) {
-                        rect x="0" y=(y + 6) width="12" height="12" fill=(color);
+                        // An SVG element must be closed: HTML would nest what follows inside it.
+                        rect x="0" y=(y + 6) width="12" height="12" fill=(color) {}
                         text x="18" y=(y + 16) font-size="13" { (outcome.operator_word()) }
-                        rect x="170" y=(y + 4) width=(width) height=(CHART_ROW_HEIGHT - 8) fill=(color);
+                        rect x="170" y=(y + 4) width=(width) height=(CHART_ROW_HEIGHT - 8) fill=(color) {}
                         text class="count" x=(176 + width) y=(y + 16) font-size="13" { (n) }
                     }
                 }
