@@ -65,3 +65,46 @@ fn write_text(out: &mut impl Write, explanation: &Explanation) -> anyhow::Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::DateTime;
+    use opledger::domain::legitimacy::{Check, CheckResult, DecisionOutcome};
+    use opledger::domain::reason::ReasonCode;
+    use opledger_projections::explain::{ExplainedCheck, ExplainedDecision};
+
+    use super::*;
+
+    #[test]
+    fn checks_are_named_in_operator_words() {
+        let check = |check, passed| ExplainedCheck {
+            check: CheckResult {
+                check,
+                passed,
+                fact: "a fact".to_owned(),
+                source_position: None,
+                reason_code: (!passed).then_some(ReasonCode::WriteGateClosed),
+            },
+            source: None,
+        };
+        let decision = ExplainedDecision {
+            position: 7,
+            recorded_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            gate: "legitimacy",
+            attempt: 1,
+            outcome: DecisionOutcome::Denied,
+            reason_code: Some(ReasonCode::WriteGateClosed),
+            operator_message: None,
+            next_step: None,
+            authority_position: 6,
+            checks: vec![check(Check::AuthorityMode, true), check(Check::WriteGate, false)],
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &Explanation { run_id: Uuid::nil(), decisions: vec![decision] }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("ok   authority mode: a fact") && text.contains("FAIL write gate: a fact"), "{text}");
+        assert!(!text.contains("WriteGate") && !text.contains("AuthorityMode"), "{text}");
+    }
+}
