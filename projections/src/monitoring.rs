@@ -31,12 +31,14 @@ use crate::projector::Projection;
 mod keys;
 mod query;
 mod summary;
+mod totals;
 
 use keys::Index;
 pub use query::{
     counts, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts, ListError, RunFilter,
     RunPage, CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
 };
+pub use totals::{totals_in_tenants, RunTotals, TOTALS_RUNS_EXAMINED_MAX};
 
 /// The projection's name, which names its view.
 pub const NAME: &str = "monitoring";

@@ -194,3 +194,118 @@ fn the_limit_is_clamped_and_a_sparse_filter_is_bounded() {
     let page = list(&view, &direct, None, 1).unwrap();
     assert_eq!((page.runs.len(), page.next_cursor), (1, None), "the status index finds it at once");
 }
+
+/// Every page of `filter` going older from the first page, then every page
+/// going back newer from the last one, by `prev_cursor`.
+fn pages_both_ways(view: &View, filter: &RunFilter, limit: usize) -> (Vec<Vec<Uuid>>, Vec<Vec<Uuid>>) {
+    let ids = |page: &RunPage| page.runs.iter().map(|r| r.id).collect::<Vec<_>>();
+    let first = list(view, filter, None, limit).unwrap();
+    assert_eq!(first.prev_cursor, None, "nothing is newer than the first page");
+    let (mut older, mut page) = (vec![ids(&first)], first);
+    while let Some(next) = page.next_cursor.clone() {
+        page = list(view, filter, Some(&next), limit).unwrap();
+        assert!(page.prev_cursor.is_some(), "a page reached by a cursor has a way back");
+        older.push(ids(&page));
+        assert!(older.len() < 10_000, "the cursor always moves on");
+    }
+    let mut newer = Vec::new();
+    while let Some(prev) = page.prev_cursor.clone() {
+        page = list(view, filter, Some(&prev), limit).unwrap();
+        assert!(page.next_cursor.is_some(), "a page reached going newer has a way on");
+        newer.push(ids(&page));
+        assert!(newer.len() < 10_000, "the cursor always moves on");
+    }
+    (older, newer)
+}
+
+#[test]
+fn prev_cursors_walk_back_through_every_match_newest_first_exactly_once() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let everything = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(created_at).collect();
+    for (n, filter) in filters(&times).iter().enumerate().filter(|(n, _)| n % 7 == 0) {
+        let limit = [1, 3, 7][n % 3];
+        let (older, newer) = pages_both_ways(&view, filter, limit);
+        let forward: Vec<Uuid> = older.iter().take(older.len() - 1).flatten().copied().collect();
+        let back: Vec<Uuid> = newer.iter().rev().flatten().copied().collect();
+        assert_eq!(back, forward, "{filter:?} at limit {limit}: back from the last page, every newer match once");
+    }
+    // Without a filter every page is full, so going back meets the same pages.
+    let (older, newer) = pages_both_ways(&view, &RunFilter::default(), 7);
+    let mut expected = older[..older.len() - 1].to_vec();
+    expected.reverse();
+    assert_eq!(newer, expected);
+}
+
+#[test]
+fn a_newer_cursor_is_bound_to_its_filter_and_returns_to_the_page_before() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let t1 = RunFilter { tenant_id: Some(s("t1")), ..RunFilter::default() };
+    let first = list(&view, &t1, None, 2).unwrap();
+    let second = list(&view, &t1, first.next_cursor.as_deref(), 2).unwrap();
+    let back = second.prev_cursor.clone().unwrap();
+    assert!(back.starts_with("newer-"), "{back}");
+    let again = list(&view, &t1, Some(&back), 2).unwrap();
+    assert_eq!(again.runs, first.runs, "newer from page 2 is page 1");
+    assert_eq!(again.prev_cursor, None, "and page 1 has nothing newer");
+    assert_eq!(list(&view, &t1, again.next_cursor.as_deref(), 2).unwrap().runs, second.runs);
+    let t3 = RunFilter { tenant_id: Some(s("t3")), ..RunFilter::default() };
+    for bad in ["newer-", "newer-zz", &back[..back.len() - 2]] {
+        assert!(matches!(list(&view, &t1, Some(bad), 2), Err(ListError::InvalidCursor(_))), "{bad:?}");
+    }
+    assert!(matches!(list(&view, &t3, Some(&back), 2), Err(ListError::InvalidCursor(_))), "another filter's cursor");
+    assert!(matches!(list(&view, &RunFilter::default(), Some(&back), 2), Err(ListError::InvalidCursor(_))));
+}
+
+#[test]
+fn totals_count_every_match_of_the_filter_within_the_visible_tenants() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let everything = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let times: Vec<DateTime<Utc>> = everything.iter().rev().map(created_at).collect();
+    let sets: [Option<BTreeSet<String>>; 3] = [None, Some(BTreeSet::new()), Some(BTreeSet::from([s("t1"), s("t3")]))];
+    let mut nonempty = 0;
+    for (n, filter) in filters(&times).iter().enumerate().filter(|(n, _)| n % 3 == 0) {
+        let tenants = sets[n % 3].as_ref();
+        let matching: Vec<&Run> = everything
+            .iter()
+            .filter(|r| filter.matches(r) && tenants.is_none_or(|t| t.contains(&r.tenant_id)))
+            .collect();
+        let totals = totals_in_tenants(&view, filter, tenants).unwrap();
+        assert!(totals.complete);
+        assert_eq!(totals.total, matching.len() as u64, "{filter:?} in {tenants:?}");
+        for status in RunStatus::ALL {
+            let expected = matching.iter().filter(|r| r.status == status).count() as u64;
+            assert_eq!(totals.by_status[status.as_str()], expected, "{filter:?}: {status:?}");
+        }
+        for outcome in RunOutcome::ALL {
+            let expected = matching.iter().filter(|r| r.outcome == outcome).count() as u64;
+            assert_eq!(totals.by_outcome[outcome.as_str()], expected, "{filter:?}: {outcome:?}");
+        }
+        nonempty += usize::from(totals.total > 0);
+    }
+    assert!(nonempty > 10, "{nonempty}");
+    let all = totals_in_tenants(&view, &RunFilter::default(), None).unwrap();
+    let counted = counts(&view, None).unwrap();
+    assert_eq!((all.total, all.by_outcome.clone()), (counted.total, counted.by_outcome), "the counters agree");
+}
+
+#[test]
+fn totals_past_the_bound_count_the_newest_runs_and_say_they_are_incomplete() {
+    let (_world, projector) = populated();
+    let view = view(&projector);
+    let everything = all_pages(&view, &RunFilter::default(), PAGE_SIZE_MAX);
+    let bounded = crate::monitoring::totals::totals_bounded(&view, &RunFilter::default(), None, 5).unwrap();
+    assert!(!bounded.complete);
+    assert_eq!(bounded.total, 5);
+    for outcome in RunOutcome::ALL {
+        let newest = everything[..5].iter().filter(|r| r.outcome == outcome).count() as u64;
+        assert_eq!(bounded.by_outcome[outcome.as_str()], newest, "{outcome:?}");
+    }
+    let exact =
+        crate::monitoring::totals::totals_bounded(&view, &RunFilter::default(), None, everything.len()).unwrap();
+    assert!(exact.complete, "a bound that reaches the last run counts everything");
+    assert_eq!(exact.total, everything.len() as u64);
+}

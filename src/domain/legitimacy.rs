@@ -25,6 +25,33 @@ pub enum Check {
     WriteGate,
 }
 
+impl Check {
+    /// Every check, in evaluation order.
+    pub const ALL: [Check; 7] = [
+        Check::AuthorityMode,
+        Check::WorkspaceMembership,
+        Check::TenantMembership,
+        Check::Capability,
+        Check::TenantOperability,
+        Check::ProviderConnection,
+        Check::WriteGate,
+    ];
+
+    /// The snake_case name, the same string serde writes. The words shown
+    /// to people are in the registry: [`Check::operator_word`] (`reason.rs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::AuthorityMode => "authority_mode",
+            Check::WorkspaceMembership => "workspace_membership",
+            Check::TenantMembership => "tenant_membership",
+            Check::Capability => "capability",
+            Check::TenantOperability => "tenant_operability",
+            Check::ProviderConnection => "provider_connection",
+            Check::WriteGate => "write_gate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckResult {

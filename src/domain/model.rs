@@ -189,6 +189,9 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 3] = [RunStatus::Queued, RunStatus::Running, RunStatus::Completed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",

@@ -3,11 +3,15 @@
 //! This module is the one registry of operator words for refusals: every
 //! surface (the JSON API, the HTML pages, the audit summaries, the initiator
 //! notifications) takes the message and the next step of a reason code from
-//! here, so the same refusal reads the same everywhere.
+//! here, so the same refusal reads the same everywhere. The names of the
+//! legitimacy checks those codes come from are shown in its words too
+//! ([`Check::operator_word`]).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::domain::legitimacy::Check;
 
 /// Why the legitimacy gate (or the start gate, which runs the same checks) refused.
 ///
@@ -281,6 +285,22 @@ impl StartNotice {
     }
 }
 
+impl Check {
+    /// The check's name as people read it (SPEC 4 table), never the Rust
+    /// or wire name: "write gate", not `WriteGate` or `write_gate`.
+    pub fn operator_word(self) -> &'static str {
+        match self {
+            Check::AuthorityMode => "authority mode",
+            Check::WorkspaceMembership => "workspace membership",
+            Check::TenantMembership => "tenant membership",
+            Check::Capability => "capability",
+            Check::TenantOperability => "tenant operability",
+            Check::ProviderConnection => "provider connection",
+            Check::WriteGate => "write gate",
+        }
+    }
+}
+
 impl fmt::Display for StartNotice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -438,6 +458,20 @@ mod tests {
             assert!(code.operator_message().ends_with('.'), "{code:?}");
             assert!(!code.next_step().ends_with('.'), "{code:?}");
         }
+    }
+
+    #[test]
+    fn checks_have_distinct_operator_words_and_keep_their_wire_names() {
+        let mut words = HashSet::new();
+        for check in Check::ALL {
+            let word = check.operator_word();
+            assert!(words.insert(word), "duplicate word {word:?}");
+            assert!(word.chars().all(|c| c.is_ascii_lowercase() || c == ' '), "operator words: {word:?}");
+            assert_eq!(word.replace(' ', "_"), check.as_str(), "the same name, in words");
+            assert_eq!(serde_json::to_string(&check).unwrap(), format!("\"{}\"", check.as_str()), "pinned");
+        }
+        assert_eq!(Check::WriteGate.operator_word(), "write gate");
+        assert_eq!(Check::AuthorityMode.operator_word(), "authority mode");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Monitoring pages in a real headless browser (Debian's chromium,
 //! driven through chromedriver's W3C WebDriver API): sign in as an entitled
-//! viewer, load the run list, follow "View run", check what an operator sees
-//! and keep screenshots in `target/browser/`.
+//! viewer, load the run list, submit the filter form, page "Older" and
+//! "Newer" through a filtered list, follow "View run", check what an
+//! operator sees and keep screenshots in `target/browser/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: chromium, chromium-driver);
 //! `scripts/test` installs them.
@@ -15,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opledger::domain::authority::AuthorityChange as C;
-use opledger::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, Principal};
+use opledger::domain::lifecycle::{Completion, FailureReport};
+use opledger::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, Principal, RunOutcome, WorkerOutcome};
 use opledger::domain::start_gate::StartRequest;
 use opledger::{Durability, LogOptions};
 use opledger_tools::server::{open_state, serve};
@@ -30,11 +32,17 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 request to a loopback address; returns the body.
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    http_as(port, method, path, body, None)
+}
+
+/// [`http`] with a bearer token.
+fn http_as(port: u16, method: &str, path: &str, body: Option<&Value>, token: Option<&str>) -> Value {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();
@@ -146,19 +154,37 @@ impl Driver {
         self.call("GET", "/url", None).as_str().unwrap().to_owned()
     }
 
+    /// Whether the `option` (or checkbox) `css` names is selected.
+    fn selected(&self, css: &str) -> bool {
+        let element = self.find("css selector", css);
+        self.call("GET", &format!("/element/{element}/selected"), None).as_bool().unwrap()
+    }
+
+    fn clear(&self, element: &str) {
+        self.call("POST", &format!("/element/{element}/clear"), Some(json!({})));
+    }
+
     /// Clicks `element` and waits until the page it leads to has loaded:
     /// chromedriver may answer a click before the navigation it starts (a
     /// form post and its redirect) has even begun.
     fn click_to(&self, element: &str, path: &str) {
+        self.click_until(element, &|url| url.ends_with(path));
+    }
+
+    /// Clicks `element` and waits for a loaded page whose URL is `arrived`
+    /// and differs from the one the click was made on.
+    fn click_until(&self, element: &str, arrived: &dyn Fn(&str) -> bool) {
+        let before = self.url();
         self.click(element);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let ready =
                 self.call("POST", "/execute/sync", Some(json!({"script": "return document.readyState", "args": []})));
-            if self.url().ends_with(path) && ready == "complete" {
+            let url = self.url();
+            if url != before && arrived(&url) && ready == "complete" {
                 return;
             }
-            assert!(Instant::now() < deadline, "no page at {path} after the click; at {}", self.url());
+            assert!(Instant::now() < deadline, "no page as expected after the click; at {url}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -188,9 +214,22 @@ fn s(v: &str) -> String {
     v.to_owned()
 }
 
-/// The seed scenario: u1 may view t1; a sync is queued, the capability is
-/// revoked, the worker's begin is refused: the run is blocked.
-fn seed(state: &opledger_tools::server::AppState) -> String {
+/// The failure the failed run reports.
+const FAILURE_CODE: &str = "provider_timeout";
+const FAILURE_MESSAGE: &str = "The provider did not answer within 30 seconds";
+
+/// The runs of the seed scenario.
+struct Seeded {
+    /// Queued, then blocked at begin: the capability was revoked.
+    blocked: String,
+    /// Failed with [`FAILURE_CODE`] and [`FAILURE_MESSAGE`].
+    failed: String,
+}
+
+/// The seed scenario: u1 may view t1; a sync fails, one succeeds; a sync is
+/// queued, the capability is revoked, the worker's begin is refused: the
+/// run is blocked; two more starts are blocked at the start gate.
+fn seed(state: &opledger_tools::server::AppState) -> Seeded {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let world = vec![
@@ -215,8 +254,9 @@ fn seed(state: &opledger_tools::server::AppState) -> String {
                 max_attempts: 3,
             }),
         ];
-        state.ledger().record_authority(Principal::actor("u-admin"), world).await.unwrap();
-        let request = StartRequest {
+        let ledger = state.ledger();
+        ledger.record_authority(Principal::actor("u-admin"), world).await.unwrap();
+        let request = || StartRequest {
             operation_type: s("inventory_sync"),
             tenant_id: s("t1"),
             initiator: Principal::actor("u1"),
@@ -224,19 +264,52 @@ fn seed(state: &opledger_tools::server::AppState) -> String {
             context: json!({}),
             dedupe_key: None,
         };
-        let run = state.ledger().start(request).await.unwrap().run().id;
+        let complete = |outcome, failure| Completion { outcome, summary_counts: None, failure, retryable: None };
+        let failed = ledger.start(request()).await.unwrap().run().id;
+        ledger.begin(failed).await.unwrap();
+        let failure = FailureReport { code: Some(s(FAILURE_CODE)), message: s(FAILURE_MESSAGE) };
+        ledger.complete(failed, complete(WorkerOutcome::Failed, Some(failure))).await.unwrap();
+        let succeeded = ledger.start(request()).await.unwrap().run().id;
+        ledger.begin(succeeded).await.unwrap();
+        ledger.complete(succeeded, complete(WorkerOutcome::Succeeded, None)).await.unwrap();
+        let run = ledger.start(request()).await.unwrap().run().id;
         let revoke = C::CapabilityRevoked { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync") };
-        state.ledger().record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
-        state.ledger().begin(run).await.unwrap();
-        run.to_string()
+        ledger.record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
+        ledger.begin(run).await.unwrap();
+        for _ in 0..2 {
+            let answer = ledger.start(request()).await.unwrap();
+            assert_eq!(answer.run().outcome, RunOutcome::Blocked, "blocked at the start gate");
+        }
+        Seeded { blocked: run.to_string(), failed: failed.to_string() }
     })
+}
+
+/// Every `data-run` row of a list page, in page order, with its outcome.
+fn rows(source: &str) -> Vec<(String, String)> {
+    source
+        .split("<tr data-run=\"")
+        .skip(1)
+        .map(|row| {
+            let id = row.split('"').next().unwrap().to_owned();
+            let outcome = row.split("data-outcome=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            (id, outcome)
+        })
+        .collect()
+}
+
+/// The count a list page's chart shows for `outcome`, and its total.
+fn chart_numbers(source: &str, outcome: &str) -> (u64, u64) {
+    let count = source.split(&format!("<g data-outcome=\"{outcome}\" data-count=\"")).nth(1).unwrap();
+    let total = source.split("data-total=\"").nth(1).unwrap();
+    let number = |text: &str| text.split('"').next().unwrap().parse::<u64>().unwrap();
+    (number(count), number(total))
 }
 
 #[test]
 fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     let dir = tempfile::tempdir().unwrap();
     let state = open_state(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
-    let run_id = seed(&state);
+    let seeded = seed(&state);
     let (token, _) = state.tokens.create(Grant::Actor { actor_id: s("u1") }).unwrap();
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -259,12 +332,73 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     driver.click_to(&driver.find("css selector", "button[type=submit]"), "/admin/operations");
     let list = driver.source();
     assert!(list.contains("Operations") && list.contains("inventory_sync"), "the run is listed");
-    assert!(list.contains(r#"data-outcome="blocked""#), "its outcome badge says blocked");
-    assert!(!list.contains(r#"data-outcome="failed""#), "blocked is never shown as failed");
-    assert!(list.contains("Outcomes over time"), "the chart is there");
+    let outcomes: Vec<(String, String)> = rows(&list);
+    assert!(outcomes.contains(&(seeded.blocked.clone(), s("blocked"))), "its outcome badge says blocked: {outcomes:?}");
+    assert!(outcomes.contains(&(seeded.failed.clone(), s("failed"))), "{outcomes:?}");
+    assert!(list.contains("Operations by outcome"), "the chart is there");
+    assert_eq!(chart_numbers(&list, "blocked"), (3, 5), "blocked is never counted as failed");
+    assert_eq!(chart_numbers(&list, "failed"), (1, 5));
+    // What the browser built, not just what was sent: every label and
+    // number of the chart is a text of its bar's group (an unclosed SVG
+    // element would swallow them, and they would not be drawn).
+    let script = "return Array.from(document.querySelectorAll('figure.chart svg text'))\
+                  .map(t => t.parentNode.tagName + ':' + t.textContent)";
+    let labels = driver.call("POST", "/execute/sync", Some(json!({"script": script, "args": []})));
+    let labels: Vec<&str> = labels.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    for label in ["g:succeeded", "g:partially succeeded", "g:failed", "g:blocked", "g:pending", "g:3", "g:1", "g:0"] {
+        assert!(labels.contains(&label), "{label} in {labels:?}");
+    }
+    assert!(labels.iter().all(|label| label.starts_with("g:")), "{labels:?}");
     driver.screenshot("monitoring-list.png");
 
-    driver.click_to(&driver.find("link text", "View run"), &format!("/admin/operations/{run_id}"));
+    // The filter form as a person uses it: pick an outcome, leave the other
+    // fields empty, press the button. The browser sends the empty fields.
+    driver.click(&driver.find("css selector", "select[name=outcome] option[value=blocked]"));
+    let submit = || driver.find("css selector", "form.filters button[type=submit]");
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&limit="));
+    let filtered = driver.source();
+    assert!(filtered.contains("<h1>Operations</h1>"), "a 200 page, not an error: {filtered}");
+    let blocked = rows(&filtered);
+    assert_eq!(blocked.len(), 3, "{blocked:?}");
+    assert!(blocked.iter().all(|(_, outcome)| outcome == "blocked"), "{blocked:?}");
+    let summary = http_as(port, "GET", "/v1/runs/summary?outcome=blocked", None, Some(&token));
+    assert_eq!(summary["by_outcome"]["blocked"], 3, "{summary}");
+    assert_eq!(chart_numbers(&filtered, "blocked"), (3, summary["total"].as_u64().unwrap()));
+
+    // A small page: the filter is kept going older and newer.
+    driver.type_into(&driver.find("css selector", "input[name=limit]"), "2");
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&limit=2"));
+    let first = driver.source();
+    let first_rows = rows(&first);
+    assert_eq!(first_rows, blocked[..2], "the two newest blocked runs");
+    assert!(!first.contains("Newer operations"), "nothing is newer than the first page");
+    let kept = |url: &str| url.contains("outcome=blocked") && url.contains("limit=2") && url.contains("cursor=");
+    driver.click_until(&driver.find("link text", "Older operations"), &kept);
+    let second = driver.source();
+    assert!(second.contains("<h1>Operations</h1>"), "page 2 is a page, not an invalid cursor: {second}");
+    assert_eq!(rows(&second), blocked[2..], "page 2 of the same filter");
+    assert!(driver.selected("select[name=outcome] option[value=blocked]"), "the form still shows the filter");
+    assert_eq!(chart_numbers(&second, "blocked"), (3, 3), "the chart counts the whole filter on every page");
+    driver.screenshot("monitoring-list-page-2.png");
+    driver.click_until(&driver.find("link text", "Newer operations"), &kept);
+    let back = driver.source();
+    assert_eq!(rows(&back), first_rows, "back on page 1");
+    assert!(!back.contains("Newer operations"));
+
+    // A failed run's page shows its failure.
+    driver.click(&driver.find("css selector", "select[name=outcome] option[value=failed]"));
+    driver.clear(&driver.find("css selector", "input[name=limit]"));
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=failed&status=&limit="));
+    assert_eq!(rows(&driver.source()), [(seeded.failed.clone(), s("failed"))]);
+    driver.click_to(&driver.find("link text", "View run"), &format!("/admin/operations/{}", seeded.failed));
+    let failed = driver.source();
+    assert!(failed.contains(FAILURE_CODE) && failed.contains(FAILURE_MESSAGE), "the failure is shown: {failed}");
+    assert!(failed.contains("<td>write gate</td>") && !failed.contains("WriteGate"), "checks in operator words");
+    driver.screenshot("monitoring-failed-run.png");
+
+    driver.go(&format!("{base}/admin/operations"));
+    let view_blocked = format!("tr[data-run=\"{}\"] a", seeded.blocked);
+    driver.click_to(&driver.find("css selector", &view_blocked), &format!("/admin/operations/{}", seeded.blocked));
     let detail = driver.source();
     assert!(detail.contains("capability_missing"), "the reason code is shown");
     assert!(detail.contains("Ask a tenant owner to grant the capability"), "the next step is shown");

@@ -194,6 +194,8 @@ fn reads_on_a_data_directory() {
     let second =
         ok_json(&["runs", "list", "--data", dir, "--tenant", "t1", "--limit", "1", "--cursor", cursor, "--json"]);
     assert_eq!(run_ids(&second), [fixture.succeeded.to_string()]);
+    let summary = ok_json(&["runs", "list", "--data", dir, "--summary", "--json"]);
+    assert_eq!((summary["total"].as_u64(), summary["by_outcome"]["blocked"].as_u64()), (Some(3), Some(1)), "{summary}");
     let text = ok(&["runs", "list", "--data", dir, "--initiator", "u1"]);
     assert!(text.starts_with("RUN ") && text.contains("failed") && text.ends_with("2 runs\n"), "{text}");
     let bad = opledger(&["runs", "list", "--data", dir, "--status", "sleeping"]);
@@ -380,6 +382,8 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
     let reads: Vec<Vec<&str>> = vec![
         vec!["runs", "list", "--json"],
         vec!["runs", "list", "--tenant", "t1", "--outcome", "blocked", "--json"],
+        vec!["runs", "list", "--summary", "--json"],
+        vec!["runs", "list", "--tenant", "t1", "--status", "completed", "--summary"],
         vec!["runs", "show", &failed, "--json"],
         vec!["runs", "show", &failed],
         vec!["audit", "--as-of", "5", "--json"],

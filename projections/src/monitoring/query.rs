@@ -59,7 +59,7 @@ pub fn parse_initiator(text: &str) -> Principal {
 
 impl RunFilter {
     /// The most selective index the filter names, and the value to scan.
-    fn scan_target(&self) -> (Index, String) {
+    pub(super) fn scan_target(&self) -> (Index, String) {
         let value = |index: Index| match index {
             Index::Tenant => self.tenant_id.clone(),
             Index::Workspace => self.workspace_id.clone(),
@@ -99,9 +99,14 @@ impl RunFilter {
 pub struct RunPage {
     #[serde(rename = "runs")]
     pub runs: Vec<Run>,
-    /// Present when the list may go on: pass it back to get the next page.
+    /// Present when the list may go on with older runs: pass it back as
+    /// `cursor` to get the next page.
     #[serde(rename = "next_cursor")]
     pub next_cursor: Option<String>,
+    /// Present when newer runs may precede this page (a page reached with
+    /// a cursor): pass it back as `cursor` to get the page before.
+    #[serde(rename = "prev_cursor", default)]
+    pub prev_cursor: Option<String>,
 }
 
 /// Runs by outcome (all five outcomes, `pending` being the live runs), blocked
@@ -231,7 +236,10 @@ pub fn list(view: &View, filter: &RunFilter, cursor: Option<&str>, limit: usize)
 /// [`list`] restricted to the runs of `tenants` (when given): the tenants
 /// an actor may see (SPEC 6). Checked inside the scan, so pages fill up to
 /// `limit` instead of being thinned after the fact; a cursor stays valid
-/// only with the same filter.
+/// only with the same filter (another filter's cursor is refused).
+///
+/// A `next_cursor` goes on to older runs, a `prev_cursor` back to newer
+/// ones; either is passed back as `cursor`.
 pub fn list_in_tenants(
     view: &View,
     filter: &RunFilter,
@@ -242,36 +250,86 @@ pub fn list_in_tenants(
     let limit = limit.clamp(1, PAGE_SIZE_MAX);
     let (index, value) = filter.scan_target();
     let prefix = keys::index_prefix(index, &value);
-    let after = cursor.map(|text| parse_cursor(text, &prefix)).transpose()?;
+    let cursor = cursor.map(|text| Cursor::parse(text, &prefix)).transpose()?;
     let Some((low, high)) = position_range(view, filter)? else { return Ok(RunPage::default()) };
-    let lower = keys::index(index, &value, low);
-    let high = keys::index(index, &value, high);
-    let upper = match after {
-        Some(after) if after <= high => Bound::Excluded(after),
-        _ => Bound::Included(high),
-    };
+    let key_at = |position: u64| keys::index(index, &value, position);
+    let (lowest, highest) = (key_at(low), key_at(high));
     let wanted = |run: &Run| filter.matches(run) && tenants.is_none_or(|t| t.contains(&run.tenant_id));
-    Ok(scan(view, &wanted, lower, upper, limit)?)
+    let page = match cursor {
+        None => {
+            let scanned = scan(view, &wanted, (Bound::Included(lowest), Bound::Included(highest)), false, limit)?;
+            RunPage { runs: scanned.runs, next_cursor: scanned.more.map(Cursor::older), prev_cursor: None }
+        }
+        Some(Cursor::Older(before)) => {
+            let upper = if before <= highest { Bound::Excluded(before.clone()) } else { Bound::Included(highest) };
+            let scanned = scan(view, &wanted, (Bound::Included(lowest), upper), false, limit)?;
+            // Runs at or above `before` are newer than this page.
+            let back = key_at(keys::position_of(&before).unwrap_or(0).saturating_sub(1));
+            RunPage {
+                runs: scanned.runs,
+                next_cursor: scanned.more.map(Cursor::older),
+                prev_cursor: Some(Cursor::newer(back)),
+            }
+        }
+        Some(Cursor::Newer(after)) => {
+            let lower = if after >= lowest { Bound::Excluded(after.clone()) } else { Bound::Included(lowest) };
+            let mut scanned = scan(view, &wanted, (lower, Bound::Included(highest)), true, limit)?;
+            scanned.runs.reverse();
+            // Runs at or below `after` are older than this page.
+            let on = key_at(keys::position_of(&after).unwrap_or(u64::MAX).saturating_add(1));
+            RunPage {
+                runs: scanned.runs,
+                next_cursor: Some(Cursor::older(on)),
+                prev_cursor: scanned.more.map(Cursor::newer),
+            }
+        }
+    };
+    Ok(page)
 }
 
-/// A cursor is the hex of the last index key a page examined; it must
-/// belong to the index this filter scans.
-fn parse_cursor(text: &str, prefix: &[u8]) -> Result<Vec<u8>, ListError> {
-    let invalid = |why: &str| Err(ListError::InvalidCursor(why.to_owned()));
-    if text.len() > CURSOR_CHARS_MAX {
-        return invalid("too long");
+/// Where a page starts: below an index key (older runs; a `next_cursor`)
+/// or above one (newer runs; a `prev_cursor`).
+enum Cursor {
+    Older(Vec<u8>),
+    Newer(Vec<u8>),
+}
+
+/// What starts the text of a cursor to newer runs; a cursor to older runs
+/// is the bare hex (the form `next_cursor` always had).
+const NEWER_CURSOR_PREFIX: &str = "newer-";
+
+impl Cursor {
+    fn older(key: Vec<u8>) -> String {
+        keys::to_hex(&key)
     }
-    let Some(key) = keys::from_hex(text) else { return invalid("not hex") };
-    if !key.starts_with(prefix) || key.len() != prefix.len() + 8 {
-        return invalid("not a cursor of this filter");
+
+    fn newer(key: Vec<u8>) -> String {
+        format!("{NEWER_CURSOR_PREFIX}{}", keys::to_hex(&key))
     }
-    Ok(key)
+
+    /// A cursor is the hex of an index key a page examined (after the
+    /// direction's prefix); it must belong to the index this filter scans.
+    fn parse(text: &str, prefix: &[u8]) -> Result<Cursor, ListError> {
+        let invalid = |why: &str| Err(ListError::InvalidCursor(why.to_owned()));
+        if text.len() > CURSOR_CHARS_MAX {
+            return invalid("too long");
+        }
+        let (newer, hex) = match text.strip_prefix(NEWER_CURSOR_PREFIX) {
+            Some(hex) => (true, hex),
+            None => (false, text),
+        };
+        let Some(key) = keys::from_hex(hex) else { return invalid("not hex") };
+        if !key.starts_with(prefix) || key.len() != prefix.len() + 8 {
+            return invalid("not a cursor of this filter: a cursor is only valid with the filter it was listed with");
+        }
+        Ok(if newer { Cursor::Newer(key) } else { Cursor::Older(key) })
+    }
 }
 
 /// The first positions of the runs created within the filter's time range,
 /// as an inclusive range, or `None` when no run was. Positions and
 /// `recorded_at` grow together, so a time range is a position range.
-fn position_range(view: &View, filter: &RunFilter) -> Result<Option<(u64, u64)>, ProjectionError> {
+pub(super) fn position_range(view: &View, filter: &RunFilter) -> Result<Option<(u64, u64)>, ProjectionError> {
     let low = match filter.from {
         None => 0,
         Some(from) => {
@@ -316,63 +374,72 @@ fn time_position(
     keys::position_of(key).map(Some).ok_or_else(|| corrupt(key, "a time key ends with a position"))
 }
 
-/// Walks the index downwards from `upper` to `lower`, keeping the runs that
-/// match, until the page is full (then peeks once so that a cursor is only
-/// handed out when something follows) or the examination budget is spent.
+/// What one walk of an index found: the matching runs in walk order, and
+/// the last key examined when the walk may go on past it.
+struct Scanned {
+    runs: Vec<Run>,
+    more: Option<Vec<u8>>,
+}
+
+/// Walks the index over `range` (downwards, or upwards when `ascending`),
+/// keeping the runs that match, until the page is full (then peeks once so
+/// that a cursor is only handed out when something follows) or the
+/// examination budget is spent.
 fn scan(
     view: &View,
     wanted: &dyn Fn(&Run) -> bool,
-    lower: Vec<u8>,
-    mut upper: Bound<Vec<u8>>,
+    range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ascending: bool,
     limit: usize,
-) -> Result<RunPage, ProjectionError> {
+) -> Result<Scanned, ProjectionError> {
+    let (mut lower, mut upper) = range;
     let budget = limit.saturating_mul(EXAMINED_PER_RUN_MAX);
     let (mut runs, mut examined, mut last) = (Vec::new(), 0usize, None::<Vec<u8>>);
     loop {
         let full = runs.len() == limit;
         if !full && examined >= budget {
-            return Ok(page(runs, last));
+            return Ok(Scanned { runs, more: last });
         }
         let want = if full { 1 } else { (limit - runs.len()).max(SCAN_CHUNK_MIN).min(budget - examined) };
         let chunk = match is_empty_range(&lower, &upper) {
             true => Vec::new(),
-            false => view.range(Bound::Included(lower.clone()), upper.clone(), true, want)?,
+            false => view.range(lower.clone(), upper.clone(), !ascending, want)?,
         };
         if chunk.is_empty() {
-            return Ok(page(runs, None));
+            return Ok(Scanned { runs, more: None });
         }
         for (key, value) in chunk {
             if runs.len() == limit {
-                return Ok(page(runs, last));
+                return Ok(Scanned { runs, more: last });
             }
             examined += 1;
             let run = indexed_run(view, &key, &value)?;
             if wanted(&run) {
                 runs.push(run);
             }
-            upper = Bound::Excluded(key.clone());
+            match ascending {
+                true => lower = Bound::Excluded(key.clone()),
+                false => upper = Bound::Excluded(key.clone()),
+            }
             last = Some(key);
         }
     }
 }
 
-fn is_empty_range(lower: &[u8], upper: &Bound<Vec<u8>>) -> bool {
-    match upper {
-        Bound::Included(upper) => upper.as_slice() < lower,
-        Bound::Excluded(upper) => upper.as_slice() <= lower,
-        Bound::Unbounded => false,
+pub(super) fn is_empty_range(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(lower), Bound::Included(upper)) => upper < lower,
+        (Bound::Included(lower) | Bound::Excluded(lower), Bound::Excluded(upper))
+        | (Bound::Excluded(lower), Bound::Included(upper)) => upper <= lower,
+        (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
     }
-}
-
-fn page(runs: Vec<Run>, last: Option<Vec<u8>>) -> RunPage {
-    RunPage { runs, next_cursor: last.map(|key| keys::to_hex(&key)) }
 }
 
 /// The run an index entry points at: the entry itself when the scan is
 /// over the records (the `all` index) or a covering index (tenant), else
 /// the record at the position the key ends with. An entry without its
 /// record means the view is corrupt.
-fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
+pub(super) fn indexed_run(view: &View, key: &[u8], value: &[u8]) -> Result<Run, ProjectionError> {
     if keys::holds_record(key) {
         return Ok(decode_record(key, value)?.run);
     }

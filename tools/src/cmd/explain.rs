@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use opledger::domain::legitimacy::Check;
 use opledger_projections::explain::explain;
 use serde_json::Value;
 use uuid::Uuid;
@@ -51,9 +52,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A check's serialized name in words: `write_gate` → `write gate`.
+/// A check's operator words from the one registry (`write gate`, not
+/// `write_gate` or `WriteGate`); an unknown name is shown as sent.
 fn check_words(check: &Value) -> String {
-    text(check).replace('_', " ")
+    match serde_json::from_value::<Check>(check.clone()) {
+        Ok(check) => check.operator_word().to_owned(),
+        Err(_) => text(check),
+    }
 }
 
 /// The explanation (as the API serializes it) in words.
@@ -90,4 +95,46 @@ pub fn explanation_text(explanation: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::DateTime;
+    use opledger::domain::legitimacy::{CheckResult, DecisionOutcome};
+    use opledger::domain::reason::ReasonCode;
+    use opledger_projections::explain::{ExplainedCheck, ExplainedDecision, Explanation};
+
+    use super::*;
+
+    #[test]
+    fn checks_are_named_in_operator_words() {
+        let check = |check, passed| ExplainedCheck {
+            check: CheckResult {
+                check,
+                passed,
+                fact: "a fact".to_owned(),
+                source_position: None,
+                reason_code: (!passed).then_some(ReasonCode::WriteGateClosed),
+            },
+            source: None,
+        };
+        let decision = ExplainedDecision {
+            position: 7,
+            recorded_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            gate: "legitimacy",
+            attempt: 1,
+            outcome: DecisionOutcome::Denied,
+            reason_code: Some(ReasonCode::WriteGateClosed),
+            operator_message: None,
+            next_step: None,
+            authority_position: 6,
+            checks: vec![check(Check::AuthorityMode, true), check(Check::WriteGate, false)],
+        };
+        let explanation = Explanation { run_id: Uuid::nil(), decisions: vec![decision] };
+        let text = explanation_text(&serde_json::to_value(explanation).unwrap());
+        assert!(text.contains("ok   authority mode: a fact") && text.contains("FAIL write gate: a fact"), "{text}");
+        assert!(!text.contains("WriteGate") && !text.contains("AuthorityMode"), "{text}");
+    }
 }

@@ -54,10 +54,14 @@ pub struct ListArgs {
     /// Runs per page (default 50, at most 200).
     #[arg(long)]
     limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` (older runs) or `prev_cursor` (newer runs) of a page.
     #[arg(long)]
     cursor: Option<String>,
-    /// Print the API's JSON (`{"runs": [...], "next_cursor": ...}`).
+    /// Instead of a page, the counts of every run of the filters by status
+    /// and by outcome (`GET /v1/runs/summary`).
+    #[arg(long, conflicts_with_all = ["limit", "cursor"])]
+    summary: bool,
+    /// Print the API's JSON (`{"runs": [...], "next_cursor": ...}`, or the summary).
     #[arg(long)]
     json: bool,
 }
@@ -123,6 +127,9 @@ impl ListArgs {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    if args.summary {
+        return summary(args);
+    }
     let page: Value = match args.source.target()? {
         Target::Remote(remote) => remote.get("/v1/runs", &args.params())?,
         Target::Local(data) => {
@@ -139,6 +146,42 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         false => print_text(&list_text(&page))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `runs list --summary`: the counts of the whole filter.
+fn summary(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let totals: Value = match args.source.target()? {
+        Target::Remote(remote) => remote.get("/v1/runs/summary", &args.params())?,
+        Target::Local(data) => {
+            let filter = args.query().filter().map_err(|error| anyhow!(error.message))?;
+            let (_log, projector) = data.open_projected(Hint::Query)?;
+            let view = projector.view(monitoring::NAME)?;
+            serde_json::to_value(monitoring::totals_in_tenants(&view, &filter, None)?)?
+        }
+    };
+    match args.json {
+        true => print_json(&totals)?,
+        false => print_text(&summary_text(&totals))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The counts as three lines: the total, by status, by outcome.
+pub fn summary_text(totals: &Value) -> String {
+    let counts = |key: &str| {
+        let counts = totals.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
+        counts.iter().map(|(name, n)| format!("{} {}", name.replace('_', " "), text(n))).collect::<Vec<_>>().join(", ")
+    };
+    let incomplete = match totals.get("complete").and_then(Value::as_bool) {
+        Some(false) => format!(" (the newest {} runs only)", monitoring::TOTALS_RUNS_EXAMINED_MAX),
+        _ => String::new(),
+    };
+    format!(
+        "{} runs{incomplete}\nby status: {}\nby outcome: {}\n",
+        field(totals, "total"),
+        counts("by_status"),
+        counts("by_outcome")
+    )
 }
 
 /// The run list as a table, and how to get the next page.
@@ -169,10 +212,14 @@ pub fn list_text(page: &Value) -> String {
         1 => "1 run".to_owned(),
         n => format!("{n} runs"),
     };
-    match page.get("next_cursor").and_then(Value::as_str) {
-        Some(cursor) => out.push_str(&format!("{count}; next page: --cursor {cursor}\n")),
-        None => out.push_str(&format!("{count}\n")),
+    out.push_str(&count);
+    if let Some(cursor) = page.get("prev_cursor").and_then(Value::as_str) {
+        out.push_str(&format!("; newer: --cursor {cursor}"));
     }
+    if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
+        out.push_str(&format!("; next page: --cursor {cursor}"));
+    }
+    out.push('\n');
     out
 }
 
@@ -326,6 +373,7 @@ mod tests {
             to: None,
             limit: None,
             cursor: None,
+            summary: false,
             json: false,
         };
         assert!(args.query().filter().is_err());
@@ -343,6 +391,25 @@ mod tests {
         );
         assert!(text.ends_with("1 run; next page: --cursor ab\n"), "{text}");
         assert_eq!(list_text(&json!({"runs": [], "next_cursor": null})), "no runs\n");
+        let mut middle = page.clone();
+        middle["prev_cursor"] = json!("newer-cd");
+        assert!(list_text(&middle).ends_with("1 run; newer: --cursor newer-cd; next page: --cursor ab\n"));
+    }
+
+    #[test]
+    fn the_summary_reads_as_the_total_then_the_counts() {
+        let totals = json!({"total": 4, "by_status": {"completed": 3, "queued": 1, "running": 0},
+            "by_outcome": {"blocked": 2, "failed": 1, "partially_succeeded": 0, "pending": 1, "succeeded": 0},
+            "complete": true});
+        assert_eq!(
+            summary_text(&totals),
+            "4 runs\nby status: completed 3, queued 1, running 0\n\
+             by outcome: blocked 2, failed 1, partially succeeded 0, pending 1, succeeded 0\n"
+        );
+        let partial = json!({"total": 10000, "by_status": {}, "by_outcome": {}, "complete": false});
+        assert!(summary_text(&partial).starts_with("10000 runs (the newest 10000 runs only)\n"));
+        let refused = Cli::try_parse_from(["runs", "list", "--summary", "--limit", "5"]);
+        assert!(refused.is_err(), "a summary has no pages");
     }
 
     #[test]

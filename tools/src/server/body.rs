@@ -100,16 +100,29 @@ pub fn run_id(text: &str) -> Result<uuid::Uuid, ApiError> {
 }
 
 /// Query parameters of type `T`; a bad query string is a 400 in the error shape.
+///
+/// An empty field (`status=`, as a browser's form sends for a field left
+/// blank) is the same as an absent one: it means "no filter", "default".
+/// Decided here, once, for every route.
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(QueryParams(value)),
-            Err(rejection) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())),
-        }
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, ApiError> {
+        let invalid = |error: serde_urlencoded::de::Error| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("Failed to deserialize query string: {error}"),
+            )
+        };
+        let query = parts.uri.query().unwrap_or_default();
+        let mut fields: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(invalid)?;
+        fields.retain(|(_, value)| !value.is_empty());
+        let kept = serde_urlencoded::to_string(&fields)
+            .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string()))?;
+        serde_urlencoded::from_str(&kept).map(QueryParams).map_err(invalid)
     }
 }
 

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/explain", get(integrity::explain))
         .route("/v1/runs", post(writes::start).get(reads::list_runs))
         .route("/v1/runs/batch", post(writes::start_batch))
+        .route("/v1/runs/summary", get(reads::run_summary))
         .route("/v1/runs/{id}", get(reads::get_run))
         .route("/v1/runs/{id}/begin", post(writes::begin))
         .route("/v1/runs/{id}/progress", post(writes::progress))

@@ -3,20 +3,19 @@
 //! API. A browser cannot send a bearer header: it signs in at
 //! `/admin/login` (`login.rs`) and sends a session cookie (`session.rs`).
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use maud::{html, Markup, DOCTYPE};
-use opledger::domain::model::RunOutcome;
-use opledger::domain::run::Run;
+use opledger::domain::model::{RunOutcome, RunStatus};
+use opledger::domain::sanitize::SummaryCounts;
+use opledger_projections::monitoring::{self, RunTotals};
 
 use crate::server::auth::{Caller, PageViewer};
 use crate::server::body::{PathParam, QueryParams};
 use crate::server::error::ApiError;
-use crate::server::reads::{list_runs_for, run_for, RunDetail, RunDetailQuery, RunQuery};
+use crate::server::reads::{list_runs_for, run_for, run_totals_for, RunDetail, RunDetailQuery, RunQuery};
 use crate::server::state::AppState;
 
 /// An error shown as a page, with the API's status code.
@@ -86,7 +85,10 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .succeeded{background:#d1fae5;color:#065f46}.partially_succeeded{background:#fef3c7;color:#92400e}
 .failed{background:#fee2e2;color:#991b1b}.blocked{background:#e0e7ff;color:#3730a3;border:1px dashed #3730a3}
 .pending{background:#f3f4f6;color:#374151}.fail{color:#991b1b}.pass{color:#065f46}
-form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}.error{color:#991b1b}
+form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}form.filters input[name=limit]{width:6rem}.error{color:#991b1b}
+figure.chart{margin:0 0 1rem}figcaption{color:#52606d}nav.pages{display:flex;gap:1.5rem;margin-top:1rem}
+table.summary-counts{width:auto}table.summary-counts th,table.summary-counts td{padding:.1rem .6rem .1rem 0;border:0}
+section.failure{border-left:4px solid #ef4444;padding-left:1rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.25rem 1rem}dt{font-weight:600}";
 
 /// `GET /admin/style.css`: the pages' one stylesheet (no token: it is the
@@ -109,12 +111,13 @@ pub async fn list(
     QueryParams(query): QueryParams<RunQuery>,
 ) -> Result<Response, PageError> {
     let page = list_runs_for(&state, &caller.viewer(), &query).await?;
+    let totals = run_totals_for(&state, &caller.viewer(), &query).await?;
     let body = layout(
         "Operations",
         html! {
             h1 { "Operations" }
             (filters(&query))
-            (chart(&page.runs))
+            (chart(&totals))
             table {
                 thead { tr { th { "Operation" } th { "Tenant" } th { "Initiator" } th { "Status" } th { "Outcome" } th { "Reason" } th { "Queued" } th {} } }
                 tbody {
@@ -133,12 +136,40 @@ pub async fn list(
                 }
             }
             @if page.runs.is_empty() { p { "No operations match." } }
-            @if let Some(cursor) = &page.next_cursor {
-                p { a href={ "/admin/operations?cursor=" (cursor) } { "Older operations" } }
+            nav class="pages" {
+                @if let Some(cursor) = &page.prev_cursor {
+                    a rel="prev" href=(list_href(&query, cursor)) { "Newer operations" }
+                }
+                @if let Some(cursor) = &page.next_cursor {
+                    a rel="next" href=(list_href(&query, cursor)) { "Older operations" }
+                }
             }
         },
     );
     Ok(body.into_response())
+}
+
+/// The list page at `cursor` under the same filters and page size as
+/// `query`: paging never drops the filter (whose cursors it needs).
+fn list_href(query: &RunQuery, cursor: &str) -> String {
+    let time = |at: &Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    let fields = [
+        ("workspace_id", query.workspace_id.clone()),
+        ("tenant_id", query.tenant_id.clone()),
+        ("status", query.status.clone()),
+        ("outcome", query.outcome.clone()),
+        ("operation_type", query.operation_type.clone()),
+        ("initiator", query.initiator.clone()),
+        ("from", time(&query.from)),
+        ("to", time(&query.to)),
+        ("limit", query.limit.map(|limit| limit.to_string())),
+        ("cursor", Some(cursor.to_owned())),
+    ];
+    let set: Vec<(&str, String)> = fields.into_iter().filter_map(|(name, value)| Some((name, value?))).collect();
+    // Encoding pairs of strings cannot fail; an empty query would only
+    // lose the filter, never show another tenant's runs.
+    let encoded = serde_urlencoded::to_string(&set).unwrap_or_default();
+    format!("/admin/operations?{encoded}")
 }
 
 fn filters(query: &RunQuery) -> Markup {
@@ -151,60 +182,69 @@ fn filters(query: &RunQuery) -> Markup {
             input name="initiator" placeholder="initiator (actor or system)" value=(value(&query.initiator));
             select name="outcome" {
                 option value="" { "any outcome" }
-                @for outcome in ["pending", "succeeded", "partially_succeeded", "failed", "blocked"] {
-                    option value=(outcome) selected[query.outcome.as_deref() == Some(outcome)] { (outcome.replace('_', " ")) }
+                @for outcome in RunOutcome::ALL {
+                    option value=(outcome.as_str()) selected[query.outcome.as_deref() == Some(outcome.as_str())] { (outcome.operator_word()) }
                 }
             }
             select name="status" {
                 option value="" { "any status" }
-                @for status in ["queued", "running", "completed"] {
-                    option value=(status) selected[query.status.as_deref() == Some(status)] { (status) }
+                @for status in RunStatus::ALL {
+                    option value=(status.as_str()) selected[query.status.as_deref() == Some(status.as_str())] { (status.as_str()) }
                 }
             }
+            input name="limit" type="number" min="1" max=(monitoring::PAGE_SIZE_MAX) placeholder="per page"
+                value=(query.limit.map(|limit| limit.to_string()).unwrap_or_default());
             button type="submit" { "Filter" }
         }
     }
 }
 
-/// Outcomes per hour of the runs on this page, as stacked bars.
-fn chart(runs: &[Run]) -> Markup {
-    const OUTCOMES: [RunOutcome; 5] = [
-        RunOutcome::Succeeded,
-        RunOutcome::PartiallySucceeded,
-        RunOutcome::Failed,
-        RunOutcome::Blocked,
-        RunOutcome::Pending,
-    ];
-    const COLORS: [&str; 5] = ["#10b981", "#f59e0b", "#ef4444", "#6366f1", "#9ca3af"];
-    const HEIGHT: u32 = 120;
-    const BAR: u32 = 24;
-    let mut hours: BTreeMap<String, [u32; 5]> = BTreeMap::new();
-    for run in runs {
-        let Some(at) = run.queued_at.or(run.completed_at) else { continue };
-        let slot = OUTCOMES.iter().position(|o| *o == run.outcome).unwrap_or(4);
-        hours.entry(at.format("%m-%d %H:00").to_string()).or_default()[slot] += 1;
-    }
-    let tallest = hours.values().map(|counts| counts.iter().sum::<u32>()).max().unwrap_or(1).max(1);
-    let mut bars = Vec::new();
-    let mut labels = Vec::new();
-    for (index, (hour, counts)) in hours.iter().enumerate() {
-        let x = 4 + index as u32 * (BAR + 8);
-        let mut top = HEIGHT;
-        for (slot, count) in counts.iter().enumerate().filter(|(_, count)| **count > 0) {
-            let height = count * HEIGHT / tallest;
-            top -= height;
-            bars.push((x, top, height, COLORS[slot], format!("{}: {count}", OUTCOMES[slot].operator_word())));
-        }
-        labels.push((x, hour.clone()));
-    }
+/// The outcomes in the order the chart shows them, with their colours.
+const CHART_OUTCOMES: [(RunOutcome, &str); 5] = [
+    (RunOutcome::Succeeded, "#10b981"),
+    (RunOutcome::PartiallySucceeded, "#f59e0b"),
+    (RunOutcome::Failed, "#ef4444"),
+    (RunOutcome::Blocked, "#6366f1"),
+    (RunOutcome::Pending, "#9ca3af"),
+];
+/// Width of the longest bar of the chart, in pixels.
+const CHART_BAR_WIDTH_MAX: u64 = 300;
+/// Height of one bar's row of the chart, in pixels.
+const CHART_ROW_HEIGHT: u64 = 24;
+
+/// Every run of the filter (not just this page) by outcome: one labelled
+/// bar per outcome with its number, then the totals.
+fn chart(totals: &RunTotals) -> Markup {
+    let count = |outcome: RunOutcome| totals.by_outcome.get(outcome.as_str()).copied().unwrap_or(0);
+    let largest = CHART_OUTCOMES.iter().map(|(outcome, _)| count(*outcome)).max().unwrap_or(0).max(1);
+    let height = CHART_ROW_HEIGHT * CHART_OUTCOMES.len() as u64;
+    let status = |status: RunStatus| totals.by_status.get(status.as_str()).copied().unwrap_or(0);
     html! {
-        svg class="chart" role="img" aria-label="Outcomes over time" width="480" height=(HEIGHT + 20) {
-            title { "Outcomes over time" }
-            @for (x, y, height, color, label) in &bars {
-                rect x=(x) y=(y) width=(BAR) height=(height) fill=(color) { title { (label) } }
+        figure class="chart" {
+            svg role="img" aria-label="Operations by outcome" width=(170 + CHART_BAR_WIDTH_MAX + 60) height=(height) {
+                title { "Operations by outcome" }
+                @for (row, (outcome, color)) in CHART_OUTCOMES.iter().enumerate() {
+                    @let y = row as u64 * CHART_ROW_HEIGHT;
+                    @let n = count(*outcome);
+                    @let width = n * CHART_BAR_WIDTH_MAX / largest;
+                    g data-outcome=(outcome.as_str()) data-count=(n) {
+                        // An SVG element must be closed: HTML would nest what follows inside it.
+                        rect x="0" y=(y + 6) width="12" height="12" fill=(color) {}
+                        text x="18" y=(y + 16) font-size="13" { (outcome.operator_word()) }
+                        rect x="170" y=(y + 4) width=(width) height=(CHART_ROW_HEIGHT - 8) fill=(color) {}
+                        text class="count" x=(176 + width) y=(y + 16) font-size="13" { (n) }
+                    }
+                }
             }
-            @for (x, hour) in &labels {
-                text x=(x) y=(HEIGHT + 14) font-size="8" { (hour) }
+            figcaption class="totals" data-total=(totals.total) {
+                strong { (totals.total) " operations" }
+                " match these filters: "
+                (status(RunStatus::Queued)) " queued, "
+                (status(RunStatus::Running)) " running, "
+                (status(RunStatus::Completed)) " completed."
+                @if !totals.complete {
+                    " Counted over the newest " (monitoring::TOTALS_RUNS_EXAMINED_MAX) " runs only."
+                }
             }
         }
     }
@@ -233,6 +273,15 @@ fn run_page(detail: &RunDetail) -> Markup {
                 p { "Next step: " (run.next_step.as_deref().unwrap_or("")) }
             }
         }
+        @if let Some(failure) = &run.failure {
+            section class="failure" {
+                h2 { "Failure" }
+                p {
+                    @if let Some(code) = &failure.code { strong data-failure-code=(code) { (code) } ": " }
+                    span class="failure-message" { (failure.message) }
+                }
+            }
+        }
         dl {
             dt { "Run" } dd { (run.id) }
             dt { "Workspace" } dd { (run.workspace_id) }
@@ -244,7 +293,7 @@ fn run_page(detail: &RunDetail) -> Markup {
             dt { "Queued" } dd { (time(run.queued_at)) }
             dt { "Started" } dd { (time(run.started_at)) }
             dt { "Completed" } dd { (time(run.completed_at)) }
-            dt { "Summary counts" } dd { (serde_json::to_string(&run.summary_counts).unwrap_or_default()) }
+            dt { "Summary counts" } dd { (summary_counts(&run.summary_counts)) }
         }
         @if let Some(decision) = &run.latest_decision {
             h2 { "Latest decision (attempt " (decision.attempt) "): " (if decision.allowed() { "allowed" } else { "denied" }) }
@@ -254,7 +303,7 @@ fn run_page(detail: &RunDetail) -> Markup {
                 tbody {
                     @for check in &decision.checks {
                         tr {
-                            td { (format!("{:?}", check.check)) }
+                            td { (check.check.operator_word()) }
                             td class=(if check.passed { "pass" } else { "fail" }) { (if check.passed { "passed" } else { "failed" }) }
                             td { (check.fact) }
                             td { (check.source_position.map_or_else(String::new, |p| p.to_string())) }
@@ -274,6 +323,23 @@ fn run_page(detail: &RunDetail) -> Markup {
         }
         @if let Some(next) = detail.timeline_next {
             p { a href=(format!("/admin/operations/{}?timeline_from={next}", run.id)) { "Later events" } }
+        }
+    }
+}
+
+/// The counts a worker reported, one row per known key; none is a line.
+fn summary_counts(counts: &SummaryCounts) -> Markup {
+    html! {
+        @if counts.is_empty() {
+            "none reported"
+        } @else {
+            table class="summary-counts" {
+                @for key in SummaryCounts::KEYS {
+                    @if let Some(count) = counts.get(key) {
+                        tr { th { (key) } td { (count) } }
+                    }
+                }
+            }
         }
     }
 }

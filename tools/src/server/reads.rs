@@ -13,7 +13,7 @@ use opledger::domain::run::Run;
 use opledger::{Envelope, Log};
 use opledger_projections::access::{list_access, run_access, Access, ListAccess, Viewer};
 use opledger_projections::audit::{self, AuditError, AuditFilter};
-use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage};
+use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage, RunTotals};
 use opledger_projections::notifications;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -63,19 +63,29 @@ impl RunQuery {
     }
 }
 
-/// The list rule of SPEC 6, then the page (only visible tenants' runs).
-pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunPage, ApiError> {
+/// The filter of `query` and, under the list rule of SPEC 6, the tenants
+/// `viewer` may see within it (`None`: every tenant).
+async fn visible_filter(
+    state: &AppState,
+    viewer: &Viewer,
+    query: &RunQuery,
+) -> Result<(RunFilter, Option<BTreeSet<String>>), ApiError> {
     state.fresh_projections().await?;
     let filter = query.filter()?;
     let access = state.projector().with_authority(|authority| {
         list_access(authority, viewer, query.workspace_id.as_deref(), query.tenant_id.as_deref())
     })?;
-    let allowed: Option<BTreeSet<String>> = match access {
-        ListAccess::All => None,
-        ListAccess::Tenants(tenants) => Some(tenants),
-        ListAccess::NotFound => return Err(ApiError::not_found("no such workspace or tenant")),
-        ListAccess::Forbidden => return Err(ApiError::forbidden("operations.view is required to list these runs")),
-    };
+    match access {
+        ListAccess::All => Ok((filter, None)),
+        ListAccess::Tenants(tenants) => Ok((filter, Some(tenants))),
+        ListAccess::NotFound => Err(ApiError::not_found("no such workspace or tenant")),
+        ListAccess::Forbidden => Err(ApiError::forbidden("operations.view is required to list these runs")),
+    }
+}
+
+/// The list rule of SPEC 6, then the page (only visible tenants' runs).
+pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunPage, ApiError> {
+    let (filter, allowed) = visible_filter(state, viewer, query).await?;
     let view = state.projector().view(monitoring::NAME)?;
     let limit = query.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
     monitoring::list_in_tenants(&view, &filter, allowed.as_ref(), query.cursor.as_deref(), limit).map_err(|error| {
@@ -86,12 +96,34 @@ pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) 
     })
 }
 
+/// The counts of every run of the list `query` names (its filters, the
+/// same list rule), whatever page `limit` and `cursor` point at.
+pub async fn run_totals_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunTotals, ApiError> {
+    let (filter, allowed) = visible_filter(state, viewer, query).await?;
+    let view = state.projector().view(monitoring::NAME)?;
+    Ok(monitoring::totals_in_tenants(&view, &filter, allowed.as_ref())?)
+}
+
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<RunQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
     Ok(Json(list_runs_for(&state, &caller.viewer(), &query).await?))
+}
+
+/// `GET /v1/runs/summary`: counts by status and by outcome of the runs the
+/// same filters list. Paging parameters have no meaning here and are refused.
+pub async fn run_summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(query): QueryParams<RunQuery>,
+) -> Result<Json<RunTotals>, ApiError> {
+    if query.limit.is_some() || query.cursor.is_some() {
+        let why = "limit and cursor page the run list; a summary counts every run of the filters";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", why));
+    }
+    Ok(Json(run_totals_for(&state, &caller.viewer(), &query).await?))
 }
 
 /// Most timeline events one run detail carries; a longer timeline (a

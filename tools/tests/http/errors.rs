@@ -381,7 +381,8 @@ async fn bad_query_strings_answer_in_the_error_shape() {
 #[tokio::test]
 async fn a_wrong_method_answers_in_the_error_shape() {
     let api = Api::seeded().await;
-    for (method, uri) in [(Method::DELETE, "/v1/authority"), (Method::DELETE, "/v1/runs"), (Method::PUT, "/v1/events")] {
+    for (method, uri) in [(Method::DELETE, "/v1/authority"), (Method::DELETE, "/v1/runs"), (Method::PUT, "/v1/events")]
+    {
         let reply = api.request(method, uri, Some(&api.service), None).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{}", reply.text());
     }

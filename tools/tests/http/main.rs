@@ -9,6 +9,8 @@ mod auth;
 mod e2e;
 mod errors;
 mod integrity;
+mod monitoring_pages;
 mod routes;
 mod secrets;
+mod summary;
 mod support;
