@@ -215,7 +215,7 @@ fn seed(state: &opledger_tools::server::AppState) -> String {
                 max_attempts: 3,
             }),
         ];
-        state.ledger().record_authority(Principal::actor("u-admin"), world).await.unwrap();
+        state.ledger().unwrap().record_authority(Principal::actor("u-admin"), world).await.unwrap();
         let request = StartRequest {
             operation_type: s("inventory_sync"),
             tenant_id: s("t1"),
@@ -224,10 +224,10 @@ fn seed(state: &opledger_tools::server::AppState) -> String {
             context: json!({}),
             dedupe_key: None,
         };
-        let run = state.ledger().start(request).await.unwrap().run().id;
+        let run = state.ledger().unwrap().start(request).await.unwrap().run().id;
         let revoke = C::CapabilityRevoked { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync") };
-        state.ledger().record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
-        state.ledger().begin(run).await.unwrap();
+        state.ledger().unwrap().record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
+        state.ledger().unwrap().begin(run).await.unwrap();
         run.to_string()
     })
 }

@@ -35,7 +35,7 @@ pub async fn page(
 ) -> Result<Json<Value>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
     let limit = query.limit.unwrap_or(EVENTS_PAGE_MAX).clamp(1, EVENTS_PAGE_MAX);
-    let events = state.ledger().log().read(from, limit)?;
+    let events = state.ledger()?.log().read(from, limit)?;
     let next = from + events.len() as u64;
     Ok(Json(json!({"events": events, "next": next})))
 }
@@ -45,7 +45,7 @@ pub async fn stream(
     _service: Service,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
-    let mut subscription = state.ledger().log().subscribe(query.from.unwrap_or(1));
+    let mut subscription = state.ledger()?.log().subscribe(query.from.unwrap_or(1));
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(STREAM_BUFFER_EVENTS);
     tokio::spawn(async move {
         while let Some(item) = subscription.next().await {
