@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod connections;
 mod e2e;
 mod errors;
+mod health;
 mod routes;
 mod support;
