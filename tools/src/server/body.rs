@@ -18,10 +18,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request<Body>, _state: &S) -> Result<Self, ApiError> {
-        let timeout = crate::server::connections::body_read_timeout(&request);
-        let read = axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX);
-        let read = tokio::time::timeout(timeout, read).await;
-        let bytes = read.map_err(|_| crate::server::connections::request_timeout(timeout))?.map_err(|_| {
+        let bytes = axum::body::to_bytes(request.into_body(), REQUEST_BODY_BYTES_MAX).await.map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",

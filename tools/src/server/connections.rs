@@ -1,7 +1,8 @@
 //! Accepting connections within bounds: a request whose headers do not
 //! arrive within [`REQUEST_HEADER_TIMEOUT`] closes its connection (an idle
 //! keep-alive connection too), a body not read within
-//! [`REQUEST_BODY_TIMEOUT`] is answered `408 request_timeout`, and at most
+//! [`REQUEST_BODY_TIMEOUT`] of the request's head is answered
+//! `408 request_timeout` (whichever route reads it), and at most
 //! [`CONNECTIONS_MAX`] connections are served at once.
 //!
 //! Past that bound up to [`OVERFLOW_CONNECTIONS_MAX`] more are accepted for
@@ -12,7 +13,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -43,8 +47,8 @@ pub const OVERFLOW_CONNECTIONS_MAX: usize = 256;
 /// the end of the previous answer (so also the keep-alive idle bound).
 pub const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest read of a request body, from the first read: a client that
-/// trickles its body is answered 408 and closed.
+/// Longest time for a request body to arrive, from the request's head: a
+/// client that trickles its body is answered 408 and closed.
 pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole life of an overflow connection: headers, answer and close.
@@ -81,18 +85,8 @@ impl Default for ServeConfig {
     }
 }
 
-/// The body deadline of a request, put in its extensions by the server so
-/// that the body reader applies the configured bound.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyReadTimeout(pub Duration);
-
-/// The body deadline of `request` ([`REQUEST_BODY_TIMEOUT`] when none was set).
-pub fn body_read_timeout<B>(request: &Request<B>) -> Duration {
-    request.extensions().get::<BodyReadTimeout>().map_or(REQUEST_BODY_TIMEOUT, |timeout| timeout.0)
-}
-
 /// The 408 of a body that did not arrive within `timeout`.
-pub fn request_timeout(timeout: Duration) -> ApiError {
+fn request_timeout(timeout: Duration) -> ApiError {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "request_timeout",
@@ -152,8 +146,9 @@ async fn finish(connection: impl Future<Output = Result<(), hyper::Error>>, perm
     drop(permit);
 }
 
-/// One HTTP/1.1 connection with the header deadline, each request carrying
-/// the body deadline. `keep_alive` false answers one request and closes.
+/// One HTTP/1.1 connection with the header deadline, each request body
+/// read within the body deadline. `keep_alive` false answers one request
+/// and closes.
 fn connection(
     stream: TcpStream,
     app: Router,
@@ -163,11 +158,20 @@ fn connection(
     TokioIo<TcpStream>,
     impl hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send> + Send,
 > {
-    let body_timeout = BodyReadTimeout(config.body_timeout);
+    let body_timeout = config.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(body_timeout);
-        app.clone().oneshot(request)
+        let expired = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout, Arc::clone(&expired))));
+        let answer = app.clone().oneshot(request);
+        async move {
+            let response = answer.await?;
+            // Whatever the handler made of the failed read (a 413 of the JSON
+            // reader, a 400 of a form), the cause was the deadline.
+            match expired.load(Ordering::Relaxed) {
+                true => Ok(request_timeout(body_timeout).into_response()),
+                false => Ok(response),
+            }
+        }
     });
     let header_timeout = match keep_alive {
         true => config.header_timeout,
@@ -178,6 +182,53 @@ fn connection(
         .header_read_timeout(header_timeout)
         .keep_alive(keep_alive)
         .serve_connection(TokioIo::new(stream), service)
+}
+
+/// A request body that fails once its deadline has passed (counted from
+/// the request's head), and says so in `expired`.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration, expired: Arc<AtomicBool>) -> DeadlineBody {
+        DeadlineBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), expired }
+    }
+}
+
+/// The error a [`DeadlineBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+struct BodyDeadlinePassed;
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(Box::new(BodyDeadlinePassed))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What an overflow connection answers: the health probes, and 503 with

@@ -165,6 +165,21 @@ async fn a_body_that_stalls_is_answered_408_and_closed() {
     served.shutdown().await;
 }
 
+/// The sign-in form needs no token: its body is bounded the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_that_stalls_is_answered_408_too() {
+    let served = Served::start(short(10_000, 300)).await;
+    let mut slow = served.connect().await;
+    let head = "POST /admin/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                Content-Length: 100000\r\n\r\ntoken=";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut slow).await;
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert_eq!(answer.json()["error"]["code"], "request_timeout");
+    closed_by_server(&mut slow).await;
+    served.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_bound_livez_still_answers_and_others_get_503() {
     let config = ServeConfig { connections_max: 2, overflow_connections_max: 4, ..short(30_000, 30_000) };
