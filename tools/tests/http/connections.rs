@@ -229,3 +229,40 @@ async fn at_the_connection_bound_livez_still_answers_and_others_get_503() {
     drop(held);
     served.shutdown().await;
 }
+
+/// The overflow is bounded too: past both bounds a new connection is
+/// closed as it is accepted, and a freed overflow slot answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_both_bounds_a_connection_is_closed_at_once() {
+    let config = ServeConfig {
+        connections_max: 1,
+        overflow_connections_max: 1,
+        overflow_connection_wait: Duration::from_secs(30),
+        ..short(30_000, 30_000)
+    };
+    let served = Served::start(config).await;
+    let mut held = served.connect().await;
+    held.write_all(get("/livez", None, true).as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut held).await.status, 200);
+    // The overflow slot, held by headers that do not finish.
+    let mut overflow = served.connect().await;
+    overflow.write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    let mut closed = None;
+    for _ in 0..200 {
+        let mut beyond = served.connect().await;
+        let _ = beyond.write_all(get("/livez", None, false).as_bytes()).await;
+        let received = closed_by_server(&mut beyond).await;
+        if received.is_empty() {
+            closed = Some(());
+            break;
+        }
+        // The overflow task had not started yet: the probe took the slot.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(closed.is_some(), "a connection past both bounds is closed without an answer");
+    overflow.write_all(b"\r\n").await.unwrap();
+    assert_eq!(read_answer(&mut overflow).await.status, 200);
+    drop(overflow);
+    drop(held);
+    served.shutdown().await;
+}
