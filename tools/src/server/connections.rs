@@ -105,7 +105,7 @@ pub async fn serve_connections(
 ) {
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let overflow_permits = Arc::new(Semaphore::new(config.overflow_connections_max));
-    let overflow_app = overflow_router(state);
+    let overflow_app = overflow_router(state.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -129,7 +129,8 @@ pub async fn serve_connections(
             let bounded = tokio::time::timeout(config.overflow_connection_wait, connection);
             tokio::spawn(finish(async move { bounded.await.unwrap_or(Ok(())) }, permit));
         } else {
-            tracing::warn!("connection bounds reached; closing a new connection");
+            // Counted, not logged: a flood would otherwise flood the log too.
+            state.metrics.count_connection_refused();
         }
     }
     drop(listener);

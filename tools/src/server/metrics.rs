@@ -40,6 +40,8 @@ pub struct Metrics {
     /// put a fresh core in place.
     reopen_attempts: AtomicU64,
     reopens: AtomicU64,
+    /// Connections closed as accepted: past the connection bound and its overflow.
+    connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -55,6 +57,10 @@ impl Metrics {
 
     pub fn count_reopen(&self) {
         self.reopens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_start(&self, result: &str) {
@@ -85,6 +91,8 @@ impl Metrics {
         writeln!(out, "opledger_store_reopen_attempts_total {}", self.reopen_attempts.load(Ordering::Relaxed))?;
         writeln!(out, "# TYPE opledger_store_reopens_total counter")?;
         writeln!(out, "opledger_store_reopens_total {}", self.reopens.load(Ordering::Relaxed))?;
+        writeln!(out, "# TYPE opledger_connections_refused_total counter")?;
+        writeln!(out, "opledger_connections_refused_total {}", self.connections_refused.load(Ordering::Relaxed))?;
         let Ok(inner) = self.inner.lock() else { return Ok(()) };
         writeln!(out, "# TYPE opledger_starts_total counter")?;
         for (result, count) in &inner.starts {

@@ -264,5 +264,19 @@ async fn past_both_bounds_a_connection_is_closed_at_once() {
     assert_eq!(read_answer(&mut overflow).await.status, 200);
     drop(overflow);
     drop(held);
+    // Counted in /metrics, once a slot is free again to ask.
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        let mut stream = served.connect().await;
+        stream.write_all(get("/metrics", Some(&served.service), false).as_bytes()).await.unwrap();
+        let answer = read_answer(&mut stream).await;
+        if answer.status == 200 {
+            metrics = String::from_utf8_lossy(&answer.body).into_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused = metrics.lines().find_map(|line| line.strip_prefix("opledger_connections_refused_total "));
+    assert!(refused.is_some_and(|count| count.trim() != "0"), "{metrics}");
     served.shutdown().await;
 }
