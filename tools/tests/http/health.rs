@@ -152,3 +152,41 @@ fn close(state: &AppState) {
         core.ledger.log().close();
     }
 }
+
+/// A client of the event stream that stopped reading must not keep the
+/// failed store open: the reopen goes through while it still holds its
+/// response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_stream_does_not_hold_up_the_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open_state(dir.path(), options()).unwrap();
+    let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
+    let app = router(state.clone());
+    assert_eq!(call(&app, Method::POST, "/v1/authority", Some(&service), Some(&authority())).await.0, StatusCode::OK);
+    // More events than the stream buffers for one subscriber.
+    for i in 0..STALLED_STREAM_EVENTS {
+        let mut body = start_body("report", "t1", system());
+        body["dedupe_key"] = json!(format!("k{i}"));
+        assert_eq!(call(&app, Method::POST, "/v1/runs", Some(&service), Some(&body)).await.0, StatusCode::CREATED);
+    }
+    let stream = app.clone().oneshot(request(Method::GET, "/v1/events/stream?from=1", Some(&service), None));
+    let stalled = tokio::time::timeout(ANSWER_WAIT, stream).await.unwrap().unwrap();
+    assert_eq!(stalled.status(), StatusCode::OK);
+
+    state.ledger().unwrap().log().close();
+    let body = start_body("report", "t2", system());
+    assert_eq!(
+        call(&app, Method::POST, "/v1/runs", Some(&service), Some(&body)).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let supervisor = tokio::spawn(supervisor::run(state.clone()));
+    let started = wait_for_write(&app, &service).await;
+    assert_eq!(started["result"], "accepted");
+    drop(stalled);
+    supervisor.abort();
+    let _ = supervisor.await;
+    close(&state);
+}
+
+/// Past the event stream's per-subscriber buffer (256).
+const STALLED_STREAM_EVENTS: usize = 400;
