@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::domain::authority::AuthorityChange;
@@ -58,12 +58,14 @@ pub struct BatchStartAnswer {
 
 struct Cell {
     sequencer: Sequencer,
-    stopped: Option<String>,
 }
 
 pub struct Ledger {
     log: Arc<Log>,
     cell: Mutex<Cell>,
+    /// Why the ledger stopped (fail-stop), once it has. A watch so that a
+    /// supervisor can wait for it and reopen the store.
+    stopped: watch::Sender<Option<String>>,
     clock: Clock,
     /// Serializes snapshot writes so an older one never replaces a newer one.
     snapshots: std::sync::Mutex<()>,
@@ -95,12 +97,35 @@ impl Ledger {
             Some(state) => fold_from(&log, state)?,
             None => fold_from(&log, DomainState::default())?,
         };
-        let cell = Mutex::new(Cell { sequencer: Sequencer::new(state), stopped: None });
-        Ok(Ledger { log, cell, clock, snapshots: std::sync::Mutex::new(()) })
+        let cell = Mutex::new(Cell { sequencer: Sequencer::new(state) });
+        let stopped = watch::channel(None).0;
+        Ok(Ledger { log, cell, stopped, clock, snapshots: std::sync::Mutex::new(()) })
     }
 
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// Why the ledger stopped taking commands, if it has (a failed append:
+    /// only a reopen of the store clears it).
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.borrow().clone()
+    }
+
+    /// A receiver that changes when the ledger stops.
+    pub fn stopped_watch(&self) -> watch::Receiver<Option<String>> {
+        self.stopped.subscribe()
+    }
+
+    /// Records the first reason the ledger stopped; later ones add nothing.
+    fn stop(&self, why: String) {
+        self.stopped.send_if_modified(|stopped| match stopped {
+            Some(_) => false,
+            None => {
+                *stopped = Some(why);
+                true
+            }
+        });
     }
 
     /// Decides under the lock, appends, and answers once durable.
@@ -110,8 +135,8 @@ impl Ledger {
     ) -> Result<T, LedgerError> {
         let (value, pending, snapshot) = {
             let mut cell = self.cell.lock().await;
-            if let Some(why) = &cell.stopped {
-                return Err(LedgerError::Stopped(why.clone()));
+            if let Some(why) = self.stopped() {
+                return Err(LedgerError::Stopped(why));
             }
             let head = cell.sequencer.state().position;
             let (value, produced) = decide(&mut cell.sequencer, (self.clock)())?;
@@ -124,8 +149,9 @@ impl Ledger {
             match self.submit(&produced, head, at).await {
                 Ok(pending) => (value, pending, snapshot),
                 Err(error) => {
-                    cell.stopped = Some(error.to_string());
-                    return Err(error.into());
+                    let why = error.to_string();
+                    self.stop(why.clone());
+                    return Err(LedgerError::Stopped(why));
                 }
             }
         };
@@ -139,7 +165,9 @@ impl Ledger {
             Ok(Err(conflict)) => format!("the log refused a decided append: {conflict:?}"),
             Err(error) => error.to_string(),
         };
-        self.cell.lock().await.stopped = Some(failure.clone());
+        // Under the lock, so no command decided after the failure slips in.
+        let _cell = self.cell.lock().await;
+        self.stop(failure.clone());
         Err(LedgerError::Stopped(failure))
     }
 

@@ -425,3 +425,26 @@ proptest! {
         }
     }
 }
+
+/// A supervisor learns that the ledger stopped (and why) without sending a
+/// command: `stopped()` and the watch say so once an append fails.
+#[test]
+fn a_failed_append_is_observable_as_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let mut watch = ledger.stopped_watch();
+    assert_eq!(ledger.stopped(), None);
+    rt.block_on(async {
+        ledger.record_authority(Principal::System, world(&["c1"])).await.unwrap();
+        ledger.log().close();
+        let failed = ledger.start(request("inventory_sync", Some("c1"))).await;
+        assert!(matches!(failed, Err(LedgerError::Stopped(_))), "{failed:?}");
+        watch.changed().await.unwrap();
+        let refused = ledger.start(request("inventory_sync", Some("c1"))).await;
+        assert!(matches!(refused, Err(LedgerError::Stopped(_))), "{refused:?}");
+    });
+    let why = ledger.stopped().expect("the ledger says it stopped");
+    assert!(why.contains("closed"), "{why}");
+    assert_eq!(watch.borrow().as_deref(), Some(why.as_str()));
+}

@@ -254,7 +254,7 @@ fn seed(state: &opledger_tools::server::AppState) -> Seeded {
                 max_attempts: 3,
             }),
         ];
-        let ledger = state.ledger();
+        let ledger = state.ledger().unwrap();
         ledger.record_authority(Principal::actor("u-admin"), world).await.unwrap();
         let request = || StartRequest {
             operation_type: s("inventory_sync"),

@@ -8,7 +8,8 @@ use opledger::domain::sequencer::CommandRefused;
 use opledger::domain::start_gate::StartRejected;
 use opledger_projections::ProjectionError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

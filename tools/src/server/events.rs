@@ -9,8 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
+use opledger::Subscription;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc::Sender;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::server::auth::ServiceReader;
@@ -38,7 +40,7 @@ pub async fn page(
 ) -> Result<Json<Value>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
     let limit = query.limit.unwrap_or(EVENTS_PAGE_MAX).clamp(1, EVENTS_PAGE_MAX);
-    let events = state.ledger().log().read(from, limit)?;
+    let events = state.ledger()?.log().read(from, limit)?;
     let next = from + events.len() as u64;
     Ok(Json(json!({"events": events, "next": next})))
 }
@@ -65,21 +67,36 @@ pub async fn stream(
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let start = stream_start(&headers, query.from)?;
-    let mut subscription = state.ledger().log().subscribe(start);
+    let log = state.ledger()?.log().clone();
+    let subscription = log.subscribe(start);
+    let mut head = log.head_watch();
+    drop(log);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(STREAM_BUFFER_EVENTS);
     tokio::spawn(async move {
-        while let Some(item) = subscription.next().await {
-            let event = match item.map(|envelope| (envelope.position, serde_json::to_string(&envelope))) {
-                Ok((position, Ok(data))) => Event::default().id(position.to_string()).data(data),
-                Ok((_, Err(error))) => Event::default().event("error").data(error.to_string()),
-                Err(error) => Event::default().event("error").data(error.to_string()),
-            };
-            if sender.send(Ok(event)).await.is_err() {
-                return;
-            }
+        // A subscriber that stopped reading must not keep a closed store
+        // open (a reopen after a storage error waits for its files): the
+        // forwarding ends when the log closes, whatever it is waiting on.
+        let log_closed = async move { while head.changed().await.is_ok() {} };
+        tokio::select! {
+            () = forward(subscription, sender) => {}
+            () = log_closed => {}
         }
     });
     Ok(Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default()))
+}
+
+/// Sends every event of the subscription until it ends or the client goes.
+async fn forward(mut subscription: Subscription, sender: Sender<Result<Event, Infallible>>) {
+    while let Some(item) = subscription.next().await {
+        let event = match item.map(|envelope| (envelope.position, serde_json::to_string(&envelope))) {
+            Ok((position, Ok(data))) => Event::default().id(position.to_string()).data(data),
+            Ok((_, Err(error))) => Event::default().event("error").data(error.to_string()),
+            Err(error) => Event::default().event("error").data(error.to_string()),
+        };
+        if sender.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ fn head_json(head: Head) -> Value {
 }
 
 /// `GET /v1/head`: what `opledger head` prints.
-pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Json<Value> {
-    Json(head_json(state.ledger().log().head()))
+pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Result<Json<Value>, ApiError> {
+    Ok(Json(head_json(state.ledger()?.log().head())))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,7 +70,7 @@ pub async fn verify(
     let Ok(_slot) = Arc::clone(state.verifies()).try_acquire_owned() else {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "verify_busy", "a verify walk is already running"));
     };
-    let log = Arc::clone(state.ledger().log());
+    let log = Arc::clone(state.ledger()?.log());
     let report = blocking(move || {
         let mut replay = DecisionReplay::new();
         let report = opledger::verify::verify(&log, expected, &mut replay, &mut |_| {})?;
@@ -97,7 +97,7 @@ pub async fn export(
     _service: ServiceReader,
     QueryParams(query): QueryParams<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let log = Arc::clone(state.ledger().log());
+    let log = Arc::clone(state.ledger()?.log());
     let head = log.head();
     let from = query.from.unwrap_or(1).max(1);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_BUFFER_PAGES);
@@ -147,7 +147,7 @@ pub async fn explain(
     PathParam(id): PathParam,
 ) -> Result<Json<Explanation>, ApiError> {
     let run = run_id(&id)?;
-    let log = Arc::clone(state.ledger().log());
+    let log = Arc::clone(state.ledger()?.log());
     let explanation = blocking(move || Ok(explain_run(&log, run)?)).await?;
     explanation.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("no run {run}")))
 }
@@ -178,7 +178,7 @@ pub async fn authority(
         tenant_id: given(query.tenant_id),
         actor_id: given(query.actor_id),
     };
-    let log = Arc::clone(state.ledger().log());
+    let log = Arc::clone(state.ledger()?.log());
     let report = blocking(move || match authority::state_as_of(&log, query.as_of) {
         Ok((as_of, state)) => Ok(authority::report(as_of, &state, &filter)),
         Err(error @ AuthorityReadError::PastHead { .. }) => {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::server::auth::ServiceReader;
-use crate::server::state::AppState;
+use crate::server::state::{AppState, Core};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const LATENCY_BUCKETS_SECONDS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
@@ -35,6 +36,12 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Tries to reopen the store after a storage error, and the ones that
+    /// put a fresh core in place.
+    reopen_attempts: AtomicU64,
+    reopens: AtomicU64,
+    /// Connections closed as accepted: past the connection bound and its overflow.
+    connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -42,6 +49,18 @@ impl Metrics {
         if let Ok(mut inner) = self.inner.lock() {
             update(&mut inner);
         }
+    }
+
+    pub fn count_reopen_attempt(&self) {
+        self.reopen_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_reopen(&self) {
+        self.reopens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_start(&self, result: &str) {
@@ -68,6 +87,12 @@ impl Metrics {
     }
 
     fn render(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "# TYPE opledger_store_reopen_attempts_total counter")?;
+        writeln!(out, "opledger_store_reopen_attempts_total {}", self.reopen_attempts.load(Ordering::Relaxed))?;
+        writeln!(out, "# TYPE opledger_store_reopens_total counter")?;
+        writeln!(out, "opledger_store_reopens_total {}", self.reopens.load(Ordering::Relaxed))?;
+        writeln!(out, "# TYPE opledger_connections_refused_total counter")?;
+        writeln!(out, "opledger_connections_refused_total {}", self.connections_refused.load(Ordering::Relaxed))?;
         let Ok(inner) = self.inner.lock() else { return Ok(()) };
         writeln!(out, "# TYPE opledger_starts_total counter")?;
         for (result, count) in &inner.starts {
@@ -99,14 +124,25 @@ impl Metrics {
 }
 
 /// Service tokens only: the counters span every workspace.
+/// The log's and the projector's gauges and the request counters. While
+/// the store is being reopened only the counters kept here are shown (the
+/// reopen attempts among them).
 pub async fn metrics(State(state): State<AppState>, _service: ServiceReader) -> impl IntoResponse {
-    let stats = state.ledger().log().stats();
-    let head = state.ledger().log().head().position;
-    let applied = match state.projector().progress() {
+    let mut out = String::new();
+    if let Ok(core) = state.core() {
+        render_core(&core, &mut out);
+    }
+    let _ = state.metrics.render(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+fn render_core(core: &Core, out: &mut String) {
+    let stats = core.ledger.log().stats();
+    let head = core.ledger.log().head().position;
+    let applied = match core.projector.progress() {
         opledger_projections::projector::Progress::Applied(position) => position,
         opledger_projections::projector::Progress::Stopped { position, .. } => position.saturating_sub(1),
     };
-    let mut out = String::new();
     let gauges = [
         ("opledger_log_head_position", head),
         ("opledger_log_commits_total", stats.commits),
@@ -121,6 +157,4 @@ pub async fn metrics(State(state): State<AppState>, _service: ServiceReader) -> 
     for (name, value) in gauges {
         let _ = writeln!(out, "{name} {value}");
     }
-    let _ = state.metrics.render(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -5,9 +5,11 @@
 
 pub mod auth;
 pub mod body;
+pub mod connections;
 pub mod error;
 pub mod events;
 pub mod headers;
+pub mod health;
 pub mod integrity;
 pub mod login;
 pub mod metrics;
@@ -15,6 +17,7 @@ pub mod pages;
 pub mod reads;
 pub mod session;
 pub mod state;
+pub mod supervisor;
 pub mod writes;
 
 use std::net::SocketAddr;
@@ -28,32 +31,30 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use opledger::domain::ledger::Ledger;
 use opledger::LogOptions;
-use opledger_projections::Projector;
 
+pub use connections::ServeConfig;
 pub use error::ApiError;
 pub use state::AppState;
 
 use crate::tokens::TokenStore;
 
-/// Opens everything a server needs on `data`.
+/// Opens everything a server needs on `data`, remembering where from so
+/// that the supervisor can reopen the store after a storage error.
 pub fn open_state(data: &Path, options: LogOptions) -> anyhow::Result<AppState> {
-    let ledger = Ledger::open(data.join("log"), options).with_context(|| format!("opening {}", data.display()))?;
-    let ledger = Arc::new(ledger);
-    let projector =
-        Projector::open(Arc::clone(ledger.log()), opledger_projections::all()).context("opening the projections")?;
-    Ok(AppState::new(
-        state::Core { ledger, projector: Arc::new(projector) },
-        Arc::new(TokenStore::new(data)),
-        Arc::new(metrics::Metrics::default()),
-    ))
+    let source = state::CoreSource { data: data.to_path_buf(), options };
+    let core = supervisor::open_core(&source)?;
+    let mut state = AppState::new(core, Arc::new(TokenStore::new(data)), Arc::new(metrics::Metrics::default()));
+    state.source = Some(Arc::new(source));
+    Ok(state)
 }
 
 /// Every route of API.md.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/authority", post(writes::authority).get(integrity::authority))
         .route("/v1/head", get(integrity::head))
@@ -83,11 +84,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body::REQUEST_BODY_BYTES_MAX))
         .with_state(state)
-}
-
-async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    let head = state.ledger().log().head();
-    axum::Json(serde_json::json!({"status": "ok", "head": head.digest()}))
 }
 
 async fn not_found() -> ApiError {
@@ -122,13 +118,27 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// requests (and their appends) finish, and closes the log.
 pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    serve_on(state, listener, ServeConfig::default(), shutdown_signal()).await
+}
+
+/// [`serve`] on a bound listener, with the connection bounds of `config`,
+/// until `shutdown` resolves. The supervisor runs alongside: it follows the
+/// log with the projector and reopens the store after a storage error.
+pub async fn serve_on(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving");
-    let follower = tokio::spawn(state.projector().follow());
-    let ledger = state.ledger();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
-    follower.abort();
-    ledger.log().close();
+    let supervisor = tokio::spawn(supervisor::run(state.clone()));
+    connections::serve_connections(listener, router(state.clone()), state.clone(), config, shutdown).await;
+    supervisor.abort();
+    let _ = supervisor.await;
+    if let Ok(core) = state.core() {
+        core.ledger.log().close();
+    }
     tracing::info!("stopped; the log is closed");
     Ok(())
 }

@@ -72,7 +72,7 @@ async fn visible_filter(
 ) -> Result<(RunFilter, Option<BTreeSet<String>>), ApiError> {
     state.fresh_projections().await?;
     let filter = query.filter()?;
-    let access = state.projector().with_authority(|authority| {
+    let access = state.projector()?.with_authority(|authority| {
         list_access(authority, viewer, query.workspace_id.as_deref(), query.tenant_id.as_deref())
     })?;
     match access {
@@ -86,7 +86,7 @@ async fn visible_filter(
 /// The list rule of SPEC 6, then the page (only visible tenants' runs).
 pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunPage, ApiError> {
     let (filter, allowed) = visible_filter(state, viewer, query).await?;
-    let view = state.projector().view(monitoring::NAME)?;
+    let view = state.projector()?.view(monitoring::NAME)?;
     let limit = query.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
     monitoring::list_in_tenants(&view, &filter, allowed.as_ref(), query.cursor.as_deref(), limit).map_err(|error| {
         match error {
@@ -100,7 +100,7 @@ pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) 
 /// same list rule), whatever page `limit` and `cursor` point at.
 pub async fn run_totals_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunTotals, ApiError> {
     let (filter, allowed) = visible_filter(state, viewer, query).await?;
-    let view = state.projector().view(monitoring::NAME)?;
+    let view = state.projector()?.view(monitoring::NAME)?;
     Ok(monitoring::totals_in_tenants(&view, &filter, allowed.as_ref())?)
 }
 
@@ -146,17 +146,17 @@ pub struct RunDetail {
 pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> Result<RunDetail, ApiError> {
     let run_id = run_id(id)?;
     state.fresh_projections().await?;
-    let view = state.projector().view(monitoring::NAME)?;
+    let view = state.projector()?.view(monitoring::NAME)?;
     let run = monitoring::get(&view, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
     let access = state
-        .projector()
+        .projector()?
         .with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
     match access {
         Access::Visible => {}
         Access::NotFound => return Err(ApiError::not_found("no such run")),
         Access::Forbidden => return Err(ApiError::forbidden("operations.view is required to see this run")),
     }
-    let (timeline, timeline_next) = timeline_page(state.ledger().log(), run_id, from)?;
+    let (timeline, timeline_next) = timeline_page(state.ledger()?.log(), run_id, from)?;
     Ok(RunDetail { run, timeline, timeline_next })
 }
 
@@ -245,9 +245,9 @@ pub async fn audit(
         to: query.to,
         as_of: query.as_of,
     };
-    let view = state.projector().view(audit::NAME)?;
+    let view = state.projector()?.view(audit::NAME)?;
     Ok(Json(
-        audit::list(state.projector().log(), &view, &filter, query.cursor.as_deref(), query.limit)
+        audit::list(state.projector()?.log(), &view, &filter, query.cursor.as_deref(), query.limit)
             .map_err(audit_error)?,
     ))
 }
@@ -278,7 +278,7 @@ pub async fn notifications(
         }
     };
     state.fresh_projections().await?;
-    let view = state.projector().view(notifications::NAME)?;
+    let view = state.projector()?.view(notifications::NAME)?;
     let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
     let inbox = notifications::inbox(&view, &actor_id, query.unread, limit)?;
     let unread = notifications::unread_count(&view, &actor_id)?;
@@ -302,6 +302,6 @@ pub async fn mark_read(
             return Err(ApiError::bad_request("actor_id is required with a service token"))
         }
     };
-    let position = state.ledger().mark_notification_read(&actor_id, run_id(&id)?).await?;
+    let position = state.ledger()?.mark_notification_read(&actor_id, run_id(&id)?).await?;
     Ok(Json(json!({"position": position})))
 }

@@ -30,7 +30,7 @@ pub async fn authority(
     _service: Service,
     JsonBody(batch): JsonBody<AuthorityBatch>,
 ) -> Result<Response, ApiError> {
-    let (first, last) = state.ledger().record_authority(batch.changed_by, batch.changes).await?;
+    let (first, last) = state.ledger()?.record_authority(batch.changed_by, batch.changes).await?;
     Ok(Json(json!({"first_position": first, "last_position": last})).into_response())
 }
 
@@ -72,7 +72,7 @@ pub async fn start(
     _service: Service,
     JsonBody(request): JsonBody<StartRequest>,
 ) -> Result<Response, ApiError> {
-    let answer = state.ledger().start(request).await?;
+    let answer = state.ledger()?.start(request).await?;
     state.metrics.count_start(answer.result());
     Ok(start_response(&answer, None))
 }
@@ -105,7 +105,7 @@ pub async fn start_batch(
         context: batch.context.unwrap_or_else(|| json!({})),
         dedupe_key: None,
     };
-    let answer = state.ledger().start_batch(batch.operation_types, request).await?;
+    let answer = state.ledger()?.start_batch(batch.operation_types, request).await?;
     state.metrics.count_start(answer.first.result());
     Ok(start_response(&answer.first, Some(&answer.follow_ups)))
 }
@@ -121,7 +121,7 @@ pub async fn begin(
     PathParam(id): PathParam,
     JsonBody(_): JsonBody<Empty>,
 ) -> Result<Response, ApiError> {
-    let (decision, run) = state.ledger().begin(run_id(&id)?).await?;
+    let (decision, run) = state.ledger()?.begin(run_id(&id)?).await?;
     state.metrics.count_decision(decision.reason_code.map_or("allowed", |r| r.as_str()));
     Ok(Json(json!({"decision": decision, "run": run})).into_response())
 }
@@ -138,7 +138,7 @@ pub async fn progress(
     PathParam(id): PathParam,
     JsonBody(progress): JsonBody<Progress>,
 ) -> Result<Response, ApiError> {
-    let run = state.ledger().progress(run_id(&id)?, progress.summary_counts).await?;
+    let run = state.ledger()?.progress(run_id(&id)?, progress.summary_counts).await?;
     Ok(Json(json!({"run": run})).into_response())
 }
 
@@ -148,6 +148,6 @@ pub async fn complete(
     PathParam(id): PathParam,
     JsonBody(completion): JsonBody<Completion>,
 ) -> Result<Response, ApiError> {
-    let run = state.ledger().complete(run_id(&id)?, completion).await?;
+    let run = state.ledger()?.complete(run_id(&id)?, completion).await?;
     Ok(Json(json!({"run": run})).into_response())
 }

@@ -411,7 +411,7 @@ async fn opledger_token_revoke_beside_a_running_server_ends_its_sessions() {
     let options = LogOptions { durability: Durability::Flush, ..Default::default() };
     let state = open_state(dir.path(), options).unwrap();
     let follower = tokio::spawn({
-        let projector = state.projector();
+        let projector = state.projector().unwrap();
         async move {
             let _ = projector.follow().await;
         }
@@ -431,5 +431,5 @@ async fn opledger_token_revoke_beside_a_running_server_ends_its_sessions() {
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.text);
     assert!(state.sessions.is_empty(), "the revoked token's session is gone");
     follower.abort();
-    state.ledger().log().close();
+    state.ledger().unwrap().log().close();
 }

@@ -13,7 +13,7 @@ async fn the_head_route_names_the_head_digest() {
     let api = Api::seeded().await;
     let head = api.get("/v1/head", &api.service).await.expect(StatusCode::OK);
     assert_eq!(head["position"], api.head());
-    let digest = api.state.ledger().log().head().digest();
+    let digest = api.state.ledger().unwrap().log().head().digest();
     assert_eq!(head["digest"], digest);
     assert_eq!(head["hash"].as_str().map(str::len), Some(64));
 }
@@ -30,7 +30,7 @@ async fn verify_walks_the_live_log_and_replays_every_decision() {
     assert_eq!(report["start_decisions_checked"], 1, "{report}");
     assert_eq!(report["first_failure"], Value::Null);
 
-    let head = api.state.ledger().log().head();
+    let head = api.state.ledger().unwrap().log().head();
     let matching = format!("/v1/verify?expect_head={}", head.digest());
     assert_eq!(api.get(&matching, &api.service).await.expect(StatusCode::OK)["ok"], true);
     let rewritten = format!("/v1/verify?expect_head={}:{}", head.position, "0".repeat(64));

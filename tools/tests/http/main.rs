@@ -6,8 +6,10 @@
 
 mod access;
 mod auth;
+mod connections;
 mod e2e;
 mod errors;
+mod health;
 mod integrity;
 mod monitoring_pages;
 mod routes;

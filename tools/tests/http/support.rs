@@ -117,7 +117,7 @@ pub struct Api {
 impl Drop for Api {
     fn drop(&mut self) {
         self.follower.abort();
-        self.state.ledger().log().close();
+        self.state.ledger().unwrap().log().close();
     }
 }
 
@@ -129,7 +129,7 @@ impl Api {
             LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, ..Default::default() };
         let state = open_state(dir.path(), options).unwrap();
         let follower = tokio::spawn({
-            let projector = state.projector();
+            let projector = state.projector().unwrap();
             async move {
                 let _ = projector.follow().await;
             }
@@ -156,7 +156,7 @@ impl Api {
 
     /// The log head position: what "nothing appended" is checked on.
     pub fn head(&self) -> u64 {
-        self.state.ledger().log().head().position
+        self.state.ledger().unwrap().log().head().position
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {

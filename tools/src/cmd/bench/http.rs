@@ -183,8 +183,8 @@ fn measure_in_process(plan: &Plan, variant: Variant) -> anyhow::Result<Sample> {
     let (ledger, projector) = match variant {
         Variant::LedgerProjector => {
             let state = open_state(dir.path(), options())?;
-            runtime.spawn(state.projector().follow());
-            (state.ledger(), Some(state.projector()))
+            runtime.spawn(state.projector()?.follow());
+            (state.ledger()?, Some(state.projector()?))
         }
         _ => (Arc::new(Ledger::open(dir.path().join("log"), options())?), None),
     };
@@ -204,7 +204,7 @@ fn measure_http(plan: &Plan) -> anyhow::Result<Sample> {
     let dir = plan.tempdir()?;
     let state = open_state(dir.path(), options())?;
     let (token, _) = state.tokens.create(Grant::Service { name: "bench".to_owned() })?;
-    let (ledger, projector) = (state.ledger(), state.projector());
+    let (ledger, projector) = (state.ledger()?, state.projector()?);
     let address = free_address()?;
     let server = tokio::runtime::Builder::new_multi_thread().thread_name("http-server").enable_all().build()?;
     server.spawn(serve(state, address));

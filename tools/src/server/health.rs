@@ -1,0 +1,211 @@
+//! Health: `/livez` (the process runs and answers) and `/readyz` (the
+//! ledger takes writes and the projections are close to the head);
+//! `/healthz` is `/readyz`.
+//!
+//! Readiness is a pure function of what the server observes, so every
+//! reason to be unready is tested without breaking a disk.
+
+use std::sync::Mutex;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use opledger_projections::projector::Progress;
+use serde_json::json;
+
+use crate::server::state::AppState;
+
+/// Most events the projections may be behind the head for the server to
+/// be ready: further behind, reads would wait (and may time out).
+pub const READY_PROJECTION_LAG_EVENTS_MAX: u64 = 10_000;
+
+/// Why the server is not ready. `code` is the `reason` of the 503 body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// The store is closed and being reopened after a storage error.
+    Reopening(String),
+    /// The ledger refuses writes after a failed append (a reopen follows).
+    LedgerStopped(String),
+    /// A projection met an event it cannot apply.
+    ProjectionsStopped { position: u64, detail: String },
+    /// The projections are more than [`READY_PROJECTION_LAG_EVENTS_MAX`] behind.
+    ProjectionsBehind { head: u64, applied: u64 },
+}
+
+impl NotReady {
+    pub fn code(&self) -> &'static str {
+        match self {
+            NotReady::Reopening(_) => "store_reopening",
+            NotReady::LedgerStopped(_) => "ledger_stopped",
+            NotReady::ProjectionsStopped { .. } => "projections_stopped",
+            NotReady::ProjectionsBehind { .. } => "projections_behind",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            NotReady::Reopening(why) => format!("the store is being reopened after: {why}"),
+            NotReady::LedgerStopped(why) => why.clone(),
+            NotReady::ProjectionsStopped { position, detail } => {
+                format!("projections stopped at position {position}: {detail}")
+            }
+            NotReady::ProjectionsBehind { head, applied } => format!(
+                "projections applied position {applied}, {} behind the head {head} (at most \
+                 {READY_PROJECTION_LAG_EVENTS_MAX})",
+                head - applied
+            ),
+        }
+    }
+}
+
+/// What readiness is decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Set while the supervisor reopens the store (no core meanwhile).
+    pub reopening: Option<String>,
+    /// `None` when there is no open core.
+    pub core: Option<CoreObserved>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreObserved {
+    pub ledger_stopped: Option<String>,
+    pub head: u64,
+    pub projections: Progress,
+}
+
+/// Ready, or the first reason not to be, in the order an operator fixes them.
+pub fn readiness(observed: &Observed) -> Result<(), NotReady> {
+    if let Some(why) = &observed.reopening {
+        return Err(NotReady::Reopening(why.clone()));
+    }
+    let Some(core) = &observed.core else {
+        return Err(NotReady::Reopening("the store is closed".to_owned()));
+    };
+    if let Some(why) = &core.ledger_stopped {
+        return Err(NotReady::LedgerStopped(why.clone()));
+    }
+    match &core.projections {
+        Progress::Stopped { position, detail } => {
+            Err(NotReady::ProjectionsStopped { position: *position, detail: detail.clone() })
+        }
+        Progress::Applied(applied) if core.head.saturating_sub(*applied) > READY_PROJECTION_LAG_EVENTS_MAX => {
+            Err(NotReady::ProjectionsBehind { head: core.head, applied: *applied })
+        }
+        Progress::Applied(_) => Ok(()),
+    }
+}
+
+/// The reason the server is reopening its store, while it is. Set and
+/// cleared by the supervisor; read by `/readyz`.
+#[derive(Debug, Default)]
+pub struct Reopening(Mutex<Option<String>>);
+
+impl Reopening {
+    pub fn begin(&self, why: &str) {
+        self.set(Some(why.to_owned()));
+    }
+
+    pub fn end(&self) {
+        self.set(None);
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        match self.0.lock() {
+            Ok(reason) => reason.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, reason: Option<String>) {
+        match self.0.lock() {
+            Ok(mut current) => *current = reason,
+            Err(poisoned) => *poisoned.into_inner() = reason,
+        }
+    }
+}
+
+/// What the server observes now.
+pub fn observe(state: &AppState) -> Observed {
+    let core = state.core().ok().map(|core| CoreObserved {
+        ledger_stopped: core.ledger.stopped(),
+        head: core.ledger.log().head().position,
+        projections: core.projector.progress(),
+    });
+    Observed { reopening: state.reopening.reason(), core }
+}
+
+/// `GET /livez`: 200 while the process answers at all.
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz` (and `/healthz`): 200 `{"status": "ok", "head": …}` when
+/// ready, 503 `{"status": "unavailable", "reason": …, "detail": …}` otherwise.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let observed = observe(&state);
+    match readiness(&observed) {
+        Ok(()) => {
+            let head = state.core().map(|core| core.ledger.log().head().digest()).ok();
+            Json(json!({"status": "ok", "head": head})).into_response()
+        }
+        Err(not_ready) => {
+            let body = json!({"status": "unavailable", "reason": not_ready.code(), "detail": not_ready.detail()});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(stopped: Option<&str>, head: u64, projections: Progress) -> Option<CoreObserved> {
+        Some(CoreObserved { ledger_stopped: stopped.map(str::to_owned), head, projections })
+    }
+
+    #[test]
+    fn a_running_ledger_with_projections_at_the_head_is_ready() {
+        let observed = Observed { reopening: None, core: core(None, 40, Progress::Applied(40)) };
+        assert_eq!(readiness(&observed), Ok(()));
+    }
+
+    #[test]
+    fn projections_behind_within_the_bound_are_ready_and_beyond_it_are_not() {
+        let at_bound =
+            Observed { reopening: None, core: core(None, READY_PROJECTION_LAG_EVENTS_MAX + 5, Progress::Applied(5)) };
+        assert_eq!(readiness(&at_bound), Ok(()));
+        let beyond =
+            Observed { reopening: None, core: core(None, READY_PROJECTION_LAG_EVENTS_MAX + 6, Progress::Applied(5)) };
+        let not_ready = readiness(&beyond).unwrap_err();
+        assert_eq!(not_ready.code(), "projections_behind");
+        assert!(not_ready.detail().contains("applied position 5"), "{}", not_ready.detail());
+    }
+
+    #[test]
+    fn a_stopped_ledger_is_not_ready_and_says_why() {
+        let observed = Observed { reopening: None, core: core(Some("disk full"), 7, Progress::Applied(7)) };
+        let not_ready = readiness(&observed).unwrap_err();
+        assert_eq!(not_ready, NotReady::LedgerStopped("disk full".into()));
+        assert_eq!(not_ready.code(), "ledger_stopped");
+    }
+
+    #[test]
+    fn stopped_projections_are_not_ready() {
+        let stopped = Progress::Stopped { position: 9, detail: "bad event".into() };
+        let observed = Observed { reopening: None, core: core(None, 9, stopped) };
+        assert_eq!(readiness(&observed).unwrap_err().code(), "projections_stopped");
+    }
+
+    #[test]
+    fn a_reopen_in_progress_or_a_missing_core_is_not_ready() {
+        let reopening = Observed { reopening: Some("disk full".into()), core: None };
+        assert_eq!(readiness(&reopening), Err(NotReady::Reopening("disk full".into())));
+        let closed = Observed { reopening: None, core: None };
+        assert_eq!(readiness(&closed).unwrap_err().code(), "store_reopening");
+        let stopped_and_reopening =
+            Observed { reopening: Some("x".into()), core: core(Some("y"), 1, Progress::Applied(1)) };
+        assert_eq!(readiness(&stopped_and_reopening).unwrap_err().code(), "store_reopening");
+    }
+}
