@@ -10,14 +10,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opledger_tools::tokens::{Grant, TokenStore};
 use serde_json::{json, Value};
+
+#[path = "common/raw_http.rs"]
+mod raw_http;
+
+use raw_http::{Answer, Call};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
 
@@ -37,22 +41,6 @@ const STARTUP_WAIT: Duration = Duration::from_secs(60);
 /// (its reopen backoff is capped far below).
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{} not JSON ({e}): {}", self.status, String::from_utf8_lossy(&self.body)))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 /// One request on its own connection, bounded by [`CLIENT_TIMEOUT`].
 fn call(
     address: SocketAddr,
@@ -61,32 +49,7 @@ fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&address, CLIENT_TIMEOUT)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if body.is_some() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let broken = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete answer");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(broken)?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).ok_or_else(broken)?;
-    let rest = &raw[split + 4..];
-    let body = match head.lines().find_map(|line| line.strip_prefix("content-length:")) {
-        Some(length) => rest[..length.trim().parse::<usize>().map_err(|_| broken())?.min(rest.len())].to_vec(),
-        None => rest.to_vec(),
-    };
-    Ok(Answer { status, body })
+    raw_http::call(address, Call { method, path, token, body }, CLIENT_TIMEOUT)
 }
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop (also when

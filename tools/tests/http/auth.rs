@@ -18,7 +18,7 @@ use opledger_tools::tokens::{Grant, TokenRecord};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::support::{actor, start_body, system, Api, Reply};
+use crate::support::{actor, start_body, write_routes, Api, Reply};
 
 /// The address the login requests claim to be sent to.
 const HOST: &str = "127.0.0.1:7878";
@@ -86,20 +86,12 @@ fn actor_record(api: &Api, actor_id: &str) -> (String, TokenRecord) {
     api.state.tokens.create(Grant::Actor { actor_id: actor_id.into() }).unwrap()
 }
 
-/// Every write route with a valid body (on `run`, a queued run).
+/// Every write route with a valid body (on `run`, a queued run), marking
+/// a notification read included.
 fn writes(run: &str) -> Vec<(String, Value)> {
-    vec![
-        (
-            "/v1/authority".to_owned(),
-            json!({"changed_by": {"kind": "system"}, "changes": [{"type": "workspace_registered", "workspace_id": "w9"}]}),
-        ),
-        ("/v1/runs".to_owned(), start_body("report", "t1", actor("u1"))),
-        ("/v1/runs/batch".to_owned(), json!({"operation_types": ["report"], "tenant_id": "t1", "initiator": system()})),
-        (format!("/v1/runs/{run}/begin"), json!({})),
-        (format!("/v1/runs/{run}/progress"), json!({"summary_counts": {"total": 1}})),
-        (format!("/v1/runs/{run}/complete"), json!({"outcome": "succeeded"})),
-        (format!("/v1/notifications/{run}/read?actor_id=u1"), json!({})),
-    ]
+    let mut routes = write_routes(run);
+    routes.push((format!("/v1/notifications/{run}/read?actor_id=u1"), json!({})));
+    routes
 }
 
 #[tokio::test]

@@ -2,8 +2,7 @@
 //! by a small blocking client; killed with SIGKILL under load and restarted;
 //! stopped with SIGTERM; then `opledger verify` on its data directory.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use opledger_tools::tokens::{Grant, TokenStore};
 use serde_json::{json, Value};
 
+use crate::raw_http::{Answer, Call};
 use crate::support::{actor, fixture_changes, start_body, system};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
@@ -27,47 +27,7 @@ const LOAD_REQUESTS_PER_CLIENT_MAX: usize = 150;
 const LOAD_ACKS_BEFORE_KILL: usize = 200;
 const LOAD_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// One answer: status and body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("status {} body not JSON ({e}): {}", self.status, String::from_utf8_lossy(&self.body))
-        })
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
-        self.json()
-    }
-}
-
-fn decode_chunked(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunked body");
-    let mut body = Vec::new();
-    loop {
-        let end = raw.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_text = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| bad())?;
-        raw = &raw[end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if raw.len() < size + 2 {
-            return Err(bad());
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-/// One HTTP/1.1 request on its own connection (`Connection: close`).
+/// One HTTP/1.1 request on its own connection, bounded by [`REQUEST_TIMEOUT`].
 fn call(
     address: SocketAddr,
     method: &str,
@@ -75,46 +35,7 @@ fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if body.is_some() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", payload.len()));
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let broken = |what: &str| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what.to_owned());
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| broken("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let rest = &raw[split + 4..];
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| broken("no status line"))?;
-    let lower = head.to_ascii_lowercase();
-    let body = if lower.contains("transfer-encoding: chunked") {
-        decode_chunked(rest)?
-    } else {
-        let length = lower
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|value| value.trim().parse::<usize>().ok());
-        match length {
-            Some(length) if rest.len() < length => return Err(broken("body cut short")),
-            Some(length) => rest[..length].to_vec(),
-            None => rest.to_vec(),
-        }
-    };
-    Ok(Answer { status, body })
+    crate::raw_http::call(address, Call { method, path, token, body }, REQUEST_TIMEOUT)
 }
 
 fn free_loopback_port() -> SocketAddr {

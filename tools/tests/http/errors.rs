@@ -4,7 +4,7 @@
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::{actor, start_body, system, Api, OVERSIZED_BODY_BYTES};
+use crate::support::{actor, start_body, system, write_routes, Api, OVERSIZED_BODY_BYTES};
 
 const BAD: StatusCode = StatusCode::BAD_REQUEST;
 const NOT_FOUND: StatusCode = StatusCode::NOT_FOUND;
@@ -22,27 +22,12 @@ async fn queued_and_running(api: &Api) -> (String, String) {
     (queued["id"].as_str().unwrap().to_owned(), running)
 }
 
-/// Every write route with a body that is valid for it (on `run`).
-fn writes(run: &str) -> Vec<(String, Value)> {
-    vec![
-        (
-            "/v1/authority".to_owned(),
-            json!({"changed_by": {"kind": "system"}, "changes": [{"type": "workspace_registered", "workspace_id": "w9"}]}),
-        ),
-        ("/v1/runs".to_owned(), start_body("report", "t1", actor("u1"))),
-        ("/v1/runs/batch".to_owned(), json!({"operation_types": ["report"], "tenant_id": "t1", "initiator": system()})),
-        (format!("/v1/runs/{run}/begin"), json!({})),
-        (format!("/v1/runs/{run}/progress"), json!({"summary_counts": {"total": 1}})),
-        (format!("/v1/runs/{run}/complete"), json!({"outcome": "succeeded"})),
-    ]
-}
-
 #[tokio::test]
 async fn malformed_json_is_a_400_on_every_write() {
     let api = Api::seeded().await;
     let (_, running) = queued_and_running(&api).await;
     let service = Some(api.service.as_str());
-    for (uri, _) in writes(&running) {
+    for (uri, _) in write_routes(&running) {
         for junk in [&b"{\"operation_type\": "[..], b"not json", b"{}}", b"\xff\xfe", b"[1, 2"] {
             api.refused(Method::POST, &uri, service, Some(junk.to_vec()), BAD, "invalid_json").await;
         }
@@ -87,7 +72,7 @@ async fn unknown_fields_are_a_400() {
     let api = Api::seeded().await;
     let (_, running) = queued_and_running(&api).await;
     let service = Some(api.service.as_str());
-    for (uri, mut body) in writes(&running) {
+    for (uri, mut body) in write_routes(&running) {
         body["surprise"] = json!(1);
         api.refused(Method::POST, &uri, service, bytes(&body), BAD, "invalid_json").await;
     }
@@ -156,7 +141,7 @@ async fn unknown_operation_types_tenants_and_runs_are_a_404() {
     api.refused(Method::POST, "/v1/runs/batch", service, bytes(&batch), NOT_FOUND, "unknown_tenant").await;
 
     let nobody = uuid::Uuid::now_v7();
-    for (uri, body) in writes(&nobody.to_string()).into_iter().skip(3) {
+    for (uri, body) in write_routes(&nobody.to_string()).into_iter().skip(3) {
         api.refused(Method::POST, &uri, service, bytes(&body), NOT_FOUND, "unknown_run").await;
     }
     let detail = format!("/v1/runs/{nobody}");
@@ -171,7 +156,7 @@ async fn malformed_run_ids_are_a_400() {
     let api = Api::seeded().await;
     let service = Some(api.service.as_str());
     for id in ["not-a-uuid", "123", "0f8c1b9e-zzzz-4c1d-9f1e-1234567890ab"] {
-        for (uri, body) in writes(id).into_iter().skip(3) {
+        for (uri, body) in write_routes(id).into_iter().skip(3) {
             api.refused(Method::POST, &uri, service, bytes(&body), BAD, "invalid_run_id").await;
         }
         api.refused(Method::GET, &format!("/v1/runs/{id}"), service, None, BAD, "invalid_run_id").await;
@@ -187,7 +172,7 @@ async fn bodies_over_one_mebibyte_are_a_413() {
     let api = Api::seeded().await;
     let (_, running) = queued_and_running(&api).await;
     let service = Some(api.service.as_str());
-    for (uri, mut body) in writes(&running) {
+    for (uri, mut body) in write_routes(&running) {
         // A well-formed body, padded past the limit.
         body["padding"] = json!("x".repeat(OVERSIZED_BODY_BYTES));
         let too_large = StatusCode::PAYLOAD_TOO_LARGE;
@@ -282,7 +267,7 @@ async fn illegal_transitions_are_a_409() {
     .await;
     let blocked = api.start(&start_body("inventory_sync", "t1", actor("member"))).await.expect(StatusCode::OK);
     let blocked = blocked["run"]["id"].as_str().unwrap();
-    for (uri, body) in writes(blocked).into_iter().skip(3) {
+    for (uri, body) in write_routes(blocked).into_iter().skip(3) {
         api.refused(Method::POST, &uri, service, bytes(&body), conflict, "illegal_transition").await;
     }
 }
@@ -293,7 +278,7 @@ async fn every_route_but_healthz_needs_a_known_token() {
     let (queued, _) = queued_and_running(&api).await;
     let unauthorized = StatusCode::UNAUTHORIZED;
     let mut routes: Vec<(Method, String, Option<Vec<u8>>)> =
-        writes(&queued).into_iter().map(|(uri, body)| (Method::POST, uri, bytes(&body))).collect();
+        write_routes(&queued).into_iter().map(|(uri, body)| (Method::POST, uri, bytes(&body))).collect();
     for uri in [
         "/v1/runs".to_owned(),
         format!("/v1/runs/{queued}"),
@@ -338,7 +323,7 @@ async fn actor_tokens_may_not_write() {
         let token = api.actor(actor_id);
         let token = Some(token.as_str());
         for run in [&queued, &running] {
-            for (uri, body) in writes(run) {
+            for (uri, body) in write_routes(run) {
                 api.refused(Method::POST, &uri, token, bytes(&body), forbidden, "forbidden").await;
                 // Refused before the body is read: junk gets the same 403.
                 api.refused(Method::POST, &uri, token, Some(b"{junk".to_vec()), forbidden, "forbidden").await;

@@ -12,6 +12,8 @@ mod errors;
 mod health;
 mod integrity;
 mod monitoring_pages;
+#[path = "../common/raw_http.rs"]
+mod raw_http;
 mod routes;
 mod secrets;
 mod summary;

@@ -514,24 +514,7 @@ async fn events_page_from_an_inclusive_position_with_next() {
 
 /// Reads SSE frames until `count` `data:` lines arrived.
 async fn data_lines(body: &mut axum::body::Body, count: usize) -> Vec<Value> {
-    let mut buffer = String::new();
-    let mut lines = Vec::new();
-    while lines.len() < count {
-        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
-            .await
-            .expect("an SSE frame within the timeout")
-            .expect("the stream goes on")
-            .unwrap();
-        let Ok(data) = frame.into_data() else { continue };
-        buffer.push_str(std::str::from_utf8(&data).unwrap());
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
-            if let Some(json) = line.trim_end().strip_prefix("data:") {
-                lines.push(serde_json::from_str(json.trim_start()).unwrap());
-            }
-        }
-    }
-    lines
+    identified_events(body, count).await.into_iter().map(|(_, data)| data).collect()
 }
 
 #[tokio::test]

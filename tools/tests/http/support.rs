@@ -240,6 +240,22 @@ impl Api {
     }
 }
 
+/// Every write route of a run's life with a body that is valid for it
+/// (on `run`).
+pub fn write_routes(run: &str) -> Vec<(String, Value)> {
+    vec![
+        (
+            "/v1/authority".to_owned(),
+            json!({"changed_by": {"kind": "system"}, "changes": [{"type": "workspace_registered", "workspace_id": "w9"}]}),
+        ),
+        ("/v1/runs".to_owned(), start_body("report", "t1", actor("u1"))),
+        ("/v1/runs/batch".to_owned(), json!({"operation_types": ["report"], "tenant_id": "t1", "initiator": system()})),
+        (format!("/v1/runs/{run}/begin"), json!({})),
+        (format!("/v1/runs/{run}/progress"), json!({"summary_counts": {"total": 1}})),
+        (format!("/v1/runs/{run}/complete"), json!({"outcome": "succeeded"})),
+    ]
+}
+
 /// A start request of API.md.
 pub fn start_body(operation_type: &str, tenant_id: &str, initiator: Value) -> Value {
     json!({"operation_type": operation_type, "tenant_id": tenant_id, "initiator": initiator, "context": {}})
