@@ -10,18 +10,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opledger_tools::tokens::{Grant, TokenStore};
 use serde_json::{json, Value};
 
-#[path = "common/raw_http.rs"]
-mod raw_http;
+mod common {
+    pub mod raw_http;
+    pub mod server_process;
+}
 
-use raw_http::{Answer, Call};
+use common::server_process::ServerProcess;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
 
@@ -36,21 +37,9 @@ const CONTEXT_BYTES: usize = 4000;
 const STARTS_MAX: usize = 20_000;
 /// Any one request: a read that hangs fails the test at this bound.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
-const STARTUP_WAIT: Duration = Duration::from_secs(60);
 /// How long the server may take to take writes again once space is freed
 /// (its reopen backoff is capped far below).
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
-
-/// One request on its own connection, bounded by [`CLIENT_TIMEOUT`].
-fn call(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> std::io::Result<Answer> {
-    raw_http::call(address, Call { method, path, token, body }, CLIENT_TIMEOUT)
-}
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop (also when
 /// the test fails).
@@ -82,72 +71,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// `opledger serve` on the tmpfs; killed on drop if still running.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    log: PathBuf,
+/// `opledger serve` on the tmpfs, with a small page cache.
+fn start_server(data: &Path, log: PathBuf) -> ServerProcess {
+    ServerProcess::start(BINARY, data, &["--cache-mib", "8"], log, CLIENT_TIMEOUT)
 }
 
-impl Server {
-    fn start(data: &Path, log: PathBuf) -> Server {
-        let address = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
-        let child = Command::new(BINARY)
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", &address.to_string(), "--cache-mib", "8"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server { child, address, log };
-        let deadline = Instant::now() + STARTUP_WAIT;
-        while call(server.address, "GET", "/livez", None, None).map(|a| a.status).ok() != Some(200) {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("the server exited ({status}): {}", server.log_text());
-            }
-            assert!(Instant::now() < deadline, "the server did not start: {}", server.log_text());
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        server
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
-        call(self.address, method, path, token, body)
-            .unwrap_or_else(|error| panic!("{method} {path}: no answer ({error}); server log: {}", self.log_text()))
-    }
-
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + STARTUP_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert_eq!(status.code(), Some(0), "a clean stop: {}", self.log_text());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// SIGTERM, and a clean exit.
+fn stop(server: ServerProcess) {
+    let log = server.log_text();
+    assert_eq!(server.terminate().code(), Some(0), "a clean stop: {log}");
 }
 
 fn authority() -> Value {
@@ -167,7 +99,7 @@ fn start(key: &str) -> Value {
 }
 
 /// Every run id of t1, paging through the list.
-fn listed(server: &Server, token: &str) -> BTreeSet<String> {
+fn listed(server: &ServerProcess, token: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     let mut uri = "/v1/runs?tenant_id=t1&limit=500".to_owned();
     loop {
@@ -198,7 +130,7 @@ fn a_full_disk_stops_writes_without_hanging_reads_and_the_server_recovers_by_its
     let tokens = TokenStore::new(&data);
     let service = tokens.create(Grant::Service { name: "disk".into() }).unwrap().0;
     let u1 = tokens.create(Grant::Actor { actor_id: "u1".into() }).unwrap().0;
-    let server = Server::start(&data, logs.path().join("serve.log"));
+    let server = start_server(&data, logs.path().join("serve.log"));
     let setup = server.call("POST", "/v1/authority", Some(&service), Some(&authority()));
     assert_eq!(setup.status, 200, "{}", setup.text());
 
@@ -274,7 +206,7 @@ fn a_full_disk_stops_writes_without_hanging_reads_and_the_server_recovers_by_its
     assert!(missing.is_empty(), "{} acknowledged starts missing after recovery: {missing:?}", missing.len());
     let detail = server.call("GET", &format!("/v1/runs/{first}"), Some(&service), None);
     assert_eq!(detail.status, 200, "{}", detail.text());
-    server.stop();
+    stop(server);
     let verify = Command::new(BINARY).args(["verify", "--data"]).arg(&data).output().unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
     assert!(verify.status.success(), "opledger verify after the recovery: {report}");

@@ -2,9 +2,9 @@
 //! by a small blocking client; killed with SIGKILL under load and restarted;
 //! stopped with SIGTERM; then `opledger verify` on its data directory.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,12 +13,11 @@ use opledger_tools::tokens::{Grant, TokenStore};
 use serde_json::{json, Value};
 
 use crate::raw_http::{Answer, Call};
+use crate::server_process::{ServerProcess, SERVER_WAIT};
 use crate::support::{actor, fixture_changes, start_body, system};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
 
-/// How long the server may take to answer `/healthz` after it starts.
-const STARTUP_WAIT: Duration = Duration::from_secs(60);
 /// A bound on any one request (a hung server fails the test instead of hanging it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const LOAD_CLIENTS: usize = 8;
@@ -38,101 +37,20 @@ fn call(
     crate::raw_http::call(address, Call { method, path, token, body }, REQUEST_TIMEOUT)
 }
 
-fn free_loopback_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    drop(listener);
-    address
-}
-
-/// `opledger serve` on `data`, answering on a free loopback port.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, log_dir: &Path, name: &str) -> Server {
-        let address = free_loopback_port();
-        let log = log_dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BINARY)
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", &address.to_string(), "--durability", "flush"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut server = Server { child, address, log };
-        server.wait_healthy();
-        server
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + STARTUP_WAIT;
-        loop {
-            if let Ok(answer) = call(self.address, "GET", "/healthz", None, None) {
-                assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-                assert_eq!(answer.json()["status"], "ok");
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the server exited before answering ({status}): {}", self.log_text());
-            }
-            assert!(Instant::now() < deadline, "the server did not answer /healthz: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(25));
+/// `opledger serve` on `data` (flush durability), its log in
+/// `log_dir/NAME.log`, once it is ready (`/healthz` answers ok).
+fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerProcess {
+    let log = log_dir.join(format!("{name}.log"));
+    let server = ServerProcess::start(BINARY, data, &["--durability", "flush"], log, REQUEST_TIMEOUT);
+    let deadline = Instant::now() + SERVER_WAIT;
+    loop {
+        let health = server.call("GET", "/healthz", None, None);
+        if health.status == 200 {
+            assert_eq!(health.json()["status"], "ok");
+            return server;
         }
-    }
-
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
-        call(self.address, method, path, token, body)
-            .unwrap_or_else(|error| panic!("{method} {path}: {error}; server log: {}", self.log_text()))
-    }
-
-    fn get(&self, path: &str, token: &str) -> Answer {
-        self.call("GET", path, Some(token), None)
-    }
-
-    fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
-        self.call("POST", path, Some(token), Some(body))
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn kill(mut self) -> ExitStatus {
-        // `Child::kill` sends SIGKILL on unix.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap()
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -TERM {}", self.child.id());
-        let deadline = Instant::now() + STARTUP_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        assert!(Instant::now() < deadline, "the server never became ready: {}", health.text());
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -152,7 +70,7 @@ fn the_binary_survives_a_kill_under_load_and_verifies() {
     let service = tokens.create(Grant::Service { name: "e2e".into() }).unwrap().0;
     let u1 = tokens.create(Grant::Actor { actor_id: "u1".into() }).unwrap().0;
 
-    let server = Server::start(&data, logs.path(), "first");
+    let server = start_server(&data, logs.path(), "first");
     let unauthorized = server.call("GET", "/v1/runs", None, None);
     assert_eq!(unauthorized.status, 401);
     assert!(unauthorized.json()["error"]["code"].is_string());
@@ -238,7 +156,7 @@ fn the_binary_survives_a_kill_under_load_and_verifies() {
     assert!(!acked.is_empty(), "some starts were acknowledged before the kill");
 
     // Restart on the same data directory: every acknowledged run is there.
-    let server = Server::start(&data, logs.path(), "second");
+    let server = start_server(&data, logs.path(), "second");
     for id in &acked {
         let answer = server.get(&format!("/v1/runs/{id}"), &service);
         let detail = answer.expect(200);
@@ -275,7 +193,7 @@ fn sigterm_stops_the_binary_cleanly() {
     let data = dir.path().join("data");
     let logs = tempfile::tempdir().unwrap();
     let service = TokenStore::new(&data).create(Grant::Service { name: "e2e".into() }).unwrap().0;
-    let server = Server::start(&data, logs.path(), "graceful");
+    let server = start_server(&data, logs.path(), "graceful");
     let setup = json!({"changed_by": {"kind": "system"}, "changes": fixture_changes()});
     server.post("/v1/authority", &service, &setup).expect(200);
     let run = server.post("/v1/runs", &service, &start_body("report", "t1", actor("u1"))).expect(201);
@@ -290,7 +208,7 @@ fn sigterm_stops_the_binary_cleanly() {
     assert!(report.contains(&format!("checked {head} events")), "{report}");
 
     // The run is there after a restart.
-    let server = Server::start(&data, logs.path(), "after");
+    let server = start_server(&data, logs.path(), "after");
     let detail = server.get(&format!("/v1/runs/{run_id}"), &service).expect(200);
     assert_eq!(detail["run"]["status"], "queued");
     assert_eq!(server.terminate().code(), Some(0));

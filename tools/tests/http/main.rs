@@ -16,5 +16,7 @@ mod monitoring_pages;
 mod raw_http;
 mod routes;
 mod secrets;
+#[path = "../common/server_process.rs"]
+mod server_process;
 mod summary;
 mod support;
