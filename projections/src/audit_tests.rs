@@ -98,6 +98,7 @@ pub(crate) fn operation(name: &str, provider_backed: bool, writes: bool, system:
         writes,
         system_authority_allowed: system,
         max_attempts: 3,
+        lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
     })
 }
 

@@ -36,6 +36,7 @@ fn op(name: &str, provider_backed: bool, writes: bool, system: bool) -> C {
         writes,
         system_authority_allowed: system,
         max_attempts: 3,
+        lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
     })
 }
 

@@ -33,6 +33,7 @@ fn op(name: &str, capability: &str, provider_backed: bool, writes: bool, max_att
         writes,
         system_authority_allowed: name != "restore.execute",
         max_attempts,
+        lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
     })
 }
 
@@ -413,3 +414,6 @@ fn times_never_go_backwards() {
     let (_, after, _) = sequencer.begin(run.id, &mut ids, now()).unwrap();
     assert_eq!(after.started_at, Some(later));
 }
+
+#[path = "sequencer_lease_tests.rs"]
+mod leases;

@@ -213,6 +213,7 @@ fn seed(state: &opledger_tools::server::AppState) -> String {
                 writes: false,
                 system_authority_allowed: true,
                 max_attempts: 3,
+                lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
             }),
         ];
         state.ledger().record_authority(Principal::actor("u-admin"), world).await.unwrap();

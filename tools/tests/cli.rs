@@ -114,6 +114,7 @@ fn authority() -> Vec<C> {
             writes: false,
             system_authority_allowed: system,
             max_attempts: 1,
+            lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
         }));
     }
     changes

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod events;
 pub mod integrity;
+pub mod leases;
 pub mod metrics;
 pub mod pages;
 pub mod reads;
@@ -63,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/begin", post(writes::begin))
         .route("/v1/runs/{id}/progress", post(writes::progress))
         .route("/v1/runs/{id}/complete", post(writes::complete))
+        .route("/v1/runs/{id}/heartbeat", post(writes::heartbeat))
+        .route("/v1/runs/{id}/cancel", post(writes::cancel))
         .route("/v1/audit", get(reads::audit))
         .route("/v1/notifications", get(reads::notifications))
         .route("/v1/notifications/{run}/read", post(reads::mark_read))
@@ -118,9 +121,11 @@ pub async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving");
     let follower = tokio::spawn(state.projector().follow());
+    let reaper = tokio::spawn(leases::reap(state.clone()));
     let ledger = state.ledger();
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     follower.abort();
+    reaper.abort();
     ledger.log().close();
     tracing::info!("stopped; the log is closed");
     Ok(())

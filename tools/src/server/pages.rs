@@ -79,7 +79,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .badge{padding:.1rem .5rem;border-radius:.8rem;font-size:.85rem;font-weight:600}
 .succeeded{background:#d1fae5;color:#065f46}.partially_succeeded{background:#fef3c7;color:#92400e}
 .failed{background:#fee2e2;color:#991b1b}.blocked{background:#e0e7ff;color:#3730a3;border:1px dashed #3730a3}
-.pending{background:#f3f4f6;color:#374151}.fail{color:#991b1b}.pass{color:#065f46}
+.pending{background:#f3f4f6;color:#374151}.cancelled{background:#fff;color:#4b5563;border:1px solid #9ca3af}.fail{color:#991b1b}.pass{color:#065f46}
 form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}.error{color:#991b1b}
 dl{display:grid;grid-template-columns:max-content auto;gap:.25rem 1rem}dt{font-weight:600}";
 
@@ -156,17 +156,18 @@ fn filters(query: &RunQuery) -> Markup {
 
 /// Outcomes per hour of the runs on this page, as stacked bars.
 fn chart(runs: &[Run]) -> Markup {
-    const OUTCOMES: [RunOutcome; 5] = [
+    const OUTCOMES: [RunOutcome; 6] = [
         RunOutcome::Succeeded,
         RunOutcome::PartiallySucceeded,
         RunOutcome::Failed,
         RunOutcome::Blocked,
         RunOutcome::Pending,
+        RunOutcome::Cancelled,
     ];
-    const COLORS: [&str; 5] = ["#10b981", "#f59e0b", "#ef4444", "#6366f1", "#9ca3af"];
+    const COLORS: [&str; 6] = ["#10b981", "#f59e0b", "#ef4444", "#6366f1", "#9ca3af", "#4b5563"];
     const HEIGHT: u32 = 120;
     const BAR: u32 = 24;
-    let mut hours: BTreeMap<String, [u32; 5]> = BTreeMap::new();
+    let mut hours: BTreeMap<String, [u32; 6]> = BTreeMap::new();
     for run in runs {
         let Some(at) = run.queued_at.or(run.completed_at) else { continue };
         let slot = OUTCOMES.iter().position(|o| *o == run.outcome).unwrap_or(4);

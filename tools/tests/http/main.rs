@@ -8,5 +8,6 @@ mod access;
 mod e2e;
 mod errors;
 mod integrity;
+mod leases;
 mod routes;
 mod support;
