@@ -267,7 +267,10 @@ fn check_run(world: &World, run: &Run) {
 fn check_counts(counts: &Counts, runs: &[&Run]) {
     assert_eq!(counts.total, runs.len() as u64);
     let mut by_outcome: BTreeMap<String, u64> =
-        ["pending", "succeeded", "partially_succeeded", "failed", "blocked"].iter().map(|o| (s(o), 0)).collect();
+        ["pending", "succeeded", "partially_succeeded", "failed", "blocked", "cancelled"]
+            .iter()
+            .map(|o| (s(o), 0))
+            .collect();
     let mut by_reason = BTreeMap::new();
     for run in runs {
         *by_outcome.entry(s(run.outcome.as_str())).or_default() += 1;
@@ -578,7 +581,7 @@ fn unknown_runs_and_empty_views_read_as_nothing() {
     assert!(timeline(projector.log(), Uuid::now_v7(), 1, usize::MAX).unwrap().is_empty());
     assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
     let empty = counts(&view, Some("t1")).unwrap();
-    assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 5, 0));
+    assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 6, 0));
     assert_eq!(parse_initiator("system"), Principal::System);
     assert_eq!(parse_initiator("u1"), Principal::actor("u1"));
 }
