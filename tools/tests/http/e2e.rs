@@ -29,20 +29,20 @@ const LOAD_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// One answer: status and body.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!("status {} body not JSON ({e}): {}", self.status, String::from_utf8_lossy(&self.body))
         })
     }
 
     #[track_caller]
-    fn expect(&self, status: u16) -> Value {
+    pub(crate) fn expect(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
         self.json()
     }
@@ -125,14 +125,14 @@ fn free_loopback_port() -> SocketAddr {
 }
 
 /// `opledger serve` on `data`, answering on a free loopback port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: SocketAddr,
+    pub(crate) address: SocketAddr,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(data: &Path, log_dir: &Path, name: &str) -> Server {
+    pub(crate) fn start(data: &Path, log_dir: &Path, name: &str) -> Server {
         let address = free_loopback_port();
         let log = log_dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
@@ -176,11 +176,11 @@ impl Server {
             .unwrap_or_else(|error| panic!("{method} {path}: {error}; server log: {}", self.log_text()))
     }
 
-    fn get(&self, path: &str, token: &str) -> Answer {
+    pub(crate) fn get(&self, path: &str, token: &str) -> Answer {
         self.call("GET", path, Some(token), None)
     }
 
-    fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+    pub(crate) fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
         self.call("POST", path, Some(token), Some(body))
     }
 
@@ -192,7 +192,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(mut self) -> ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM {}", self.child.id());
         let deadline = Instant::now() + STARTUP_WAIT;
@@ -215,7 +215,7 @@ impl Drop for Server {
     }
 }
 
-fn verify(data: &Path) -> (ExitStatus, String) {
+pub(crate) fn verify(data: &Path) -> (ExitStatus, String) {
     let output = Command::new(BINARY).args(["verify", "--data"]).arg(data).stdin(Stdio::null()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status, text)

@@ -8,6 +8,7 @@ mod access;
 mod e2e;
 mod errors;
 mod integrity;
+mod lease_e2e;
 mod leases;
 mod routes;
 mod support;
