@@ -139,7 +139,7 @@ fn filters(query: &RunQuery) -> Markup {
             input name="initiator" placeholder="initiator (actor or system)" value=(value(&query.initiator));
             select name="outcome" {
                 option value="" { "any outcome" }
-                @for outcome in ["pending", "succeeded", "partially_succeeded", "failed", "blocked"] {
+                @for outcome in ["pending", "succeeded", "partially_succeeded", "failed", "blocked", "cancelled"] {
                     option value=(outcome) selected[query.outcome.as_deref() == Some(outcome)] { (outcome.replace('_', " ")) }
                 }
             }
