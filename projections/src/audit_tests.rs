@@ -180,9 +180,9 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
         10 => (any::<u8>(), 0u8..3, any::<bool>()).prop_map(|(pick, outcome, retryable)| Step::Advance { pick, outcome, retryable }),
         1 => any::<u8>().prop_map(Step::Progress),
         2 => any::<u8>().prop_map(Step::Read),
-        1 => any::<u8>().prop_map(Step::Heartbeat),
+        2 => any::<u8>().prop_map(Step::Heartbeat),
         1 => any::<u8>().prop_map(Step::Cancel),
-        2 => Just(Step::Reap),
+        4 => Just(Step::Reap),
     ]
 }
 
