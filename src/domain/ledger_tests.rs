@@ -426,3 +426,6 @@ proptest! {
         }
     }
 }
+
+#[path = "ledger_lease_tests.rs"]
+mod leases;
