@@ -46,7 +46,8 @@ impl Ledger {
     /// Cancels a queued or running run (completed, outcome cancelled).
     pub async fn cancel(&self, run_id: Uuid, request: CancelRequest) -> Result<Run, LedgerError> {
         let result = self.execute(|sequencer, now| sequencer.cancel(run_id, &request, &mut Uuid::now_v7, now)).await;
-        self.resolve_fenced(result, None, "cancel")
+        // An ended run (cancelled or not) cannot be cancelled: no fence here.
+        self.resolve_not_live(result, "cancel").await
     }
 
     /// One pass of the reaper: abandons the attempts whose lease lapsed by
@@ -67,9 +68,7 @@ impl Ledger {
     ) -> Result<T, LedgerError> {
         let Err(LedgerError::Refused(CommandRefused::NotLive(run_id))) = result else { return result };
         let Some(run) = self.run(run_id)? else { return Err(LedgerError::UnknownRun(run_id)) };
-        if action != "cancel" {
-            fence(&run, attempt).map_err(CommandRefused::from)?;
-        }
+        fence(&run, attempt).map_err(CommandRefused::from)?;
         Err(CommandRefused::Transition(TransitionRefused { run_id, status: run.status, action }).into())
     }
 }
