@@ -222,6 +222,12 @@ fn run_page(detail: &RunDetail) -> Markup {
                 p { "Next step: " (run.next_step.as_deref().unwrap_or("")) }
             }
         }
+        @if let Some(by) = &run.cancelled_by {
+            section class="cancelled-reason" {
+                h2 { "Cancelled" }
+                p { "Cancelled by " (by) @if let Some(reason) = &run.cancel_reason { ": " (reason) } }
+            }
+        }
         dl {
             dt { "Run" } dd { (run.id) }
             dt { "Workspace" } dd { (run.workspace_id) }
@@ -232,6 +238,9 @@ fn run_page(detail: &RunDetail) -> Markup {
             dt { "Attempts" } dd { (run.attempts) " of " (run.max_attempts) }
             dt { "Queued" } dd { (time(run.queued_at)) }
             dt { "Started" } dd { (time(run.started_at)) }
+            @if run.lease_expires_at.is_some() {
+                dt { "Lease expires" } dd { (time(run.lease_expires_at)) }
+            }
             dt { "Completed" } dd { (time(run.completed_at)) }
             dt { "Summary counts" } dd { (serde_json::to_string(&run.summary_counts).unwrap_or_default()) }
         }

@@ -173,7 +173,7 @@ async fn cancel_ends_a_queued_run_with_its_own_outcome_everywhere() {
     let audit = api.get("/v1/audit?action=run_cancelled&actor_id=ops", &api.service).await.expect(StatusCode::OK);
     assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
     let page = api.get(&format!("/admin/operations/{id}"), &api.service).await;
-    assert!(page.text().contains("cancelled"), "the Monitoring page says cancelled");
+    assert!(page.text().contains("Cancelled by actor ops: wrong tenant"), "the Monitoring page says who and why");
 
     api.start_accepted(&start_body("inventory_sync", "t1", actor("u1"))).await;
 }
