@@ -331,7 +331,8 @@ fn change_workspace(change: &AuthorityChange) -> Option<String> {
 /// The subject of a run event; `None` for events the audit leaves out.
 fn run_subject(pending: &mut Pending<'_>, run_id: Uuid, event: &RunEvent) -> Result<Option<Subject>, String> {
     let record = match event {
-        RunEvent::RunProgressed { .. } => return Ok(None),
+        // Signs of life, not decisions: the audit keeps what they led to.
+        RunEvent::RunProgressed { .. } | RunEvent::LeaseRenewed { .. } => return Ok(None),
         RunEvent::RunQueued { spec, .. } | RunEvent::RunStartBlocked { spec, .. } => {
             let record = RunRecord::of(spec);
             pending.put(run_record_key(run_id), encode(&record)?);
@@ -354,6 +355,8 @@ fn run_caused_by(record: &RunRecord, event: &RunEvent) -> Principal {
             requested_by.clone()
         }
         RunEvent::LegitimacyEvaluated { .. } | RunEvent::FollowUpAdmitted { .. } => Principal::System,
+        RunEvent::AttemptAbandoned { .. } => Principal::System,
+        RunEvent::RunCancelled { cancelled_by, .. } => cancelled_by.clone(),
         _ => record.initiator.clone(),
     }
 }

@@ -98,6 +98,9 @@ pub(crate) fn operation(name: &str, provider_backed: bool, writes: bool, system:
         writes,
         system_authority_allowed: system,
         max_attempts: 3,
+        // The shortest lease: the test clock ticks a second per command, so
+        // random histories abandon attempts (`Step::Reap`) every few steps.
+        lease_seconds: opledger::domain::model::LEASE_SECONDS_MIN,
     })
 }
 
@@ -152,6 +155,12 @@ pub(crate) enum Step {
     },
     Progress(u8),
     Read(u8),
+    /// A heartbeat on a live run (refused unless it is running).
+    Heartbeat(u8),
+    /// A service cancels a live run.
+    Cancel(u8),
+    /// The reaper's pass: attempts whose lease lapsed are abandoned.
+    Reap,
 }
 
 pub(crate) fn step() -> impl Strategy<Value = Step> {
@@ -171,6 +180,9 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
         10 => (any::<u8>(), 0u8..3, any::<bool>()).prop_map(|(pick, outcome, retryable)| Step::Advance { pick, outcome, retryable }),
         1 => any::<u8>().prop_map(Step::Progress),
         2 => any::<u8>().prop_map(Step::Read),
+        2 => any::<u8>().prop_map(Step::Heartbeat),
+        1 => any::<u8>().prop_map(Step::Cancel),
+        4 => Just(Step::Reap),
     ]
 }
 
@@ -242,6 +254,23 @@ pub(crate) async fn perform(ledger: &Ledger, step: &Step, runs: &mut Vec<Uuid>) 
             if let Some(id) = runs.get(usize::from(*index) % runs.len().max(1)) {
                 let _ = ledger.mark_notification_read("u1", *id).await;
             }
+        }
+        Step::Heartbeat(index) => {
+            if let Some(id) = pick(index) {
+                let _ = ledger.heartbeat(id, None).await;
+            }
+        }
+        Step::Cancel(index) => {
+            if let Some(id) = pick(index) {
+                let request = opledger::domain::cancel::CancelRequest {
+                    cancelled_by: Principal::actor("ops"),
+                    reason: Some(s("not needed")),
+                };
+                let _ = ledger.cancel(id, request).await;
+            }
+        }
+        Step::Reap => {
+            ledger.reap_lapsed_leases().await.unwrap();
         }
         _ => {}
     }
@@ -339,7 +368,7 @@ proptest! {
         let audit = everything(projector.log(), &projector.view(NAME).unwrap());
         let events = log.read(1, usize::MAX).unwrap();
         let meaningful: Vec<u64> =
-            events.iter().filter(|e| e.event_type != "run_progressed").map(|e| e.position).rev().collect();
+            events.iter().filter(|e| !["run_progressed", "lease_renewed"].contains(&e.event_type.as_str())).map(|e| e.position).rev().collect();
         prop_assert_eq!(audit.iter().map(|e| e.position).collect::<Vec<_>>(), meaningful);
 
         let n = cut.index(usize::try_from(head).unwrap()) as u64 + 1;
@@ -348,6 +377,13 @@ proptest! {
         prop_assert_eq!(as_of, audit_of(&copy));
 
         crate::notifications::tests::check_against_log(&projector.view(notifications::NAME).unwrap(), &events);
+
+        let mut replay = opledger::domain::replay::DecisionReplay::new();
+        let report = opledger::verify::verify(log, None, &mut replay, &mut |_| {}).unwrap();
+        prop_assert!(report.is_ok(), "verify re-derives every decision, abandonment and cancel: {report:?}");
+        let count = |kind: &str| events.iter().filter(|e| e.event_type == kind).count() as u64;
+        prop_assert_eq!(replay.abandonments_checked, count("attempt_abandoned"));
+        prop_assert_eq!(replay.cancellations_checked, count("run_cancelled"));
     }
 }
 

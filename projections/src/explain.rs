@@ -169,6 +169,7 @@ mod tests {
                     writes: false,
                     system_authority_allowed: true,
                     max_attempts: 3,
+                    lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
                 }),
             ];
             ledger.record_authority(Principal::System, world).await.unwrap();

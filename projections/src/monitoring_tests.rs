@@ -267,7 +267,10 @@ fn check_run(world: &World, run: &Run) {
 fn check_counts(counts: &Counts, runs: &[&Run]) {
     assert_eq!(counts.total, runs.len() as u64);
     let mut by_outcome: BTreeMap<String, u64> =
-        ["pending", "succeeded", "partially_succeeded", "failed", "blocked"].iter().map(|o| (s(o), 0)).collect();
+        ["pending", "succeeded", "partially_succeeded", "failed", "blocked", "cancelled"]
+            .iter()
+            .map(|o| (s(o), 0))
+            .collect();
     let mut by_reason = BTreeMap::new();
     for run in runs {
         *by_outcome.entry(s(run.outcome.as_str())).or_default() += 1;
@@ -282,14 +285,32 @@ fn check_counts(counts: &Counts, runs: &[&Run]) {
 /// One command of a random history.
 #[derive(Debug, Clone)]
 enum Step {
-    Start { tenant: u8, kind: u8, connection: u8, system: bool },
-    Batch { tenant: u8 },
+    Start {
+        tenant: u8,
+        kind: u8,
+        connection: u8,
+        system: bool,
+    },
+    Batch {
+        tenant: u8,
+    },
     Begin(u8),
     Progress(u8),
-    Complete { pick: u8, outcome: u8, retryable: bool },
+    Complete {
+        pick: u8,
+        outcome: u8,
+        retryable: bool,
+    },
     Revoke(u8),
     Grant(u8),
-    Connection { connection: u8, status: ConnectionStatus },
+    Connection {
+        connection: u8,
+        status: ConnectionStatus,
+    },
+    Heartbeat(u8),
+    Cancel(u8),
+    /// The reaper's pass (leases are 5 s, the clock ticks 1 s per command).
+    Reap,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -309,6 +330,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(Step::Revoke),
         1 => (0u8..3).prop_map(Step::Grant),
         2 => (0u8..4, status).prop_map(|(connection, status)| Step::Connection { connection, status }),
+        1 => any::<u8>().prop_map(Step::Heartbeat),
+        1 => any::<u8>().prop_map(Step::Cancel),
+        2 => Just(Step::Reap),
     ]
 }
 
@@ -371,6 +395,20 @@ fn perform(world: &World, step: &Step) {
         Step::Connection { connection, status } => {
             let connection_id = s(["c1", "c2", "c3", "c4"][usize::from(*connection)]);
             world.authority(C::ProviderConnectionStatusChanged { connection_id, status: *status });
+        }
+        Step::Heartbeat(index) => {
+            if let Some(id) = pick(*index) {
+                let _ = rt.block_on(world.ledger.heartbeat(id, None));
+            }
+        }
+        Step::Cancel(index) => {
+            if let Some(id) = pick(*index) {
+                let request = opledger::domain::cancel::CancelRequest { cancelled_by: Principal::System, reason: None };
+                let _ = rt.block_on(world.ledger.cancel(id, request));
+            }
+        }
+        Step::Reap => {
+            rt.block_on(world.ledger.reap_lapsed_leases()).unwrap();
         }
     }
 }
@@ -578,7 +616,7 @@ fn unknown_runs_and_empty_views_read_as_nothing() {
     assert!(timeline(projector.log(), Uuid::now_v7(), 1, usize::MAX).unwrap().is_empty());
     assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
     let empty = counts(&view, Some("t1")).unwrap();
-    assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 5, 0));
+    assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 6, 0));
     assert_eq!(parse_initiator("system"), Principal::System);
     assert_eq!(parse_initiator("u1"), Principal::actor("u1"));
 }

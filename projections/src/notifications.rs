@@ -26,7 +26,7 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use opledger::domain::authority::AuthorityState;
 use opledger::domain::events::{DomainEvent, NotificationRead};
-use opledger::domain::model::RunOutcome;
+use opledger::domain::model::{Principal, RunOutcome};
 use opledger::domain::reason::ReasonCode;
 use opledger::domain::run::{Failure, RunEvent, RunSpec};
 use opledger::log::views::{Pending, View};
@@ -129,6 +129,7 @@ impl RunRecord {
 enum Ending<'a> {
     Blocked { reason: Option<ReasonCode>, recorded_next_step: &'a str },
     Completed { outcome: RunOutcome, failure: Option<&'a Failure> },
+    Cancelled { by: &'a Principal, reason: Option<&'a str> },
 }
 
 impl Projection for Notifications {
@@ -168,6 +169,10 @@ fn apply_run(pending: &mut Pending<'_>, envelope: &Envelope, run_id: Uuid, event
         }
         RunEvent::RunCompleted { outcome, failure, .. } => {
             let ending = Ending::Completed { outcome: outcome.outcome(), failure: failure.as_ref() };
+            notify(pending, envelope, run_id, load_record(pending, run_id)?, &ending)
+        }
+        RunEvent::RunCancelled { cancelled_by, reason, .. } => {
+            let ending = Ending::Cancelled { by: cancelled_by, reason: reason.as_deref() };
             notify(pending, envelope, run_id, load_record(pending, run_id)?, &ending)
         }
         _ => Ok(()),
@@ -239,6 +244,14 @@ fn wording(record: &RunRecord, ending: &Ending<'_>) -> (RunOutcome, Option<Reaso
                 body = format!("{body} {}", failure.message);
             }
             (*outcome, None, format!("{operation} {word}"), body)
+        }
+        Ending::Cancelled { by, reason } => {
+            let mut body = format!("Run of {operation} on tenant {} was cancelled by {by}.", record.tenant_id);
+            if let Some(reason) = reason {
+                body = format!("{body} Reason: {reason}");
+            }
+            let word = RunOutcome::Cancelled.operator_word();
+            (RunOutcome::Cancelled, None, format!("{operation} {word}"), body)
         }
     }
 }

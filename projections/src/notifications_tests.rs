@@ -25,6 +25,7 @@ fn expected_from_log(events: &[Envelope]) -> BTreeMap<Uuid, (Uuid, String, RunOu
                 let outcome = match &event {
                     RunEvent::RunStartBlocked { .. } | RunEvent::RunBlocked { .. } => RunOutcome::Blocked,
                     RunEvent::RunCompleted { outcome, .. } => outcome.outcome(),
+                    RunEvent::RunCancelled { .. } => RunOutcome::Cancelled,
                     _ => continue,
                 };
                 if let Some(Some(actor)) = initiators.get(&run_id) {

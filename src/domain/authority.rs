@@ -446,6 +446,7 @@ mod tests {
                 writes: false,
                 system_authority_allowed: false,
                 max_attempts: 1,
+                lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
             }),
         ];
         for change in cases {

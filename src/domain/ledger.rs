@@ -347,6 +347,9 @@ fn fold_from(log: &Log, mut state: DomainState) -> Result<DomainState, LedgerErr
     Ok(state)
 }
 
+#[path = "ledger_leases.rs"]
+mod leases;
+
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;

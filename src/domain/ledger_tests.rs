@@ -36,6 +36,7 @@ fn op(name: &str, provider_backed: bool, writes: bool, system: bool) -> C {
         writes,
         system_authority_allowed: system,
         max_attempts: 3,
+        lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
     })
 }
 
@@ -448,3 +449,6 @@ fn a_failed_append_is_observable_as_stopped() {
     assert!(why.contains("closed"), "{why}");
     assert_eq!(watch.borrow().as_deref(), Some(why.as_str()));
 }
+
+#[path = "ledger_lease_tests.rs"]
+mod leases;

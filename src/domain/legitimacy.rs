@@ -304,6 +304,7 @@ mod tests {
             writes,
             system_authority_allowed: system,
             max_attempts: 3,
+            lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
         })
     }
 
@@ -414,6 +415,7 @@ mod tests {
                     writes: false,
                     system_authority_allowed: true,
                     max_attempts: 3,
+                    lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
                 })],
                 Some(R::CapabilityMissing),
             ),

@@ -7,8 +7,10 @@
 //! decides and applies; the [`ledger`] facade adds the clock, ids and I/O.
 
 pub mod authority;
+pub mod cancel;
 pub mod events;
 pub mod ids;
+pub mod lease;
 pub mod ledger;
 pub mod legitimacy;
 pub mod lifecycle;

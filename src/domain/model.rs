@@ -9,6 +9,23 @@ pub use crate::domain::ids::{check_actor_id, check_id, ID_BYTES_MAX, SYSTEM_PRIN
 /// Most attempts an operation type may allow.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 
+/// The lease of an attempt when the catalog names none: a worker that
+/// neither heartbeats nor reports progress for this long is taken as lost.
+pub const LEASE_SECONDS_DEFAULT: u32 = 300;
+
+/// Shortest lease the catalog accepts: shorter would make the reaper's
+/// own lateness (about a second) a large part of the lease.
+pub const LEASE_SECONDS_MIN: u32 = 5;
+
+/// Longest lease the catalog accepts (one day): a lost worker must free
+/// its scope within a bounded time.
+pub const LEASE_SECONDS_MAX: u32 = 86_400;
+
+/// The serde default of `lease_seconds` (logs written before leases).
+pub fn lease_seconds_default() -> u32 {
+    LEASE_SECONDS_DEFAULT
+}
+
 /// Who caused something: a human actor, or the system (the scheduler).
 ///
 /// Read through `PrincipalWire`, so that `{"kind": "system", "id": "u1"}`
@@ -143,6 +160,10 @@ pub struct OperationTypeSpec {
     pub writes: bool,
     pub system_authority_allowed: bool,
     pub max_attempts: u32,
+    /// How long an attempt may go without a heartbeat or progress before
+    /// the ledger abandons it. Absent in logs older than leases: 300.
+    #[serde(default = "lease_seconds_default")]
+    pub lease_seconds: u32,
 }
 
 impl OperationTypeSpec {
@@ -151,6 +172,10 @@ impl OperationTypeSpec {
         check_id("required_capability", &self.required_capability)?;
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
             return Err(format!("max_attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, got {}", self.max_attempts));
+        }
+        if !(LEASE_SECONDS_MIN..=LEASE_SECONDS_MAX).contains(&self.lease_seconds) {
+            let (min, max, got) = (LEASE_SECONDS_MIN, LEASE_SECONDS_MAX, self.lease_seconds);
+            return Err(format!("lease_seconds must be {min} to {max}, got {got}"));
         }
         Ok(())
     }
@@ -209,16 +234,19 @@ pub enum RunOutcome {
     PartiallySucceeded,
     Failed,
     Blocked,
+    /// Ended by a service on request (`run_cancelled`).
+    Cancelled,
 }
 
 impl RunOutcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [RunOutcome; 5] = [
+    pub const ALL: [RunOutcome; 6] = [
         RunOutcome::Pending,
         RunOutcome::Succeeded,
         RunOutcome::PartiallySucceeded,
         RunOutcome::Failed,
         RunOutcome::Blocked,
+        RunOutcome::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +256,7 @@ impl RunOutcome {
             RunOutcome::PartiallySucceeded => "partially_succeeded",
             RunOutcome::Failed => "failed",
             RunOutcome::Blocked => "blocked",
+            RunOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -239,6 +268,7 @@ impl RunOutcome {
             RunOutcome::PartiallySucceeded => "partially succeeded",
             RunOutcome::Failed => "failed",
             RunOutcome::Blocked => "blocked",
+            RunOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -311,6 +341,22 @@ mod tests {
             "the system's word is no actor id"
         );
         assert!(Principal::actor("systems").check("initiator").is_ok());
+    }
+
+    #[test]
+    fn a_catalog_entry_from_before_leases_decodes_with_the_default_and_leases_are_bounded() {
+        let old = serde_json::json!({"operation_type": "inventory_sync", "required_capability": "tenant.sync",
+            "provider_backed": true, "writes": false, "system_authority_allowed": true, "max_attempts": 3});
+        let mut spec: OperationTypeSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(spec.lease_seconds, LEASE_SECONDS_DEFAULT);
+        assert!(spec.check().is_ok());
+        for (lease, ok) in [(LEASE_SECONDS_MIN - 1, false), (LEASE_SECONDS_MIN, true), (LEASE_SECONDS_MAX, true)] {
+            spec.lease_seconds = lease;
+            assert_eq!(spec.check().is_ok(), ok, "lease_seconds {lease}");
+        }
+        spec.lease_seconds = LEASE_SECONDS_MAX + 1;
+        assert!(spec.check().is_err());
+        assert_eq!(serde_json::to_value(RunOutcome::Cancelled).unwrap(), "cancelled");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::legitimacy::{Decision, RunFacts};
-use crate::domain::model::{AuthorityMode, Principal, RunOutcome, RunStatus, WorkerOutcome};
+use crate::domain::model::{lease_seconds_default, AuthorityMode, Principal, RunOutcome, RunStatus, WorkerOutcome};
 use crate::domain::reason::{DenialClass, ReasonCode};
 use crate::domain::sanitize::SummaryCounts;
 
@@ -33,6 +33,10 @@ pub struct RunSpec {
     pub context: serde_json::Value,
     /// The run whose completion admitted this one (sequential admission).
     pub admitted_from: Option<Uuid>,
+    /// The lease of each attempt, pinned at dispatch like `max_attempts`.
+    /// Absent in logs older than leases: the catalog's default.
+    #[serde(default = "lease_seconds_default")]
+    pub lease_seconds: u32,
 }
 
 impl RunSpec {
@@ -64,6 +68,8 @@ pub enum RequeueCause {
     RetryableDenial,
     /// The worker reported a retryable failure.
     RetryableFailure,
+    /// The attempt's lease lapsed (`attempt_abandoned` just before).
+    LeaseExpired,
 }
 
 /// Every event of a run stream. Each carries the attempt it belongs to
@@ -142,6 +148,24 @@ pub enum RunEvent {
         summary_counts: SummaryCounts,
         failure: Option<Failure>,
     },
+    /// A heartbeat found the lease more than half used: it runs again from
+    /// the time of this event. Heartbeats that find it less used append nothing.
+    LeaseRenewed {
+        attempt: u32,
+    },
+    /// The running attempt's lease lapsed: its worker is taken as lost. The
+    /// next event says what follows (requeued, or completed `worker_lost`).
+    AttemptAbandoned {
+        attempt: u32,
+        lease_expired_at: DateTime<Utc>,
+    },
+    /// A service ended a queued or running run: completed, outcome cancelled.
+    RunCancelled {
+        attempt: u32,
+        cancelled_by: Principal,
+        /// Sanitized before it reaches the log.
+        reason: Option<String>,
+    },
 }
 
 impl RunEvent {
@@ -159,6 +183,9 @@ impl RunEvent {
             RunEvent::RunRequeued { .. } => "run_requeued",
             RunEvent::RunBlocked { .. } => "run_blocked",
             RunEvent::RunCompleted { .. } => "run_completed",
+            RunEvent::LeaseRenewed { .. } => "lease_renewed",
+            RunEvent::AttemptAbandoned { .. } => "attempt_abandoned",
+            RunEvent::RunCancelled { .. } => "run_cancelled",
         }
     }
 
@@ -175,13 +202,22 @@ impl RunEvent {
             | RunEvent::RunProgressed { attempt, .. }
             | RunEvent::RunRequeued { attempt, .. }
             | RunEvent::RunBlocked { attempt, .. }
-            | RunEvent::RunCompleted { attempt, .. } => *attempt,
+            | RunEvent::RunCompleted { attempt, .. }
+            | RunEvent::LeaseRenewed { attempt }
+            | RunEvent::AttemptAbandoned { attempt, .. }
+            | RunEvent::RunCancelled { attempt, .. } => *attempt,
         }
     }
 
     /// Whether this event ends the run.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, RunEvent::RunStartBlocked { .. } | RunEvent::RunBlocked { .. } | RunEvent::RunCompleted { .. })
+        matches!(
+            self,
+            RunEvent::RunStartBlocked { .. }
+                | RunEvent::RunBlocked { .. }
+                | RunEvent::RunCompleted { .. }
+                | RunEvent::RunCancelled { .. }
+        )
     }
 }
 
@@ -220,6 +256,22 @@ pub struct Run {
     pub follow_up_connection: Option<String>,
     pub admitted_from: Option<Uuid>,
     pub start_decision: Decision,
+    /// When the running attempt's lease lapses unless renewed (heartbeat,
+    /// progress); `None` unless running.
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The last attempt abandoned because its lease lapsed.
+    #[serde(default)]
+    pub abandoned_attempt: Option<u32>,
+    /// The lease of each attempt, in seconds (from the spec; kept here
+    /// because views store runs without their spec).
+    #[serde(default = "lease_seconds_default")]
+    pub lease_seconds: u32,
+    /// Who cancelled the run, and why (sanitized), when it was cancelled.
+    #[serde(default)]
+    pub cancelled_by: Option<Principal>,
+    #[serde(default)]
+    pub cancel_reason: Option<String>,
     #[serde(skip)]
     pub spec: Option<Box<RunSpec>>,
     /// Events applied (the run stream's version).
@@ -265,6 +317,11 @@ impl Run {
             follow_up_connection: None,
             admitted_from: spec.admitted_from,
             start_decision: decision.clone(),
+            lease_expires_at: None,
+            lease_seconds: spec.lease_seconds,
+            abandoned_attempt: None,
+            cancelled_by: None,
+            cancel_reason: None,
             spec: Some(Box::new(spec.clone())),
             version: 1,
         };
@@ -323,10 +380,30 @@ impl Run {
                 self.admit_follow_up(operation_type, result)?
             }
             RunEvent::LegitimacyEvaluated { decision, .. } => self.evaluated(event, decision)?,
-            RunEvent::RunStarted { .. } => self.started(at)?,
+            RunEvent::RunStarted { .. } => {
+                self.started(at)?;
+                self.renew_lease(at);
+            }
             RunEvent::RunProgressed { summary_counts, .. } => {
-                self.require(RunStatus::Running, event)?;
+                self.require_leased(event)?;
                 self.summary_counts = self.summary_counts.merge(*summary_counts);
+                self.renew_lease(at);
+            }
+            RunEvent::LeaseRenewed { .. } => {
+                self.require_leased(event)?;
+                self.renew_lease(at);
+            }
+            RunEvent::AttemptAbandoned { attempt, lease_expired_at } => {
+                self.abandoned(event, *attempt, *lease_expired_at, at)?
+            }
+            RunEvent::RunCancelled { cancelled_by, reason, .. } => {
+                self.require_live(event)?;
+                self.status = RunStatus::Completed;
+                self.outcome = RunOutcome::Cancelled;
+                self.cancelled_by = Some(cancelled_by.clone());
+                self.cancel_reason = reason.clone();
+                self.lease_expires_at = None;
+                self.completed_at = Some(at);
             }
             RunEvent::RunRequeued { next_attempt, failure, .. } => self.requeued(event, *next_attempt, failure)?,
             RunEvent::RunBlocked { reason_code, denial_class, next_step, .. } => {
@@ -342,6 +419,7 @@ impl Run {
                 self.outcome = outcome.outcome();
                 self.summary_counts = self.summary_counts.merge(*summary_counts);
                 self.failure = failure.clone();
+                self.lease_expires_at = None;
                 self.completed_at = Some(at);
             }
         }
@@ -439,6 +517,43 @@ impl Run {
         self.status = RunStatus::Queued;
         self.attempt = next_attempt;
         self.failure = failure.clone();
+        self.lease_expires_at = None;
+        Ok(())
+    }
+
+    /// The lease of one attempt, pinned on the run's spec.
+    pub fn lease(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.lease_seconds))
+    }
+
+    /// The lease runs for its full length from `at`.
+    fn renew_lease(&mut self, at: DateTime<Utc>) {
+        self.lease_expires_at = Some(at + self.lease());
+    }
+
+    /// Progress and renewals need a running attempt that was not abandoned.
+    fn require_leased(&self, event: &RunEvent) -> Result<(), String> {
+        self.require(RunStatus::Running, event)?;
+        match self.abandoned_attempt == Some(self.attempt) {
+            false => Ok(()),
+            true => Err(format!("{} for an abandoned attempt", event.event_type())),
+        }
+    }
+
+    /// The lease must have lapsed, as recorded, by the time of the event.
+    fn abandoned(
+        &mut self,
+        event: &RunEvent,
+        attempt: u32,
+        lease_expired_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<(), String> {
+        self.require_leased(event)?;
+        if self.lease_expires_at != Some(lease_expired_at) || lease_expired_at > at {
+            return Err(format!("attempt {attempt} abandoned while its lease ran until {:?}", self.lease_expires_at));
+        }
+        self.abandoned_attempt = Some(attempt);
+        self.lease_expires_at = None;
         Ok(())
     }
 }

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::authority::{AuthorityChange, AuthorityChanged};
+use crate::domain::cancel::{decide_cancel, CancelRequest};
 use crate::domain::events::DomainEvent;
+use crate::domain::lease::{decide_abandon, decide_heartbeat, fence, lapsed, Fenced};
 use crate::domain::legitimacy::Decision;
 use crate::domain::lifecycle::{decide_begin, decide_complete, decide_progress, Completion, TransitionRefused};
 use crate::domain::model::{check_id, Principal};
@@ -54,7 +56,15 @@ pub enum CommandRefused {
     NotLive(Uuid),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A worker's late call (abandoned attempt) or a call on a cancelled run.
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
 }
+
+/// Most lapsed leases the reaper abandons in one command (one append), so
+/// one pass holds the sequencer lock for a bounded time; the rest wait for
+/// the next pass.
+pub const LEASE_REAPS_PER_PASS_MAX: usize = 256;
 
 /// Summary counts are an object (unknown keys inside it are dropped by
 /// normalization); anything else is bad input, not an empty report.
@@ -268,8 +278,19 @@ impl Sequencer {
         summary_counts: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<(Run, Produced), CommandRefused> {
+        self.progress_attempt(run_id, None, summary_counts, now)
+    }
+
+    /// Progress of the attempt the worker names (`None`: the running one).
+    pub fn progress_attempt(
+        &mut self,
+        run_id: Uuid,
+        attempt: Option<u32>,
+        summary_counts: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(Run, Produced), CommandRefused> {
         counts_are_an_object(Some(summary_counts))?;
-        let event = decide_progress(self.live(run_id)?, summary_counts)?;
+        let event = decide_progress(self.fenced(run_id, attempt)?, summary_counts)?;
         let (mut produced, at) = self.begin_command(now);
         self.push(&mut produced, at, DomainEvent::Run { run_id, event });
         let run = self.live(run_id)?.clone();
@@ -283,12 +304,90 @@ impl Sequencer {
         ids: &mut dyn RunIds,
         now: DateTime<Utc>,
     ) -> Result<(Run, Produced), CommandRefused> {
+        self.complete_attempt(run_id, None, completion, ids, now)
+    }
+
+    /// Ends the attempt the worker names (`None`: the running one).
+    pub fn complete_attempt(
+        &mut self,
+        run_id: Uuid,
+        attempt: Option<u32>,
+        completion: &Completion,
+        ids: &mut dyn RunIds,
+        now: DateTime<Utc>,
+    ) -> Result<(Run, Produced), CommandRefused> {
         counts_are_an_object(completion.summary_counts.as_ref())?;
-        let event = decide_complete(self.live(run_id)?, completion)?;
+        let event = decide_complete(self.fenced(run_id, attempt)?, completion)?;
         let (mut produced, at) = self.begin_command(now);
         let ended = self.push(&mut produced, at, DomainEvent::Run { run_id, event });
         let run = self.after_run_events(&mut produced, at, run_id, ended, ids);
         Ok((run, produced))
+    }
+
+    /// The live run, once the worker's call passed the fence.
+    fn fenced(&self, run_id: Uuid, attempt: Option<u32>) -> Result<&Run, CommandRefused> {
+        let run = self.live(run_id)?;
+        fence(run, attempt)?;
+        Ok(run)
+    }
+
+    /// A worker's sign of life: renews the lease, appending `lease_renewed`
+    /// only once more than half of it is used (see [`crate::domain::lease`]).
+    pub fn heartbeat(
+        &mut self,
+        run_id: Uuid,
+        attempt: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<(Run, Produced), CommandRefused> {
+        let (mut produced, at) = self.begin_command(now);
+        if let Some(event) = decide_heartbeat(self.fenced(run_id, attempt)?, at)? {
+            self.push(&mut produced, at, DomainEvent::Run { run_id, event });
+        }
+        let run = self.live(run_id)?.clone();
+        Ok((run, produced))
+    }
+
+    /// Cancels a queued or running run; a batch's next follow-up is then
+    /// admitted like after any terminal outcome.
+    pub fn cancel(
+        &mut self,
+        run_id: Uuid,
+        request: &CancelRequest,
+        ids: &mut dyn RunIds,
+        now: DateTime<Utc>,
+    ) -> Result<(Run, Produced), CommandRefused> {
+        request.cancelled_by.check("cancelled_by").map_err(CommandRefused::Invalid)?;
+        let event = decide_cancel(self.live(run_id)?, request)?;
+        let (mut produced, at) = self.begin_command(now);
+        let ended = self.push(&mut produced, at, DomainEvent::Run { run_id, event });
+        let run = self.after_run_events(&mut produced, at, run_id, ended, ids);
+        Ok((run, produced))
+    }
+
+    /// The reaper's step: abandons every running attempt whose lease lapsed
+    /// by `now` (at most [`LEASE_REAPS_PER_PASS_MAX`], oldest lease first),
+    /// each with its consequence. Answers with the runs as they are after.
+    pub fn reap(&mut self, ids: &mut dyn RunIds, now: DateTime<Utc>) -> (Vec<Run>, Produced) {
+        let (mut produced, at) = self.begin_command(now);
+        let mut due: Vec<(DateTime<Utc>, Uuid)> = self
+            .state
+            .live_run_ids()
+            .filter_map(|id| self.state.run(id))
+            .filter(|run| lapsed(run, at))
+            .filter_map(|run| run.lease_expires_at.map(|expires| (expires, run.id)))
+            .collect();
+        due.sort_unstable();
+        due.truncate(LEASE_REAPS_PER_PASS_MAX);
+        let mut reaped = Vec::with_capacity(due.len());
+        for (_, run_id) in due {
+            let Some(events) = self.state.run(&run_id).and_then(|run| decide_abandon(run, at)) else { continue };
+            let mut ended = None;
+            for event in events {
+                ended = self.push(&mut produced, at, DomainEvent::Run { run_id, event }).or(ended);
+            }
+            reaped.push(self.after_run_events(&mut produced, at, run_id, ended, ids));
+        }
+        (reaped, produced)
     }
 
     /// The run as it is now, and, when it just ended with follow-ups

@@ -33,6 +33,7 @@ fn op(name: &str, capability: &str, provider_backed: bool, writes: bool, max_att
         writes,
         system_authority_allowed: name != "restore.execute",
         max_attempts,
+        lease_seconds: crate::domain::model::LEASE_SECONDS_DEFAULT,
     })
 }
 
@@ -479,3 +480,6 @@ fn ids_that_are_invisible_not_nfc_or_credentials_are_refused_everywhere() {
     assert!(error.to_string().contains("changed_by.id contains U+200B"), "{error}");
     assert_eq!(sequencer.state().position, position);
 }
+
+#[path = "sequencer_lease_tests.rs"]
+mod leases;

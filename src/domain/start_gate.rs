@@ -169,6 +169,7 @@ fn resolve(
         dedupe_key: request.dedupe_key.clone(),
         context,
         admitted_from,
+        lease_seconds: spec.lease_seconds,
     })
 }
 

@@ -9,6 +9,12 @@
 //! A denied decision needs no handling: the ledger has already recorded the
 //! run as blocked (or put it back to queued when the denial is retryable).
 //! A 409 on begin means another worker took the run first.
+//!
+//! Every call after begin names the attempt `begin` answered, and the work
+//! loop heartbeats: a worker that stops reporting for the operation type's
+//! `lease_seconds` loses the attempt (`attempt_abandoned`), and its late
+//! calls are refused with 409 `lease_expired`; a run cancelled meanwhile
+//! answers 409 `run_cancelled`. Either way the worker stops working on it.
 
 use std::time::Duration;
 
@@ -67,14 +73,37 @@ fn attempt(ledger: &Remote, id: &str, operation_type: &str) -> anyhow::Result<bo
         eprintln!("{operation_type} {id}: not begun ({}), {}", decision["reason_code"], begun["run"]["status"]);
         return Ok(false);
     }
+    let attempt = begun["run"]["attempt"].as_u64().context("begin answers with the attempt")?;
     let total = 10;
     for done in [total / 2, total] {
-        // The real work goes here, between the allowed decision and complete.
-        let counts = json!({"summary_counts": {"total": total, "processed": done, "succeeded": done}});
-        let _: Value = ledger.post(&format!("/v1/runs/{id}/progress"), &counts)?;
+        // The real work goes here, between the allowed decision and complete;
+        // long work sends a heartbeat well within the lease.
+        let beat: Option<Value> =
+            still_ours(ledger.post(&format!("/v1/runs/{id}/heartbeat"), &json!({"attempt": attempt})))?;
+        let counts =
+            json!({"summary_counts": {"total": total, "processed": done, "succeeded": done}, "attempt": attempt});
+        let progressed: Option<Value> = still_ours(ledger.post(&format!("/v1/runs/{id}/progress"), &counts))?;
+        if beat.is_none() || progressed.is_none() {
+            eprintln!("{operation_type} {id}: no longer ours (lease expired or cancelled)");
+            return Ok(false);
+        }
     }
-    let outcome = json!({"outcome": "succeeded", "summary_counts": {"total": total, "processed": total}});
-    let completed: Value = ledger.post(&format!("/v1/runs/{id}/complete"), &outcome)?;
+    let outcome =
+        json!({"outcome": "succeeded", "summary_counts": {"total": total, "processed": total}, "attempt": attempt});
+    let Some(completed) = still_ours::<Value>(ledger.post(&format!("/v1/runs/{id}/complete"), &outcome))? else {
+        eprintln!("{operation_type} {id}: no longer ours (lease expired or cancelled)");
+        return Ok(false);
+    };
     eprintln!("{operation_type} {id}: {}", completed["run"]["outcome"]);
     Ok(true)
+}
+
+/// `None` when the ledger says the attempt is no longer this worker's: a
+/// 409 (`lease_expired`, `run_cancelled`) after begin.
+fn still_ours<T>(answer: anyhow::Result<T>) -> anyhow::Result<Option<T>> {
+    match answer {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if is_status(&error, 409) => Ok(None),
+        Err(error) => Err(error),
+    }
 }

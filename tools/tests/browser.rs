@@ -252,6 +252,7 @@ fn seed(state: &opledger_tools::server::AppState) -> Seeded {
                 writes: false,
                 system_authority_allowed: true,
                 max_attempts: 3,
+                lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
             }),
         ];
         let ledger = state.ledger().unwrap();

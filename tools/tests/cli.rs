@@ -114,6 +114,7 @@ fn authority() -> Vec<C> {
             writes: false,
             system_authority_allowed: system,
             max_attempts: 1,
+            lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
         }));
     }
     changes
@@ -428,4 +429,33 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
     for summary in ["  queued\n", "  legitimacy evaluated: allowed\n", "  started attempt 1\n", "  completed: failed"] {
         assert!(text.contains(summary), "{summary:?} missing from\n{text}");
     }
+}
+
+/// `opledger runs cancel RUN --url … --token …` cancels a queued run on the
+/// running server; a second cancel is refused; without --url it says why.
+#[test]
+fn runs_cancel_over_url_cancels_a_queued_run() {
+    let fixture = Fixture::new();
+    let created = ok(&["token", "create", "--data", fixture.dir(), "--service", "operator"]);
+    let token = created.lines().last().unwrap().trim().to_owned();
+    let server = Server::start(&fixture.data);
+    let client = opledger_tools::cmd::remote::Remote::new(&server.url, &token).unwrap();
+    let start =
+        json!({"operation_type": "inventory_sync", "tenant_id": "t1", "initiator": {"kind": "actor", "id": "u1"}});
+    let answer: Value = client.post("/v1/runs", &start).unwrap();
+    let run = answer["run"]["id"].as_str().unwrap().to_owned();
+    let url = ["--url", server.url.as_str(), "--token", token.as_str()];
+
+    let text = ok(&[&["runs", "cancel", &run, "--by", "ops", "--reason", "not needed"][..], &url].concat());
+    assert_eq!(text, format!("run {run} is completed: cancelled\n"));
+    let shown = ok_json(&[&["runs", "show", &run, "--json"][..], &url].concat());
+    assert_eq!((&shown["run"]["outcome"], &shown["run"]["cancel_reason"]), (&json!("cancelled"), &json!("not needed")));
+    assert_eq!(shown["run"]["cancelled_by"], json!({"kind": "actor", "id": "ops"}));
+
+    let again = opledger(&[&["runs", "cancel", &run][..], &url].concat());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && stderr.contains("409"), "{stderr}");
+    let local = opledger(&["runs", "cancel", &run, "--data", fixture.dir()]);
+    let stderr = String::from_utf8_lossy(&local.stderr);
+    assert!(!local.status.success() && stderr.contains("needs --url and --token"), "{stderr}");
 }

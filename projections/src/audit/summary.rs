@@ -99,6 +99,15 @@ pub(super) fn run_summary(record: &RunRecord, event: &RunEvent) -> String {
         RunEvent::RunBlocked { reason_code, .. } => format!("{run} blocked: {}", reason_code.operator_message()),
         RunEvent::RunCompleted { outcome, .. } => format!("{run} completed: {}", outcome.outcome().operator_word()),
         RunEvent::RunProgressed { .. } => format!("{run} reported progress"),
+        RunEvent::LeaseRenewed { attempt } => format!("{run}, attempt {attempt}: lease renewed"),
+        RunEvent::AttemptAbandoned { attempt, lease_expired_at } => format!(
+            "{run}, attempt {attempt} abandoned: the worker stopped reporting and its lease expired at {}",
+            lease_expired_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        RunEvent::RunCancelled { cancelled_by, reason, .. } => match reason {
+            Some(reason) => format!("{run} cancelled by {cancelled_by}: {reason}"),
+            None => format!("{run} cancelled by {cancelled_by}"),
+        },
     }
 }
 
@@ -129,6 +138,7 @@ pub(super) fn requeue(cause: RequeueCause, reason: Option<ReasonCode>) -> &'stat
         (RequeueCause::RetryableDenial, Some(reason)) => reason.operator_message(),
         (RequeueCause::RetryableDenial, None) => "the attempt was denied for a passing reason.",
         (RequeueCause::RetryableFailure, _) => "the attempt failed and is retried.",
+        (RequeueCause::LeaseExpired, _) => "the worker was lost (its lease expired); the next attempt decides afresh.",
     }
 }
 

@@ -41,6 +41,14 @@ pub fn summary(event: &RunEvent) -> String {
                 None => format!("completed: {word}"),
             }
         }
+        RunEvent::LeaseRenewed { attempt } => format!("lease of attempt {attempt} renewed"),
+        RunEvent::AttemptAbandoned { attempt, .. } => {
+            format!("attempt {attempt} abandoned: worker lost, lease expired")
+        }
+        RunEvent::RunCancelled { cancelled_by, reason, .. } => match reason {
+            Some(reason) => format!("cancelled by {cancelled_by}: {reason}"),
+            None => format!("cancelled by {cancelled_by}"),
+        },
     }
 }
 
@@ -73,6 +81,7 @@ fn requeued_summary(
         (RequeueCause::RetryableDenial, None, _) => "retryable denial".to_owned(),
         (RequeueCause::RetryableFailure, _, Some(code)) => format!("retryable failure ({code})"),
         (RequeueCause::RetryableFailure, _, None) => "retryable failure".to_owned(),
+        (RequeueCause::LeaseExpired, _, _) => "worker lost (lease expired)".to_owned(),
     };
     format!("queued for attempt {next_attempt}: {why}")
 }

@@ -12,6 +12,7 @@ pub mod notifications;
 pub mod rebuild;
 pub mod remote;
 pub mod runs;
+pub mod runs_cancel;
 pub mod serve;
 pub mod source;
 pub mod token;

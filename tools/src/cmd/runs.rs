@@ -21,6 +21,8 @@ pub enum Runs {
     List(ListArgs),
     /// One run and its timeline.
     Show(ShowArgs),
+    /// Cancels a queued or running run (over --url).
+    Cancel(super::runs_cancel::CancelArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +38,7 @@ pub struct ListArgs {
     /// Only runs in this status: queued, running or completed.
     #[arg(long)]
     status: Option<String>,
-    /// Only runs with this outcome: pending, succeeded, partially_succeeded, failed or blocked.
+    /// Only runs with this outcome: pending, succeeded, partially_succeeded, failed, blocked or cancelled.
     #[arg(long)]
     outcome: Option<String>,
     /// Only runs of this operation type.
@@ -85,6 +87,7 @@ pub fn run(runs: Runs) -> anyhow::Result<ExitCode> {
     match runs {
         Runs::List(args) => list(args),
         Runs::Show(args) => show(args),
+        Runs::Cancel(args) => super::runs_cancel::cancel(args),
     }
 }
 

@@ -73,6 +73,8 @@ pub fn report_json(report: &VerifyReport, replay: &DecisionReplay) -> Value {
     serde_json::json!({"ok": report.is_ok(), "events_checked": report.events_checked,
         "streams": report.streams, "decisions_checked": replay.decisions_checked,
         "start_decisions_checked": replay.start_decisions_checked,
+        "abandonments_checked": replay.abandonments_checked,
+        "cancellations_checked": replay.cancellations_checked,
         "head": report.head.digest(), "first_failure": failure})
 }
 

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use opledger::domain::lease::Fenced;
 use opledger::domain::ledger::LedgerError;
 use opledger::domain::sequencer::CommandRefused;
 use opledger::domain::start_gate::StartRejected;
@@ -81,6 +82,8 @@ fn refused_status(refused: &CommandRefused, message: String) -> ApiError {
         }
         CommandRefused::Transition(_) => (StatusCode::CONFLICT, "illegal_transition"),
         CommandRefused::NotLive(_) => (StatusCode::NOT_FOUND, "unknown_run"),
+        CommandRefused::Fenced(Fenced::LeaseExpired { .. }) => (StatusCode::CONFLICT, "lease_expired"),
+        CommandRefused::Fenced(Fenced::RunCancelled { .. }) => (StatusCode::CONFLICT, "run_cancelled"),
     };
     ApiError::new(status, code, message)
 }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod headers;
 pub mod health;
 pub mod integrity;
+pub mod leases;
 pub mod login;
 pub mod metrics;
 pub mod pages;
@@ -68,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/begin", post(writes::begin))
         .route("/v1/runs/{id}/progress", post(writes::progress))
         .route("/v1/runs/{id}/complete", post(writes::complete))
+        .route("/v1/runs/{id}/heartbeat", post(writes::heartbeat))
+        .route("/v1/runs/{id}/cancel", post(writes::cancel))
         .route("/v1/audit", get(reads::audit))
         .route("/v1/notifications", get(reads::notifications))
         .route("/v1/notifications/{run}/read", post(reads::mark_read))
@@ -133,8 +136,10 @@ pub async fn serve_on(
     let address = listener.local_addr()?;
     tracing::info!(%address, "serving");
     let supervisor = tokio::spawn(supervisor::run(state.clone()));
+    let reaper = tokio::spawn(leases::reap(state.clone()));
     connections::serve_connections(listener, router(state.clone()), state.clone(), config, shutdown).await;
     supervisor.abort();
+    reaper.abort();
     let _ = supervisor.await;
     if let Ok(core) = state.core() {
         core.ledger.log().close();

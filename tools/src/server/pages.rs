@@ -84,7 +84,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .badge{padding:.1rem .5rem;border-radius:.8rem;font-size:.85rem;font-weight:600}
 .succeeded{background:#d1fae5;color:#065f46}.partially_succeeded{background:#fef3c7;color:#92400e}
 .failed{background:#fee2e2;color:#991b1b}.blocked{background:#e0e7ff;color:#3730a3;border:1px dashed #3730a3}
-.pending{background:#f3f4f6;color:#374151}.fail{color:#991b1b}.pass{color:#065f46}
+.pending{background:#f3f4f6;color:#374151}.cancelled{background:#fff;color:#4b5563;border:1px solid #9ca3af}.fail{color:#991b1b}.pass{color:#065f46}
 form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}form.filters input[name=limit]{width:6rem}.error{color:#991b1b}
 figure.chart{margin:0 0 1rem}figcaption{color:#52606d}nav.pages{display:flex;gap:1.5rem;margin-top:1rem}
 table.summary-counts{width:auto}table.summary-counts th,table.summary-counts td{padding:.1rem .6rem .1rem 0;border:0}
@@ -200,12 +200,13 @@ fn filters(query: &RunQuery) -> Markup {
 }
 
 /// The outcomes in the order the chart shows them, with their colours.
-const CHART_OUTCOMES: [(RunOutcome, &str); 5] = [
+const CHART_OUTCOMES: [(RunOutcome, &str); 6] = [
     (RunOutcome::Succeeded, "#10b981"),
     (RunOutcome::PartiallySucceeded, "#f59e0b"),
     (RunOutcome::Failed, "#ef4444"),
     (RunOutcome::Blocked, "#6366f1"),
     (RunOutcome::Pending, "#9ca3af"),
+    (RunOutcome::Cancelled, "#4b5563"),
 ];
 /// Width of the longest bar of the chart, in pixels.
 const CHART_BAR_WIDTH_MAX: u64 = 300;
@@ -282,6 +283,12 @@ fn run_page(detail: &RunDetail) -> Markup {
                 }
             }
         }
+        @if let Some(by) = &run.cancelled_by {
+            section class="cancelled-reason" {
+                h2 { "Cancelled" }
+                p { "Cancelled by " (by) @if let Some(reason) = &run.cancel_reason { ": " (reason) } }
+            }
+        }
         dl {
             dt { "Run" } dd { (run.id) }
             dt { "Workspace" } dd { (run.workspace_id) }
@@ -292,6 +299,9 @@ fn run_page(detail: &RunDetail) -> Markup {
             dt { "Attempts" } dd { (run.attempts) " of " (run.max_attempts) }
             dt { "Queued" } dd { (time(run.queued_at)) }
             dt { "Started" } dd { (time(run.started_at)) }
+            @if run.lease_expires_at.is_some() {
+                dt { "Lease expires" } dd { (time(run.lease_expires_at)) }
+            }
             dt { "Completed" } dd { (time(run.completed_at)) }
             dt { "Summary counts" } dd { (summary_counts(&run.summary_counts)) }
         }

@@ -1,13 +1,16 @@
 //! Write routes (service tokens): authority changes, starts, begin,
-//! progress, complete. Each answers once its append is durable.
+//! progress, heartbeat, complete, cancel. Each answers once its append is
+//! durable.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use opledger::domain::authority::AuthorityChange;
-use opledger::domain::lifecycle::Completion;
+use opledger::domain::cancel::CancelRequest;
+use opledger::domain::lifecycle::{Completion, FailureReport};
 use opledger::domain::model::Principal;
+use opledger::domain::model::WorkerOutcome;
 use opledger::domain::sequencer::StartAnswer;
 use opledger::domain::start_gate::StartRequest;
 use serde::Deserialize;
@@ -130,6 +133,10 @@ pub async fn begin(
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     summary_counts: serde_json::Value,
+    /// The attempt the worker works on (what `begin` answered): a late
+    /// call of an abandoned attempt is fenced with `lease_expired`.
+    #[serde(default)]
+    attempt: Option<u32>,
 }
 
 pub async fn progress(
@@ -138,16 +145,65 @@ pub async fn progress(
     PathParam(id): PathParam,
     JsonBody(progress): JsonBody<Progress>,
 ) -> Result<Response, ApiError> {
-    let run = state.ledger()?.progress(run_id(&id)?, progress.summary_counts).await?;
+    let run = state.ledger()?.progress_attempt(run_id(&id)?, progress.attempt, progress.summary_counts).await?;
     Ok(Json(json!({"run": run})).into_response())
+}
+
+/// The completion of API.md plus the optional `attempt` it is fenced on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    outcome: WorkerOutcome,
+    #[serde(default)]
+    summary_counts: Option<serde_json::Value>,
+    #[serde(default)]
+    failure: Option<FailureReport>,
+    #[serde(default)]
+    retryable: Option<bool>,
+    #[serde(default)]
+    attempt: Option<u32>,
 }
 
 pub async fn complete(
     State(state): State<AppState>,
     _service: Service,
     PathParam(id): PathParam,
-    JsonBody(completion): JsonBody<Completion>,
+    JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Response, ApiError> {
-    let run = state.ledger()?.complete(run_id(&id)?, completion).await?;
+    let completion = Completion {
+        outcome: body.outcome,
+        summary_counts: body.summary_counts,
+        failure: body.failure,
+        retryable: body.retryable,
+    };
+    let run = state.ledger()?.complete_attempt(run_id(&id)?, body.attempt, completion).await?;
+    Ok(Json(json!({"run": run})).into_response())
+}
+
+/// A heartbeat: `{}` or `{"attempt": N}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[serde(default)]
+    attempt: Option<u32>,
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _service: Service,
+    PathParam(id): PathParam,
+    JsonBody(heartbeat): JsonBody<Heartbeat>,
+) -> Result<Response, ApiError> {
+    let run = state.ledger()?.heartbeat(run_id(&id)?, heartbeat.attempt).await?;
+    Ok(Json(json!({"run": run})).into_response())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    _service: Service,
+    PathParam(id): PathParam,
+    JsonBody(request): JsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let run = state.ledger()?.cancel(run_id(&id)?, request).await?;
     Ok(Json(json!({"run": run})).into_response())
 }

@@ -39,7 +39,7 @@ fn call(
 
 /// `opledger serve` on `data` (flush durability), its log in
 /// `log_dir/NAME.log`, once it is ready (`/healthz` answers ok).
-fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerProcess {
+pub(crate) fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerProcess {
     let log = log_dir.join(format!("{name}.log"));
     let server = ServerProcess::start(BINARY, data, &["--durability", "flush"], log, REQUEST_TIMEOUT);
     let deadline = Instant::now() + SERVER_WAIT;
@@ -54,7 +54,7 @@ fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerProcess {
     }
 }
 
-fn verify(data: &Path) -> (ExitStatus, String) {
+pub(crate) fn verify(data: &Path) -> (ExitStatus, String) {
     let output = Command::new(BINARY).args(["verify", "--data"]).arg(data).stdin(Stdio::null()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status, text)

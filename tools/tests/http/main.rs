@@ -11,6 +11,8 @@ mod e2e;
 mod errors;
 mod health;
 mod integrity;
+mod lease_e2e;
+mod leases;
 mod monitoring_pages;
 #[path = "../common/raw_http.rs"]
 mod raw_http;

@@ -76,7 +76,7 @@ fn expected_summary(runs: &[Value]) -> Value {
     json!({
         "total": runs.len(),
         "by_status": tally("status", &["queued", "running", "completed"]),
-        "by_outcome": tally("outcome", &["pending", "succeeded", "partially_succeeded", "failed", "blocked"]),
+        "by_outcome": tally("outcome", &["pending", "succeeded", "partially_succeeded", "failed", "blocked", "cancelled"]),
         "complete": true,
     })
 }
@@ -89,7 +89,7 @@ async fn the_summary_counts_every_run_of_the_filters_by_status_and_outcome() {
     assert_eq!(
         everything,
         json!({"total": 8, "by_status": {"queued": 2, "running": 1, "completed": 5},
-               "by_outcome": {"pending": 3, "succeeded": 1, "partially_succeeded": 0, "failed": 1, "blocked": 3},
+               "by_outcome": {"pending": 3, "succeeded": 1, "partially_succeeded": 0, "failed": 1, "blocked": 3, "cancelled": 0},
                "complete": true}),
         "every known status and outcome, zeros included"
     );

@@ -124,9 +124,13 @@ impl Drop for Api {
 impl Api {
     /// An empty ledger.
     pub async fn empty() -> Api {
+        Api::empty_with_clock(std::sync::Arc::new(chrono::Utc::now)).await
+    }
+
+    /// An empty ledger whose log reads `clock` (lease tests move time on).
+    pub async fn empty_with_clock(clock: opledger::log::Clock) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let options =
-            LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, ..Default::default() };
+        let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, clock };
         let state = open_state(dir.path(), options).unwrap();
         let follower = tokio::spawn({
             let projector = state.projector().unwrap();
@@ -141,7 +145,15 @@ impl Api {
 
     /// The ledger with the authority fixture ([`fixture_changes`]) recorded.
     pub async fn seeded() -> Api {
-        let api = Api::empty().await;
+        Api::seed(Api::empty().await).await
+    }
+
+    /// [`Api::seeded`] on a log that reads `clock`.
+    pub async fn seeded_with_clock(clock: opledger::log::Clock) -> Api {
+        Api::seed(Api::empty_with_clock(clock).await).await
+    }
+
+    async fn seed(api: Api) -> Api {
         let body = json!({"changed_by": {"kind": "actor", "id": "u-admin"}, "changes": fixture_changes()});
         let reply = api.post("/v1/authority", &api.service, &body).await;
         let answer = reply.expect(StatusCode::OK);

@@ -93,6 +93,7 @@ fn world() -> Vec<C> {
             writes: false,
             system_authority_allowed: true,
             max_attempts: 3,
+            lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
         }));
     }
     changes

@@ -41,6 +41,7 @@ pub fn changes() -> Vec<C> {
             writes: false,
             system_authority_allowed: true,
             max_attempts: 3,
+            lease_seconds: opledger::domain::model::LEASE_SECONDS_DEFAULT,
         }));
     }
     changes
