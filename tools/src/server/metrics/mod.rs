@@ -195,7 +195,7 @@ impl Metrics {
 /// format otherwise (what `promtool check metrics` reads).
 pub async fn metrics(State(state): State<AppState>, _service: ServiceReader, headers: HeaderMap) -> impl IntoResponse {
     let sample = match state.core() {
-        Ok(core) => scrape::CoreSample::read(&core).await,
+        Ok(core) => Some(scrape::CoreSample::read(&core).await),
         Err(_) => None,
     };
     let openmetrics = headers

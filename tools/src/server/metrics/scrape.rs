@@ -29,9 +29,9 @@ pub struct CoreSample {
 }
 
 impl CoreSample {
-    /// Reads the core. `None` never happens today; it keeps the door open
-    /// for a core that cannot be read without failing the whole scrape.
-    pub async fn read(core: &Core) -> Option<CoreSample> {
+    /// Reads the core. Monitoring's counts are left out when its view
+    /// cannot be read; everything else is in memory.
+    pub async fn read(core: &Core) -> CoreSample {
         let log = core.ledger.log();
         let head = log.head().position;
         let applied = match core.projector.progress() {
@@ -40,7 +40,7 @@ impl CoreSample {
         };
         let counts = core.projector.view(monitoring::NAME).ok().and_then(|view| monitoring::counts(&view, None).ok());
         let live = core.ledger.live_counts().await;
-        Some(CoreSample { head, applied, stats: log.stats(), observations: log.observations(), counts, live })
+        CoreSample { head, applied, stats: log.stats(), observations: log.observations(), counts, live }
     }
 
     /// Runs by status: queued and running from the sequencer (the live
