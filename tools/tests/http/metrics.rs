@@ -55,7 +55,7 @@ fn moving_clock() -> (opledger::log::Clock, Arc<AtomicI64>) {
 }
 
 /// Starts, a begin and a complete, a blocked start, a cancel and a reaped
-/// lease: one run of each outcome but pending.
+/// lease: one run of each outcome; then one run left queued, one running.
 async fn busy_server() -> Api {
     let (clock, offset) = moving_clock();
     let api = Api::seeded_with_clock(clock).await;
@@ -75,6 +75,10 @@ async fn busy_server() -> Api {
     api.begin(lost["id"].as_str().unwrap()).await.expect(StatusCode::OK);
     offset.fetch_add(31, Ordering::SeqCst);
     assert_eq!(opledger_tools::server::leases::reap_once(&api.state).await.unwrap(), 1);
+    // Still live at the scrape: one queued, one running.
+    api.start_accepted(&start_body("report", "t1", actor("u1"))).await;
+    let running = api.start_accepted(&start_body("leased_sync", "t1", actor("u1"))).await;
+    api.begin(running["id"].as_str().unwrap()).await.expect(StatusCode::OK);
     api
 }
 
@@ -95,7 +99,7 @@ async fn promtool_accepts_the_metrics_and_every_family_agrees_with_the_server() 
     let answered = value(&s, "opledger_log_appends_acknowledged_total")
         + value(&s, "opledger_log_appends_duplicate_total")
         + value(&s, "opledger_log_appends_conflicted_total");
-    assert!(answered >= 8.0, "every start, begin, complete, cancel and reap appended: {answered}");
+    assert!(answered >= 11.0, "every start, begin, complete, cancel and reap appended: {answered}");
     assert_eq!(value(&s, "opledger_log_append_duration_seconds_count"), answered);
     assert!(value(&s, "opledger_log_append_duration_seconds_sum") > 0.0);
     let commits = value(&s, "opledger_log_commits_total");
@@ -124,7 +128,7 @@ async fn promtool_accepts_the_metrics_and_every_family_agrees_with_the_server() 
         assert_eq!(value(&s, &series), count.as_f64().unwrap(), "{series}");
     }
     for (outcome, count) in
-        [("succeeded", 1.0), ("blocked", 1.0), ("cancelled", 1.0), ("failed", 1.0), ("pending", 0.0)]
+        [("succeeded", 1.0), ("blocked", 1.0), ("cancelled", 1.0), ("failed", 1.0), ("pending", 2.0)]
     {
         assert_eq!(value(&s, &format!("opledger_runs_by_outcome{{outcome=\"{outcome}\"}}")), count, "{outcome}");
     }
@@ -133,7 +137,8 @@ async fn promtool_accepts_the_metrics_and_every_family_agrees_with_the_server() 
         assert_eq!(value(&s, &series), count.as_f64().unwrap(), "{series}");
     }
     assert_eq!(value(&s, "opledger_runs_by_status{status=\"completed\"}"), 4.0);
-    assert_eq!(value(&s, "opledger_runs_by_status{status=\"running\"}"), 0.0);
+    assert_eq!(value(&s, "opledger_runs_by_status{status=\"running\"}"), 1.0);
+    assert_eq!(value(&s, "opledger_runs_by_status{status=\"queued\"}"), 1.0);
 
     // Projection lag, leases, cancels, storage.
     let head = value(&s, "opledger_log_head_position");
