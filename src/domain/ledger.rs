@@ -305,6 +305,12 @@ impl Ledger {
         self.cell.lock().await.sequencer.state().clone()
     }
 
+    /// Live runs by status, counted under the sequencer's lock (one pass
+    /// over the live runs, no copy of the state).
+    pub async fn live_counts(&self) -> crate::domain::state::LiveCounts {
+        self.cell.lock().await.sequencer.state().live_counts()
+    }
+
     /// Whether a run is live (queued or running) in the sequencer.
     pub async fn run_status(&self, run_id: Uuid) -> Option<RunStatus> {
         self.cell.lock().await.sequencer.state().run(&run_id).map(|run| run.status)

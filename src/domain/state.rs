@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::authority::AuthorityState;
 use crate::domain::events::DomainEvent;
+use crate::domain::model::RunStatus;
 use crate::domain::run::{Run, RunEvent};
 
 /// What makes two starts the same start (SPEC 3, step 4), less the dedupe
@@ -33,6 +34,13 @@ impl IdentityKey {
     }
 }
 
+/// Live runs by status, as the sequencer holds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub queued: u64,
+    pub running: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DomainState {
     pub authority: AuthorityState,
@@ -50,6 +58,20 @@ pub struct DomainState {
 impl DomainState {
     pub fn run(&self, run_id: &Uuid) -> Option<&Run> {
         self.runs.get(run_id)
+    }
+
+    /// How many live runs are queued and how many running (ended runs
+    /// kept for their follow-ups are not counted).
+    pub fn live_counts(&self) -> LiveCounts {
+        let mut counts = LiveCounts::default();
+        for run in self.runs.values() {
+            match run.status {
+                RunStatus::Queued => counts.queued += 1,
+                RunStatus::Running => counts.running += 1,
+                RunStatus::Completed => {}
+            }
+        }
+        counts
     }
 
     /// A live run with the same identity (and the same dedupe key, when one is given).

@@ -4,6 +4,7 @@
 //! group commits; readers read the store directly. Only this module (and in
 //! it only [`store`]) touches sled.
 
+mod observations;
 mod store;
 mod subscription;
 mod syncer;
@@ -27,6 +28,8 @@ use crate::limits::{
     APPEND_EVENTS_MAX, APPEND_QUEUE_DEPTH_MAX, GROUPS_IN_FLIGHT_MAX, OPEN_TAIL_CHECK_EVENTS, READ_PAGE_EVENTS_MAX,
 };
 
+use observations::AtomicHistogram;
+pub use observations::{HistogramSnapshot, LogObservations, COMMIT_EVENTS_BUCKETS, LATENCY_BUCKETS_SECONDS};
 use store::FileSync;
 pub(crate) use store::Store;
 pub use subscription::Subscription;
@@ -147,8 +150,8 @@ impl std::fmt::Debug for LogOptions {
     }
 }
 
-/// Counters of the writer, for metrics.
-#[derive(Debug, Default)]
+/// Counters and histograms of the writer, for metrics.
+#[derive(Debug)]
 pub(crate) struct StatsCounters {
     commits: AtomicU64,
     events: AtomicU64,
@@ -156,13 +159,41 @@ pub(crate) struct StatsCounters {
     duplicates: AtomicU64,
     conflicts: AtomicU64,
     largest_commit_events: AtomicU64,
+    append_latency: AtomicHistogram,
+    sync_latency: AtomicHistogram,
+    commit_events: AtomicHistogram,
+}
+
+impl Default for StatsCounters {
+    fn default() -> StatsCounters {
+        StatsCounters {
+            commits: AtomicU64::default(),
+            events: AtomicU64::default(),
+            appends: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
+            conflicts: AtomicU64::default(),
+            largest_commit_events: AtomicU64::default(),
+            append_latency: AtomicHistogram::latency(),
+            sync_latency: AtomicHistogram::latency(),
+            commit_events: AtomicHistogram::commit_events(),
+        }
+    }
 }
 
 impl StatsCounters {
+    fn record_sync(&self, elapsed: std::time::Duration) {
+        self.sync_latency.observe_duration(elapsed);
+    }
+
+    fn record_answer(&self, submitted: std::time::Instant) {
+        self.append_latency.observe_duration(submitted.elapsed());
+    }
+
     fn record_commit(&self, events: u64) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.events.fetch_add(events, Ordering::Relaxed);
         self.largest_commit_events.fetch_max(events, Ordering::Relaxed);
+        self.commit_events.observe_count(events);
     }
 
     fn record_outcome(&self, outcome: &Result<Result<Appended, Conflict>, Error>) {
@@ -305,7 +336,8 @@ impl Log {
     ) -> Result<(Request, PendingAppend), Error> {
         check_append(&events)?;
         let (reply, answer) = oneshot::channel();
-        Ok((Request { events, expectations, recorded_at, reply }, PendingAppend { reply: answer }))
+        let submitted = std::time::Instant::now();
+        Ok((Request { events, expectations, recorded_at, reply, submitted }, PendingAppend { reply: answer }))
     }
 
     /// Hands an append to the writer, waiting while the queue is full, and
@@ -438,6 +470,16 @@ impl Log {
             appends_duplicate: s.duplicates.load(Ordering::Relaxed),
             appends_conflicted: s.conflicts.load(Ordering::Relaxed),
             largest_commit_events: s.largest_commit_events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The write pipeline's latency and size histograms, read now.
+    pub fn observations(&self) -> LogObservations {
+        let s = &self.stats;
+        LogObservations {
+            append_latency: s.append_latency.snapshot(),
+            sync_latency: s.sync_latency.snapshot(),
+            commit_events: s.commit_events.snapshot(),
         }
     }
 

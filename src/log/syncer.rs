@@ -9,6 +9,7 @@
 
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -23,7 +24,8 @@ pub(crate) struct Applied {
     /// The head after this group.
     pub(crate) head: Head,
     pub(crate) events: u64,
-    pub(crate) replies: Vec<(Reply, Outcome)>,
+    /// Each answer with the time its append was handed to the log.
+    pub(crate) replies: Vec<(Reply, Outcome, Instant)>,
 }
 
 /// Set once a stage fails; both stages then refuse everything.
@@ -78,11 +80,13 @@ impl Syncer {
         if waiting.iter().all(|group| group.events == 0) {
             return Ok(());
         }
+        let started = Instant::now();
         self.store.flush()?;
-        match &mut self.file_sync {
-            Some(sync) => sync.sync(),
-            None => Ok(()),
+        if let Some(sync) = &mut self.file_sync {
+            sync.sync()?;
         }
+        self.stats.record_sync(started.elapsed());
+        Ok(())
     }
 
     fn acknowledge(&mut self, waiting: Vec<Applied>) {
@@ -97,8 +101,9 @@ impl Syncer {
             if group.events > 0 {
                 self.stats.record_commit(group.events);
             }
-            for (reply, outcome) in group.replies {
+            for (reply, outcome, submitted) in group.replies {
                 self.stats.record_outcome(&outcome);
+                self.stats.record_answer(submitted);
                 let _ = reply.send(outcome);
             }
         }
@@ -107,7 +112,7 @@ impl Syncer {
 
 fn refuse(waiting: Vec<Applied>, why: &str) {
     for group in waiting {
-        for (reply, _) in group.replies {
+        for (reply, _, _) in group.replies {
             let _ = reply.send(Err(Error::WriterStopped(why.to_owned())));
         }
     }

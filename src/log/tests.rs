@@ -177,6 +177,26 @@ fn concurrent_appenders_are_group_committed() {
 }
 
 #[test]
+fn the_write_pipeline_observes_every_answer_commit_and_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    let first = vec![event("observed", 0)];
+    log.append_blocking(first.clone(), Expectations::none()).unwrap().unwrap();
+    log.append_blocking(vec![event("observed", 1), event("observed", 2)], Expectations::none()).unwrap().unwrap();
+    // The same events again: answered as a duplicate, still an answer.
+    log.append_blocking(first, Expectations::none()).unwrap().unwrap();
+    let stats = log.stats();
+    let observed = log.observations();
+    let answered = stats.appends_acknowledged + stats.appends_duplicate + stats.appends_conflicted;
+    assert_eq!(observed.append_latency.count, answered);
+    assert_eq!(observed.append_latency.count, 3);
+    assert!(observed.append_latency.sum > 0.0, "{observed:?}");
+    assert_eq!(observed.commit_events.count, stats.commits);
+    assert_eq!(observed.commit_events.sum, stats.events_appended as f64);
+    assert!(observed.sync_latency.count >= 1 && observed.sync_latency.count <= stats.commits, "{observed:?}");
+}
+
+#[test]
 fn subscription_catches_up_then_follows_live_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path(), options()).unwrap());

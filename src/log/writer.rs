@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +33,8 @@ pub(crate) struct Request {
     /// The recording time the caller wants; never earlier than the last one.
     pub(crate) recorded_at: Option<DateTime<Utc>>,
     pub(crate) reply: Reply,
+    /// When the append was handed to the log (its answer's latency).
+    pub(crate) submitted: Instant,
 }
 
 pub(crate) type Outcome = Result<Result<Appended, Conflict>, Error>;
@@ -100,16 +103,16 @@ impl Writer {
             versions: HashMap::new(),
             ids: HashMap::new(),
         };
-        let mut replies: Vec<(Reply, Outcome)> = Vec::with_capacity(batch.len());
+        let mut replies: Vec<(Reply, Outcome, Instant)> = Vec::with_capacity(batch.len());
         for request in batch {
             let outcome = self.stage(&request, &mut group);
-            replies.push((request.reply, outcome));
+            replies.push((request.reply, outcome, request.submitted));
         }
         let events = group.staged.events as u64;
         if events > 0 {
             if let Err(failure) = self.store.apply(group.staged, group.head) {
                 let why = failure.to_string();
-                for (reply, _) in replies {
+                for (reply, _, _) in replies {
                     let _ = reply.send(Err(Error::WriterStopped(why.clone())));
                 }
                 return Err(failure);

@@ -21,16 +21,22 @@ pub async fn reap(state: AppState) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        // While the store is being reopened there is no ledger to ask;
-        // the next tick after the reopen catches up on what lapsed.
-        let Ok(ledger) = state.ledger() else { continue };
-        match ledger.reap_lapsed_leases().await {
-            Ok(runs) => {
-                for run in runs {
-                    tracing::info!(run = %run.id, attempt = run.attempts, status = run.status.as_str(), "lease lapsed: attempt abandoned");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "lease reaper pass failed"),
+        if let Err(error) = reap_once(&state).await {
+            tracing::warn!(%error, "lease reaper pass failed");
         }
     }
+}
+
+/// One pass: abandons what lapsed, logs each run and counts the
+/// abandonments in `/metrics`. Answers how many attempts were abandoned.
+/// While the store is being reopened there is no ledger to ask; the next
+/// pass after the reopen catches up on what lapsed.
+pub async fn reap_once(state: &AppState) -> Result<usize, opledger::domain::ledger::LedgerError> {
+    let Ok(ledger) = state.ledger() else { return Ok(0) };
+    let runs = ledger.reap_lapsed_leases().await?;
+    state.metrics.count_lease_abandonments(runs.len());
+    for run in &runs {
+        tracing::info!(run = %run.id, attempt = run.attempts, status = run.status.as_str(), "lease lapsed: attempt abandoned");
+    }
+    Ok(runs.len())
 }

@@ -101,6 +101,7 @@ async fn ledger_stopped(mut stopped: watch::Receiver<Option<String>>) -> String 
 /// puts the fresh core in place.
 async fn reopen(state: &AppState, source: &Arc<CoreSource>, failure: &str) {
     tracing::error!(%failure, "storage failure: closing the store to reopen it");
+    state.metrics.count_storage_error();
     state.reopening.begin(failure);
     if let Some(old) = state.take_core() {
         let log = Arc::clone(old.ledger.log());

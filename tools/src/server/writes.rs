@@ -205,5 +205,6 @@ pub async fn cancel(
     JsonBody(request): JsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
     let run = state.ledger()?.cancel(run_id(&id)?, request).await?;
+    state.metrics.count_cancellation();
     Ok(Json(json!({"run": run})).into_response())
 }

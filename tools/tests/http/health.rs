@@ -126,6 +126,7 @@ async fn a_stopped_ledger_is_reopened_by_the_supervisor() {
     let (_, metrics) = call(&app, Method::GET, "/metrics", Some(&service), None).await;
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(metrics.contains("opledger_store_reopens_total 1"), "{metrics}");
+    assert!(metrics.contains("opledger_storage_errors_total 1\n"), "the failure is counted once: {metrics}");
     assert!(metrics.contains("opledger_store_reopen_attempts_total "), "{metrics}");
     supervisor.abort();
     let _ = supervisor.await;

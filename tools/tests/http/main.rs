@@ -13,6 +13,7 @@ mod health;
 mod integrity;
 mod lease_e2e;
 mod leases;
+mod metrics;
 mod monitoring_pages;
 #[path = "../common/raw_http.rs"]
 mod raw_http;
