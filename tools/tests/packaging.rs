@@ -1,6 +1,7 @@
 //! Packaging and configuration, on the real binary: `--version` names the
 //! Cargo version and the commit, `serve` takes every setting from an
-//! environment variable (flags win), the systemd unit in `deploy/`
+//! environment variable (flags win), requests are summed up at INFO (one
+//! line each only at DEBUG, a 5xx at WARN), the systemd unit in `deploy/`
 //! verifies clean, and the LICENSE is the license `Cargo.toml` names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -290,4 +291,34 @@ fn the_license_file_is_the_license_cargo_toml_names() {
     assert_eq!(&words[..4], ["Apache", "License", "Version", "2.0,"], "{}", &license[..200.min(license.len())]);
     assert!(license.contains("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION"));
     assert!(license.contains("END OF TERMS AND CONDITIONS"), "the license text is cut short");
+}
+
+#[test]
+fn a_server_error_is_logged_at_warn_with_its_route() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    // A directory where the token file should be: every token check fails with a 500.
+    std::fs::create_dir_all(data.join("tokens.json")).unwrap();
+    let address = free_loopback_port();
+    let listen = address.to_string();
+    let env = [
+        ("OPLEDGER_DATA", data.to_str().unwrap()),
+        ("OPLEDGER_LISTEN", listen.as_str()),
+        ("OPLEDGER_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ];
+    let server = Server::start(opledger(&["serve"], &env), address, temp.path().join("server.log"));
+    let request = Call { method: "GET", path: "/v1/runs", token: Some("any"), body: None };
+    let answer = call(address, request, REQUEST_TIMEOUT).unwrap();
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    let log = server.terminate();
+    let warned = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|line| line["fields"]["message"] == "served a server error");
+    let warned = warned.unwrap_or_else(|| panic!("no line for the 500: {log}"));
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(warned["fields"]["status"], 500, "{warned}");
+    assert_eq!(warned["span"]["route"], "/v1/runs", "{warned}");
+    assert!(log.contains("5xx 1"), "the summary does not count the 500: {log}");
 }
