@@ -322,3 +322,17 @@ fn a_server_error_is_logged_at_warn_with_its_route() {
     assert_eq!(warned["span"]["route"], "/v1/runs", "{warned}");
     assert!(log.contains("5xx 1"), "the summary does not count the 500: {log}");
 }
+
+#[test]
+fn the_readme_lists_every_environment_variable_of_serve() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find("## Configuration").expect("a Configuration section in the README");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
+    let help = String::from_utf8(run(&["serve", "--help"], &[]).stdout).unwrap();
+    let named: Vec<&str> = help.split("[env: ").skip(1).filter_map(|rest| rest.split('=').next()).collect();
+    assert_eq!(named.len(), SETTINGS.len(), "serve --help names {named:?}; update SETTINGS");
+    for name in named {
+        assert!(section.contains(&format!("`{name}`")), "the README's Configuration does not list {name}");
+    }
+}
