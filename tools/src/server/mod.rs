@@ -112,17 +112,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    state.metrics.observe(&route, status, elapsed);
-    state.requests.record(status, elapsed);
-    let elapsed_us = elapsed.as_micros() as u64;
-    span.in_scope(|| {
-        if response.status().is_server_error() {
-            tracing::warn!(status, elapsed_us, "served a server error")
-        } else {
-            tracing::debug!(status, elapsed_us, "served")
-        }
-    });
+    state.metrics.observe(&route, response.status().as_u16(), elapsed);
+    state.requests.record(response.status().as_u16(), elapsed);
+    span.in_scope(|| request_log::log_request(response.status(), elapsed));
     response
 }
 

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+
 /// How often the INFO summary of the requests served is logged.
 pub const REQUEST_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -95,6 +97,19 @@ struct Millis(u64);
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:03} ms", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// The line of one answered request (inside its span, which names the
+/// method, route and run): DEBUG, or WARN for a server error, which an
+/// operator must see whatever the traffic.
+pub fn log_request(status: StatusCode, elapsed: Duration) {
+    let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let status_code = status.as_u16();
+    if status.is_server_error() {
+        tracing::warn!(status = status_code, elapsed_us, "served a server error");
+    } else {
+        tracing::debug!(status = status_code, elapsed_us, "served");
     }
 }
 
