@@ -12,11 +12,15 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--version`: the Cargo version and the git commit the binary was built
+/// from (`unknown` outside a git checkout; see tools/build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OPLEDGER_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
-#[command(name = "opledger", version, about = "An event-sourced, hash-chained ledger for queued operation runs")]
+#[command(name = "opledger", version = VERSION, about = "An event-sourced, hash-chained ledger for queued operation runs")]
 struct Cli {
     /// Log format on stderr: `human` or `json`. Level from RUST_LOG (default info).
-    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    #[arg(long, global = true, env = "OPLEDGER_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
     #[command(subcommand)]
     command: Command,

@@ -29,7 +29,7 @@ use opledger_projections::Projector;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataDir {
     /// The data directory (`serve` creates it if missing; the other commands need an existing one).
-    #[arg(long = "data", default_value = "./opledger-data")]
+    #[arg(long = "data", env = "OPLEDGER_DATA", default_value = "./opledger-data")]
     pub path: PathBuf,
 }
 

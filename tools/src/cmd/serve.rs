@@ -12,15 +12,15 @@ pub struct Args {
     #[command(flatten)]
     data: DataDir,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, env = "OPLEDGER_LISTEN", default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// What an acknowledgement guarantees: `fsync` (survives power loss) or
     /// `flush` (survives a process crash only).
-    #[arg(long, default_value = "fsync", value_parser = ["fsync", "flush"])]
+    #[arg(long, env = "OPLEDGER_DURABILITY", default_value = "fsync", value_parser = ["fsync", "flush"])]
     durability: String,
     /// sled's page cache, in MiB. Reads of views whose working set is larger
     /// (Monitoring pages over a million runs) page nodes in from the file.
-    #[arg(long, default_value_t = CACHE_MIB_DEFAULT, value_parser = clap::value_parser!(u64).range(8..=65536))]
+    #[arg(long, env = "OPLEDGER_CACHE_MIB", default_value_t = CACHE_MIB_DEFAULT, value_parser = clap::value_parser!(u64).range(8..=65536))]
     cache_mib: u64,
 }
 

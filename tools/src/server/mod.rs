@@ -16,6 +16,7 @@ pub mod login;
 pub mod metrics;
 pub mod pages;
 pub mod reads;
+pub mod request_log;
 pub mod session;
 pub mod state;
 pub mod supervisor;
@@ -101,8 +102,9 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// One span per request (with the run id when the path names one), and
-/// the request's count and latency in the metrics.
+/// One span per request (with the run id when the path names one), the
+/// request's count and latency in the metrics and in the interval summary,
+/// and its log line: DEBUG, or WARN for a server error (request_log.rs).
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let run = request.uri().path().split('/').find(|part| uuid::Uuid::parse_str(part).is_ok()).map(str::to_owned);
@@ -111,9 +113,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let elapsed = started.elapsed();
     state.metrics.observe(&route, response.status().as_u16(), elapsed);
-    span.in_scope(|| {
-        tracing::info!(status = response.status().as_u16(), elapsed_us = elapsed.as_micros() as u64, "served")
-    });
+    state.requests.record(response.status().as_u16(), elapsed);
+    span.in_scope(|| request_log::log_request(response.status(), elapsed));
     response
 }
 
@@ -137,9 +138,12 @@ pub async fn serve_on(
     tracing::info!(%address, "serving");
     let supervisor = tokio::spawn(supervisor::run(state.clone()));
     let reaper = tokio::spawn(leases::reap(state.clone()));
+    let summaries = tokio::spawn(request_log::summarize(Arc::clone(&state.requests)));
     connections::serve_connections(listener, router(state.clone()), state.clone(), config, shutdown).await;
     supervisor.abort();
     reaper.abort();
+    summaries.abort();
+    request_log::log_summary(&state.requests);
     let _ = supervisor.await;
     if let Ok(core) = state.core() {
         core.ledger.log().close();

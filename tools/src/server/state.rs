@@ -12,6 +12,7 @@ use opledger_projections::Projector;
 use crate::server::error::ApiError;
 use crate::server::health::Reopening;
 use crate::server::metrics::Metrics;
+use crate::server::request_log::RequestTally;
 use crate::server::session::SessionStore;
 use crate::tokens::TokenStore;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     core: Arc<RwLock<Option<Core>>>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<Metrics>,
+    /// The requests since the last INFO summary (server/request_log.rs).
+    pub requests: Arc<RequestTally>,
     verifies: Arc<tokio::sync::Semaphore>,
     /// The browser sessions of the HTML pages.
     pub sessions: Arc<SessionStore>,
@@ -64,6 +67,7 @@ impl AppState {
             core: Arc::new(RwLock::new(Some(core))),
             tokens,
             metrics,
+            requests: Arc::default(),
             verifies: Arc::new(tokio::sync::Semaphore::new(VERIFIES_CONCURRENT_MAX)),
             sessions: Arc::new(SessionStore::default()),
             source: None,

@@ -114,8 +114,9 @@ impl Plan {
 
 pub fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.repeat > 0 && args.clients > 0, "--repeat and --clients must be at least 1");
-    if tracing::enabled!(tracing::Level::INFO) {
-        eprintln!("note: info logs are on, so the server logs a line per request; RUST_LOG=warn measures without");
+    // The server's per-request lines are DEBUG events of its module (server/request_log.rs).
+    if tracing::enabled!(target: "opledger_tools::server", tracing::Level::DEBUG) {
+        eprintln!("note: debug logs are on, so the server logs a line per request; RUST_LOG=info measures without");
     }
     let plan = Plan {
         length: Duration::try_from_secs_f64(args.seconds).context("--seconds")?,
