@@ -50,9 +50,6 @@ enum Command {
     Head(cmd::head::Args),
     /// Explain every decision of a run, down to the authority events behind its facts.
     Explain(cmd::explain::Args),
-    /// Benchmarks, each against a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(cmd::bench::Bench),
     /// Monitoring's runs: `list` (filtered pages) and `show RUN` (run and timeline).
     #[command(subcommand)]
     Runs(cmd::runs::Runs),
@@ -83,7 +80,6 @@ fn main() -> ExitCode {
         Command::Head(args) => cmd::head::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Authority(args) => cmd::authority::run(args),
-        Command::Bench(bench) => cmd::bench::run(bench),
         Command::Runs(runs) => cmd::runs::run(runs),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Notifications(args) => cmd::notifications::run(args),

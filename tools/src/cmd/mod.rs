@@ -2,7 +2,6 @@
 
 pub mod audit;
 pub mod authority;
-pub mod bench;
 pub mod events;
 pub mod explain;
 pub mod export;

@@ -9,7 +9,7 @@ use opledger::{Envelope, Hash, NewEvent, StreamId};
 use uuid::Uuid;
 
 use super::StreamLayout;
-use crate::cmd::bench::stats::micros;
+use crate::stats::micros;
 
 const EVENT_TYPE: &str = "run_queued";
 

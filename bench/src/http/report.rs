@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use super::{Sample, Variant};
-use crate::cmd::bench::stats::{median, percentile, ratio, verdict};
+use crate::stats::{median, percentile, ratio, verdict};
 
 const KINDS: [&str; 3] = ["start", "begin", "complete"];
 const TARGET_CYCLES_PER_SECOND: f64 = 5_000.0;

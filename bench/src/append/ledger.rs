@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::workload::EventSource;
 use super::{Mode, Plan, StreamLayout};
-use crate::cmd::bench::stats::{micros, percentile, ratio};
+use crate::stats::{micros, percentile, ratio};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerSample {

@@ -1,4 +1,4 @@
-//! `opledger bench http`: full run cycles over the HTTP API against the
+//! `opledger-bench http`: full run cycles over the HTTP API against the
 //! same cycles through the `Ledger` API in-process.
 //!
 //! Three variants, run round-robin per repeat, each on a fresh data dir in
@@ -41,9 +41,9 @@ use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 use super::projections::world;
-use crate::server::{open_state, serve};
-use crate::tokens::Grant;
 use load::Latencies;
+use opledger_tools::server::{open_state, serve};
+use opledger_tools::tokens::Grant;
 
 #[derive(Debug, clap::Args)]
 pub struct HttpArgs {

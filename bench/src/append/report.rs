@@ -9,7 +9,7 @@ use super::ledger::LedgerSample;
 use super::raw_sled::RawSample;
 use super::workload::CpuCosts;
 use super::{AppendArgs, Mode};
-use crate::cmd::bench::stats::{median, ratio, verdict};
+use crate::stats::{median, ratio, verdict};
 
 /// One repeat of one cell: the ledger run and the two raw sled runs right after it.
 #[derive(Debug, Clone, Serialize)]

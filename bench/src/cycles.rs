@@ -1,4 +1,4 @@
-//! `opledger bench cycles`: the domain's cost.
+//! `opledger-bench cycles`: the domain's cost.
 //!
 //! 1. Legitimacy decision evaluation, in ns per decision, beside the
 //!    baseline a store-backed design would pay instead: reading the same

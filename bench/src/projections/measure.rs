@@ -11,7 +11,7 @@ use opledger::Log;
 use opledger_projections::projector::APPLY_BATCH_EVENTS_MAX;
 use opledger_projections::Projector;
 
-use crate::cmd::bench::stats::ratio;
+use crate::stats::ratio;
 
 /// One repeat: the raw scan, then the rebuild right after it.
 #[derive(Debug, Clone, Copy)]

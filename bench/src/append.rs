@@ -1,4 +1,4 @@
-//! `opledger bench append`: append throughput and latency of the log against
+//! `opledger-bench append`: append throughput and latency of the log against
 //! raw sled writing the same bytes in the same batch sizes.
 //!
 //! Each cell (durability mode × number of appenders) opens a fresh log,

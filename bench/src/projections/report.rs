@@ -5,7 +5,7 @@ use std::io::Write;
 use super::generate::LogInfo;
 use super::list::{Figure, Round, KINDS};
 use super::{median_of, Results};
-use crate::cmd::bench::stats::{ratio, verdict};
+use crate::stats::{ratio, verdict};
 
 type Out<'a> = std::io::StdoutLock<'a>;
 

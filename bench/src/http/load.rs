@@ -17,8 +17,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::client::{Connection, Response};
-use crate::cmd::bench::projections::world;
-use crate::cmd::bench::stats::micros;
+use crate::projections::world;
+use crate::stats::micros;
 
 /// Latencies (µs) of each request kind: start, begin, complete.
 #[derive(Debug, Default)]

@@ -1,4 +1,4 @@
-//! `opledger bench projections`: the read side at a million events.
+//! `opledger-bench projections`: the read side at a million events.
 //!
 //! On one realistic log (see `projections/generate.rs`), in the same run:
 //!

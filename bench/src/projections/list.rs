@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
 use super::world;
-use crate::cmd::bench::stats::{micros, percentile, ratio};
+use crate::stats::{micros, percentile, ratio};
 
 pub const PAGE_SIZE: usize = 50;
 /// Pages read per query: the first, then following the cursor.

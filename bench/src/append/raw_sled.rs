@@ -13,7 +13,7 @@ use opledger::LogOptions;
 use serde::Serialize;
 
 use super::{Mode, Plan, StreamLayout};
-use crate::cmd::bench::stats::{micros, percentile, ratio};
+use crate::stats::{micros, percentile, ratio};
 
 /// How the baseline writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

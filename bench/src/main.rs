@@ -1,4 +1,7 @@
-//! `opledger bench`: measured figures, each beside a baseline from the same run.
+//! `opledger-bench`: measured figures, each beside a baseline from the same
+//! run. Its own crate and binary, so the shipped `opledger` carries no
+//! benchmark code; it links the same libraries and the same allocator, so
+//! both sides of every ratio run the code users run.
 
 mod append;
 mod cycles;
@@ -8,8 +11,22 @@ mod stats;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// sled 0.34 allocates for every item it writes; the `opledger` binary runs
+/// on mimalloc for that reason (see its `main.rs`), so the benchmarks do too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(name = "opledger-bench", about = "opledger's benchmarks, each against a baseline measured in the same run")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
 #[derive(Debug, clap::Subcommand)]
-pub enum Bench {
+enum Bench {
     /// Append throughput and latency of the log, per durability mode and number
     /// of concurrent appenders, against raw sled writing the same batches.
     Append(append::AppendArgs),
@@ -26,8 +43,12 @@ pub enum Bench {
     Http(http::HttpArgs),
 }
 
-pub fn run(bench: Bench) -> anyhow::Result<ExitCode> {
-    match bench {
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().bench {
         Bench::Append(args) => append::run(args),
         Bench::Cycles(args) => cycles::run(args),
         Bench::Projections(args) => projections::run(args),
