@@ -8,7 +8,7 @@ use opledger::domain::model::Principal;
 use proptest::prelude::*;
 
 use super::*;
-use crate::audit::tests::{perform, s, step, truncated_copy, World};
+use crate::test_world::{perform, s, step, truncated_copy, World};
 
 fn read(log: &Log, as_of: Option<u64>, filter: &AuthorityFilter) -> AuthorityReport {
     let (as_of, state) = state_as_of(log, as_of).unwrap();

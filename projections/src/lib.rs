@@ -11,6 +11,8 @@ pub mod explain;
 pub mod monitoring;
 pub mod notifications;
 pub mod projector;
+#[cfg(test)]
+pub(crate) mod test_world;
 
 pub use error::ProjectionError;
 pub use projector::{Projection, Projector};

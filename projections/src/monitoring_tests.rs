@@ -22,9 +22,9 @@ use opledger::{Durability, Expectations, Log, LogOptions};
 use proptest::prelude::*;
 
 use super::*;
-use crate::audit::tests::{operation, s};
 use crate::error::ProjectionError;
 use crate::projector::Projector;
+use crate::test_world::{operation, s};
 
 const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
 const KINDS: [&str; 3] = ["inventory_sync", "entra_group_sync", "restore.execute"];

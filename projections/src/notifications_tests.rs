@@ -9,7 +9,7 @@ use opledger::domain::run::RunEvent;
 use opledger::{Expectations, NewEvent};
 
 use super::*;
-use crate::audit::tests::{s, World};
+use crate::test_world::{s, World};
 
 /// What the log says the notifications must be: one per actor-bound run
 /// that ended, keyed by run, with whether a read event followed.

@@ -161,11 +161,6 @@ pub struct AuthorityQuery {
     actor_id: Option<String>,
 }
 
-/// An empty filter field (a form sends every field) means no filter.
-fn given(value: Option<String>) -> Option<String> {
-    value.filter(|text| !text.is_empty())
-}
-
 /// `GET /v1/authority?as_of=N`: the authority state as of N (default the
 /// head), each fact with the position of the event that made it true.
 pub async fn authority(
@@ -173,11 +168,9 @@ pub async fn authority(
     _service: ServiceReader,
     QueryParams(query): QueryParams<AuthorityQuery>,
 ) -> Result<Json<AuthorityReport>, ApiError> {
-    let filter = AuthorityFilter {
-        workspace_id: given(query.workspace_id),
-        tenant_id: given(query.tenant_id),
-        actor_id: given(query.actor_id),
-    };
+    // `QueryParams` has already dropped empty fields: an empty one is no filter.
+    let filter =
+        AuthorityFilter { workspace_id: query.workspace_id, tenant_id: query.tenant_id, actor_id: query.actor_id };
     let log = Arc::clone(state.ledger()?.log());
     let report = blocking(move || match authority::state_as_of(&log, query.as_of) {
         Ok((as_of, state)) => Ok(authority::report(as_of, &state, &filter)),
