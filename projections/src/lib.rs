@@ -1,7 +1,9 @@
 //! Projections of the opledger log: Monitoring (run list and detail), the
 //! audit trail and initiator notifications. Every projection is a fold of
-//! the log kept in its own view with a checkpoint, and disposable: delete
-//! and rebuild gives identical state.
+//! the log into tables of one SQLite file beside the log
+//! (`projections.db`, see `store.rs`) with one checkpoint, and disposable:
+//! delete and rebuild gives identical tables. Only this crate imports
+//! rusqlite.
 
 pub mod access;
 pub mod audit;
@@ -11,11 +13,13 @@ pub mod explain;
 pub mod monitoring;
 pub mod notifications;
 pub mod projector;
+pub mod store;
 #[cfg(test)]
 pub(crate) mod test_world;
 
 pub use error::ProjectionError;
-pub use projector::{Projection, Projector};
+pub use projector::{Projection, ProjectionBatch, Projector};
+pub use store::Reader;
 
 /// Every projection the ledger maintains, in the order they are applied.
 pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {

@@ -1,58 +1,68 @@
 //! The projection mechanism: projections consume envelopes in log order and
-//! keep their state in views (sled trees) together with their checkpoint.
+//! keep their tables in the read models' SQLite file (`store.rs`), with one
+//! checkpoint for all of them.
 //!
-//! - On open, every projection catches up from its own checkpoint: a
-//!   restart applies only what the views have not seen.
+//! - On open, the file is checked (ours, this schema version, folded from
+//!   this log) and caught up from its checkpoint: a restart applies only
+//!   what the file has not seen. A file that does not fit is rebuilt.
 //! - [`Projector::follow`] applies new events as group commits are
-//!   acknowledged.
-//! - [`Projector::wait_for`] lets a read wait until every projection has
+//!   acknowledged: each page of events is one transaction that also moves
+//!   the checkpoint.
+//! - [`Projector::wait_for`] lets a read wait until the projections have
 //!   applied a position, so reads see the writes acknowledged before them.
-//! - [`Projector::rebuild`] recomputes every projection from position 1
-//!   into fresh views and swaps them in once caught up; reads keep using
-//!   the old views meanwhile.
+//! - [`Projector::rebuild`] folds the log from position 1 into a fresh file
+//!   (bulk mode, indexes after the load, decoding and applying on two
+//!   threads) and renames it over the live file once caught up; reads use
+//!   the old file until the swap.
 //! - An event a projection cannot apply stops the projector with an error
 //!   naming the position. Nothing is skipped.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use opledger::domain::authority::AuthorityState;
 use opledger::domain::events::DomainEvent;
-use opledger::log::views::{Pending, View, Views};
 use opledger::{Envelope, Log};
+use rusqlite::Connection;
 use tokio::sync::watch;
 
 use crate::error::ProjectionError;
+use crate::store::{self, sqlite, Checkpoint, Live, Mode, Reader};
 
-/// Events applied per view commit. Larger batches coalesce more writes (a
-/// run's record, an index block) into one sled write during a catch-up or
-/// a rebuild; a live follow commits whatever arrived, usually far fewer.
+/// Events applied per transaction. Larger pages coalesce more writes (a
+/// run's row) into one during a catch-up or a rebuild; a live follow
+/// commits whatever arrived, usually far fewer.
 pub const APPLY_BATCH_EVENTS_MAX: usize = 4096;
+/// Decoded pages a rebuild's reading thread may run ahead of applying.
+pub const DECODED_PAGES_IN_FLIGHT_MAX: usize = 4;
+/// An empty file behind a log longer than this is rebuilt in bulk on open
+/// rather than caught up one live transaction per page.
+pub const BULK_LOAD_EVENTS_MIN: u64 = 50_000;
 
-/// A fold of the log into a view.
+/// A fold of the log into tables of the read models' file.
 pub trait Projection: Send + Sync {
-    /// Stable name; the view's trees are named after it.
+    /// Stable name, for messages.
     fn name(&self) -> &'static str;
 
-    /// The version of the view's key and value layout. Bump it with any
-    /// change to what the projection writes: a view written under another
-    /// version is rebuilt from the log when the projector opens, never read
-    /// with the wrong layout.
-    fn layout_version(&self) -> u32;
+    /// `CREATE TABLE` statements of the projection's tables.
+    fn tables(&self) -> &'static str;
 
-    /// Applies one event. `authority` is the authority state as of the
-    /// event's position (the event itself already folded in).
-    fn apply(
-        &self,
-        pending: &mut Pending<'_>,
-        envelope: &Envelope,
-        event: &DomainEvent,
-        authority: &AuthorityState,
-    ) -> Result<(), String>;
+    /// `CREATE INDEX` statements; a rebuild runs them after the load.
+    fn indexes(&self) -> &'static str;
+
+    /// A batch writing into `db`, inside the transaction of one page.
+    fn batch<'c>(&self, db: &'c Connection) -> Box<dyn ProjectionBatch + 'c>;
 }
 
-struct Slot {
-    projection: Arc<dyn Projection>,
-    view: View,
+/// The writes of one projection for one page of events.
+pub trait ProjectionBatch {
+    /// Applies one event. `authority` is the authority state as of the
+    /// event's position (the event itself already folded in).
+    fn apply(&mut self, envelope: &Envelope, event: &DomainEvent, authority: &AuthorityState) -> Result<(), String>;
+
+    /// Writes what the batch kept in memory; the page's transaction
+    /// commits right after.
+    fn finish(&mut self) -> Result<(), String>;
 }
 
 /// Where the projector stands: applied up to `position`, or stopped.
@@ -64,8 +74,9 @@ pub enum Progress {
 
 pub struct Projector {
     log: Arc<Log>,
-    views: Views,
-    slots: RwLock<Vec<Slot>>,
+    projections: Vec<Arc<dyn Projection>>,
+    path: PathBuf,
+    live: RwLock<Arc<Live>>,
     /// The authority state as of the applied position, for access checks.
     authority: RwLock<AuthorityState>,
     /// Serializes applying (the follower, catch-up and the end of a rebuild).
@@ -80,48 +91,55 @@ impl std::fmt::Debug for Projector {
 }
 
 impl Projector {
-    /// Opens the current view of every projection and catches up.
+    /// Opens the read models and catches up (in bulk when the file is
+    /// empty and the log long).
     pub fn open(log: Arc<Log>, projections: Vec<Arc<dyn Projection>>) -> Result<Projector, ProjectionError> {
         let projector = Projector::open_without_catch_up(log, projections)?;
-        projector.catch_up()?;
+        let applied = projector.applied();
+        if applied == 0 && projector.log.head().position >= BULK_LOAD_EVENTS_MIN {
+            projector.rebuild(&mut |_, _| {})?;
+        } else {
+            projector.catch_up()?;
+        }
         Ok(projector)
     }
 
-    /// Opens the views as they are, without applying what they have not
-    /// seen: for a rebuild, which replaces every view anyway (and must work
-    /// even when a view cannot catch up).
+    /// Opens the read models as they are, without applying what they have
+    /// not seen: for a rebuild, which replaces the file anyway. A file
+    /// that is missing, of another schema version or folded from another
+    /// log is replaced by an empty one first, never read.
     pub fn open_without_catch_up(
         log: Arc<Log>,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Projector, ProjectionError> {
-        let views = log.views()?;
-        let mut slots = Vec::new();
-        for projection in projections {
-            let view = view_in_layout(&views, projection.as_ref())?;
-            slots.push(Slot { projection, view });
-        }
-        let floor = authority_floor(&slots)?;
-        let authority = authority_as_of(&log, floor)?;
-        let projector = Projector {
+        let path = store::path_in(log.dir());
+        let checkpoint = prepare_file(&log, &projections, &path)?;
+        let authority = authority_as_of(&log, checkpoint.position)?;
+        let live = Live::open(&path)?;
+        Ok(Projector {
             log,
-            views,
-            slots: RwLock::new(slots),
+            projections,
+            path,
+            live: RwLock::new(Arc::new(live)),
             authority: RwLock::new(authority),
             apply_lock: Mutex::new(()),
-            progress: watch::channel(Progress::Applied(floor)).0,
-        };
-        Ok(projector)
+            progress: watch::channel(Progress::Applied(checkpoint.position)).0,
+        })
     }
 
     pub fn log(&self) -> &Arc<Log> {
         &self.log
     }
 
-    /// The current view of projection `name`.
-    pub fn view(&self, name: &str) -> Result<View, ProjectionError> {
-        let slots = self.slots.read().map_err(|_| ProjectionError::Poisoned)?;
-        let slot = slots.iter().find(|slot| slot.projection.name() == name);
-        slot.map(|slot| slot.view.clone()).ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    /// The read models' file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A read connection to the current file.
+    pub fn reader(&self) -> Result<Reader, ProjectionError> {
+        let live = Arc::clone(&*self.live.read().map_err(|_| ProjectionError::Poisoned)?);
+        live.readers.get()
     }
 
     /// Runs `read` on the authority state as of the applied position.
@@ -132,6 +150,14 @@ impl Projector {
 
     pub fn progress(&self) -> Progress {
         self.progress.borrow().clone()
+    }
+
+    /// The position applied (where a stopped projector stopped, less one).
+    pub fn applied(&self) -> u64 {
+        match self.progress() {
+            Progress::Applied(position) => position,
+            Progress::Stopped { position, .. } => position.saturating_sub(1),
+        }
     }
 
     /// Applies every acknowledged event the projections have not seen.
@@ -150,20 +176,21 @@ impl Projector {
     }
 
     fn apply_until(&self, head: u64) -> Result<u64, ProjectionError> {
-        let slots = self.slots.read().map_err(|_| ProjectionError::Poisoned)?;
+        let live = Arc::clone(&*self.live.read().map_err(|_| ProjectionError::Poisoned)?);
+        let writer = live.writer.lock().map_err(|_| ProjectionError::Poisoned)?;
         let mut authority = self.authority.write().map_err(|_| ProjectionError::Poisoned)?;
-        let mut applied = authority_floor(&slots)?;
+        let mut applied = self.applied();
         while applied < head {
             let page = self.log.read(applied + 1, APPLY_BATCH_EVENTS_MAX)?;
-            let Some(last) = page.last().map(|e| e.position) else { break };
-            apply_page(&slots, &mut authority, &page)?;
+            let events = decode(&page)?;
+            let Some(last) = apply_page(&writer, &self.projections, &mut authority, &page, &events)? else { break };
             applied = last;
             self.progress.send_replace(Progress::Applied(applied));
         }
         Ok(applied)
     }
 
-    /// Waits until every projection has applied `position`.
+    /// Waits until the projections have applied `position`.
     pub async fn wait_for(&self, position: u64) -> Result<(), ProjectionError> {
         let mut progress = self.progress.subscribe();
         let reached = progress
@@ -194,121 +221,185 @@ impl Projector {
         }
     }
 
-    /// Recomputes every projection from position 1 into fresh views, then
-    /// swaps them in. Reads use the old views until the swap.
+    /// Folds the log from position 1 into a fresh file, then renames it
+    /// over the live one. Reads use the old file until the swap.
+    /// `progress` is told the position applied and the head aimed at.
     pub fn rebuild(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, ProjectionError> {
-        let mut fresh = Vec::new();
-        for name in self.names()? {
-            let projection = self.projection(name)?;
-            let view = self.views.fresh(name)?;
-            view.set_layout(projection.layout_version())?;
-            fresh.push(Slot { projection, view });
+        let fresh = self.log.dir().join(store::REBUILD_FILE_NAME);
+        let result = self.rebuild_into(&fresh, progress);
+        if result.is_err() {
+            remove_if_present(&fresh)?;
         }
+        result
+    }
+
+    fn rebuild_into(&self, fresh: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, ProjectionError> {
+        remove_if_present(fresh)?;
+        let db = store::open_writer(fresh, Mode::Bulk)?;
+        store::create_schema(&db, &self.projections, false)?;
         let mut authority = AuthorityState::default();
-        let mut applied = 0;
-        loop {
-            let head = self.log.head().position;
-            while applied < head {
-                let page = self.log.read(applied + 1, APPLY_BATCH_EVENTS_MAX)?;
-                let Some(last) = page.last().map(|e| e.position) else { break };
-                apply_page(&fresh, &mut authority, &page)?;
+        let mut applied = bulk_load(&self.log, &db, &self.projections, &mut authority, 0, progress)?;
+        store::create_indexes(&db, &self.projections)?;
+        let _guard = self.apply_lock.lock().map_err(|_| ProjectionError::Poisoned)?;
+        applied = bulk_load(&self.log, &db, &self.projections, &mut authority, applied, progress)?;
+        db.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        db.close().map_err(|(_, error)| sqlite(error))?;
+        let mut live = self.live.write().map_err(|_| ProjectionError::Poisoned)?;
+        store::quiesce(&live)?;
+        store::install(fresh, &self.path)?;
+        *live = Arc::new(Live::open(&self.path)?);
+        *self.authority.write().map_err(|_| ProjectionError::Poisoned)? = authority;
+        self.progress.send_replace(Progress::Applied(applied));
+        Ok(applied)
+    }
+}
+
+/// Makes sure a fitting live file is at `path` and returns its checkpoint:
+/// a missing file, one of another schema version, or one folded from
+/// another log is replaced by an empty file.
+fn prepare_file(log: &Log, projections: &[Arc<dyn Projection>], path: &Path) -> Result<Checkpoint, ProjectionError> {
+    if path.exists() {
+        let reason = match Live::open(path) {
+            Ok(live) => {
+                let fit = {
+                    let writer = live.writer.lock().map_err(|_| ProjectionError::Poisoned)?;
+                    store::fitting_checkpoint(&writer)
+                };
+                let reason = match fit {
+                    Ok(Ok(checkpoint)) if checkpoint_in_log(log, checkpoint)? => return Ok(checkpoint),
+                    Ok(Ok(checkpoint)) => format!("it was folded from another log (position {})", checkpoint.position),
+                    Ok(Err(unfit)) => unfit.to_string(),
+                    Err(error) => error.to_string(),
+                };
+                store::quiesce(&live)?;
+                reason
+            }
+            // Not a database at all: nothing can hold it open as one.
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(path = %path.display(), %reason, "the read models do not fit; rebuilding them from the log");
+        for leftover in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(leftover);
+            remove_if_present(Path::new(&name))?;
+        }
+    }
+    let fresh = path.with_file_name(store::REBUILD_FILE_NAME);
+    remove_if_present(&fresh)?;
+    let db = store::open_writer(&fresh, Mode::Live)?;
+    store::create_schema(&db, projections, true)?;
+    db.close().map_err(|(_, error)| sqlite(error))?;
+    store::install(&fresh, path)?;
+    Ok(Checkpoint::START)
+}
+
+/// Whether the log holds the checkpoint's position with the same hash.
+fn checkpoint_in_log(log: &Log, checkpoint: Checkpoint) -> Result<bool, ProjectionError> {
+    if checkpoint.position == 0 {
+        return Ok(true);
+    }
+    Ok(log.event(checkpoint.position)?.is_some_and(|event| event.hash == checkpoint.log_hash))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), ProjectionError> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(ProjectionError::Io(format!("removing {}: {error}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn decode(page: &[Envelope]) -> Result<Vec<DomainEvent>, ProjectionError> {
+    let stopped =
+        |envelope: &Envelope, detail: String| ProjectionError::Stopped { position: envelope.position, detail };
+    page.iter().map(|envelope| DomainEvent::from_envelope(envelope).map_err(|e| stopped(envelope, e))).collect()
+}
+
+/// A page read and decoded by a rebuild's reading thread.
+type Decoded = Result<(Vec<Envelope>, Vec<DomainEvent>), ProjectionError>;
+
+/// Applies every event after `from` up to the head into a bulk file, the
+/// reading and decoding on a second thread. Returns the position applied.
+fn bulk_load(
+    log: &Log,
+    db: &Connection,
+    projections: &[Arc<dyn Projection>],
+    authority: &mut AuthorityState,
+    from: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, ProjectionError> {
+    let head = log.head().position;
+    std::thread::scope(|scope| {
+        let (sender, pages) = std::sync::mpsc::sync_channel::<Decoded>(DECODED_PAGES_IN_FLIGHT_MAX);
+        scope.spawn(move || {
+            let mut next = from + 1;
+            while next <= head {
+                let page = match log.read(next, APPLY_BATCH_EVENTS_MAX) {
+                    Ok(page) if page.is_empty() => return,
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into()));
+                        return;
+                    }
+                };
+                next = page.last().map_or(head + 1, |e| e.position + 1);
+                let decoded = decode(&page).map(|events| (page, events));
+                if sender.send(decoded).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut applied = from;
+        for decoded in pages {
+            let (page, events) = decoded?;
+            if let Some(last) = apply_page(db, projections, authority, &page, &events)? {
                 applied = last;
                 progress(applied, head);
             }
-            let _guard = self.apply_lock.lock().map_err(|_| ProjectionError::Poisoned)?;
-            if applied < self.log.head().position {
-                continue;
+        }
+        Ok(applied)
+    })
+}
+
+/// Applies one page to every projection in one transaction that also
+/// moves the checkpoint. Returns the last position applied.
+fn apply_page(
+    db: &Connection,
+    projections: &[Arc<dyn Projection>],
+    authority: &mut AuthorityState,
+    page: &[Envelope],
+    events: &[DomainEvent],
+) -> Result<Option<u64>, ProjectionError> {
+    let Some(last) = page.last() else { return Ok(None) };
+    let tx = db.unchecked_transaction().map_err(sqlite)?;
+    {
+        let mut batches: Vec<Box<dyn ProjectionBatch + '_>> = projections.iter().map(|p| p.batch(&tx)).collect();
+        for (envelope, event) in page.iter().zip(events) {
+            let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
+            if let DomainEvent::Authority(changed) = event {
+                if envelope.position > authority.position {
+                    authority.apply(envelope.position, &changed.change).map_err(stopped)?;
+                }
             }
-            self.swap_in(fresh, authority)?;
-            return Ok(applied);
-        }
-    }
-
-    fn swap_in(&self, fresh: Vec<Slot>, authority: AuthorityState) -> Result<(), ProjectionError> {
-        let mut slots = self.slots.write().map_err(|_| ProjectionError::Poisoned)?;
-        for slot in &fresh {
-            self.views.promote(slot.projection.name(), &slot.view)?;
-        }
-        *slots = fresh;
-        *self.authority.write().map_err(|_| ProjectionError::Poisoned)? = authority;
-        Ok(())
-    }
-
-    fn names(&self) -> Result<Vec<&'static str>, ProjectionError> {
-        let slots = self.slots.read().map_err(|_| ProjectionError::Poisoned)?;
-        Ok(slots.iter().map(|slot| slot.projection.name()).collect())
-    }
-
-    fn projection(&self, name: &str) -> Result<Arc<dyn Projection>, ProjectionError> {
-        let slots = self.slots.read().map_err(|_| ProjectionError::Poisoned)?;
-        let slot = slots.iter().find(|slot| slot.projection.name() == name);
-        slot.map(|slot| Arc::clone(&slot.projection)).ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
-    }
-}
-
-/// The current view of `projection` if it was written in the projection's
-/// layout; otherwise a fresh, empty one (promoted at once), which the
-/// catch-up then fills from position 1. Bytes of another layout are never
-/// read: a reader would misinterpret them.
-fn view_in_layout(views: &Views, projection: &dyn Projection) -> Result<View, ProjectionError> {
-    let name = projection.name();
-    let wanted = projection.layout_version();
-    let view = views.current(name)?;
-    let found = view.layout()?;
-    if found == Some(wanted) {
-        return Ok(view);
-    }
-    if found.is_none() && view.checkpoint()? == 0 && view.is_empty() {
-        view.set_layout(wanted)?;
-        return Ok(view);
-    }
-    tracing::warn!(
-        projection = name,
-        ?found,
-        wanted,
-        "the view was written in another layout; rebuilding it from the log"
-    );
-    let fresh = views.fresh(name)?;
-    fresh.set_layout(wanted)?;
-    views.promote(name, &fresh)?;
-    Ok(fresh)
-}
-
-/// The lowest checkpoint: where the shared authority state stands.
-fn authority_floor(slots: &[Slot]) -> Result<u64, ProjectionError> {
-    let checkpoints: Vec<u64> = slots.iter().map(|slot| slot.view.checkpoint()).collect::<Result<_, _>>()?;
-    Ok(checkpoints.into_iter().min().unwrap_or(0))
-}
-
-/// Applies one page to every projection that has not seen it, one view
-/// commit per projection (state and checkpoint together).
-fn apply_page(slots: &[Slot], authority: &mut AuthorityState, page: &[Envelope]) -> Result<(), ProjectionError> {
-    let checkpoints: Vec<u64> = slots.iter().map(|slot| slot.view.checkpoint()).collect::<Result<_, _>>()?;
-    let mut pendings: Vec<Pending<'_>> = slots.iter().map(|slot| slot.view.pending()).collect();
-    for envelope in page {
-        let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
-        let event = DomainEvent::from_envelope(envelope).map_err(stopped)?;
-        if let DomainEvent::Authority(changed) = &event {
-            if envelope.position > authority.position {
-                authority.apply(envelope.position, &changed.change).map_err(stopped)?;
-            }
-        }
-        for ((slot, pending), checkpoint) in slots.iter().zip(pendings.iter_mut()).zip(&checkpoints) {
-            if envelope.position > *checkpoint {
-                let name = slot.projection.name();
-                slot.projection
-                    .apply(pending, envelope, &event, authority)
+            for (projection, batch) in projections.iter().zip(batches.iter_mut()) {
+                let name = projection.name();
+                batch
+                    .apply(envelope, event, authority)
                     .map_err(|detail| stopped(format!("projection {name}: {detail}")))?;
             }
         }
-    }
-    let Some(last) = page.last().map(|e| e.position) else { return Ok(()) };
-    for ((slot, pending), checkpoint) in slots.iter().zip(pendings).zip(checkpoints) {
-        if last > checkpoint {
-            slot.view.commit(pending, last)?;
+        for (projection, batch) in projections.iter().zip(batches.iter_mut()) {
+            let name = projection.name();
+            batch.finish().map_err(|detail| ProjectionError::Stopped {
+                position: last.position,
+                detail: format!("projection {name}: {detail}"),
+            })?;
         }
     }
-    Ok(())
+    store::write_checkpoint(&tx, Checkpoint { position: last.position, log_hash: last.hash })?;
+    tx.commit().map_err(sqlite)?;
+    Ok(Some(last.position))
 }
 
 /// The authority state folded from the authority stream up to `position`.

@@ -1,6 +1,6 @@
 //! Tests of the projection mechanism with a projection that counts what it
 //! applies: checkpoints, restarts, stopping on a bad event, read-your-writes
-//! waits, and rebuild with swap.
+//! waits, rebuild with swap, and files that do not fit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,8 +15,12 @@ use super::*;
 /// Counts events per type; refuses the workspace named "poison".
 #[derive(Default)]
 struct Counter {
-    applied: AtomicU64,
-    layout: u32,
+    applied: Arc<AtomicU64>,
+}
+
+struct CounterBatch<'c> {
+    db: &'c Connection,
+    applied: Arc<AtomicU64>,
 }
 
 impl Projection for Counter {
@@ -24,17 +28,21 @@ impl Projection for Counter {
         "counter"
     }
 
-    fn layout_version(&self) -> u32 {
-        self.layout
+    fn tables(&self) -> &'static str {
+        "CREATE TABLE counts (event_type TEXT PRIMARY KEY, count INTEGER NOT NULL) STRICT;"
     }
 
-    fn apply(
-        &self,
-        pending: &mut Pending<'_>,
-        envelope: &Envelope,
-        event: &DomainEvent,
-        authority: &AuthorityState,
-    ) -> Result<(), String> {
+    fn indexes(&self) -> &'static str {
+        "CREATE INDEX counts_by_count ON counts (count);"
+    }
+
+    fn batch<'c>(&self, db: &'c Connection) -> Box<dyn ProjectionBatch + 'c> {
+        Box::new(CounterBatch { db, applied: Arc::clone(&self.applied) })
+    }
+}
+
+impl ProjectionBatch for CounterBatch<'_> {
+    fn apply(&mut self, envelope: &Envelope, event: &DomainEvent, authority: &AuthorityState) -> Result<(), String> {
         self.applied.fetch_add(1, Ordering::SeqCst);
         if let DomainEvent::Authority(changed) = event {
             if matches!(&changed.change, C::WorkspaceRegistered { workspace_id } if workspace_id == "poison") {
@@ -42,9 +50,17 @@ impl Projection for Counter {
             }
         }
         assert!(authority.position <= envelope.position, "authority is never ahead of the event");
-        let key = envelope.event_type.as_bytes().to_vec();
-        let count = pending.get(&key).map_err(|e| e.to_string())?.map_or(0, |v| v.len());
-        pending.put(key, vec![b'x'; count + 1]);
+        self.db
+            .execute(
+                "INSERT INTO counts (event_type, count) VALUES (?1, 1) \
+                 ON CONFLICT (event_type) DO UPDATE SET count = count + 1",
+                [&envelope.event_type],
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
         Ok(())
     }
 }
@@ -62,6 +78,15 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+fn count(projector: &Projector) -> i64 {
+    let reader = projector.reader().unwrap();
+    reader.query_row("SELECT count FROM counts WHERE event_type = 'workspace_registered'", [], |r| r.get(0)).unwrap()
+}
+
+fn checkpoint(projector: &Projector) -> u64 {
+    store::read_checkpoint(&projector.reader().unwrap()).unwrap().unwrap().position
+}
+
 #[test]
 fn a_restart_applies_only_what_the_checkpoint_has_not_seen() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,19 +96,18 @@ fn a_restart_applies_only_what_the_checkpoint_has_not_seen() {
     let first = Arc::new(Counter::default());
     let projector = Projector::open(Arc::clone(ledger.log()), vec![first.clone()]).unwrap();
     assert_eq!(first.applied.load(Ordering::SeqCst), 3);
-    assert_eq!(projector.view("counter").unwrap().checkpoint().unwrap(), 3);
+    assert_eq!(checkpoint(&projector), 3);
     drop(projector);
     workspaces(&ledger, &rt, &["d", "e"]);
     let second = Arc::new(Counter::default());
     let projector = Projector::open(Arc::clone(ledger.log()), vec![second.clone()]).unwrap();
     assert_eq!(second.applied.load(Ordering::SeqCst), 2, "only the two new events");
-    let view = projector.view("counter").unwrap();
-    assert_eq!(view.get(b"workspace_registered").unwrap(), Some(vec![b'x'; 5]));
-    assert_eq!(projector.progress(), Progress::Applied(5));
+    assert_eq!(count(&projector), 5);
+    assert_eq!(checkpoint(&projector), 5);
 }
 
 #[test]
-fn an_event_the_projection_cannot_apply_stops_it_at_that_position() {
+fn an_event_a_projection_refuses_stops_it_at_that_position_with_nothing_after() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let ledger = Ledger::open(dir.path(), options()).unwrap();
@@ -91,90 +115,90 @@ fn an_event_the_projection_cannot_apply_stops_it_at_that_position() {
     let projector = Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap();
     workspaces(&ledger, &rt, &["b", "poison", "c"]);
     let error = projector.catch_up().unwrap_err();
-    assert!(
-        matches!(&error, ProjectionError::Stopped { position: 3, detail } if detail.contains("refused on purpose")),
-        "{error}"
-    );
-    assert_eq!(projector.view("counter").unwrap().checkpoint().unwrap(), 1, "nothing of the failing page is kept");
-    assert!(matches!(projector.catch_up(), Err(ProjectionError::Stopped { position: 3, .. })), "it stays stopped");
-    assert!(rt.block_on(projector.wait_for(4)).is_err());
+    assert!(matches!(error, ProjectionError::Stopped { position: 3, .. }), "{error}");
+    assert_eq!(count(&projector), 1, "the page holding the refused event is not applied at all");
+    assert_eq!(checkpoint(&projector), 1);
+    assert!(matches!(projector.progress(), Progress::Stopped { position: 3, .. }));
+    let waiting = rt.block_on(projector.wait_for(2)).unwrap_err();
+    assert!(matches!(waiting, ProjectionError::Stopped { .. }), "a wait ends with the stop: {waiting}");
 }
 
 #[test]
-fn following_the_log_makes_acknowledged_writes_readable() {
+fn a_read_after_wait_for_sees_the_write() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let ledger = Arc::new(Ledger::open(dir.path(), options()).unwrap());
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
     let projector = Arc::new(Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap());
-    rt.block_on(async {
-        let follower = tokio::spawn(Arc::clone(&projector).follow());
-        for name in ["a", "b", "c"] {
-            let change = vec![C::WorkspaceRegistered { workspace_id: name.to_owned() }];
-            let (_, last) = ledger.record_authority(Principal::System, change).await.unwrap();
-            projector.wait_for(last).await.unwrap();
-            assert!(projector.view("counter").unwrap().checkpoint().unwrap() >= last);
-        }
-        follower.abort();
-    });
+    let follower = rt.spawn(Arc::clone(&projector).follow());
+    workspaces(&ledger, &rt, &["a", "b"]);
+    rt.block_on(projector.wait_for(ledger.log().head().position)).unwrap();
+    assert_eq!(count(&projector), 2);
+    follower.abort();
 }
 
 #[test]
-fn a_rebuild_swaps_in_identical_state() {
+fn a_rebuild_swaps_in_an_identical_file_and_readers_of_the_old_one_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    workspaces(&ledger, &rt, &["a", "b", "c"]);
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap();
+    let before = store::dump(&projector.reader().unwrap()).unwrap();
+    let mut seen = Vec::new();
+    let applied = projector.rebuild(&mut |at, head| seen.push((at, head))).unwrap();
+    assert_eq!(applied, 3);
+    assert_eq!(seen.last(), Some(&(3, 3)));
+    assert_eq!(store::dump(&projector.reader().unwrap()).unwrap(), before);
+    assert!(!dir.path().join(store::REBUILD_FILE_NAME).exists(), "the rebuilt file was renamed");
+    workspaces(&ledger, &rt, &["d"]);
+    projector.catch_up().unwrap();
+    assert_eq!(count(&projector), 4, "the follower writes the new file");
+}
+
+#[test]
+fn a_file_of_another_schema_version_is_rebuilt_never_read() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let ledger = Ledger::open(dir.path(), options()).unwrap();
     workspaces(&ledger, &rt, &["a", "b"]);
     let projector = Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap();
-    let before = projector.view("counter").unwrap();
-    let entries = before.entries().unwrap();
-    let mut seen = Vec::new();
-    assert_eq!(projector.rebuild(&mut |done, total| seen.push((done, total))).unwrap(), 2);
-    assert_eq!(seen.last(), Some(&(2, 2)));
-    let after = projector.view("counter").unwrap();
-    assert_eq!(after.entries().unwrap(), entries);
-    assert_eq!(after.checkpoint().unwrap(), 2);
-    projector.rebuild(&mut |_, _| {}).unwrap();
-    assert_eq!(projector.view("counter").unwrap().entries().unwrap(), entries, "rebuilding twice is identical");
-}
-
-#[test]
-fn a_view_written_in_another_layout_is_rebuilt_from_the_log_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
-    workspaces(&ledger, &rt, &["a", "b", "c"]);
-    let old = Arc::new(Counter { layout: 1, ..Counter::default() });
-    let projector = Projector::open(Arc::clone(ledger.log()), vec![old.clone()]).unwrap();
-    let entries = projector.view("counter").unwrap().entries().unwrap();
     drop(projector);
-
-    let same = Arc::new(Counter { layout: 1, ..Counter::default() });
-    drop(Projector::open(Arc::clone(ledger.log()), vec![same.clone()]).unwrap());
-    assert_eq!(same.applied.load(Ordering::SeqCst), 0, "the same layout resumes from its checkpoint");
-
-    let new = Arc::new(Counter { layout: 2, ..Counter::default() });
-    let projector = Projector::open(Arc::clone(ledger.log()), vec![new.clone()]).unwrap();
-    assert_eq!(new.applied.load(Ordering::SeqCst), 3, "another layout is refolded from position 1");
-    let view = projector.view("counter").unwrap();
-    assert_eq!(view.layout().unwrap(), Some(2));
-    assert_eq!(view.entries().unwrap(), entries);
-    assert_eq!(ledger.log().views().unwrap().generation("counter").unwrap(), 1, "a fresh generation replaced it");
+    let path = store::path_in(ledger.log().dir());
+    let db = Connection::open(&path).unwrap();
+    db.execute("UPDATE counts SET count = 1000", []).unwrap();
+    db.pragma_update(None, "user_version", store::SCHEMA_VERSION - 1).unwrap();
+    drop(db);
+    let counter = Arc::new(Counter::default());
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![counter.clone()]).unwrap();
+    assert_eq!(count(&projector), 2, "folded again from the log");
+    assert_eq!(counter.applied.load(Ordering::SeqCst), 2);
 }
 
 #[test]
-fn a_view_without_a_recorded_layout_is_rebuilt_unless_it_is_empty() {
+fn a_file_folded_from_another_log_is_rebuilt() {
+    let rt = runtime();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Ledger::open(one.path(), options()).unwrap();
+    workspaces(&first, &rt, &["a", "b"]);
+    drop(Projector::open(Arc::clone(first.log()), vec![Arc::new(Counter::default())]).unwrap());
+    let second = Ledger::open(two.path(), options()).unwrap();
+    workspaces(&second, &rt, &["x", "y", "z"]);
+    std::fs::copy(store::path_in(first.log().dir()), store::path_in(second.log().dir())).unwrap();
+    let projector = Projector::open(Arc::clone(second.log()), vec![Arc::new(Counter::default())]).unwrap();
+    assert_eq!(count(&projector), 3, "the copied file's two rows are not the second log's");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let ledger = Ledger::open(dir.path(), options()).unwrap();
-    workspaces(&ledger, &rt, &["a", "b"]);
-    // A view as a build that did not record layouts left it: state and a
-    // checkpoint, no layout.
-    let legacy = ledger.log().views().unwrap().current("counter").unwrap();
-    let mut pending = legacy.pending();
-    pending.put(b"stale".to_vec(), b"bytes of an unknown layout".to_vec());
-    legacy.commit(pending, 2).unwrap();
-    let counter = Arc::new(Counter { layout: 1, ..Counter::default() });
-    let projector = Projector::open(Arc::clone(ledger.log()), vec![counter.clone()]).unwrap();
-    assert_eq!(counter.applied.load(Ordering::SeqCst), 2);
-    assert_eq!(projector.view("counter").unwrap().get(b"stale").unwrap(), None);
+    workspaces(&ledger, &rt, &["a"]);
+    std::fs::write(
+        store::path_in(ledger.log().dir()),
+        b"not sqlite at all, and long enough to look like a header......",
+    )
+    .unwrap();
+    let projector = Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap();
+    assert_eq!(count(&projector), 1);
 }
