@@ -264,7 +264,7 @@ pub struct Run {
     #[serde(default)]
     pub abandoned_attempt: Option<u32>,
     /// The lease of each attempt, in seconds (from the spec; kept here
-    /// because views store runs without their spec).
+    /// because read models store runs without their spec).
     #[serde(default = "lease_seconds_default")]
     pub lease_seconds: u32,
     /// Who cancelled the run, and why (sanitized), when it was cancelled.

@@ -22,9 +22,6 @@ use crate::log::Log;
 /// A snapshot is taken each time the head crosses a multiple of this.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 4096;
 
-const VIEW: &str = "ledger.snapshot";
-const KEY: &[u8] = b"snapshot";
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub position: u64,
@@ -44,20 +41,16 @@ impl Snapshot {
 /// must be acknowledged, so the snapshot never runs ahead of the log.
 pub fn store(log: &Log, snapshot: &Snapshot) -> Result<(), crate::Error> {
     assert!(snapshot.position <= log.head().position, "a snapshot of an acknowledged position only");
-    let view = log.views()?.current(VIEW)?;
-    if view.checkpoint()? >= snapshot.position {
+    if log.restart_snapshot()?.is_some_and(|(position, _)| position >= snapshot.position) {
         return Ok(());
     }
     let bytes = serde_json::to_vec(snapshot).map_err(|e| crate::Error::Storage(e.to_string()))?;
-    let mut pending = view.pending();
-    pending.put(KEY.to_vec(), bytes);
-    view.commit(pending, snapshot.position)
+    log.store_restart_snapshot(snapshot.position, &bytes)
 }
 
 /// The stored snapshot, if any.
 pub fn load(log: &Log) -> Result<Option<Snapshot>, crate::Error> {
-    let view = log.views()?.current(VIEW)?;
-    let Some(bytes) = view.get(KEY)? else { return Ok(None) };
+    let Some((_, bytes)) = log.restart_snapshot()? else { return Ok(None) };
     Ok(serde_json::from_slice(&bytes).ok())
 }
 

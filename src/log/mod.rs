@@ -8,7 +8,6 @@ mod observations;
 mod store;
 mod subscription;
 mod syncer;
-pub mod views;
 mod witness;
 mod writer;
 
@@ -500,9 +499,15 @@ impl Log {
         &self.store
     }
 
-    /// The projection trees that live beside this log.
-    pub fn views(&self) -> Result<views::Views, Error> {
-        self.store.views()
+    /// The ledger's restart snapshot, if one was stored: its position and
+    /// bytes (see `domain/snapshot.rs`).
+    pub fn restart_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        self.store.snapshot()
+    }
+
+    /// Stores the restart snapshot of an acknowledged `position`.
+    pub fn store_restart_snapshot(&self, position: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.store.store_snapshot(position, bytes)
     }
 }
 

@@ -8,6 +8,10 @@
 //! - `i` + event id (16 bytes) → position
 //! - `h` → head position (u64 BE) + head hash (32 bytes)
 //!
+//! and, in a tree of its own, the ledger's restart snapshot (a position
+//! and the ids of the runs tracked there, see `domain/snapshot.rs`): never
+//! a fact, only a hint of where to start folding.
+//!
 //! Stream ids are printable ASCII, so `0x00` cannot occur inside one and the
 //! prefix scan of a stream never runs into a longer stream id.
 
@@ -25,6 +29,11 @@ const EVENT: u8 = b'e';
 const STREAM: u8 = b's';
 const EVENT_ID: u8 = b'i';
 const HEAD: &[u8] = b"h";
+const SNAPSHOT_TREE: &str = "ledger.snapshot";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// Trees earlier versions kept projections in (now in SQLite beside the
+/// log): dropped on open to give their space back.
+const LEGACY_VIEW_TREE_PREFIXES: [&str; 2] = ["view.", "views.meta"];
 
 fn event_key(position: u64) -> [u8; 9] {
     let mut key = [EVENT; 9];
@@ -101,11 +110,30 @@ impl Store {
         let lock = lock_directory(dir)?;
         remove_unfinished_snapshots(dir)?;
         let db = open_sled(dir, cache_capacity_bytes)?;
+        drop_legacy_view_trees(&db)?;
         Ok(Store { db, _lock: lock })
     }
 
-    pub(crate) fn views(&self) -> Result<crate::log::views::Views, Error> {
-        crate::log::views::Views::new(self.db.clone())
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The stored restart snapshot: its position and bytes.
+    pub(crate) fn snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        let tree = self.db.open_tree(SNAPSHOT_TREE).map_err(storage)?;
+        let Some(value) = tree.get(SNAPSHOT_KEY).map_err(storage)? else { return Ok(None) };
+        let position = value.get(..8).and_then(be_u64);
+        Ok(position.map(|position| (position, value[8..].to_vec())))
+    }
+
+    /// Replaces the restart snapshot (not flushed: a lost snapshot only
+    /// means a longer fold at the next start).
+    pub(crate) fn store_snapshot(&self, position: u64, bytes: &[u8]) -> Result<(), Error> {
+        let tree = self.db.open_tree(SNAPSHOT_TREE).map_err(storage)?;
+        let mut value = position.to_be_bytes().to_vec();
+        value.extend_from_slice(bytes);
+        tree.insert(SNAPSHOT_KEY, value).map(|_| ()).map_err(storage)
     }
 
     pub(crate) fn record(&self, position: u64) -> Result<Option<sled::IVec>, Error> {
@@ -211,6 +239,17 @@ impl Store {
     pub(crate) fn flush(&self) -> Result<(), Error> {
         self.db.flush().map(|_| ()).map_err(storage)
     }
+}
+
+fn drop_legacy_view_trees(db: &sled::Db) -> Result<(), Error> {
+    for name in db.tree_names() {
+        let text = String::from_utf8_lossy(&name);
+        if LEGACY_VIEW_TREE_PREFIXES.iter().any(|prefix| text.starts_with(prefix)) {
+            tracing::info!(tree = %text, "dropping a projection tree of an earlier version (read models are in projections.db now)");
+            db.drop_tree(&name).map_err(storage)?;
+        }
+    }
+    Ok(())
 }
 
 /// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating` and renames it

@@ -338,3 +338,35 @@ proptest! {
         assert_verifies(&log);
     }
 }
+
+#[test]
+fn projection_trees_of_an_earlier_version_are_dropped_and_the_log_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    drop(log);
+    {
+        let db = sled::Config::new().path(dir.path().join("store")).open().unwrap();
+        db.open_tree("view.monitoring.3").unwrap().insert(b"run:", b"old".to_vec()).unwrap();
+        db.open_tree("views.meta").unwrap().insert(b"monitoring", b"3".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let log = Log::open(dir.path(), options()).unwrap();
+    assert_eq!(log.head().position, 1);
+    let names: Vec<String> =
+        log.store().db_for_tests().tree_names().iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+    assert!(names.iter().all(|name| !name.starts_with("view")), "{names:?}");
+    assert_verifies(&log);
+}
+
+#[test]
+fn the_restart_snapshot_is_kept_beside_the_log_not_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    assert_eq!(log.restart_snapshot().unwrap(), None);
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    log.store_restart_snapshot(1, b"runs").unwrap();
+    assert_eq!(log.restart_snapshot().unwrap(), Some((1, b"runs".to_vec())));
+    assert_eq!(log.read(1, 10).unwrap().len(), 1, "the snapshot is no event");
+    assert_verifies(&log);
+}
