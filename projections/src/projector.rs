@@ -263,12 +263,17 @@ fn prepare_file(log: &Log, projections: &[Arc<dyn Projection>], path: &Path) -> 
             Ok(live) => {
                 let fit = {
                     let writer = live.writer.lock().map_err(|_| ProjectionError::Poisoned)?;
-                    store::fitting_checkpoint(&writer)
+                    store::fitting_checkpoint(&writer).and_then(|fit| Ok((fit, store::projections_held(&writer)?)))
                 };
+                let mut wanted: Vec<String> = projections.iter().map(|p| p.name().to_owned()).collect();
+                wanted.sort();
                 let reason = match fit {
-                    Ok(Ok(checkpoint)) if checkpoint_in_log(log, checkpoint)? => return Ok(checkpoint),
-                    Ok(Ok(checkpoint)) => format!("it was folded from another log (position {})", checkpoint.position),
-                    Ok(Err(unfit)) => unfit.to_string(),
+                    Ok((Ok(_), held)) if held != wanted => format!("it holds the projections {held:?}, not {wanted:?}"),
+                    Ok((Ok(checkpoint), _)) if checkpoint_in_log(log, checkpoint)? => return Ok(checkpoint),
+                    Ok((Ok(checkpoint), _)) => {
+                        format!("it was folded from another log (position {})", checkpoint.position)
+                    }
+                    Ok((Err(unfit), _)) => unfit.to_string(),
                     Err(error) => error.to_string(),
                 };
                 store::quiesce(&live)?;

@@ -57,7 +57,8 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE projector_checkpoint (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
     position INTEGER NOT NULL,
     log_hash TEXT NOT NULL
-) STRICT;";
+) STRICT;
+CREATE TABLE projector_projections (name TEXT PRIMARY KEY) STRICT;";
 
 pub(crate) fn sqlite(error: rusqlite::Error) -> ProjectionError {
     ProjectionError::Sqlite(error.to_string())
@@ -118,6 +119,27 @@ pub fn open_reader(path: &Path) -> Result<Option<Connection>, ProjectionError> {
     Ok(Some(db))
 }
 
+/// Opens the read models of the log in `log_dir` for reading only, as
+/// another process (the server that owns the log) keeps them: the rows
+/// are those of its last committed page. A missing file or one of another
+/// schema version is [`ProjectionError::Unavailable`], never misread.
+pub fn open_read_only(log_dir: &Path) -> Result<(Reader, Checkpoint), ProjectionError> {
+    let path = path_in(log_dir);
+    let Some(db) = open_reader(&path)? else {
+        return Err(ProjectionError::Unavailable(format!(
+            "{} does not exist yet: the server writes it as it starts",
+            path.display()
+        )));
+    };
+    match fitting_checkpoint(&db)? {
+        Ok(checkpoint) => Ok((Reader::standalone(db), checkpoint)),
+        Err(unfit) => Err(ProjectionError::Unavailable(format!(
+            "{}: {unfit}; the server rebuilds it when it starts",
+            path.display()
+        ))),
+    }
+}
+
 /// Creates every table of `projections` and the checkpoint in an empty
 /// file, with the secondary indexes unless `indexes` is false (a rebuild
 /// creates them after the load).
@@ -129,6 +151,7 @@ pub(crate) fn create_schema(
     let tx = db.unchecked_transaction().map_err(sqlite)?;
     tx.execute_batch(CHECKPOINT_TABLE).map_err(sqlite)?;
     for projection in projections {
+        tx.execute("INSERT INTO projector_projections (name) VALUES (?1)", [projection.name()]).map_err(sqlite)?;
         tx.execute_batch(projection.tables()).map_err(sqlite)?;
         if indexes {
             tx.execute_batch(projection.indexes()).map_err(sqlite)?;
@@ -182,6 +205,14 @@ pub fn fitting_checkpoint(db: &Connection) -> Result<Result<Checkpoint, Unfit>, 
         return Ok(Err(Unfit::OtherVersion { found }));
     }
     Ok(read_checkpoint(db)?.ok_or(Unfit::NoCheckpoint))
+}
+
+/// The names of the projections whose tables the file holds, sorted: a
+/// file made for another set of projections is rebuilt, not written to.
+pub fn projections_held(db: &Connection) -> Result<Vec<String>, ProjectionError> {
+    let mut statement = db.prepare("SELECT name FROM projector_projections ORDER BY name").map_err(sqlite)?;
+    let names = statement.query_map([], |row| row.get::<_, String>(0)).map_err(sqlite)?;
+    names.collect::<Result<Vec<_>, _>>().map_err(sqlite)
 }
 
 /// The checkpoint row, if there is one.

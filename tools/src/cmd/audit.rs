@@ -12,7 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::remote::Remote;
-use super::source::{field, principal_text, print_json, print_text, quiet_on_closed_pipe, table, Hint, Source, Target};
+use super::source::{field, principal_text, print_json, print_text, quiet_on_closed_pipe, table, Source, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -104,9 +104,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             remote.get("/v1/audit", &params)?
         }
         Target::Local(data) => {
-            let (log, projector) = data.open_projected(Hint::Query)?;
-            let view = projector.view(audit::NAME)?;
-            serde_json::to_value(audit::list(&log, &view, &args.filter(), args.cursor.as_deref(), args.limit)?)?
+            let page = data.read_models()?.read(|db| Ok(audit::list(db, &args.filter(), args.cursor.as_deref(), args.limit)?))?;
+            serde_json::to_value(page)?
         }
     };
     match args.json {
@@ -120,8 +119,7 @@ fn export(args: &Args, target: Target) -> anyhow::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     match target {
         Target::Local(data) => {
-            let (log, projector) = data.open_projected(Hint::Query)?;
-            audit::export_jsonl(&log, &projector.view(audit::NAME)?, &args.filter(), &mut out)?;
+            data.read_models()?.read(|db| Ok(audit::export_jsonl(db, &args.filter(), &mut out)?))?;
         }
         Target::Remote(remote) => export_remote(&remote, args.params(), &mut out)?,
     }

@@ -7,7 +7,7 @@ use anyhow::bail;
 use opledger_projections::notifications;
 use serde_json::{json, Value};
 
-use super::source::{field, print_json, print_text, Hint, Source, Target};
+use super::source::{field, print_json, print_text, Source, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,11 +41,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Target::Local(data) => {
             let Some(actor) = &args.actor else { bail!("--actor is required on a data directory") };
-            let (_log, projector) = data.open_projected(Hint::Query)?;
-            let view = projector.view(notifications::NAME)?;
             let limit = args.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
-            let list = notifications::inbox(&view, actor, args.unread, limit)?;
-            json!({"notifications": list, "unread": notifications::unread_count(&view, actor)?})
+            data.read_models()?.read(|db| {
+                let list = notifications::inbox(db, actor, args.unread, limit)?;
+                Ok(json!({"notifications": list, "unread": notifications::unread_count(db, actor)?}))
+            })?
         }
     };
     match args.json {

@@ -1,5 +1,6 @@
 //! `opledger rebuild --data DIR`: recomputes every projection from the log
-//! into fresh views and swaps them in, then says what it did.
+//! into a fresh read-model file and renames it over `projections.db`,
+//! then says what it did.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let log = args.data.open_existing_log(Hint::StopServer)?;
-    // No catch-up first: the rebuild replaces every view anyway.
+    // No catch-up first: the rebuild replaces the file anyway.
     let projector = Projector::open_without_catch_up(Arc::clone(&log), opledger_projections::all())?;
     let names: Vec<&'static str> = opledger_projections::all().iter().map(|p| p.name()).collect();
     let started = Instant::now();

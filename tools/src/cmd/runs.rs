@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::remote::is_status;
-use super::source::{field, principal_text, print_json, print_text, table, text, Hint, Source, Target};
-use crate::server::reads::{timeline_json, timeline_page, RunQuery};
+use super::source::{field, principal_text, print_json, print_text, table, text, Source, Target};
+use crate::server::reads::{RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
@@ -138,10 +138,9 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         Target::Local(data) => {
             let query = args.query();
             let filter = query.filter().map_err(|error| anyhow!(error.message))?;
-            let (_log, projector) = data.open_projected(Hint::Query)?;
-            let view = projector.view(monitoring::NAME)?;
             let limit = args.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
-            serde_json::to_value(monitoring::list(&view, &filter, args.cursor.as_deref(), limit)?)?
+            let page = data.read_models()?.read(|db| Ok(monitoring::list(db, &filter, args.cursor.as_deref(), limit)?))?;
+            serde_json::to_value(page)?
         }
     };
     match args.json {
@@ -157,9 +156,8 @@ fn summary(args: ListArgs) -> anyhow::Result<ExitCode> {
         Target::Remote(remote) => remote.get("/v1/runs/summary", &args.params())?,
         Target::Local(data) => {
             let filter = args.query().filter().map_err(|error| anyhow!(error.message))?;
-            let (_log, projector) = data.open_projected(Hint::Query)?;
-            let view = projector.view(monitoring::NAME)?;
-            serde_json::to_value(monitoring::totals_in_tenants(&view, &filter, None)?)?
+            let totals = data.read_models()?.read(|db| Ok(monitoring::totals_in_tenants(db, &filter, None)?))?;
+            serde_json::to_value(totals)?
         }
     };
     match args.json {
@@ -237,14 +235,20 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Target::Local(data) => {
-            let (log, projector) = data.open_projected(Hint::Query)?;
-            let view = projector.view(monitoring::NAME)?;
-            let Some(run) = monitoring::get(&view, args.run)? else {
-                return Ok(not_found(args.run, &data.path.display().to_string()));
-            };
-            let (events, next) = timeline_page(&log, args.run, args.timeline_from)?;
-            let timeline = timeline_json(&events).map_err(|error| anyhow!("{}", error.message))?;
-            json!({"run": run, "timeline": timeline, "timeline_next": next})
+            let found = data.read_models()?.read(|db| {
+                let Some(run) = monitoring::get(db, args.run)? else { return Ok(None) };
+                let from = args.timeline_from.max(1);
+                let mut timeline = monitoring::timeline(db, args.run, from, RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
+                let next = match timeline.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
+                    true => timeline.pop().map(|_| from + RUN_TIMELINE_PAGE_EVENTS_MAX as u64),
+                    false => None,
+                };
+                Ok(Some(json!({"run": run, "timeline": timeline, "timeline_next": next})))
+            })?;
+            match found {
+                Some(detail) => detail,
+                None => return Ok(not_found(args.run, &data.path.display().to_string())),
+            }
         }
     };
     match args.json {

@@ -18,8 +18,9 @@ pub struct Args {
     /// `flush` (survives a process crash only).
     #[arg(long, env = "OPLEDGER_DURABILITY", default_value = "fsync", value_parser = ["fsync", "flush"])]
     durability: String,
-    /// sled's page cache, in MiB. Reads of views whose working set is larger
-    /// (Monitoring pages over a million runs) page nodes in from the file.
+    /// The log's page cache (sled), in MiB. The log alone lives in sled now
+    /// (read models are in projections.db, with SQLite's own cache); reads
+    /// of old events past the cache page them in from the file.
     #[arg(long, env = "OPLEDGER_CACHE_MIB", default_value_t = CACHE_MIB_DEFAULT, value_parser = clap::value_parser!(u64).range(8..=65536))]
     cache_mib: u64,
 }

@@ -87,24 +87,28 @@ impl DataDir {
     /// one is an error (a typo must not create an empty ledger), and one a
     /// server holds gets the message of [`in_use_message`].
     pub fn open_existing_log(&self, hint: Hint) -> anyhow::Result<Arc<Log>> {
+        self.open_log().map_err(|error| match is_locked(&error) {
+            true => anyhow!(in_use_message(&self.path, hint)),
+            false => error,
+        })
+    }
+
+    /// [`DataDir::open_existing_log`] with the lock refusal left as it is
+    /// (for commands that can do without the log when a server holds it).
+    pub fn open_log(&self) -> anyhow::Result<Arc<Log>> {
         if !self.path.join("log").is_dir() {
             bail!("no ledger in {}: the data directory does not exist or holds no log", self.path.display());
         }
         match Log::open(self.path.join("log"), LogOptions::default()) {
             Ok(log) => Ok(Arc::new(log)),
-            Err(error) => {
-                let error = anyhow!(error);
-                match is_locked(&error) {
-                    true => Err(anyhow!(in_use_message(&self.path, hint))),
-                    false => Err(error.context(format!("opening the log in {}", self.path.display()))),
-                }
-            }
+            Err(error) if matches!(error, opledger::Error::Locked { .. }) => Err(anyhow!(error)),
+            Err(error) => Err(anyhow!(error).context(format!("opening the log in {}", self.path.display()))),
         }
     }
 }
 
 /// A spinner on a terminal while the projections of a long log catch up
-/// (opening them applies whatever the views have not seen); hidden otherwise.
+/// (opening them applies whatever the read models have not seen); hidden otherwise.
 pub fn catch_up_spinner(head: u64) -> ProgressBar {
     if head < CATCH_UP_SPINNER_EVENTS_MIN {
         return ProgressBar::hidden();

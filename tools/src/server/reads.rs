@@ -86,9 +86,9 @@ async fn visible_filter(
 /// The list rule of SPEC 6, then the page (only visible tenants' runs).
 pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunPage, ApiError> {
     let (filter, allowed) = visible_filter(state, viewer, query).await?;
-    let view = state.projector()?.view(monitoring::NAME)?;
+    let db = state.projector()?.reader()?;
     let limit = query.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
-    monitoring::list_in_tenants(&view, &filter, allowed.as_ref(), query.cursor.as_deref(), limit).map_err(|error| {
+    monitoring::list_in_tenants(&db, &filter, allowed.as_ref(), query.cursor.as_deref(), limit).map_err(|error| {
         match error {
             ListError::InvalidCursor(why) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", why),
             ListError::Projection(error) => error.into(),
@@ -100,8 +100,8 @@ pub async fn list_runs_for(state: &AppState, viewer: &Viewer, query: &RunQuery) 
 /// same list rule), whatever page `limit` and `cursor` point at.
 pub async fn run_totals_for(state: &AppState, viewer: &Viewer, query: &RunQuery) -> Result<RunTotals, ApiError> {
     let (filter, allowed) = visible_filter(state, viewer, query).await?;
-    let view = state.projector()?.view(monitoring::NAME)?;
-    Ok(monitoring::totals_in_tenants(&view, &filter, allowed.as_ref())?)
+    let db = state.projector()?.reader()?;
+    Ok(monitoring::totals_in_tenants(&db, &filter, allowed.as_ref())?)
 }
 
 pub async fn list_runs(
@@ -146,8 +146,7 @@ pub struct RunDetail {
 pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> Result<RunDetail, ApiError> {
     let run_id = run_id(id)?;
     state.fresh_projections().await?;
-    let view = state.projector()?.view(monitoring::NAME)?;
-    let run = monitoring::get(&view, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
+    let run = monitoring::get(&state.projector()?.reader()?, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
     let access = state
         .projector()?
         .with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
@@ -245,11 +244,8 @@ pub async fn audit(
         to: query.to,
         as_of: query.as_of,
     };
-    let view = state.projector()?.view(audit::NAME)?;
-    Ok(Json(
-        audit::list(state.projector()?.log(), &view, &filter, query.cursor.as_deref(), query.limit)
-            .map_err(audit_error)?,
-    ))
+    let db = state.projector()?.reader()?;
+    Ok(Json(audit::list(&db, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,10 +274,10 @@ pub async fn notifications(
         }
     };
     state.fresh_projections().await?;
-    let view = state.projector()?.view(notifications::NAME)?;
+    let db = state.projector()?.reader()?;
     let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
-    let inbox = notifications::inbox(&view, &actor_id, query.unread, limit)?;
-    let unread = notifications::unread_count(&view, &actor_id)?;
+    let inbox = notifications::inbox(&db, &actor_id, query.unread, limit)?;
+    let unread = notifications::unread_count(&db, &actor_id)?;
     Ok(Json(json!({"notifications": inbox, "unread": unread})))
 }
 

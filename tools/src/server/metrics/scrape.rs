@@ -38,7 +38,7 @@ impl CoreSample {
             Progress::Applied(position) => position,
             Progress::Stopped { position, .. } => position.saturating_sub(1),
         };
-        let counts = core.projector.view(monitoring::NAME).ok().and_then(|view| monitoring::counts(&view, None).ok());
+        let counts = core.projector.reader().ok().and_then(|db| monitoring::counts(&db, None).ok());
         let live = core.ledger.live_counts().await;
         CoreSample { head, applied, stats: log.stats(), observations: log.observations(), counts, live }
     }
