@@ -66,6 +66,12 @@ pub struct ProjectionsArgs {
     /// Internal: scan and decode the log in --dir, then exit (the RSS baseline's child).
     #[arg(long, hide = true)]
     scan_only: bool,
+    /// Internal: rebuild the read models in --dir as `opledger rebuild` does, then exit.
+    #[arg(long, hide = true)]
+    rebuild_only: bool,
+    /// Internal: open the ledger and the read models as `opledger serve` does, read one page, then exit.
+    #[arg(long, hide = true)]
+    open_only: bool,
 }
 
 pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
@@ -81,6 +87,12 @@ pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
     };
     if args.scan_only {
         return scan_only(&data, args.cache_mib);
+    }
+    if args.rebuild_only {
+        return rebuild_only(&data, args.cache_mib);
+    }
+    if args.open_only {
+        return open_only(&data);
     }
     eprintln!("preparing a log of {} events in {}", args.events, data.display());
     let info = generate::prepare(&data, args.events, args.regenerate)?;
@@ -100,17 +112,19 @@ pub struct Results {
     pub list: list::ListResults,
     pub restart: restart::RestartResults,
     pub rss: Option<rss::RssResults>,
-    /// Bytes on disk of the store: as the bench found it (right after a
-    /// generation: the log alone), after the projections caught up, at the end.
-    pub disk_bytes: [u64; 3],
+    /// Bytes on disk of the log's sled store: as the bench found it, after
+    /// the projections caught up, at the end.
+    pub log_bytes: [u64; 3],
+    /// Bytes on disk of the read models' file (with its WAL): the same three.
+    pub projections_bytes: [u64; 3],
     /// sled's page cache of the reading log, MiB.
     pub cache_mib: u64,
 }
 
 fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
-    let disk_found = disk_bytes(data)?;
+    let found = (log_bytes(data)?, projections_bytes(data)?);
     let first_open_seconds = first_open(data, args.cache_mib)?;
-    let disk_projected = disk_bytes(data)?;
+    let projected = (log_bytes(data)?, projections_bytes(data)?);
     // Restarts first: the store is then as a server that appended the log and
     // projected it leaves it, not as the rebuilds below leave it.
     let restart = restart::measure(&generate::log_dir(data), args.repeat)?;
@@ -123,8 +137,8 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
     };
     eprintln!("run-list pages");
     let list = list::measure(&projector, args.queries, args.repeat)?;
-    // Rebuilding one projection alone promotes a new generation of its view,
-    // which leaves the full projector's handle on a dropped tree: drop it first.
+    // Rebuilding one projection alone swaps in a file of that projection
+    // only, which the full projector must not go on writing: drop it first.
     drop(projector);
     let breakdown = match args.no_breakdown || args.no_rebuild {
         true => Vec::new(),
@@ -135,7 +149,9 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
         true => None,
         false => Some(rss::measure(data, args.events)?),
     };
-    let disk_bytes = [disk_found, disk_projected, disk_bytes(data)?];
+    let end = (log_bytes(data)?, projections_bytes(data)?);
+    let log_bytes = [found.0, projected.0, end.0];
+    let projections_bytes = [found.1, projected.1, end.1];
     let cache_mib = args.cache_mib;
     Ok(Results {
         repeat: args.repeat,
@@ -145,9 +161,30 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
         list,
         restart,
         rss,
-        disk_bytes,
+        log_bytes,
+        projections_bytes,
         cache_mib,
     })
+}
+
+/// Bytes of the log's sled store on disk.
+fn log_bytes(data: &Path) -> anyhow::Result<u64> {
+    disk_bytes(&generate::log_dir(data).join("store"))
+}
+
+/// Bytes of the read models' file and its WAL and shared memory, if any.
+fn projections_bytes(data: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let file = opledger_projections::store::path_in(&generate::log_dir(data));
+    let mut total = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        if let Ok(metadata) = std::fs::metadata(&name) {
+            total += metadata.blocks() * 512;
+        }
+    }
+    Ok(total)
 }
 
 /// Bytes the files under `dir` occupy on disk (allocated blocks, so a
@@ -193,6 +230,33 @@ fn scan_only(data: &Path, cache_mib: u64) -> anyhow::Result<ExitCode> {
     let (events, seconds) = measure::scan(&log)?;
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{{\"events\": {events}, \"seconds\": {seconds}}}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `opledger rebuild --data DIR` runs: the projector opened without a
+/// catch-up, then a rebuild into a fresh file.
+fn rebuild_only(data: &Path, cache_mib: u64) -> anyhow::Result<ExitCode> {
+    let log = Arc::new(open_log(data, cache_mib)?);
+    let projector = Projector::open_without_catch_up(Arc::clone(&log), opledger_projections::all())?;
+    let applied = projector.rebuild(&mut |_, _| {})?;
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{{\"events_applied\": {applied}}}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a server's start holds once caught up: `open_state` (the ledger
+/// and the read models), then one run-list page.
+fn open_only(data: &Path) -> anyhow::Result<ExitCode> {
+    let options = LogOptions { durability: opledger::Durability::Flush, ..LogOptions::default() };
+    let state = opledger_tools::server::open_state(data, options)?;
+    let projector = state.projector().map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let page = opledger_projections::monitoring::list(
+        &projector.reader()?,
+        &opledger_projections::monitoring::RunFilter::default(),
+        None,
+        list::PAGE_SIZE,
+    )?;
+    std::hint::black_box(page);
     Ok(ExitCode::SUCCESS)
 }
 

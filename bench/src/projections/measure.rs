@@ -43,7 +43,8 @@ impl RebuildSample {
 pub struct Alone {
     pub name: &'static str,
     pub seconds: f64,
-    pub entries: usize,
+    /// Rows of the projection's tables once rebuilt.
+    pub rows: u64,
 }
 
 /// Every event from position 1 to the head, in the projector's page size,
@@ -104,16 +105,31 @@ fn settle(store: &Path) -> anyhow::Result<()> {
     std::fs::File::open(&db).and_then(|file| file.sync_all()).with_context(|| format!("syncing {}", db.display()))
 }
 
-/// Each projection rebuilt alone, once, by a projector that holds only it.
+/// Each projection rebuilt alone, once, by a projector that holds only it
+/// (the file then holds only that projection's tables; the next full
+/// projector finds a file of another set of projections and rebuilds it).
 pub fn breakdown(log: &Arc<Log>) -> anyhow::Result<Vec<Alone>> {
     let mut alone = Vec::new();
     for projection in opledger_projections::all() {
         let name = projection.name();
         let projector = Projector::open(Arc::clone(log), vec![projection])?;
         let (_, seconds) = rebuild(&projector)?;
-        let entries = projector.view(name)?.len();
-        eprintln!("{name} alone: {seconds:.1} s, {entries} view entries");
-        alone.push(Alone { name, seconds, entries });
+        let rows = table_rows(&projector.reader()?)?;
+        eprintln!("{name} alone: {seconds:.1} s, {rows} rows");
+        alone.push(Alone { name, seconds, rows });
     }
     Ok(alone)
+}
+
+/// Rows of every table of a file but the projector's own bookkeeping.
+fn table_rows(db: &rusqlite::Connection) -> anyhow::Result<u64> {
+    let mut statement =
+        db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'projector_%' AND name NOT LIKE 'sqlite_%'")?;
+    let tables = statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let mut rows = 0u64;
+    for table in tables {
+        let count: i64 = db.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |row| row.get(0))?;
+        rows += u64::try_from(count).unwrap_or(0);
+    }
+    Ok(rows)
 }

@@ -25,7 +25,7 @@ fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Res
     let made = match info.reused {
         true => format!("reused (generated earlier in {:.1} s)", info.generated_seconds),
         false => format!(
-            "generated in {:.1} s ({:.0} events/s); first Projector::open (catch-up from empty views) {:.1} s",
+            "generated in {:.1} s ({:.0} events/s); first Projector::open (from an empty read-model file) {:.1} s",
             info.generated_seconds,
             ratio(info.events as f64, info.generated_seconds),
             results.first_open_seconds
@@ -34,23 +34,33 @@ fn log_line(out: &mut Out<'_>, info: &LogInfo, results: &Results) -> anyhow::Res
     let runs = results.list.counts.total;
     writeln!(
         out,
-        "Log: {} events, {runs} runs in the monitoring view; {made}. sled page cache: {} MiB.",
+        "Log: {} events, {runs} runs in Monitoring; {made}. The log's sled page cache: {} MiB.",
         info.events, results.cache_mib
     )?;
     let outcomes: Vec<String> = results.list.counts.by_outcome.iter().map(|(k, v)| format!("{k} {v}")).collect();
     writeln!(out, "Runs by outcome: {}.", outcomes.join(", "))?;
-    let [found, projected, end] = results.disk_bytes.map(|bytes| bytes as f64);
-    let per_event = |bytes: f64| bytes / info.events.max(1) as f64 / 1024.0;
+    let per_event = |bytes: u64| bytes as f64 / info.events.max(1) as f64 / 1024.0;
+    writeln!(out, "| on disk | log (sled) GiB | KiB/event | read models (SQLite) GiB | KiB/event | ratio |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    let moments = ["as found", "once projected", "at the end, after the rebuilds"];
+    for (index, moment) in moments.iter().enumerate() {
+        let (log, projections) = (results.log_bytes[index], results.projections_bytes[index]);
+        writeln!(
+            out,
+            "| {moment} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            log as f64 / GIB,
+            per_event(log),
+            projections as f64 / GIB,
+            per_event(projections),
+            ratio(projections as f64, log as f64)
+        )?;
+    }
+    let (log, projections) = (results.log_bytes[1], results.projections_bytes[1]);
     writeln!(
         out,
-        "Store on disk: {:.2} GiB as found ({:.1} KiB/event), {:.2} GiB once projected ({:.1} KiB/event), \
-         {:.2} GiB at the end, after the rebuilds ({:.1} KiB/event).\n",
-        found / GIB,
-        per_event(found),
-        projected / GIB,
-        per_event(projected),
-        end / GIB,
-        per_event(end)
+        "\ntarget read models on disk <= the log's own size: {} ({:.2}x)\n",
+        verdict(projections <= log),
+        ratio(projections as f64, log as f64)
     )?;
     Ok(())
 }
@@ -76,11 +86,11 @@ fn rebuild_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
     for alone in &results.breakdown {
         writeln!(
             out,
-            "| {} rebuilt alone (once), s; minus the scan; view entries | {:.1} | {:.1} | {} |",
+            "| {} rebuilt alone (once), s; minus the scan; rows | {:.1} | {:.1} | {} |",
             alone.name,
             alone.seconds,
             alone.seconds - scan_seconds,
-            alone.entries
+            alone.rows
         )?;
     }
     writeln!(out, "\ntarget rebuild >= 0.5x raw scan: {} ({paired:.2})\n", verdict(paired >= 0.5))?;
@@ -143,7 +153,7 @@ fn restart_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
         median_of(s, |r| r.over_ms)
     )?;
     writeln!(out, "| Ledger::open (Log::open + Ledger::over) | {:.0} |", median_of(s, |r| r.ledger_open_ms()))?;
-    writeln!(out, "| Projector::open (views caught up) | {:.0} |", median_of(s, |r| r.projector_open_ms))?;
+    writeln!(out, "| Projector::open (read models caught up) | {:.0} |", median_of(s, |r| r.projector_open_ms))?;
     writeln!(out, "| restart to ready (Ledger::open + Projector::open) | {ready:.0} |")?;
     // The first restart after writes pays sled's recovery on top of what the
     // ledger adds to an open without it.
@@ -169,7 +179,13 @@ fn rss_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     writeln!(out, "| child process (once) | peak RSS MiB | seconds |")?;
     writeln!(out, "|---|---:|---:|")?;
-    writeln!(out, "| opledger rebuild --data DIR | {:.0} | {:.1} |", mib(rss.rebuild.kib), rss.rebuild.seconds)?;
+    writeln!(out, "| a rebuild (as `opledger rebuild --data DIR`) | {:.0} | {:.1} |", mib(rss.rebuild.kib), rss.rebuild.seconds)?;
+    writeln!(
+        out,
+        "| a server's open on caught-up read models, one page | {:.0} | {:.1} |",
+        mib(rss.open.kib),
+        rss.open.seconds
+    )?;
     writeln!(
         out,
         "| baseline: raw scan + decode of the same log | {:.0} | {:.1} |",

@@ -32,7 +32,7 @@ pub struct RestartSample {
     /// `Ledger::over`: the domain state from the latest snapshot (the
     /// authority stream and the tracked runs' streams) and the log's tail.
     pub over_ms: f64,
-    /// `Projector::open` on caught-up views (authority state as of the checkpoint).
+    /// `Projector::open` on caught-up read models (authority state as of the checkpoint).
     pub projector_open_ms: f64,
 }
 

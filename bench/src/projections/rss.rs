@@ -1,8 +1,10 @@
 //! Peak RSS of a rebuild, read from the kernel while the child runs.
 //!
-//! The rebuild runs as `opledger rebuild --data DIR` in a child process, so
-//! its peak is its own and not this bench's (which holds a page cache and
-//! every sample). The peak is `VmHWM` of `/proc/PID/status`, polled until
+//! The rebuild runs in a child process (`opledger-bench projections
+//! --rebuild-only`: what `opledger rebuild --data DIR` runs), so its peak
+//! is its own and not this bench's (which holds a page cache and every
+//! sample). So does a server's start on caught-up read models
+//! (`--open-only`: the ledger, the projector, one run-list page). The peak is `VmHWM` of `/proc/PID/status`, polled until
 //! the child exits: the high-water mark only grows, so the last reading
 //! before exit is the peak up to the last few milliseconds. The baseline is
 //! the same binary scanning and decoding the log, nothing else.
@@ -26,20 +28,24 @@ pub struct Peak {
 #[derive(Debug, Clone, Copy)]
 pub struct RssResults {
     pub rebuild: Peak,
+    pub open: Peak,
     pub scan: Peak,
 }
 
 pub fn measure(data: &Path, events: u64) -> anyhow::Result<RssResults> {
-    let exe = std::env::current_exe().context("finding this binary")?;
-    eprintln!("peak RSS: opledger rebuild in a child");
-    let mut rebuild = Command::new(&exe);
-    rebuild.arg("rebuild").arg("--data").arg(data).arg("--json");
-    let rebuild = peak_of(rebuild)?;
-    eprintln!("peak RSS: rebuild {} MiB; the raw scan in a child", rebuild.kib / 1024);
-    let mut scan = Command::new(&exe);
-    scan.args(["bench", "projections", "--scan-only", "--events"]).arg(events.to_string()).arg("--dir").arg(data);
-    let scan = peak_of(scan)?;
-    Ok(RssResults { rebuild, scan })
+    let child = |mode: &str| -> anyhow::Result<Peak> {
+        let exe = std::env::current_exe().context("finding this binary")?;
+        let mut command = Command::new(exe);
+        command.args(["projections", mode, "--events"]).arg(events.to_string()).arg("--dir").arg(data);
+        peak_of(command)
+    };
+    eprintln!("peak RSS: a rebuild in a child");
+    let rebuild = child("--rebuild-only")?;
+    eprintln!("peak RSS: rebuild {} MiB; a server's open in a child", rebuild.kib / 1024);
+    let open = child("--open-only")?;
+    eprintln!("peak RSS: open {} MiB; the raw scan in a child", open.kib / 1024);
+    let scan = child("--scan-only")?;
+    Ok(RssResults { rebuild, open, scan })
 }
 
 /// A child that met the store still locked by this process's last handle
