@@ -258,6 +258,9 @@ impl Projector {
 /// a missing file, one of another schema version, or one folded from
 /// another log is replaced by an empty file.
 fn prepare_file(log: &Log, projections: &[Arc<dyn Projection>], path: &Path) -> Result<Checkpoint, ProjectionError> {
+    // A rebuild this process or an earlier one did not finish: only the
+    // owner of the log rebuilds, and that is us now.
+    remove_if_present(&path.with_file_name(store::REBUILD_FILE_NAME))?;
     if path.exists() {
         let reason = match Live::open(path) {
             Ok(live) => {
