@@ -2,8 +2,8 @@
 //! data directory made with the ledger API (then closed), and against a
 //! server started on it: runs, audit (as of a position, JSON Lines export),
 //! notifications, events, rebuild, export and import into a new directory
-//! (an identical log that verifies), and the message for a directory a
-//! running server holds.
+//! (an identical log that verifies), and reads of a directory a running
+//! server holds and writes (its read models, read-only).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -322,22 +322,55 @@ fn export_then_import_restores_an_identical_log() {
     assert!(!bad.status.success() && stderr.contains("position ") && stderr.contains("differs from the exported hash"));
 }
 
+/// While a server holds the directory and writes to it, the read models'
+/// commands read its SQLite file (read-only); the commands that need the
+/// log itself say how to reach it instead.
 #[test]
-fn a_directory_held_by_a_server_is_named_with_the_way_to_query_it() {
+fn reads_on_a_directory_a_running_server_holds_and_writes() {
     let fixture = Fixture::new();
-    let _held = Log::open(fixture.data.join("log"), LogOptions::default()).unwrap();
-    for args in [&["runs", "list"][..], &["audit", "--export", "jsonl"], &["events", "tail"]] {
-        let args: Vec<&str> = args.iter().copied().chain(["--data", fixture.dir()]).collect();
-        let output = opledger(&args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let expected = format!(
-            "the data directory {} is in use by a running server; pass --url and --token to query it",
-            fixture.dir()
-        );
-        assert!(!output.status.success() && stderr.contains(&expected), "{args:?}: {stderr}");
-    }
+    let created = ok(&["token", "create", "--data", fixture.dir(), "--service", "operator"]);
+    let token = created.lines().last().unwrap().trim().to_owned();
+    let server = Server::start(&fixture.data);
+    let client = opledger_tools::cmd::remote::Remote::new(&server.url, &token).unwrap();
+    let start =
+        json!({"operation_type": "inventory_sync", "tenant_id": "t1", "initiator": {"kind": "actor", "id": "u1"}});
+    let answer: Value = client.post("/v1/runs", &start).unwrap();
+    let written = answer["run"]["id"].as_str().unwrap().to_owned();
+    let data = ["--data", fixture.dir()];
+
+    // The server applies its write to the read models right after
+    // acknowledging it; the tool sees it once that page is committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = ok_json(&[&["runs", "list", "--json"][..], &data].concat());
+        let ids: Vec<&str> = listed["runs"].as_array().unwrap().iter().filter_map(|r| r["id"].as_str()).collect();
+        if ids.contains(&written.as_str()) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "the server's write never reached its read models: {ids:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 4, "the three of the fixture and the new one");
+    let shown = ok_json(&[&["runs", "show", &written, "--json"][..], &data].concat());
+    assert_eq!(shown["run"]["status"], json!("queued"));
+    let types: Vec<&str> = shown["timeline"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"run_queued"), "{types:?}");
+    let audit = ok_json(&[&["audit", "--run", &written, "--json"][..], &data].concat());
+    assert!(!audit["entries"].as_array().unwrap().is_empty(), "{audit}");
+    let export = ok(&[&["audit", "--export", "jsonl"][..], &data].concat());
+    assert!(export.lines().count() > 10 && export.contains(&written));
+    let inbox = ok_json(&[&["notifications", "--actor", "u1", "--json"][..], &data].concat());
+    assert_eq!(inbox["unread"], json!(1));
+
+    let tail = opledger(&[&["events", "tail"][..], &data].concat());
+    let expected = format!(
+        "the data directory {} is in use by a running server; pass --url and --token to query it",
+        fixture.dir()
+    );
+    assert!(!tail.status.success() && String::from_utf8_lossy(&tail.stderr).contains(&expected));
     let rebuild = opledger(&["rebuild", "--data", fixture.dir()]);
     assert!(!rebuild.status.success() && String::from_utf8_lossy(&rebuild.stderr).contains("stop the server"));
+    drop(server);
 }
 
 /// A server on the fixture, stopped when dropped.
