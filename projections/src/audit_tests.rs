@@ -7,24 +7,24 @@ use std::sync::Arc;
 use chrono::TimeZone;
 use opledger::domain::authority::AuthorityChange as C;
 use opledger::domain::model::{ConnectionStatus, WorkerOutcome};
-use opledger::log::views::View;
-use opledger::log::{Durability, LogOptions};
-use opledger::{Expectations, Log, NewEvent};
+use opledger::domain::reason::ReasonCode;
+use opledger::Log;
 use proptest::prelude::*;
 
+use super::query::{statement, Walk, AT_POSITION, FIRST_FROM, LAST_BEFORE};
 use super::*;
-use crate::notifications;
+use crate::error::ProjectionError;
 use crate::projector::Projector;
+use crate::store;
 use crate::test_world::{perform, s, step, truncated_copy, World};
-use opledger::domain::reason::ReasonCode;
 
 /// Every audit entry matching `filter`, paged `page` at a time, newest
 /// first; asserts no entry is served twice.
-pub(crate) fn collect(log: &Log, view: &View, filter: &AuditFilter, page: usize) -> Vec<AuditEntry> {
+pub(crate) fn collect(db: &Connection, filter: &AuditFilter, page: usize) -> Vec<AuditEntry> {
     let mut entries: Vec<AuditEntry> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let got = list(log, view, filter, cursor.as_deref(), Some(page)).unwrap();
+        let got = list(db, filter, cursor.as_deref(), Some(page)).unwrap();
         assert!(got.entries.len() <= page);
         entries.extend(got.entries);
         match got.next_cursor {
@@ -38,13 +38,17 @@ pub(crate) fn collect(log: &Log, view: &View, filter: &AuditFilter, page: usize)
     entries
 }
 
-fn everything(log: &Log, view: &View) -> Vec<AuditEntry> {
-    collect(log, view, &AuditFilter::default(), PAGE_SIZE_MAX)
+fn everything(db: &Connection) -> Vec<AuditEntry> {
+    collect(db, &AuditFilter::default(), PAGE_SIZE_MAX)
 }
 
 fn audit_of(log: &Arc<Log>) -> Vec<AuditEntry> {
     let projector = Projector::open(Arc::clone(log), vec![Arc::new(Audit)]).unwrap();
-    everything(projector.log(), &projector.view(NAME).unwrap())
+    everything(&projector.reader().unwrap())
+}
+
+fn dump(projector: &Projector) -> Vec<String> {
+    store::dump(&projector.reader().unwrap()).unwrap()
 }
 
 proptest! {
@@ -63,29 +67,28 @@ proptest! {
             world.rt.block_on(perform(&world.ledger, step, &mut runs));
             projector.catch_up().unwrap();
         }
-        let names = [NAME, notifications::NAME];
-        let incremental: Vec<_> = names.iter().map(|n| projector.view(n).unwrap().entries().unwrap()).collect();
+        let incremental = dump(&projector);
         projector.rebuild(&mut |_, _| {}).unwrap();
-        let rebuilt: Vec<_> = names.iter().map(|n| projector.view(n).unwrap().entries().unwrap()).collect();
+        let rebuilt = dump(&projector);
         prop_assert!(incremental == rebuilt, "a rebuild differs from the incremental state");
         projector.rebuild(&mut |_, _| {}).unwrap();
-        let again: Vec<_> = names.iter().map(|n| projector.view(n).unwrap().entries().unwrap()).collect();
-        prop_assert!(rebuilt == again, "two rebuilds differ");
+        prop_assert!(rebuilt == dump(&projector), "two rebuilds differ");
 
         let log = world.ledger.log();
         let head = log.head().position;
-        let audit = everything(projector.log(), &projector.view(NAME).unwrap());
+        let reader = projector.reader().unwrap();
+        let audit = everything(&reader);
         let events = log.read(1, usize::MAX).unwrap();
         let meaningful: Vec<u64> =
             events.iter().filter(|e| !["run_progressed", "lease_renewed"].contains(&e.event_type.as_str())).map(|e| e.position).rev().collect();
         prop_assert_eq!(audit.iter().map(|e| e.position).collect::<Vec<_>>(), meaningful);
 
         let n = cut.index(usize::try_from(head).unwrap()) as u64 + 1;
-        let as_of = collect(projector.log(), &projector.view(NAME).unwrap(), &AuditFilter { as_of: Some(n), ..Default::default() }, 13);
+        let as_of = collect(&reader, &AuditFilter { as_of: Some(n), ..Default::default() }, 13);
         let (_copy_dir, copy) = truncated_copy(&world.rt, log, n);
         prop_assert_eq!(as_of, audit_of(&copy));
 
-        crate::notifications::tests::check_against_log(&projector.view(notifications::NAME).unwrap(), &events);
+        crate::notifications::tests::check_against_log(&reader, &events);
 
         let mut replay = opledger::domain::replay::DecisionReplay::new();
         let report = opledger::verify::verify(log, None, &mut replay, &mut |_| {}).unwrap();
@@ -129,7 +132,7 @@ fn busy_world() -> (World, Projector, Uuid) {
 #[test]
 fn entries_say_who_did_what_where() {
     let (_world, projector, _) = busy_world();
-    let audit = everything(projector.log(), &projector.view(NAME).unwrap());
+    let audit = everything(&projector.reader().unwrap());
     let find = |action: &str| audit.iter().find(|e| e.action == action).unwrap().clone();
     let revoked = find("capability_revoked");
     assert_eq!(revoked.summary, "Capability tenant.sync revoked from actor u1 on tenant t1");
@@ -177,13 +180,8 @@ fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
     let (world, projector, first) = busy_world();
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
-    let view = projector.view(NAME).unwrap();
-    let reads = collect(
-        projector.log(),
-        &view,
-        &AuditFilter { action: Some(s("notification_read")), ..Default::default() },
-        10,
-    );
+    let db = projector.reader().unwrap();
+    let reads = collect(&db, &AuditFilter { action: Some(s("notification_read")), ..Default::default() }, 10);
     let [read] = reads.as_slice() else { panic!("one read entry, got {reads:?}") };
     assert_eq!(read.caused_by, Principal::actor("u1"));
     assert_eq!(
@@ -197,8 +195,8 @@ fn a_read_is_audited_as_the_readers_act_on_the_runs_tenant() {
 #[test]
 fn filters_select_exactly_the_matching_entries() {
     let (_world, projector, _) = busy_world();
-    let view = projector.view(NAME).unwrap();
-    let audit = everything(projector.log(), &view);
+    let db = projector.reader().unwrap();
+    let audit = everything(&db);
     let some_run = audit.iter().find(|e| e.action == "run_start_deduped").unwrap().run_id.unwrap();
     let middle = audit[audit.len() / 2].recorded_at;
     let late = audit[audit.len() / 4].recorded_at;
@@ -223,24 +221,24 @@ fn filters_select_exactly_the_matching_entries() {
     for filter in &filters {
         let expected: Vec<AuditEntry> = audit.iter().filter(|e| expected_match(filter, e)).cloned().collect();
         for page in [1, 3, PAGE_SIZE_MAX] {
-            assert_eq!(collect(projector.log(), &view, filter, page), expected, "{filter:?}, pages of {page}");
+            assert_eq!(collect(&db, filter, page), expected, "{filter:?}, pages of {page}");
         }
         let mut lines = Vec::new();
-        let written = export_jsonl(projector.log(), &view, filter, &mut lines).unwrap();
+        let written = export_jsonl(&db, filter, &mut lines).unwrap();
         let exported: Vec<AuditEntry> =
             String::from_utf8(lines).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
         assert_eq!(written, exported.len() as u64);
         assert_eq!(exported, expected.iter().rev().cloned().collect::<Vec<_>>(), "export is oldest first");
     }
     let time_bound = &filters[8];
-    assert!(!collect(projector.log(), &view, time_bound, 5).is_empty(), "the time filter test selects something");
+    assert!(!collect(&db, time_bound, 5).is_empty(), "the time filter test selects something");
 }
 
 #[test]
 fn time_ranges_cut_exactly_at_every_recorded_time() {
     let (_world, projector, _) = busy_world();
-    let view = projector.view(NAME).unwrap();
-    let audit = everything(projector.log(), &view);
+    let db = projector.reader().unwrap();
+    let audit = everything(&db);
     let micro = chrono::Duration::microseconds(1);
     let mut times: Vec<DateTime<Utc>> = audit.iter().map(|e| e.recorded_at).collect();
     times.sort();
@@ -255,7 +253,7 @@ fn time_ranges_cut_exactly_at_every_recorded_time() {
             AuditFilter { from: Some(first), to: Some(cut), ..Default::default() },
         ] {
             let expected: Vec<AuditEntry> = audit.iter().filter(|e| expected_match(&filter, e)).cloned().collect();
-            assert_eq!(collect(projector.log(), &view, &filter, PAGE_SIZE_MAX), expected, "{filter:?}");
+            assert_eq!(collect(&db, &filter, PAGE_SIZE_MAX), expected, "{filter:?}");
         }
     }
 }
@@ -278,22 +276,22 @@ fn expected_match(filter: &AuditFilter, entry: &AuditEntry) -> bool {
 #[test]
 fn a_page_ends_with_a_cursor_only_when_more_follow() {
     let (_world, projector, _) = busy_world();
-    let view = projector.view(NAME).unwrap();
-    let total = everything(projector.log(), &view).len();
-    let exact = list(projector.log(), &view, &AuditFilter::default(), None, Some(total)).unwrap();
+    let db = projector.reader().unwrap();
+    let total = everything(&db).len();
+    let exact = list(&db, &AuditFilter::default(), None, Some(total)).unwrap();
     assert_eq!((exact.entries.len(), exact.next_cursor), (total, None));
-    let first = list(projector.log(), &view, &AuditFilter::default(), None, None).unwrap();
+    let first = list(&db, &AuditFilter::default(), None, None).unwrap();
     assert_eq!(first.entries.len(), total.min(PAGE_SIZE_DEFAULT));
-    let capped = list(projector.log(), &view, &AuditFilter::default(), None, Some(PAGE_SIZE_MAX * 10)).unwrap();
+    let capped = list(&db, &AuditFilter::default(), None, Some(PAGE_SIZE_MAX * 10)).unwrap();
     assert_eq!(capped.entries.len(), total.min(PAGE_SIZE_MAX));
 }
 
 #[test]
 fn malformed_cursors_are_refused() {
     let (_world, projector, _) = busy_world();
-    let view = projector.view(NAME).unwrap();
-    let valid = list(projector.log(), &view, &AuditFilter::default(), None, Some(2)).unwrap().next_cursor.unwrap();
-    assert!(list(projector.log(), &view, &AuditFilter::default(), Some(&valid), Some(2)).is_ok());
+    let db = projector.reader().unwrap();
+    let valid = list(&db, &AuditFilter::default(), None, Some(2)).unwrap().next_cursor.unwrap();
+    assert!(list(&db, &AuditFilter::default(), Some(&valid), Some(2)).is_ok());
     let bad = [
         "",
         "12",
@@ -304,82 +302,85 @@ fn malformed_cursors_are_refused() {
         "AU1.0000000000000001",
     ];
     for cursor in bad {
-        let refused = list(projector.log(), &view, &AuditFilter::default(), Some(cursor), None);
+        let refused = list(&db, &AuditFilter::default(), Some(cursor), None);
         assert!(matches!(refused, Err(AuditError::InvalidCursor(_))), "{cursor:?}: {refused:?}");
     }
 }
 
+/// An empty file holding the audit's tables, for entries written by hand.
+fn audit_file() -> Connection {
+    let db = Connection::open_in_memory().unwrap();
+    db.execute_batch(Audit.tables()).unwrap();
+    db.execute_batch(Audit.indexes()).unwrap();
+    db
+}
+
+/// Writes an entry of tenant t1 by actor u1 at `position`, one
+/// millisecond after the one before.
+fn insert_synthetic(db: &Connection, position: u64, action: &str) {
+    let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let recorded_at = start + chrono::Duration::milliseconds(i64::try_from(position).unwrap());
+    db.prepare_cached(
+        "INSERT INTO audit_entries (position, event_id, recorded_at, action, caused_by, tenant_id, workspace_id, \
+         run_id, summary, details) VALUES (?1, ?2, ?3, ?4, 'u1', 't1', 'w1', NULL, 'synthetic', ?5)",
+    )
+    .unwrap()
+    .execute(rusqlite::params![
+        i64::try_from(position).unwrap(),
+        Uuid::from_u128(u128::from(position)).to_string(),
+        crate::sql_time::to_text(recorded_at),
+        action,
+        serde_json::json!({"synthetic": position}).to_string(),
+    ])
+    .unwrap();
+}
+
 #[test]
 fn a_selective_filter_examines_a_bounded_number_of_records_per_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
-    let view = log.views().unwrap().current("audit-bound").unwrap();
-    log_synthetic_first(&log);
+    let db = audit_file();
     let total = RECORDS_EXAMINED_MAX as u64 + 500;
-    let mut pending = view.pending();
+    let tx = db.unchecked_transaction().unwrap();
     for position in 1..=total {
-        let action = if position == 1 { "run_completed" } else { "run_started" };
-        write_entry(&mut pending, &synthetic(position, action)).unwrap();
+        insert_synthetic(&tx, position, if position == 1 { "run_completed" } else { "run_started" });
     }
-    view.commit(pending, total).unwrap();
+    tx.commit().unwrap();
     let filter = AuditFilter { tenant_id: Some(s("t1")), action: Some(s("run_completed")), ..Default::default() };
-    let first = list(&log, &view, &filter, None, None).unwrap();
+    let first = list(&db, &filter, None, None).unwrap();
     assert!(first.entries.is_empty(), "the only match lies beyond the examination bound");
     let cursor = first.next_cursor.expect("a short page carries a cursor");
-    let second = list(&log, &view, &filter, Some(&cursor), None).unwrap();
+    let second = list(&db, &filter, Some(&cursor), None).unwrap();
     assert_eq!(second.entries.iter().map(|e| e.position).collect::<Vec<_>>(), [1]);
-    assert_eq!(second.entries[0].details, serde_json::json!({"synthetic": true}), "the details come from the log");
+    assert_eq!(second.entries[0].details, serde_json::json!({"synthetic": 1}), "the details are the file's");
     assert_eq!(second.next_cursor, None);
-    assert_eq!(
-        collect(&log, &view, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(),
-        1
-    );
-}
-
-fn synthetic(position: u64, action: &str) -> Stored {
-    let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    Stored {
-        position,
-        event_id: Uuid::from_u128(u128::from(position)),
-        recorded_at: start + chrono::Duration::milliseconds(i64::try_from(position).unwrap()),
-        action: s(action),
-        caused_by: Principal::actor("u1"),
-        tenant_id: Some(s("t1")),
-        workspace_id: Some(s("w1")),
-        run_id: None,
-        summary: s("synthetic"),
-    }
-}
-
-/// Appends the event a synthetic entry at position 1 stands for, so that
-/// serving the entry finds its details in the log.
-fn log_synthetic_first(log: &Log) {
-    let id = synthetic(1, "run_completed").event_id;
-    let stream = opledger::StreamId::new("synthetic").unwrap();
-    let event = NewEvent::with_id(id, stream, "run_completed", 1, &serde_json::json!({"synthetic": true})).unwrap();
-    log.append_blocking(vec![event], Expectations::none()).unwrap().unwrap();
+    assert_eq!(collect(&db, &AuditFilter { action: Some(s("run_completed")), ..Default::default() }, 10).len(), 1);
 }
 
 #[test]
 fn a_stored_entry_that_does_not_decode_is_reported_as_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
-    let view = log.views().unwrap().current("audit-corrupt").unwrap();
-    let mut pending = view.pending();
-    write_entry(&mut pending, &synthetic(1, "run_started")).unwrap();
-    pending.put(entry_key(1), b"{not json".to_vec());
-    view.commit(pending, 1).unwrap();
-    let error = list(&log, &view, &AuditFilter::default(), None, None).unwrap_err();
-    assert!(matches!(error, AuditError::Projection(ProjectionError::Corrupt { .. })), "{error:?}");
+    let corruptions = [
+        "UPDATE audit_entries SET details = '{not json'",
+        "UPDATE audit_entries SET event_id = 'not a uuid'",
+        "UPDATE audit_entries SET run_id = 'not a uuid'",
+        "UPDATE audit_entries SET recorded_at = 'yesterday'",
+    ];
+    for corruption in corruptions {
+        let db = audit_file();
+        insert_synthetic(&db, 1, "run_started");
+        db.execute(corruption, []).unwrap();
+        let error = list(&db, &AuditFilter::default(), None, None).unwrap_err();
+        assert!(matches!(error, AuditError::Projection(ProjectionError::Corrupt { .. })), "{corruption}: {error:?}");
+        let error = entry(&db, 1).unwrap_err();
+        assert!(matches!(error, AuditError::Projection(ProjectionError::Corrupt { .. })), "{corruption}: {error:?}");
+    }
 }
 
 #[test]
 fn counts_per_action_follow_the_log() {
     let (world, projector, _) = busy_world();
-    let audit = everything(projector.log(), &projector.view(NAME).unwrap());
+    let audit = everything(&projector.reader().unwrap());
     let mut from_log: HashMap<String, usize> = HashMap::new();
     for envelope in world.ledger.log().read(1, usize::MAX).unwrap() {
-        if envelope.event_type != "run_progressed" {
+        if !["run_progressed", "lease_renewed"].contains(&envelope.event_type.as_str()) {
             *from_log.entry(envelope.event_type.clone()).or_default() += 1;
         }
     }
@@ -389,29 +390,65 @@ fn counts_per_action_follow_the_log() {
     }
     assert_eq!(from_audit, from_log);
     let by_position: BTreeMap<u64, &AuditEntry> = audit.iter().map(|e| (e.position, e)).collect();
-    assert_eq!(
-        entry(projector.log(), &projector.view(NAME).unwrap(), 1).unwrap().as_ref(),
-        by_position.get(&1).copied()
-    );
+    assert_eq!(entry(&projector.reader().unwrap(), 1).unwrap().as_ref(), by_position.get(&1).copied());
 }
 
 #[test]
-fn an_entry_is_served_only_with_the_event_it_was_made_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
-    log_synthetic_first(&log);
-    let view = log.views().unwrap().current("audit-details").unwrap();
-    let mut pending = view.pending();
-    write_entry(&mut pending, &synthetic(1, "run_completed")).unwrap();
-    view.commit(pending, 1).unwrap();
-    assert_eq!(entry(&log, &view, 1).unwrap().unwrap().details, serde_json::json!({"synthetic": true}));
-    let cases = [(1, Uuid::from_u128(77), "another event at the position"), (2, Uuid::from_u128(2), "no event")];
-    for (position, event_id, why) in cases {
-        let mut pending = view.pending();
-        let stored = Stored { event_id, ..synthetic(position, "run_completed") };
-        pending.put(entry_key(position), serde_json::to_vec(&stored).unwrap());
-        view.commit(pending, 2).unwrap();
-        let served = entry(&log, &view, position);
-        assert!(matches!(served, Err(AuditError::Projection(ProjectionError::Corrupt { .. }))), "{why}: {served:?}");
+fn a_tool_reads_entries_with_their_details_from_the_file_alone() {
+    let (world, projector, _) = busy_world();
+    // A second process's read-only connection, while the server holds the log.
+    let tool = store::open_reader(projector.path()).unwrap().unwrap();
+    let audit = everything(&tool);
+    assert_eq!(audit, everything(&projector.reader().unwrap()));
+    let events = world.ledger.log().read(1, usize::MAX).unwrap();
+    for entry in &audit {
+        let event = &events[usize::try_from(entry.position - 1).unwrap()];
+        assert_eq!(entry.event_id, event.id);
+        assert_eq!(entry.recorded_at, event.recorded_at);
+        let payload: serde_json::Value = serde_json::from_str(event.payload.get()).unwrap();
+        assert_eq!(entry.details, payload, "the details are the event's payload");
+    }
+    assert_eq!(entry(&tool, 0).unwrap(), None);
+    assert_eq!(entry(&tool, u64::MAX).unwrap(), None);
+}
+
+/// The query plan of `sql`, one line per step.
+pub(crate) fn plan(db: &Connection, sql: &str) -> String {
+    let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
+    let steps: Vec<String> = statement
+        .query_map(rusqlite::params_from_iter(nulls), |row| row.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    steps.join("\n")
+}
+
+#[test]
+fn every_filter_walks_an_index_never_the_whole_table() {
+    let (_world, projector, _) = busy_world();
+    let db = projector.reader().unwrap();
+    let cases = [
+        (Walk::Run, "USING INDEX audit_entries_by_run (run_id=? AND position>? AND position<?)"),
+        (Walk::Actor, "USING INDEX audit_entries_by_actor (caused_by=? AND position>? AND position<?)"),
+        (Walk::Tenant, "USING INDEX audit_entries_by_tenant (tenant_id=? AND position>? AND position<?)"),
+        (Walk::Action, "USING INDEX audit_entries_by_action (action=? AND position>? AND position<?)"),
+        (Walk::Positions, "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+    ];
+    for (walk, expected) in cases {
+        for descending in [true, false] {
+            let plan = plan(&db, statement(walk, descending));
+            assert!(plan.contains(expected), "{walk:?}: {plan}");
+            assert!(!plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{walk:?}: {plan}");
+        }
+    }
+    for (sql, expected) in [
+        (FIRST_FROM, "USING COVERING INDEX audit_entries_by_recorded_at (recorded_at>?)"),
+        (LAST_BEFORE, "USING COVERING INDEX audit_entries_by_recorded_at (recorded_at<?)"),
+        (AT_POSITION, "USING INTEGER PRIMARY KEY (rowid=?)"),
+    ] {
+        let plan = plan(&db, sql);
+        assert!(plan.contains(expected), "{sql}: {plan}");
+        assert!(!plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{sql}: {plan}");
     }
 }

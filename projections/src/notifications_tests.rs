@@ -4,11 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use opledger::domain::authority::AuthorityChange as C;
+use opledger::domain::events::{DomainEvent, NotificationRead};
 use opledger::domain::model::{ConnectionStatus, Principal, WorkerOutcome};
 use opledger::domain::run::RunEvent;
-use opledger::{Expectations, NewEvent};
+use opledger::{Envelope, Expectations, NewEvent};
 
 use super::*;
+use crate::error::ProjectionError;
+use crate::store;
 use crate::test_world::{s, World};
 
 /// What the log says the notifications must be: one per actor-bound run
@@ -43,20 +46,20 @@ fn expected_from_log(events: &[Envelope]) -> BTreeMap<Uuid, (Uuid, String, RunOu
     expected
 }
 
-/// Asserts that the view holds exactly the notifications the log implies.
-pub(crate) fn check_against_log(view: &View, events: &[Envelope]) {
+/// Asserts that the tables hold exactly the notifications the log implies.
+pub(crate) fn check_against_log(db: &Connection, events: &[Envelope]) {
     let expected = expected_from_log(events);
     let mut served = BTreeMap::new();
     for actor in ["u1", "u2", "admin"] {
-        let all = inbox(view, actor, false, INBOX_PAGE_MAX).unwrap();
+        let all = inbox(db, actor, false, INBOX_PAGE_MAX).unwrap();
         assert!(all.len() < INBOX_PAGE_MAX, "the test histories fit one inbox page");
         assert!(all.windows(2).all(|w| w[0].position > w[1].position), "newest first");
-        let unread = inbox(view, actor, true, INBOX_PAGE_MAX).unwrap();
+        let unread = inbox(db, actor, true, INBOX_PAGE_MAX).unwrap();
         assert_eq!(unread, all.iter().filter(|n| !n.read).cloned().collect::<Vec<_>>());
-        assert_eq!(unread_count(view, actor).unwrap(), unread.len() as u64);
+        assert_eq!(unread_count(db, actor).unwrap(), unread.len() as u64);
         for notification in all {
             assert_eq!(notification.actor_id, actor);
-            assert_eq!(of_run(view, notification.run_id).unwrap().as_ref(), Some(&notification));
+            assert_eq!(of_run(db, notification.run_id).unwrap().as_ref(), Some(&notification));
             let fields = (notification.id, notification.actor_id, notification.outcome, notification.read);
             assert!(served.insert(notification.run_id, fields).is_none(), "one notification per run");
         }
@@ -64,8 +67,8 @@ pub(crate) fn check_against_log(view: &View, events: &[Envelope]) {
     assert_eq!(served, expected);
 }
 
-fn only(view: &View, actor: &str) -> Vec<Notification> {
-    inbox(view, actor, false, INBOX_PAGE_MAX).unwrap()
+fn only(db: &Connection, actor: &str) -> Vec<Notification> {
+    inbox(db, actor, false, INBOX_PAGE_MAX).unwrap()
 }
 
 #[test]
@@ -82,8 +85,8 @@ fn every_actor_bound_run_that_ends_notifies_its_initiator_once() {
         world.complete(retried, WorkerOutcome::Failed, true);
     }
     let projector = world.projector();
-    let view = projector.view(NAME).unwrap();
-    assert!(of_run(&view, retried).unwrap().is_none(), "no notification on a requeue");
+    let db = projector.reader().unwrap();
+    assert!(of_run(&db, retried).unwrap().is_none(), "no notification on a requeue");
     world.begin(retried);
     world.complete(retried, WorkerOutcome::Succeeded, false);
 
@@ -95,7 +98,7 @@ fn every_actor_bound_run_that_ends_notifies_its_initiator_once() {
     );
     world.begin(gated);
     projector.catch_up().unwrap();
-    assert!(of_run(&view, gated).unwrap().is_none(), "no separate denial notification");
+    assert!(of_run(&db, gated).unwrap().is_none(), "no separate denial notification");
     world.authority(
         "admin",
         vec![C::ProviderConnectionStatusChanged { connection_id: s("c3"), status: ConnectionStatus::Disabled }],
@@ -109,13 +112,13 @@ fn every_actor_bound_run_that_ends_notifies_its_initiator_once() {
     let system_refused = world.start("entra_group_sync", "t1", Principal::System, Some("c1"));
     projector.catch_up().unwrap();
 
-    let u1 = only(&view, "u1");
+    let u1 = only(&db, "u1");
     let runs: Vec<Uuid> = u1.iter().map(|n| n.run_id).collect();
     assert_eq!(runs, [at_start, retried, completed], "newest first");
-    let u2 = only(&view, "u2");
+    let u2 = only(&db, "u2");
     assert_eq!(u2.iter().map(|n| n.run_id).collect::<Vec<_>>(), [gated]);
     for system_run in [system_done, system_refused] {
-        assert!(of_run(&view, system_run).unwrap().is_none(), "system runs stay in Monitoring only");
+        assert!(of_run(&db, system_run).unwrap().is_none(), "system runs stay in Monitoring only");
     }
 
     let partial = &u1[2];
@@ -142,8 +145,8 @@ fn every_actor_bound_run_that_ends_notifies_its_initiator_once() {
         (terminal.id, terminal.recorded_at, "run_blocked")
     );
 
-    assert_eq!(unread_count(&view, "u1").unwrap(), 3);
-    check_against_log(&view, &world.ledger.log().read(1, usize::MAX).unwrap());
+    assert_eq!(unread_count(&db, "u1").unwrap(), 3);
+    check_against_log(&db, &world.ledger.log().read(1, usize::MAX).unwrap());
 }
 
 #[test]
@@ -156,28 +159,29 @@ fn reading_flips_once_and_survives_a_rebuild() {
     world.begin(second);
     world.complete(second, WorkerOutcome::Failed, false);
     let projector = world.projector();
-    let view = projector.view(NAME).unwrap();
-    assert_eq!(unread_count(&view, "u1").unwrap(), 2);
+    let db = projector.reader().unwrap();
+    assert_eq!(unread_count(&db, "u1").unwrap(), 2);
 
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
-    let read = of_run(&view, first).unwrap().unwrap();
+    let read = of_run(&db, first).unwrap().unwrap();
     let read_at = read.read_at.expect("marked read");
     assert!(read.read);
-    assert_eq!(unread_count(&view, "u1").unwrap(), 1);
-    assert_eq!(inbox(&view, "u1", true, 10).unwrap().iter().map(|n| n.run_id).collect::<Vec<_>>(), [second]);
+    assert_eq!(unread_count(&db, "u1").unwrap(), 1);
+    assert_eq!(inbox(&db, "u1", true, 10).unwrap().iter().map(|n| n.run_id).collect::<Vec<_>>(), [second]);
 
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
-    assert_eq!(of_run(&view, first).unwrap().unwrap().read_at, Some(read_at), "a second read changes nothing");
-    assert_eq!(unread_count(&view, "u1").unwrap(), 1);
+    assert_eq!(of_run(&db, first).unwrap().unwrap().read_at, Some(read_at), "a second read changes nothing");
+    assert_eq!(unread_count(&db, "u1").unwrap(), 1);
     let refused = world.rt.block_on(world.ledger.mark_notification_read("u2", first));
     assert!(refused.is_err(), "only the initiator has the notification");
 
-    let before = view.entries().unwrap();
+    let before = store::dump(&db).unwrap();
+    drop(db); // a rebuild waits for every connection to the old file to close
     projector.rebuild(&mut |_, _| {}).unwrap();
-    let rebuilt = projector.view(NAME).unwrap();
-    assert_eq!(rebuilt.entries().unwrap(), before);
+    let rebuilt = projector.reader().unwrap();
+    assert_eq!(store::dump(&rebuilt).unwrap(), before);
     assert!(of_run(&rebuilt, first).unwrap().unwrap().read);
     assert_eq!(inbox(&rebuilt, "u1", false, 1).unwrap().len(), 1, "the limit holds");
     assert!(inbox(&rebuilt, "u2", false, 10).unwrap().is_empty());
@@ -202,5 +206,49 @@ fn a_read_for_a_notification_that_does_not_exist_stops_the_projection() {
             assert!(detail.contains("has no notification"), "{detail}");
         }
         other => panic!("expected the projector to stop, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_read_is_one_search_of_an_index() {
+    let world = World::new();
+    let projector = world.projector();
+    let db = projector.reader().unwrap();
+    let cases = [
+        (query::INBOX, "USING INDEX notifications_inbox (actor_id=?)"),
+        (query::INBOX_UNREAD, "USING INDEX notifications_unread (actor_id=?)"),
+        (query::OF_RUN, "USING INDEX notifications_by_run (run_id=?)"),
+        (query::UNREAD_COUNT, "USING PRIMARY KEY (actor_id=?)"),
+    ];
+    for (sql, expected) in cases {
+        let plan = crate::audit::tests::plan(&db, sql);
+        assert!(plan.contains(expected), "{sql}: {plan}");
+        assert!(!plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+    }
+}
+
+#[test]
+fn a_stored_notification_that_does_not_decode_is_reported_as_corrupt() {
+    let world = World::new();
+    let run = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+    world.begin(run);
+    world.complete(run, WorkerOutcome::Succeeded, false);
+    let projector = world.projector();
+    drop(projector);
+    let path = store::path_in(world.ledger.log().dir());
+    for corruption in [
+        "UPDATE notifications SET outcome = 'exploded'",
+        "UPDATE notifications SET reason_code = 'no_such_reason'",
+        "UPDATE notifications SET created_at = 'yesterday'",
+        "UPDATE notifications SET id = 'not a uuid'",
+    ] {
+        let db = Connection::open(&path).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        tx.execute(corruption, []).unwrap();
+        let read = of_run(&tx, run);
+        assert!(matches!(read, Err(ProjectionError::Corrupt { .. })), "{corruption}: {read:?}");
+        let read = inbox(&tx, "u1", false, 10);
+        assert!(matches!(read, Err(ProjectionError::Corrupt { .. })), "{corruption}: {read:?}");
+        drop(tx); // rolled back
     }
 }

@@ -1,20 +1,56 @@
 //! Queries of the audit trail: filtered pages newest first, the JSON Lines
-//! export, one entry by position. Entries come out of the view without
-//! their details, which are read from the log as each entry is served.
+//! export, one entry by position.
+//!
+//! A query walks one index (the most selective the filter names) over a
+//! position range, in chunks, and checks the other filter fields on each
+//! row it examines. Pages are keyset pages on position: a cursor is "go on
+//! below this position".
 
 use std::io::Write;
-use std::ops::Bound;
 
-use chrono::{DateTime, Utc};
-use opledger::log::views::View;
-use opledger::Log;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{
-    actor_value, at_position, entry_key, index_base, postings, AuditEntry, AuditError, AuditFilter, AuditPage, Stored,
-    BY_ACTION, BY_ACTOR, BY_RUN, BY_TENANT, CURSOR_PREFIX, ENTRY, NAME, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
-    RECORDS_EXAMINED_MAX, SCAN_CHUNK,
+    principal_of, AuditEntry, AuditError, AuditFilter, AuditPage, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+    RECORDS_EXAMINED_MAX,
 };
 use crate::error::ProjectionError;
+use crate::sql_time;
+use crate::store::sqlite;
+
+/// Rows read per statement while walking an index.
+const SCAN_CHUNK: usize = 256;
+const CURSOR_PREFIX: &str = "au1.";
+
+/// A statement selecting whole rows, in [`decode`]'s column order.
+macro_rules! select_entries {
+    ($rest:literal) => {
+        concat!(
+            "SELECT position, event_id, recorded_at, action, caused_by, tenant_id, workspace_id, run_id, summary, \
+             details FROM audit_entries ",
+            $rest
+        )
+    };
+}
+
+/// Column numbers in [`select_entries`]' order.
+const ACTION: usize = 3;
+const CAUSED_BY: usize = 4;
+const TENANT_ID: usize = 5;
+const WORKSPACE_ID: usize = 6;
+const RUN_ID: usize = 7;
+const SUMMARY: usize = 8;
+const DETAILS: usize = 9;
+
+/// The position of the last entry recorded before `?1`.
+pub(super) const LAST_BEFORE: &str =
+    "SELECT position FROM audit_entries WHERE recorded_at < ?1 ORDER BY recorded_at DESC, position DESC LIMIT 1";
+/// The position of the first entry recorded at or after `?1`.
+pub(super) const FIRST_FROM: &str =
+    "SELECT position FROM audit_entries WHERE recorded_at >= ?1 ORDER BY recorded_at, position LIMIT 1";
+/// One entry by position.
+pub(super) const AT_POSITION: &str = select_entries!("WHERE position = ?1");
 
 /// The inclusive position range a query may return.
 #[derive(Debug, Clone, Copy)]
@@ -23,21 +59,116 @@ struct Span {
     high: u64,
 }
 
+/// The index a query walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Walk {
+    Run,
+    Actor,
+    Tenant,
+    Action,
+    /// No indexed field: the entries themselves, by position.
+    Positions,
+}
+
+/// The filter's fields in their stored form.
+struct Wanted<'f> {
+    tenant_id: Option<&'f str>,
+    actor_id: Option<&'f str>,
+    run_id: Option<String>,
+    action: Option<&'f str>,
+}
+
+impl<'f> Wanted<'f> {
+    fn of(filter: &'f AuditFilter) -> Wanted<'f> {
+        Wanted {
+            tenant_id: filter.tenant_id.as_deref(),
+            actor_id: filter.actor_id.as_deref(),
+            run_id: filter.run_id.map(|id| id.to_string()),
+            action: filter.action.as_deref(),
+        }
+    }
+
+    /// The most selective index the filter names.
+    fn walk(&self) -> (Walk, Option<&str>) {
+        match self {
+            Wanted { run_id: Some(run_id), .. } => (Walk::Run, Some(run_id)),
+            Wanted { actor_id: Some(actor_id), .. } => (Walk::Actor, Some(actor_id)),
+            Wanted { tenant_id: Some(tenant_id), .. } => (Walk::Tenant, Some(tenant_id)),
+            Wanted { action: Some(action), .. } => (Walk::Action, Some(action)),
+            _ => (Walk::Positions, None),
+        }
+    }
+
+    /// Whether a row matches every given field (the position range aside).
+    fn matches(&self, row: &Row<'_>) -> rusqlite::Result<bool> {
+        let fields = [
+            (self.tenant_id, TENANT_ID),
+            (self.actor_id, CAUSED_BY),
+            (self.run_id.as_deref(), RUN_ID),
+            (self.action, ACTION),
+        ];
+        for (wanted, column) in fields {
+            if let Some(wanted) = wanted {
+                let stored = match row.get_ref(column)? {
+                    ValueRef::Text(text) => text,
+                    _ => return Ok(false),
+                };
+                if stored != wanted.as_bytes() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The statement walking `walk`'s index: `?1` the walked value (none for
+/// [`Walk::Positions`]), then the lowest and highest position and the limit.
+pub(super) fn statement(walk: Walk, descending: bool) -> &'static str {
+    match (walk, descending) {
+        (Walk::Run, true) => {
+            select_entries!("WHERE run_id = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position DESC LIMIT ?4")
+        }
+        (Walk::Run, false) => {
+            select_entries!("WHERE run_id = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position LIMIT ?4")
+        }
+        (Walk::Actor, true) => {
+            select_entries!("WHERE caused_by = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position DESC LIMIT ?4")
+        }
+        (Walk::Actor, false) => {
+            select_entries!("WHERE caused_by = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position LIMIT ?4")
+        }
+        (Walk::Tenant, true) => {
+            select_entries!("WHERE tenant_id = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position DESC LIMIT ?4")
+        }
+        (Walk::Tenant, false) => {
+            select_entries!("WHERE tenant_id = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position LIMIT ?4")
+        }
+        (Walk::Action, true) => {
+            select_entries!("WHERE action = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position DESC LIMIT ?4")
+        }
+        (Walk::Action, false) => {
+            select_entries!("WHERE action = ?1 AND position BETWEEN ?2 AND ?3 ORDER BY position LIMIT ?4")
+        }
+        (Walk::Positions, true) => select_entries!("WHERE position BETWEEN ?1 AND ?2 ORDER BY position DESC LIMIT ?3"),
+        (Walk::Positions, false) => select_entries!("WHERE position BETWEEN ?1 AND ?2 ORDER BY position LIMIT ?3"),
+    }
+}
+
 /// One page of entries matching `filter`, newest first, continuing below
 /// `cursor` when given. `limit` defaults to [`PAGE_SIZE_DEFAULT`] and is
-/// held to 1 ..= [`PAGE_SIZE_MAX`]. At most [`RECORDS_EXAMINED_MAX`]
-/// records are examined: a page may then be short and still carry a cursor.
+/// held to 1 ..= [`PAGE_SIZE_MAX`]. At most [`RECORDS_EXAMINED_MAX`] rows
+/// are examined: a page may then be short and still carry a cursor.
 pub fn list(
-    log: &Log,
-    view: &View,
+    db: &Connection,
     filter: &AuditFilter,
     cursor: Option<&str>,
     limit: Option<usize>,
 ) -> Result<AuditPage, AuditError> {
     let limit = limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX);
     let before = cursor.map(decode_cursor).transpose()?;
-    let Some(span) = span(view, filter, before)? else { return Ok(AuditPage::default()) };
-    let base = scan_base(filter);
+    let Some(span) = span(db, filter, before)? else { return Ok(AuditPage::default()) };
+    let wanted = Wanted::of(filter);
     let mut page = AuditPage::default();
     let mut high = span.high;
     let mut examined = 0;
@@ -48,221 +179,173 @@ pub fn list(
             return Ok(page);
         }
         let chunk = SCAN_CHUNK.min(budget);
-        let records = scan(view, &base, Span { low: span.low, high }, true, chunk)?;
-        let fetched = records.len();
-        let last = records.last().map(|(position, _)| *position);
-        for (position, entry) in records {
+        let mut full = false;
+        let fetched = walk(db, &wanted, Span { low: span.low, high }, true, chunk, &mut |position, row| {
             examined += 1;
             high = position.saturating_sub(1);
-            if !matches(filter, &entry) {
-                continue;
+            if !wanted.matches(row).map_err(sqlite)? {
+                return Ok(true);
             }
-            // A match past a full page: more follow, so hand out a cursor
-            // (without reading this one's details from the log).
+            // A match past a full page: more follow, so hand out a cursor.
             if page.entries.len() == limit {
-                page.next_cursor = page.entries.last().map(|entry| encode_cursor(entry.position));
-                return Ok(page);
+                full = true;
+                return Ok(false);
             }
-            page.entries.push(with_details(log, entry)?);
+            page.entries.push(decode(row)?);
+            Ok(true)
+        })?;
+        if full {
+            page.next_cursor = page.entries.last().map(|entry| encode_cursor(entry.position));
+            return Ok(page);
         }
-        if fetched < chunk || last.is_some_and(|position| position <= span.low) {
+        if fetched < chunk {
             break;
         }
     }
     Ok(page)
 }
 
-/// Writes every entry matching `filter` (the cursor aside), oldest first,
-/// one JSON object per line. Returns how many lines it wrote.
-pub fn export_jsonl(log: &Log, view: &View, filter: &AuditFilter, writer: &mut impl Write) -> Result<u64, AuditError> {
-    let Some(span) = span(view, filter, None)? else { return Ok(0) };
-    let base = scan_base(filter);
+/// Writes every entry matching `filter`, oldest first, one JSON object per
+/// line, reading [`SCAN_CHUNK`] rows at a time. Returns how many lines it
+/// wrote.
+pub fn export_jsonl(db: &Connection, filter: &AuditFilter, writer: &mut impl Write) -> Result<u64, AuditError> {
+    let Some(span) = span(db, filter, None)? else { return Ok(0) };
+    let wanted = Wanted::of(filter);
     let mut low = span.low;
     let mut written = 0;
+    let mut failed: Option<std::io::Error> = None;
     loop {
-        let records = scan(view, &base, Span { low, high: span.high }, false, SCAN_CHUNK)?;
-        for (_, entry) in records.iter().filter(|(_, entry)| matches(filter, entry)) {
-            let entry = with_details(log, entry.clone())?;
-            serde_json::to_writer(&mut *writer, &entry).map_err(std::io::Error::from)?;
-            writer.write_all(b"\n")?;
-            written += 1;
+        let fetched = walk(db, &wanted, Span { low, high: span.high }, false, SCAN_CHUNK, &mut |position, row| {
+            low = position.saturating_add(1);
+            if !wanted.matches(row).map_err(sqlite)? {
+                return Ok(true);
+            }
+            let entry = decode(row)?;
+            let line = serde_json::to_writer(&mut *writer, &entry)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writer.write_all(b"\n"));
+            match line {
+                Ok(()) => written += 1,
+                Err(error) => failed = Some(error),
+            }
+            Ok(failed.is_none())
+        })?;
+        if let Some(error) = failed {
+            return Err(error.into());
         }
-        match records.last() {
-            Some((position, _)) if records.len() == SCAN_CHUNK && *position < span.high => low = position + 1,
-            _ => return Ok(written),
+        if fetched < SCAN_CHUNK || low > span.high {
+            return Ok(written);
         }
     }
 }
 
 /// The entry at `position`, if the audit holds one.
-pub fn entry(log: &Log, view: &View, position: u64) -> Result<Option<AuditEntry>, AuditError> {
-    let key = entry_key(position);
-    let Some(bytes) = view.get(&key)? else { return Ok(None) };
-    Ok(Some(with_details(log, decode_entry(&key, &bytes)?)?))
+pub fn entry(db: &Connection, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+    let Ok(position) = i64::try_from(position) else { return Ok(None) };
+    let mut statement = db.prepare_cached(AT_POSITION).map_err(sqlite)?;
+    let found = statement.query_row([position], |row| Ok(decode(row))).optional().map_err(sqlite)?;
+    Ok(found.transpose()?)
 }
 
-/// The entry with its details: the payload of the event at its position,
-/// read from the log (which checks the event's hash). The event must be
-/// the one the entry was made from.
-fn with_details(log: &Log, stored: Stored) -> Result<AuditEntry, AuditError> {
-    let key = entry_key(stored.position);
-    let Some(envelope) = log.event(stored.position)? else {
-        return Err(corrupt(&key, "the log has no event at the entry's position").into());
+/// Reads up to `limit` rows of the walked index within `span` and hands
+/// each to `visit` (with its position) until `visit` says stop. Returns
+/// how many rows were read.
+fn walk(
+    db: &Connection,
+    wanted: &Wanted<'_>,
+    span: Span,
+    descending: bool,
+    limit: usize,
+    visit: &mut dyn FnMut(u64, &Row<'_>) -> Result<bool, ProjectionError>,
+) -> Result<usize, ProjectionError> {
+    let (walk, value) = wanted.walk();
+    let mut statement = db.prepare_cached(statement(walk, descending)).map_err(sqlite)?;
+    let bound = |position: u64| i64::try_from(position).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (low, high) = (bound(span.low), bound(span.high));
+    let found = match value {
+        Some(value) => statement.query(rusqlite::params![value, low, high, limit]),
+        None => statement.query(rusqlite::params![low, high, limit]),
     };
-    if envelope.id != stored.event_id {
-        return Err(corrupt(&key, &format!("the log's event here is {}, not {}", envelope.id, stored.event_id)).into());
+    let mut rows = found.map_err(sqlite)?;
+    let mut read = 0;
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        read += 1;
+        let position = row.get::<_, i64>(0).map_err(sqlite)?;
+        let position = u64::try_from(position).map_err(|_| corrupt(position, "a negative position".into()))?;
+        if !visit(position, row)? {
+            break;
+        }
     }
-    let details = serde_json::from_str(envelope.payload.get())
-        .map_err(|e| corrupt(&key, &format!("the event's payload is not JSON: {e}")))?;
-    Ok(stored.with_details(details))
+    Ok(read)
 }
 
 /// The positions a query may return, from the cursor, `as_of` and the time
 /// range; `None` when nothing can match.
-fn span(view: &View, filter: &AuditFilter, before: Option<u64>) -> Result<Option<Span>, AuditError> {
+fn span(db: &Connection, filter: &AuditFilter, before: Option<u64>) -> Result<Option<Span>, ProjectionError> {
     let mut span = Span { low: 1, high: filter.as_of.unwrap_or(u64::MAX) };
     if let Some(before) = before {
         span.high = span.high.min(before.saturating_sub(1));
     }
     if let Some(to) = filter.to {
-        let Some(last) = last_position_before(view, to)? else { return Ok(None) };
-        span.high = span.high.min(last);
+        match sql_time::bound(to) {
+            sql_time::Bound::BeforeAll => return Ok(None),
+            sql_time::Bound::AfterAll => {}
+            sql_time::Bound::Text(to) => {
+                let Some(last) = position_at(db, LAST_BEFORE, &to)? else { return Ok(None) };
+                span.high = span.high.min(last);
+            }
+        }
     }
     if let Some(from) = filter.from {
-        let Some(first) = first_position_from(view, from)? else { return Ok(None) };
-        span.low = first;
+        match sql_time::bound(from) {
+            sql_time::Bound::BeforeAll => {}
+            sql_time::Bound::AfterAll => return Ok(None),
+            sql_time::Bound::Text(from) => {
+                let Some(first) = position_at(db, FIRST_FROM, &from)? else { return Ok(None) };
+                span.low = first;
+            }
+        }
     }
     Ok((span.low <= span.high).then_some(span))
 }
 
-/// The position of the first entry recorded at or after `from`.
-fn first_position_from(view: &View, from: DateTime<Utc>) -> Result<Option<u64>, AuditError> {
-    // Entries are in position order and so in time order: the first entry
-    // at or after position p is recorded at or after `from` for every p
-    // past some point; find the least such p.
-    let Some((mut low, mut high)) = entry_positions(view)? else { return Ok(None) };
-    if entry_at_or_after(view, high)?.is_none_or(|entry| entry.recorded_at < from) {
-        return Ok(None);
-    }
-    while low < high {
-        let middle = low + (high - low) / 2;
-        match entry_at_or_after(view, middle)? {
-            Some(entry) if entry.recorded_at >= from => high = middle,
-            _ => low = middle + 1,
-        }
-    }
-    Ok(entry_at_or_after(view, low)?.map(|entry| entry.position))
+/// The position one of [`span`]'s statements finds on the time index.
+fn position_at(db: &Connection, query: &str, time: &str) -> Result<Option<u64>, ProjectionError> {
+    let mut statement = db.prepare_cached(query).map_err(sqlite)?;
+    let found = statement.query_row([time], |row| row.get::<_, i64>(0)).optional().map_err(sqlite)?;
+    found
+        .map(|position| u64::try_from(position).map_err(|_| corrupt(position, "a negative position".into())))
+        .transpose()
 }
 
-/// The position of the last entry recorded before `to`.
-fn last_position_before(view: &View, to: DateTime<Utc>) -> Result<Option<u64>, AuditError> {
-    let Some((mut low, mut high)) = entry_positions(view)? else { return Ok(None) };
-    if entry_at_or_before(view, low)?.is_none_or(|entry| entry.recorded_at >= to) {
-        return Ok(None);
-    }
-    while low < high {
-        let middle = high - (high - low) / 2;
-        match entry_at_or_before(view, middle)? {
-            Some(entry) if entry.recorded_at < to => low = middle,
-            _ => high = middle - 1,
-        }
-    }
-    Ok(entry_at_or_before(view, low)?.map(|entry| entry.position))
+/// A row of `audit_entries` as the entry it stores.
+fn decode(row: &Row<'_>) -> Result<AuditEntry, ProjectionError> {
+    let position: i64 = row.get(0).map_err(sqlite)?;
+    let bad = |detail: String| corrupt(position, detail);
+    let text = |column: usize| text_at(row, column).map_err(bad);
+    let optional = |column: usize| row.get::<_, Option<String>>(column).map_err(|e| bad(e.to_string()));
+    let uuid = |text: &str| uuid::Uuid::parse_str(text).map_err(|e| bad(format!("{text:?} is not a UUID: {e}")));
+    Ok(AuditEntry {
+        position: u64::try_from(position).map_err(|_| bad("a negative position".into()))?,
+        event_id: uuid(text(1)?)?,
+        recorded_at: sql_time::from_text(text(2)?).map_err(bad)?,
+        action: text(ACTION)?.to_owned(),
+        caused_by: principal_of(text(CAUSED_BY)?),
+        tenant_id: optional(TENANT_ID)?,
+        workspace_id: optional(WORKSPACE_ID)?,
+        run_id: optional(RUN_ID)?.as_deref().map(uuid).transpose()?,
+        summary: text(SUMMARY)?.to_owned(),
+        details: serde_json::from_str(text(DETAILS)?).map_err(|e| bad(format!("the details are not JSON: {e}")))?,
+    })
 }
 
-/// The positions of the first and the last entry.
-fn entry_positions(view: &View) -> Result<Option<(u64, u64)>, AuditError> {
-    let (Some(first), Some(last)) = (entry_at_or_after(view, 0)?, entry_at_or_before(view, u64::MAX)?) else {
-        return Ok(None);
-    };
-    Ok(Some((first.position, last.position)))
+fn text_at<'r>(row: &'r Row<'_>, column: usize) -> Result<&'r str, String> {
+    row.get_ref(column).map_err(|e| e.to_string())?.as_str().map_err(|e| format!("column {column}: {e}"))
 }
 
-fn entry_at_or_after(view: &View, position: u64) -> Result<Option<Stored>, AuditError> {
-    let start = Bound::Included(entry_key(position));
-    let end = Bound::Included(entry_key(u64::MAX));
-    nearest_entry(view.range(start, end, false, 1)?)
-}
-
-fn entry_at_or_before(view: &View, position: u64) -> Result<Option<Stored>, AuditError> {
-    let start = Bound::Included(entry_key(0));
-    let end = Bound::Included(entry_key(position));
-    nearest_entry(view.range(start, end, true, 1)?)
-}
-
-fn nearest_entry(found: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Stored>, AuditError> {
-    found.first().map(|(key, value)| decode_entry(key, value).map_err(AuditError::from)).transpose()
-}
-
-/// The key prefix to scan: the most selective index the filter names, or
-/// the entries themselves.
-fn scan_base(filter: &AuditFilter) -> Vec<u8> {
-    if let Some(run_id) = filter.run_id {
-        return index_base(BY_RUN, &run_id.to_string());
-    }
-    if let Some(actor_id) = &filter.actor_id {
-        return index_base(BY_ACTOR, actor_id);
-    }
-    if let Some(tenant_id) = &filter.tenant_id {
-        return index_base(BY_TENANT, tenant_id);
-    }
-    if let Some(action) = &filter.action {
-        return index_base(BY_ACTION, action);
-    }
-    ENTRY.to_vec()
-}
-
-/// Up to `limit` entries under `base` with positions in `span`: a range of
-/// the entries themselves, or an index's positions and their entries.
-fn scan(
-    view: &View,
-    base: &[u8],
-    span: Span,
-    descending: bool,
-    limit: usize,
-) -> Result<Vec<(u64, Stored)>, AuditError> {
-    if base != ENTRY {
-        let positions = postings::positions(view, base, span.low, span.high, descending, limit)?;
-        let entries: Result<Vec<_>, _> =
-            positions.into_iter().map(|position| Ok((position, load_entry(view, position)?))).collect();
-        return entries;
-    }
-    let start = Bound::Included(at_position(base, span.low));
-    let end = Bound::Included(at_position(base, span.high));
-    let records = view.range(start, end, descending, limit)?;
-    let mut entries = Vec::with_capacity(records.len());
-    for (key, value) in records {
-        entries.push((key_position(&key)?, decode_entry(&key, &value)?));
-    }
-    Ok(entries)
-}
-
-fn load_entry(view: &View, position: u64) -> Result<Stored, AuditError> {
-    let key = entry_key(position);
-    let bytes = view.get(&key)?.ok_or_else(|| corrupt(&key, "an index names an entry that is not there"))?;
-    Ok(decode_entry(&key, &bytes)?)
-}
-
-fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Stored, ProjectionError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt(key, &e.to_string()))
-}
-
-fn key_position(key: &[u8]) -> Result<u64, AuditError> {
-    let tail = key.len().checked_sub(8).and_then(|at| key.get(at..));
-    let bytes: Option<[u8; 8]> = tail.and_then(|tail| tail.try_into().ok());
-    bytes.map(u64::from_be_bytes).ok_or_else(|| corrupt(key, "the key ends without a position").into())
-}
-
-fn corrupt(key: &[u8], detail: &str) -> ProjectionError {
-    ProjectionError::Corrupt { key: format!("{}:{}", NAME, String::from_utf8_lossy(key)), detail: detail.to_owned() }
-}
-
-fn matches(filter: &AuditFilter, entry: &Stored) -> bool {
-    let tenant = filter.tenant_id.as_ref().is_none_or(|t| entry.tenant_id.as_ref() == Some(t));
-    let actor = filter.actor_id.as_deref().is_none_or(|a| actor_value(&entry.caused_by) == a);
-    let run = filter.run_id.is_none_or(|r| entry.run_id == Some(r));
-    let action = filter.action.as_ref().is_none_or(|a| &entry.action == a);
-    tenant && actor && run && action
+fn corrupt(position: i64, detail: String) -> ProjectionError {
+    ProjectionError::Corrupt { key: format!("audit_entries:{position}"), detail }
 }
 
 /// Cursors are opaque to callers: "continue below this position".

@@ -7,7 +7,7 @@ use opledger::domain::model::OperationTypeSpec;
 use opledger::domain::reason::{ReasonCode, StartNotice};
 use opledger::domain::run::{RequeueCause, RunEvent};
 
-use super::RunRecord;
+use super::runs::RunRecord;
 
 pub(super) fn authority_summary(change: &AuthorityChange) -> String {
     use AuthorityChange as C;
