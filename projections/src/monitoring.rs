@@ -13,7 +13,9 @@
 //! `runs`: one row per run. A list is newest first: descending
 //! `first_position`. Every filter column has an index
 //! `(column, first_position)`, so a filtered page reads the page, not the
-//! table.
+//! table. The run itself is in `run_documents`: kept out of this table,
+//! rows stay small, and a filter that examines many rows to fill a page
+//! reads a few pages of the file rather than one per row.
 //!
 //! | column | holds | |
 //! | --- | --- | --- |
@@ -29,7 +31,13 @@
 //! | `created_at` TEXT | `recorded_at` of the first event (queued, or completed for a blocked start), UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ`; grows with `first_position` | stable |
 //! | `updated_at` TEXT | `recorded_at` of the run's last event, same format | stable |
 //! | `last_position` INTEGER | log position of the run's last event | stable |
-//! | `run` TEXT | the run as the API shows it (JSON of the domain `Run`) | internal |
+//!
+//! `run_documents`: the run as the API shows it, one row per row of `runs`.
+//!
+//! | column | holds | |
+//! | --- | --- | --- |
+//! | `first_position` INTEGER PRIMARY KEY | the run's `runs.first_position` | stable |
+//! | `run` TEXT | JSON of the domain `Run` (the API's run object; its fields are the API's, its layout is not) | internal |
 //!
 //! `run_events`: the timeline, one row per run event.
 //!
@@ -98,7 +106,10 @@ CREATE TABLE runs (
     reason_code TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    last_position INTEGER NOT NULL,
+    last_position INTEGER NOT NULL
+) STRICT;
+CREATE TABLE run_documents (
+    first_position INTEGER PRIMARY KEY,
     run TEXT NOT NULL
 ) STRICT;
 CREATE TABLE run_events (

@@ -362,7 +362,12 @@ fn every_filter_reads_through_an_index_without_sorting() {
     }
     assert_searches(&db, "from", crate::monitoring::scan::FIRST_FROM);
     assert_searches(&db, "to", crate::monitoring::scan::LAST_TO);
-    assert_searches(&db, "a run", "SELECT run FROM runs WHERE run_id = ?1");
+    assert_searches(
+        &db,
+        "a run",
+        "SELECT run FROM runs JOIN run_documents ON run_documents.first_position = runs.first_position \
+         WHERE run_id = ?1",
+    );
     assert_searches(
         &db,
         "a timeline",

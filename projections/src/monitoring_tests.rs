@@ -223,8 +223,9 @@ fn check_columns(db: &Connection, runs: usize) {
     assert_eq!(integrity, "ok");
     let mut statement = db
         .prepare(
-            "SELECT first_position, run_id, workspace_id, tenant_id, operation_type, initiator, status, outcome, \
-             reason_code, created_at, updated_at, last_position, run FROM runs",
+            "SELECT runs.first_position, run_id, workspace_id, tenant_id, operation_type, initiator, status, outcome, \
+             reason_code, created_at, updated_at, last_position, run FROM runs \
+             JOIN run_documents ON run_documents.first_position = runs.first_position",
         )
         .unwrap();
     let mut rows = statement.query([]).unwrap();
@@ -263,6 +264,8 @@ fn check_columns(db: &Connection, runs: usize) {
         }
     }
     assert_eq!(seen, runs);
+    let documents: usize = db.query_row("SELECT count(*) FROM run_documents", [], |row| row.get(0)).unwrap();
+    assert_eq!(documents, runs, "one document per run");
     let stored: BTreeMap<(String, String, String, String), i64> = db
         .prepare("SELECT scope, tenant_id, dimension, name, count FROM run_counts")
         .unwrap()
@@ -618,7 +621,13 @@ fn a_row_that_does_not_decode_is_corrupt() {
     let projector = world.projector();
     let writer = Connection::open(projector.path()).unwrap();
     writer.busy_timeout(store::BUSY_WAIT).unwrap();
-    let changed = writer.execute("UPDATE runs SET run = '{not json' WHERE run_id = ?1", [run.to_string()]).unwrap();
+    let changed = writer
+        .execute(
+            "UPDATE run_documents SET run = '{not json' \
+             WHERE first_position = (SELECT first_position FROM runs WHERE run_id = ?1)",
+            [run.to_string()],
+        )
+        .unwrap();
     assert_eq!(changed, 1);
     drop(writer);
     let db = projector.reader().unwrap();

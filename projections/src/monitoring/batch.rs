@@ -26,7 +26,8 @@ use super::columns::{
 use super::summary::summary;
 use crate::projector::ProjectionBatch;
 
-const LOAD_RUN: &str = "SELECT first_position, created_at, run FROM runs WHERE run_id = ?1";
+const LOAD_RUN: &str = "SELECT runs.first_position, created_at, run FROM runs \
+    JOIN run_documents ON run_documents.first_position = runs.first_position WHERE run_id = ?1";
 const INSERT_EVENT: &str = "INSERT INTO run_events \
     (position, event_id, run_id, stream_version, event_type, recorded_at, attempt, summary) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -34,11 +35,12 @@ const INSERT_EVENT: &str = "INSERT INTO run_events \
 /// run's first event's for good.
 const WRITE_RUN: &str = "INSERT INTO runs \
     (first_position, run_id, workspace_id, tenant_id, operation_type, initiator, status, outcome, reason_code, \
-     created_at, updated_at, last_position, run) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     created_at, updated_at, last_position) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
     ON CONFLICT (first_position) DO UPDATE SET status = excluded.status, outcome = excluded.outcome, \
-    reason_code = excluded.reason_code, updated_at = excluded.updated_at, last_position = excluded.last_position, \
-    run = excluded.run";
+    reason_code = excluded.reason_code, updated_at = excluded.updated_at, last_position = excluded.last_position";
+const WRITE_DOCUMENT: &str = "INSERT INTO run_documents (first_position, run) VALUES (?1, ?2) \
+    ON CONFLICT (first_position) DO UPDATE SET run = excluded.run";
 /// Raises a counter, creating it at need.
 const RAISE_COUNTER: &str = "INSERT INTO run_counts (scope, tenant_id, dimension, name, count) \
     VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -243,10 +245,13 @@ fn write_run(db: &Connection, run_id: Uuid, touched: &Touched) -> Result<(), Str
             touched.created_at,
             time_text(touched.updated_at),
             position_value(touched.last_position),
-            json,
         ])
+        .map_err(|e| format!("row of run {run_id}: {e}"))?;
+    let mut statement = db.prepare_cached(WRITE_DOCUMENT).map_err(|e| e.to_string())?;
+    statement
+        .execute(params![position_value(touched.first_position), json])
         .map(|_| ())
-        .map_err(|e| format!("row of run {run_id}: {e}"))
+        .map_err(|e| format!("document of run {run_id}: {e}"))
 }
 
 /// The counters a run counts towards: the total, its status, its outcome

@@ -119,7 +119,10 @@ pub enum ListError {
 /// The run as Monitoring shows it; `None` if the file has never seen it.
 pub fn get(db: &Connection, run_id: Uuid) -> Result<Option<Run>, ProjectionError> {
     let row = db
-        .prepare_cached("SELECT first_position, run FROM runs WHERE run_id = ?1")
+        .prepare_cached(
+            "SELECT runs.first_position, run FROM runs \
+             JOIN run_documents ON run_documents.first_position = runs.first_position WHERE run_id = ?1",
+        )
         .and_then(|mut statement| {
             statement
                 .query_row([run_id.to_string()], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))

@@ -99,9 +99,10 @@ pub(super) fn candidates_sql(column: Option<Column>, what: &str, ascending: bool
 }
 
 /// The statement of a page of `filter`: each candidate's position, and its
-/// run when it matches.
+/// run when it matches (the document is read for matches only).
 pub(super) fn page_sql(filter: &RunFilter, ascending: bool) -> String {
-    let what = format!("first_position, CASE WHEN {MATCHES} THEN run END");
+    let document = "SELECT run FROM run_documents WHERE run_documents.first_position = runs.first_position";
+    let what = format!("first_position, CASE WHEN {MATCHES} THEN ({document}) END");
     candidates_sql(scan_target(filter).map(|(column, _)| column), &what, ascending)
 }
 
@@ -241,7 +242,7 @@ pub(super) fn walk(
 /// A run's `run` column, decoded.
 pub(super) fn decode_run(json: &str, first_position: i64) -> Result<Run, ProjectionError> {
     serde_json::from_str(json).map_err(|e| ProjectionError::Corrupt {
-        key: format!("runs.run at first_position {first_position}"),
+        key: format!("run_documents.run at first_position {first_position}"),
         detail: e.to_string(),
     })
 }
