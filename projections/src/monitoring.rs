@@ -13,7 +13,9 @@
 //! `runs`: one row per run. A list is newest first: descending
 //! `first_position`. Every filter column has an index
 //! `(column, first_position)`, so a filtered page reads the page, not the
-//! table. The run itself is in `run_documents`: kept out of this table,
+//! table; each also carries `tenant_id`, so that a list within the tenants
+//! a viewer may see passes over the other tenants' runs in the index
+//! without reading their rows. The run itself is in `run_documents`: kept out of this table,
 //! rows stay small, and a filter that examines many rows to fill a page
 //! reads a few pages of the file rather than one per row.
 //!
@@ -133,15 +135,17 @@ CREATE TABLE run_counts (
 ";
 
 /// One index per filter column (named `runs_by_` and the column, which the
-/// list queries name in `INDEXED BY`), the time index that turns a time
-/// range into a position range, and the timeline's.
+/// list queries name in `INDEXED BY`), each ending with `tenant_id`: the
+/// visible-tenants test comes first in a match, so SQLite answers it from
+/// the index and seeks the row only for a visible run. Then the time index
+/// that turns a time range into a position range, and the timeline's.
 const INDEXES: &str = "
-CREATE INDEX runs_by_workspace_id ON runs (workspace_id, first_position);
+CREATE INDEX runs_by_workspace_id ON runs (workspace_id, first_position, tenant_id);
 CREATE INDEX runs_by_tenant_id ON runs (tenant_id, first_position);
-CREATE INDEX runs_by_status ON runs (status, first_position);
-CREATE INDEX runs_by_outcome ON runs (outcome, first_position);
-CREATE INDEX runs_by_operation_type ON runs (operation_type, first_position);
-CREATE INDEX runs_by_initiator ON runs (initiator, first_position);
+CREATE INDEX runs_by_status ON runs (status, first_position, tenant_id);
+CREATE INDEX runs_by_outcome ON runs (outcome, first_position, tenant_id);
+CREATE INDEX runs_by_operation_type ON runs (operation_type, first_position, tenant_id);
+CREATE INDEX runs_by_initiator ON runs (initiator, first_position, tenant_id);
 CREATE INDEX runs_by_created_at ON runs (created_at);
 CREATE INDEX run_events_by_run ON run_events (run_id, stream_version);
 ";
