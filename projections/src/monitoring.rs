@@ -1,57 +1,154 @@
-//! Monitoring (SPEC 5): the run list and the run detail.
+//! Monitoring (SPEC 5): the run list, the run detail and its timeline, and
+//! counters by outcome and by reason.
 //!
-//! One record per run, folded with the domain's own [`Run::create`] and
-//! [`Run::apply`] (the one fold of a run, never re-implemented here),
-//! secondary indexes so that a filtered page costs the page rather than a
-//! scan, and counters by outcome and by reason maintained incrementally.
-//! The run's timeline is its stream in the log, read through the log's
-//! stream index ([`timeline`]). The key layout is described in
-//! `monitoring/keys.rs`.
+//! One row per run, folded with the domain's own [`Run::create`] and
+//! [`Run::apply`] (the one fold of a run, never re-implemented here), one
+//! row per run event for the timeline (so that tools read it from the file,
+//! not from the log the server owns), and counters maintained from deltas.
+//! A batch keeps the runs a page of events touched in memory and writes
+//! each once when the page ends (`monitoring/batch.rs`).
 //!
-//! Everything a run event changes (record, index entries, counters) goes
-//! into the same [`Pending`], which the projector commits together with the
-//! checkpoint: a crash never leaves an index that disagrees with its record.
-//! The record is staged: an event decodes it only when an earlier event of
-//! the same batch has not already, and the batch encodes it once.
-
-use std::collections::BTreeSet;
+//! # Tables
+//!
+//! `runs`: one row per run. A list is newest first: descending
+//! `first_position`. Every filter column has an index
+//! `(column, first_position)`, so a filtered page reads the page, not the
+//! table; each also carries `tenant_id`, so that a list within the tenants
+//! a viewer may see passes over the other tenants' runs in the index
+//! without reading their rows. The run itself is in `run_documents`: kept out of this table,
+//! rows stay small, and a filter that examines many rows to fill a page
+//! reads a few pages of the file rather than one per row.
+//!
+//! | column | holds | |
+//! | --- | --- | --- |
+//! | `first_position` INTEGER PRIMARY KEY | log position of the run's first event | stable |
+//! | `run_id` TEXT UNIQUE | the run id, hyphenated lowercase UUID | stable |
+//! | `workspace_id` TEXT | the run's workspace | stable |
+//! | `tenant_id` TEXT | the run's tenant | stable |
+//! | `operation_type` TEXT | the operation type | stable |
+//! | `initiator` TEXT | `system`, or `actor:` and the actor id (an actor named `system` is not the system) | stable |
+//! | `status` TEXT | `queued`, `running` or `completed` | stable |
+//! | `outcome` TEXT | `pending`, `succeeded`, `partially_succeeded`, `failed`, `blocked` or `cancelled` | stable |
+//! | `reason_code` TEXT | the reason code of a blocked run; NULL unless `outcome` is `blocked` | stable |
+//! | `created_at` TEXT | `recorded_at` of the first event (queued, or completed for a blocked start), UTC `YYYY-MM-DDTHH:MM:SS.ffffffZ`; grows with `first_position` | stable |
+//! | `updated_at` TEXT | `recorded_at` of the run's last event, same format | stable |
+//! | `last_position` INTEGER | log position of the run's last event | stable |
+//!
+//! `run_documents`: the run as the API shows it, one row per row of `runs`.
+//!
+//! | column | holds | |
+//! | --- | --- | --- |
+//! | `first_position` INTEGER PRIMARY KEY | the run's `runs.first_position` | stable |
+//! | `run` TEXT | JSON of the domain `Run` (the API's run object; its fields are the API's, its layout is not) | internal |
+//!
+//! `run_events`: the timeline, one row per run event.
+//!
+//! | column | holds | |
+//! | --- | --- | --- |
+//! | `position` INTEGER PRIMARY KEY | the event's log position | stable |
+//! | `event_id` TEXT | the event id, hyphenated lowercase UUID | stable |
+//! | `run_id` TEXT | the run | stable |
+//! | `stream_version` INTEGER | the event's version in the run's stream, from 1 | stable |
+//! | `event_type` TEXT | the event type (`run_queued`, `run_started` …) | stable |
+//! | `recorded_at` TEXT | when the log recorded it, same format as `created_at` | stable |
+//! | `attempt` INTEGER | the attempt the event belongs to (0 before the first) | stable |
+//! | `summary` TEXT | one operator-readable line (`monitoring/summary.rs`); wording may change | internal |
+//!
+//! `run_counts`: counters, every run's and each tenant's. A counter at
+//! zero has no row, so a file holds the same rows however its history was
+//! batched.
+//!
+//! | column | holds | |
+//! | --- | --- | --- |
+//! | `scope` TEXT | `all` (every run) or `tenant` | stable |
+//! | `tenant_id` TEXT | the tenant of a `tenant` scope; empty for `all` | stable |
+//! | `dimension` TEXT | `total`, `status`, `outcome` or `reason` (blocked runs by reason code) | stable |
+//! | `name` TEXT | the status, outcome or reason code; empty for `total` | stable |
+//! | `count` INTEGER | runs counted, > 0 | stable |
+//!
+//! Everything one page of events changes (rows, index entries, counters)
+//! is in the page's transaction, which also moves the checkpoint: a crash
+//! never leaves an index or a counter that disagrees with its run.
 
 use chrono::{DateTime, Utc};
-use opledger::domain::authority::AuthorityState;
-use opledger::domain::events::DomainEvent;
-use opledger::domain::model::RunOutcome;
-use opledger::domain::run::{Run, RunEvent};
-use opledger::log::views::{Pending, Staged};
-use opledger::Envelope;
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::projector::Projection;
+use crate::projector::{Projection, ProjectionBatch};
 
-mod keys;
+mod batch;
+mod columns;
+mod cursor;
 mod query;
+mod scan;
 mod summary;
 mod totals;
 
-use keys::Index;
+pub use columns::initiator_value;
 pub use query::{
     counts, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts, ListError, RunFilter,
     RunPage, CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
 };
 pub use totals::{totals_in_tenants, RunTotals, TOTALS_RUNS_EXAMINED_MAX};
 
-/// The projection's name, which names its view.
+/// The projection's name.
 pub const NAME: &str = "monitoring";
-/// The version of this view's layout (see [`crate::Projection::layout_version`]).
-/// 2: records keyed by first position, `id:` keys, empty index values, no
-/// timeline copy (the timeline is the run's stream in the log).
-/// 3: the tenant index covers the record.
-pub const LAYOUT_VERSION: u32 = 3;
 
-/// Counter dimensions (the middle part of a counter key).
-const TOTAL: &str = "total";
-const BY_OUTCOME: &str = "outcome";
-const BY_REASON: &str = "reason";
+const TABLES: &str = "
+CREATE TABLE runs (
+    first_position INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    workspace_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    operation_type TEXT NOT NULL,
+    initiator TEXT NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    reason_code TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_position INTEGER NOT NULL
+) STRICT;
+CREATE TABLE run_documents (
+    first_position INTEGER PRIMARY KEY,
+    run TEXT NOT NULL
+) STRICT;
+CREATE TABLE run_events (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    stream_version INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    summary TEXT NOT NULL
+) STRICT;
+CREATE TABLE run_counts (
+    scope TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    name TEXT NOT NULL,
+    count INTEGER NOT NULL CHECK (count >= 0),
+    PRIMARY KEY (scope, tenant_id, dimension, name)
+) STRICT, WITHOUT ROWID;
+";
+
+/// One index per filter column (named `runs_by_` and the column, which the
+/// list queries name in `INDEXED BY`), each ending with `tenant_id`: the
+/// visible-tenants test comes first in a match, so SQLite answers it from
+/// the index and seeks the row only for a visible run. Then the time index
+/// that turns a time range into a position range, and the timeline's.
+const INDEXES: &str = "
+CREATE INDEX runs_by_workspace_id ON runs (workspace_id, first_position, tenant_id);
+CREATE INDEX runs_by_tenant_id ON runs (tenant_id, first_position);
+CREATE INDEX runs_by_status ON runs (status, first_position, tenant_id);
+CREATE INDEX runs_by_outcome ON runs (outcome, first_position, tenant_id);
+CREATE INDEX runs_by_operation_type ON runs (operation_type, first_position, tenant_id);
+CREATE INDEX runs_by_initiator ON runs (initiator, first_position, tenant_id);
+CREATE INDEX runs_by_created_at ON runs (created_at);
+CREATE INDEX run_events_by_run ON run_events (run_id, stream_version);
+";
 
 /// The Monitoring projection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,214 +173,21 @@ pub struct TimelineEntry {
     pub summary: String,
 }
 
-/// What the view stores per run: the run and where it sits in the list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunRecord {
-    /// Position of the run's first event: its place in every index.
-    #[serde(rename = "first_position")]
-    first_position: u64,
-    /// `recorded_at` of the first event: queued, or completed for a blocked
-    /// start. The time range of a list is on this.
-    #[serde(rename = "created_at")]
-    created_at: DateTime<Utc>,
-    #[serde(rename = "run")]
-    run: Run,
-}
-
 impl Projection for Monitoring {
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn layout_version(&self) -> u32 {
-        LAYOUT_VERSION
+    fn tables(&self) -> &'static str {
+        TABLES
     }
 
-    fn apply(
-        &self,
-        pending: &mut Pending<'_>,
-        envelope: &Envelope,
-        event: &DomainEvent,
-        _authority: &AuthorityState,
-    ) -> Result<(), String> {
-        match event {
-            DomainEvent::Run { run_id, event } => apply_run_event(pending, envelope, *run_id, event),
-            // Authority changes and notification reads change no run; the
-            // gates' decisions that they lead to are run events.
-            DomainEvent::Authority(_) | DomainEvent::NotificationRead(_) => Ok(()),
-        }
-    }
-}
-
-fn apply_run_event(
-    pending: &mut Pending<'_>,
-    envelope: &Envelope,
-    run_id: Uuid,
-    event: &RunEvent,
-) -> Result<(), String> {
-    let before = load(pending, run_id)?;
-    let old_indexes = before.as_ref().map(index_keys).unwrap_or_default();
-    let old_counters = before.as_ref().map(|r| counter_keys(&r.run)).unwrap_or_default();
-    let is_new = before.is_none();
-    let after = next_record(before, run_id, envelope, event)?;
-    update_indexes(pending, &old_indexes, &after);
-    update_counters(pending, &old_counters, &after.run)?;
-    if is_new {
-        pending.put(keys::id(run_id), after.first_position.to_be_bytes().to_vec());
-    }
-    pending.stage(keys::run(after.first_position), after);
-    Ok(())
-}
-
-/// The record of `run_id`, found through its `id:` key: as staged by an
-/// earlier event of the batch, or decoded from the view.
-fn load(pending: &mut Pending<'_>, run_id: Uuid) -> Result<Option<RunRecord>, String> {
-    let id_key = keys::id(run_id);
-    let Some(position) = pending.get(&id_key).map_err(|e| e.to_string())? else { return Ok(None) };
-    let position = query::u64_value(&position).ok_or_else(|| format!("the position of run {run_id} is not 8 bytes"))?;
-    let key = keys::run(position);
-    if let Some(record) = pending.take_staged::<RunRecord>(&key) {
-        return Ok(Some(record));
-    }
-    let Some(bytes) = pending.get(&key).map_err(|e| e.to_string())? else {
-        return Err(format!("run {run_id} has an id key but no record at position {position}"));
-    };
-    let record = serde_json::from_slice(&bytes);
-    record.map(Some).map_err(|e| format!("record of run {run_id} does not decode: {e}"))
-}
-
-impl Staged for RunRecord {
-    fn encode(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(self).map_err(|e| format!("a monitoring record does not encode: {e}"))
+    fn indexes(&self) -> &'static str {
+        INDEXES
     }
 
-    /// The tenant index covers the record (holds a copy of it): a tenant's
-    /// runs are spread over the whole log, so a page of them is read
-    /// through the index alone instead of fifty scattered records.
-    fn copies(&self) -> Vec<Vec<u8>> {
-        vec![keys::index(Index::Tenant, &self.run.tenant_id, self.first_position)]
-    }
-}
-
-/// The record after `event`: the domain's fold decides, and refuses an
-/// event the lifecycle does not allow (so does an event for an unknown run,
-/// which cannot begin a stream). The stream version cross-checks that no
-/// event of the stream was missed.
-fn next_record(
-    before: Option<RunRecord>,
-    run_id: Uuid,
-    envelope: &Envelope,
-    event: &RunEvent,
-) -> Result<RunRecord, String> {
-    let record = match before {
-        Some(mut record) => {
-            record.run.apply(event, envelope.recorded_at).map_err(|e| format!("run {run_id}: {e}"))?;
-            record
-        }
-        None => {
-            let run = Run::create(event, envelope.recorded_at).map_err(|e| format!("unknown run {run_id}: {e}"))?;
-            if run.id != run_id {
-                return Err(format!("the first event of stream run-{run_id} is for run {}", run.id));
-            }
-            RunRecord { first_position: envelope.position, created_at: envelope.recorded_at, run }
-        }
-    };
-    if record.run.version != envelope.stream_version {
-        let (folded, version) = (record.run.version, envelope.stream_version);
-        return Err(format!("run {run_id} folded {folded} events but this event is version {version} of its stream"));
-    }
-    Ok(record)
-}
-
-/// The value of `index` for `run`.
-fn index_value(index: Index, run: &Run) -> String {
-    match index {
-        Index::All => String::new(),
-        Index::Workspace => run.workspace_id.clone(),
-        Index::Tenant => run.tenant_id.clone(),
-        Index::Status => run.status.as_str().to_owned(),
-        Index::Outcome => run.outcome.as_str().to_owned(),
-        Index::OperationType => run.operation_type.clone(),
-        Index::Initiator => keys::initiator_value(&run.initiator),
-    }
-}
-
-/// Every index and time key of a record (the `all` index is the record
-/// key itself, written with the record).
-fn index_keys(record: &RunRecord) -> BTreeSet<Vec<u8>> {
-    let position = record.first_position;
-    let mut found: BTreeSet<Vec<u8>> = Index::BY_SELECTIVITY
-        .iter()
-        .filter(|index| **index != Index::All)
-        .map(|i| keys::index(*i, &index_value(*i, &record.run), position))
-        .collect();
-    found.insert(keys::time(record.created_at, position));
-    found
-}
-
-/// Moves the entries whose value changed (status, outcome): the old key is
-/// deleted and the new one written in the same batch.
-fn update_indexes(pending: &mut Pending<'_>, old: &BTreeSet<Vec<u8>>, after: &RunRecord) {
-    let new = index_keys(after);
-    for key in old.difference(&new) {
-        pending.delete(key.clone());
-    }
-    // Entries of a covering index are the record's copies, written with it.
-    for key in new.difference(old).filter(|key| !keys::holds_record(key)) {
-        pending.put(key.clone(), Vec::new());
-    }
-}
-
-/// The counters a run counts towards: the total, its outcome and, for a
-/// blocked run, its reason; globally and for its tenant. `blocked` is an
-/// outcome of its own, so a blocked run never counts as `failed`.
-fn counter_keys(run: &Run) -> BTreeSet<Vec<u8>> {
-    let mut found = BTreeSet::new();
-    for scope in [None, Some(run.tenant_id.as_str())] {
-        found.insert(keys::counter(scope, TOTAL, ""));
-        found.insert(keys::counter(scope, BY_OUTCOME, run.outcome.as_str()));
-        if let (RunOutcome::Blocked, Some(code)) = (run.outcome, run.reason_code) {
-            found.insert(keys::counter(scope, BY_REASON, code.as_str()));
-        }
-    }
-    found
-}
-
-fn update_counters(pending: &mut Pending<'_>, old: &BTreeSet<Vec<u8>>, after: &Run) -> Result<(), String> {
-    let new = counter_keys(after);
-    for key in old.difference(&new) {
-        add(pending, key, false)?;
-    }
-    for key in new.difference(old) {
-        add(pending, key, true)?;
-    }
-    Ok(())
-}
-
-/// Adds or removes one from a counter; a counter at zero has no key, so a
-/// view holds the same keys however its history was batched.
-fn add(pending: &mut Pending<'_>, key: &[u8], up: bool) -> Result<(), String> {
-    let current = match pending.get(key).map_err(|e| e.to_string())? {
-        None => 0,
-        Some(bytes) => {
-            query::u64_value(&bytes).ok_or_else(|| format!("counter {} is not a u64", key.escape_ascii()))?
-        }
-    };
-    let next = match up {
-        true => current.checked_add(1),
-        false => current.checked_sub(1),
-    };
-    match next {
-        None => Err(format!("counter {} would leave 0..=u64::MAX", key.escape_ascii())),
-        Some(0) => {
-            pending.delete(key.to_vec());
-            Ok(())
-        }
-        Some(value) => {
-            pending.put(key.to_vec(), value.to_be_bytes().to_vec());
-            Ok(())
-        }
+    fn batch<'c>(&self, db: &'c Connection) -> Box<dyn ProjectionBatch + 'c> {
+        Box::new(batch::MonitoringBatch::new(db))
     }
 }
 

@@ -10,20 +10,22 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use opledger::domain::authority::AuthorityChange as C;
-use opledger::domain::events::run_id_of;
+use opledger::domain::events::{run_id_of, DomainEvent};
 use opledger::domain::ledger::Ledger;
 use opledger::domain::lifecycle::{Completion, FailureReport};
 use opledger::domain::model::{ConnectionStatus, Lifecycle, Principal, RunOutcome, RunStatus, WorkerOutcome};
 use opledger::domain::reason::{DenialClass, ReasonCode};
+use opledger::domain::run::{Run, RunEvent};
 use opledger::domain::sequencer::StartAnswer;
 use opledger::domain::start_gate::StartRequest;
-use opledger::log::views::View;
 use opledger::{Durability, Expectations, Log, LogOptions};
 use proptest::prelude::*;
+use rusqlite::Connection;
 
 use super::*;
 use crate::error::ProjectionError;
 use crate::projector::Projector;
+use crate::store;
 use crate::test_world::{operation, s};
 
 const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
@@ -162,24 +164,20 @@ impl World {
     }
 }
 
-fn view(projector: &Projector) -> View {
-    projector.view(NAME).unwrap()
-}
-
-fn rebuilt_entries(projector: &Projector) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn rebuilt_rows(projector: &Projector) -> Vec<String> {
     projector.rebuild(&mut |_, _| {}).unwrap();
-    view(projector).entries().unwrap()
+    store::dump(&projector.reader().unwrap()).unwrap()
 }
 
 /// Every page of `filter` at `limit`, checking the page bounds on the way.
-fn all_pages(view: &View, filter: &RunFilter, limit: usize) -> Vec<Run> {
-    all_pages_in(view, filter, None, limit)
+fn all_pages(db: &Connection, filter: &RunFilter, limit: usize) -> Vec<Run> {
+    all_pages_in(db, filter, None, limit)
 }
 
-fn all_pages_in(view: &View, filter: &RunFilter, tenants: Option<&BTreeSet<String>>, limit: usize) -> Vec<Run> {
+fn all_pages_in(db: &Connection, filter: &RunFilter, tenants: Option<&BTreeSet<String>>, limit: usize) -> Vec<Run> {
     let (mut runs, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
     loop {
-        let page = list_in_tenants(view, filter, tenants, cursor.as_deref(), limit).unwrap();
+        let page = list_in_tenants(db, filter, tenants, cursor.as_deref(), limit).unwrap();
         assert!(page.runs.len() <= limit.clamp(1, PAGE_SIZE_MAX));
         runs.extend(page.runs);
         pages += 1;
@@ -191,60 +189,94 @@ fn all_pages_in(view: &View, filter: &RunFilter, tenants: Option<&BTreeSet<Strin
     }
 }
 
-fn first_position(world: &World, run_id: Uuid) -> u64 {
-    timeline(world.ledger.log(), run_id, 1, usize::MAX).unwrap()[0].position
+fn first_position(db: &Connection, run_id: Uuid) -> u64 {
+    timeline(db, run_id, 1, usize::MAX).unwrap()[0].position
 }
 
-fn summaries(world: &World, run_id: Uuid) -> Vec<String> {
-    timeline(world.ledger.log(), run_id, 1, usize::MAX).unwrap().into_iter().map(|e| e.summary).collect()
+fn summaries(db: &Connection, run_id: Uuid) -> Vec<String> {
+    timeline(db, run_id, 1, usize::MAX).unwrap().into_iter().map(|e| e.summary).collect()
 }
 
 /// Everything Monitoring shows must agree with the log and with SPEC 2.
-fn check_invariants(world: &World, view: &View) {
-    let runs = all_pages(view, &RunFilter::default(), PAGE_SIZE_MAX);
+fn check_invariants(world: &World, db: &Connection) {
+    let runs = all_pages(db, &RunFilter::default(), PAGE_SIZE_MAX);
     let ids: BTreeSet<Uuid> = runs.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), runs.len(), "each run once");
-    assert_eq!(ids, world.logged_runs(), "one record per run stream");
+    assert_eq!(ids, world.logged_runs(), "one row per run stream");
     for run in &runs {
         let folded = world.ledger.run(run.id).unwrap().unwrap();
         assert_eq!(serde_json::to_value(run).unwrap(), serde_json::to_value(&folded).unwrap());
-        check_run(world, run);
+        check_run(world, db, run);
     }
-    check_indexes(view, runs.len());
+    check_columns(db, runs.len());
     for tenant in [None, Some("t1"), Some("t2"), Some("t3")] {
         let scoped: Vec<&Run> = runs.iter().filter(|r| tenant.is_none_or(|t| r.tenant_id == t)).collect();
-        check_counts(&counts(view, tenant).unwrap(), &scoped);
+        check_counts(&counts(db, tenant).unwrap(), &scoped);
     }
 }
 
-/// The index and time keys are exactly those of the records: every entry
-/// moved when its run changed, none left behind.
-fn check_indexes(view: &View, runs: usize) {
-    let records = view.prefix(b"run:", usize::MAX).unwrap();
-    assert_eq!(records.len(), runs);
-    let expected: BTreeSet<Vec<u8>> = records
-        .iter()
-        .flat_map(|(_, bytes)| index_keys(&serde_json::from_slice::<RunRecord>(bytes).unwrap()))
-        .collect();
-    let mut stored = view.prefix(b"ix:", usize::MAX).unwrap();
-    stored.extend(view.prefix(b"tm:", usize::MAX).unwrap());
-    let stored: BTreeSet<Vec<u8>> = stored.into_iter().map(|(key, _)| key).collect();
-    assert_eq!(stored, expected);
-    // Every index but `all` (the record keys), and the time key.
-    assert_eq!(expected.len(), runs * Index::BY_SELECTIVITY.len());
-    let ids = view.prefix(b"id:", usize::MAX).unwrap();
-    let positions: BTreeSet<Vec<u8>> =
-        ids.iter().map(|(_, position)| keys::run(crate::monitoring::query::u64_value(position).unwrap())).collect();
-    let record_keys: BTreeSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
-    assert_eq!(positions, record_keys, "one id key per record, naming it");
-    let by_key: BTreeMap<Vec<u8>, Vec<u8>> = records.into_iter().collect();
-    for (key, copy) in view.prefix(b"ix:tenant:", usize::MAX).unwrap() {
-        let record = &by_key[&keys::run(keys::position_of(&key).unwrap())];
-        assert_eq!(&copy, record, "the tenant index holds the record as it is now");
+/// The columns of every row are those of its run (the indexes are over
+/// them, and SQLite checks that every index agrees with its table), and
+/// the counters are exactly those of the rows.
+fn check_columns(db: &Connection, runs: usize) {
+    let integrity: String = db.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    let mut statement = db
+        .prepare(
+            "SELECT runs.first_position, run_id, workspace_id, tenant_id, operation_type, initiator, status, outcome, \
+             reason_code, created_at, updated_at, last_position, run FROM runs \
+             JOIN run_documents ON run_documents.first_position = runs.first_position",
+        )
+        .unwrap();
+    let mut rows = statement.query([]).unwrap();
+    let mut expected_counters: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+    let mut seen = 0;
+    while let Some(row) = rows.next().unwrap() {
+        seen += 1;
+        let run: Run = serde_json::from_str(&row.get::<_, String>(12).unwrap()).unwrap();
+        let text = |i: usize| row.get::<_, Option<String>>(i).unwrap();
+        assert_eq!(text(1), Some(run.id.to_string()));
+        assert_eq!(text(2), Some(run.workspace_id.clone()));
+        assert_eq!(text(3), Some(run.tenant_id.clone()));
+        assert_eq!(text(4), Some(run.operation_type.clone()));
+        assert_eq!(text(5), Some(initiator_value(&run.initiator)));
+        assert_eq!(text(6).as_deref(), Some(run.status.as_str()));
+        assert_eq!(text(7).as_deref(), Some(run.outcome.as_str()));
+        let blocked_reason = (run.outcome == RunOutcome::Blocked).then(|| run.reason_code.unwrap().as_str());
+        assert_eq!(text(8).as_deref(), blocked_reason);
+        let created = run.queued_at.or(run.completed_at).unwrap();
+        assert_eq!(text(9), Some(created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        let entries = timeline(db, run.id, 1, usize::MAX).unwrap();
+        let (first, last) = (entries.first().unwrap(), entries.last().unwrap());
+        assert_eq!(row.get::<_, i64>(0).unwrap(), first.position as i64, "keyed by the first event's position");
+        assert_eq!(row.get::<_, i64>(11).unwrap(), last.position as i64);
+        assert_eq!(text(10), Some(last.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        for (scope, tenant) in [("all", ""), ("tenant", run.tenant_id.as_str())] {
+            let mut count = |dimension: &str, name: &str| {
+                *expected_counters.entry((s(scope), s(tenant), s(dimension), s(name))).or_default() += 1;
+            };
+            count("total", "");
+            count("status", run.status.as_str());
+            count("outcome", run.outcome.as_str());
+            if let Some(reason) = blocked_reason {
+                count("reason", reason);
+            }
+        }
     }
+    assert_eq!(seen, runs);
+    let documents: usize = db.query_row("SELECT count(*) FROM run_documents", [], |row| row.get(0)).unwrap();
+    assert_eq!(documents, runs, "one document per run");
+    let stored: BTreeMap<(String, String, String, String), i64> = db
+        .prepare("SELECT scope, tenant_id, dimension, name, count FROM run_counts")
+        .unwrap()
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?), r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored, expected_counters, "counters at zero have no row");
 }
 
-fn check_run(world: &World, run: &Run) {
+fn check_run(world: &World, db: &Connection, run: &Run) {
     if run.status == RunStatus::Running {
         let decision = run.latest_decision.as_ref().expect("a running run has a decision");
         assert!(decision.allowed() && decision.attempt == run.attempt, "{run:?}");
@@ -253,8 +285,11 @@ fn check_run(world: &World, run: &Run) {
         assert_eq!(run.status, RunStatus::Completed);
         assert!(run.reason_code.is_some() && run.next_step.is_some() && run.denial_class.is_some(), "{run:?}");
     }
-    let entries = timeline(world.ledger.log(), run.id, 1, usize::MAX).unwrap();
+    let entries = timeline(db, run.id, 1, usize::MAX).unwrap();
     assert_eq!(entries.len() as u64, run.version, "one timeline entry per event");
+    let stream = world.ledger.log().read_stream(&opledger::domain::events::run_stream(run.id), 1, usize::MAX).unwrap();
+    let from_log: Vec<TimelineEntry> = stream.iter().map(|envelope| timeline_entry(envelope).unwrap()).collect();
+    assert_eq!(entries, from_log, "the stored timeline is the log's");
     assert!(entries.windows(2).all(|w| w[0].position < w[1].position));
     for (before, entry) in entries.iter().zip(entries.iter().skip(1)) {
         if entry.event_type == "run_started" {
@@ -416,10 +451,11 @@ fn perform(world: &World, step: &Step) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// Caught up every few commands or rebuilt from scratch, the view is the
-    /// same bytes; a second rebuild too; and what it shows is the log's.
+    /// Caught up every few commands or rebuilt from scratch, the tables
+    /// hold the same rows; a second rebuild too; and what they show is the
+    /// log's.
     #[test]
-    fn the_incremental_view_equals_a_rebuild(steps in prop::collection::vec(step(), 1..60), every in 1usize..5) {
+    fn the_incremental_tables_equal_a_rebuild(steps in prop::collection::vec(step(), 1..60), every in 1usize..5) {
         let world = World::new();
         let projector = world.projector();
         for (done, step) in steps.iter().enumerate() {
@@ -429,11 +465,11 @@ proptest! {
             }
         }
         projector.catch_up().unwrap();
-        let incremental = view(&projector).entries().unwrap();
-        let rebuilt = rebuilt_entries(&projector);
-        prop_assert!(incremental == rebuilt, "incremental and rebuilt views differ");
-        prop_assert!(rebuilt_entries(&projector) == rebuilt, "two rebuilds differ");
-        check_invariants(&world, &view(&projector));
+        let incremental = store::dump(&projector.reader().unwrap()).unwrap();
+        let rebuilt = rebuilt_rows(&projector);
+        prop_assert!(incremental == rebuilt, "incremental and rebuilt tables differ");
+        prop_assert!(rebuilt_rows(&projector) == rebuilt, "two rebuilds differ");
+        check_invariants(&world, &projector.reader().unwrap());
     }
 }
 
@@ -444,7 +480,8 @@ fn a_restart_catches_up_from_the_checkpoint() {
     let first = world.started("t1", "inventory_sync", Some("c1"));
     world.begin(first);
     projector.catch_up().unwrap();
-    let seen = view(&projector).checkpoint().unwrap();
+    let checkpoint = |db: &Connection| store::read_checkpoint(db).unwrap().unwrap().position;
+    let seen = checkpoint(&projector.reader().unwrap());
     assert_eq!(seen, world.head());
     drop(projector);
 
@@ -452,17 +489,21 @@ fn a_restart_catches_up_from_the_checkpoint() {
     let second = world.started("t2", "restore.execute", None);
     world.authority(capability("t2", false));
     world.begin(second);
-    let stale = world.ledger.log().views().unwrap().current(NAME).unwrap().checkpoint().unwrap();
+    let file = store::open_reader(&store::path_in(world.ledger.log().dir())).unwrap().unwrap();
+    let stale = checkpoint(&file);
+    drop(file);
     assert_eq!(stale, seen, "nothing applied while no projector ran");
     assert!(stale < world.head());
 
     let projector = world.projector();
-    assert_eq!(view(&projector).checkpoint().unwrap(), world.head(), "open catches up");
-    assert_eq!(get(&view(&projector), first).unwrap().unwrap().outcome, RunOutcome::Succeeded);
-    assert_eq!(get(&view(&projector), second).unwrap().unwrap().outcome, RunOutcome::Blocked);
-    let incremental = view(&projector).entries().unwrap();
-    assert_eq!(incremental, rebuilt_entries(&projector));
-    check_invariants(&world, &view(&projector));
+    let db = projector.reader().unwrap();
+    assert_eq!(checkpoint(&db), world.head(), "open catches up");
+    assert_eq!(get(&db, first).unwrap().unwrap().outcome, RunOutcome::Succeeded);
+    assert_eq!(get(&db, second).unwrap().unwrap().outcome, RunOutcome::Blocked);
+    let incremental = store::dump(&db).unwrap();
+    drop(db);
+    assert_eq!(incremental, rebuilt_rows(&projector));
+    check_invariants(&world, &projector.reader().unwrap());
 }
 
 #[test]
@@ -473,22 +514,22 @@ fn a_revoked_capability_blocks_and_is_never_counted_as_failed() {
     world.authority(capability("t1", false));
     world.begin(run);
     projector.catch_up().unwrap();
-    let view = view(&projector);
-    let shown = get(&view, run).unwrap().unwrap();
+    let db = projector.reader().unwrap();
+    let shown = get(&db, run).unwrap().unwrap();
     assert_eq!((shown.status, shown.outcome), (RunStatus::Completed, RunOutcome::Blocked));
     assert_eq!(shown.reason_code, Some(ReasonCode::CapabilityMissing));
     assert_eq!(shown.denial_class, Some(DenialClass::Capability));
     assert_eq!(shown.next_step.as_deref(), Some(ReasonCode::CapabilityMissing.next_step()));
     assert_eq!(
-        summaries(&world, run),
+        summaries(&db, run),
         ["queued", "legitimacy evaluated: denied (capability_missing)", "blocked: capability_missing"]
     );
-    let counted = counts(&view, Some("t1")).unwrap();
+    let counted = counts(&db, Some("t1")).unwrap();
     assert_eq!((counted.by_outcome["blocked"], counted.by_outcome["failed"], counted.total), (1, 0, 1));
     assert_eq!(counted.by_reason, BTreeMap::from([(s("capability_missing"), 1)]));
     let filter = RunFilter { outcome: Some(RunOutcome::Failed), ..RunFilter::default() };
-    assert!(list(&view, &filter, None, 10).unwrap().runs.is_empty(), "blocked is not listed as failed");
-    check_invariants(&world, &view);
+    assert!(list(&db, &filter, None, 10).unwrap().runs.is_empty(), "blocked is not listed as failed");
+    check_invariants(&world, &db);
 }
 
 #[test]
@@ -500,14 +541,14 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
     world.authority(status(ConnectionStatus::Unreachable));
     world.begin(run);
     projector.catch_up().unwrap();
-    let waiting = get(&view(&projector), run).unwrap().unwrap();
+    let waiting = get(&projector.reader().unwrap(), run).unwrap().unwrap();
     assert_eq!((waiting.status, waiting.attempt), (RunStatus::Queued, 2), "a retryable denial requeues");
     assert_eq!(waiting.reason_code, Some(ReasonCode::ProviderConnectionUnreachable), "the denial stays visible");
 
     world.authority(status(ConnectionStatus::Ready));
     world.begin(run);
     projector.catch_up().unwrap();
-    let running = get(&view(&projector), run).unwrap().unwrap();
+    let running = get(&projector.reader().unwrap(), run).unwrap().unwrap();
     let decision = running.latest_decision.as_ref().unwrap();
     assert_eq!((running.status, decision.attempt, decision.allowed()), (RunStatus::Running, 2, true));
 
@@ -518,9 +559,9 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
     let system_blocked = world.start("t2", "entra_group_sync", None, true);
     assert!(matches!(system_blocked, StartAnswer::Blocked(_)));
     projector.catch_up().unwrap();
-    let view = view(&projector);
+    let db = projector.reader().unwrap();
     assert_eq!(
-        summaries(&world, run),
+        summaries(&db, run),
         [
             "queued",
             "legitimacy evaluated: denied (provider_connection_unreachable, retryable)",
@@ -534,20 +575,19 @@ fn retries_show_a_fresh_allowed_decision_before_every_start() {
             "completed: partially succeeded",
         ]
     );
-    let attempts: Vec<u32> =
-        timeline(world.ledger.log(), run, 1, usize::MAX).unwrap().iter().map(|e| e.attempt).collect();
+    let attempts: Vec<u32> = timeline(&db, run, 1, usize::MAX).unwrap().iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [0, 1, 1, 2, 2, 2, 3, 3, 3, 3]);
-    let done = get(&view, run).unwrap().unwrap();
+    let done = get(&db, run).unwrap().unwrap();
     assert_eq!((done.outcome, done.attempts), (RunOutcome::PartiallySucceeded, 3));
 
-    let blocked = get(&view, system_blocked.run().id).unwrap().unwrap();
+    let blocked = get(&db, system_blocked.run().id).unwrap().unwrap();
     assert_eq!((blocked.outcome, blocked.queued_at), (RunOutcome::Blocked, None), "a blocked start never queued");
     assert!(blocked.completed_at.is_some() && blocked.next_step.is_some());
-    assert_eq!(summaries(&world, blocked.id), ["blocked at start: system_authority_not_allowed"]);
-    let global = counts(&view, None).unwrap();
+    assert_eq!(summaries(&db, blocked.id), ["blocked at start: system_authority_not_allowed"]);
+    let global = counts(&db, None).unwrap();
     assert_eq!((global.by_outcome["blocked"], global.by_outcome["partially_succeeded"], global.total), (1, 1, 2));
     assert_eq!(global.by_reason, BTreeMap::from([(s("system_authority_not_allowed"), 1)]));
-    check_invariants(&world, &view);
+    check_invariants(&world, &db);
 }
 
 #[test]
@@ -575,16 +615,24 @@ fn an_event_the_fold_refuses_stops_the_projector_at_its_position() {
 }
 
 #[test]
-fn a_record_that_does_not_decode_is_corrupt() {
+fn a_row_that_does_not_decode_is_corrupt() {
     let world = World::new();
     let run = world.started("t3", "inventory_sync", None);
     let projector = world.projector();
-    let view = view(&projector);
-    let mut pending = view.pending();
-    pending.put(keys::run(first_position(&world, run)), b"{not json".to_vec());
-    view.commit(pending, view.checkpoint().unwrap()).unwrap();
-    assert!(matches!(get(&view, run), Err(ProjectionError::Corrupt { .. })));
-    let all = list(&view, &RunFilter::default(), None, 10);
+    let writer = Connection::open(projector.path()).unwrap();
+    writer.busy_timeout(store::BUSY_WAIT).unwrap();
+    let changed = writer
+        .execute(
+            "UPDATE run_documents SET run = '{not json' \
+             WHERE first_position = (SELECT first_position FROM runs WHERE run_id = ?1)",
+            [run.to_string()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(writer);
+    let db = projector.reader().unwrap();
+    assert!(matches!(get(&db, run), Err(ProjectionError::Corrupt { .. })));
+    let all = list(&db, &RunFilter::default(), None, 10);
     assert!(matches!(all, Err(ListError::Projection(ProjectionError::Corrupt { .. }))));
 }
 
@@ -596,37 +644,37 @@ fn a_timeline_reads_in_pages_from_a_stream_version() {
     world.begin(run);
     world.complete(run, WorkerOutcome::Succeeded, false);
     projector.catch_up().unwrap();
-    let log = projector.log();
-    let all = timeline(log, run, 1, usize::MAX).unwrap();
+    let db = projector.reader().unwrap();
+    let all = timeline(&db, run, 1, usize::MAX).unwrap();
     assert_eq!(all.len(), 4, "queued, evaluated, started, completed");
     let positions = |entries: &[TimelineEntry]| entries.iter().map(|e| e.position).collect::<Vec<_>>();
-    let page = timeline(log, run, 2, 2).unwrap();
+    let page = timeline(&db, run, 2, 2).unwrap();
     assert_eq!(positions(&page), positions(&all[1..3]));
-    let rest = timeline(log, run, 4, 2).unwrap();
+    let rest = timeline(&db, run, 4, 2).unwrap();
     assert_eq!(positions(&rest), positions(&all[3..]));
-    assert!(timeline(log, run, 5, 2).unwrap().is_empty(), "past the end");
+    assert!(timeline(&db, run, 5, 2).unwrap().is_empty(), "past the end");
+    assert_eq!(timeline(&db, run, 0, 1).unwrap(), all[..1], "version 0 reads from the first");
 }
 
 #[test]
-fn unknown_runs_and_empty_views_read_as_nothing() {
+fn unknown_runs_and_empty_files_read_as_nothing() {
     let world = World::new();
     let projector = world.projector();
-    let view = view(&projector);
-    assert_eq!(get(&view, Uuid::now_v7()).unwrap(), None);
-    assert!(timeline(projector.log(), Uuid::now_v7(), 1, usize::MAX).unwrap().is_empty());
-    assert_eq!(list(&view, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
-    let empty = counts(&view, Some("t1")).unwrap();
+    let db = projector.reader().unwrap();
+    assert_eq!(get(&db, Uuid::now_v7()).unwrap(), None);
+    assert!(timeline(&db, Uuid::now_v7(), 1, usize::MAX).unwrap().is_empty());
+    assert_eq!(list(&db, &RunFilter::default(), None, PAGE_SIZE_DEFAULT).unwrap(), RunPage::default());
+    let empty = counts(&db, Some("t1")).unwrap();
     assert_eq!((empty.total, empty.by_outcome.len(), empty.by_reason.len()), (0, 6, 0));
+    assert_eq!(totals_in_tenants(&db, &RunFilter::default(), None).unwrap(), RunTotals::default());
     assert_eq!(parse_initiator("system"), Principal::System);
     assert_eq!(parse_initiator("u1"), Principal::actor("u1"));
 }
 
 #[test]
 fn an_actor_named_system_is_not_the_system() {
-    assert_ne!(keys::initiator_value(&Principal::actor("system")), keys::initiator_value(&Principal::System));
-    let key = keys::index(Index::Tenant, "t1", 7);
-    assert_eq!(keys::position_of(&key), Some(7));
-    assert_eq!(keys::from_hex(&keys::to_hex(&key)), Some(key));
+    assert_ne!(initiator_value(&Principal::actor("system")), initiator_value(&Principal::System));
+    assert_eq!(initiator_value(&Principal::actor("u1")), "actor:u1");
 }
 
 #[path = "monitoring_query_tests.rs"]

@@ -17,9 +17,8 @@ use opledger::{Expectations, Log, NewEvent};
 use proptest::prelude::*;
 use uuid::Uuid;
 
-use crate::audit::{Audit, SYSTEM_ACTOR};
-use crate::notifications::Notifications;
 use crate::projector::Projector;
+use opledger::domain::model::SYSTEM_PRINCIPAL_WORD as SYSTEM_ACTOR;
 
 pub(crate) fn s(v: &str) -> String {
     v.to_owned()
@@ -85,7 +84,7 @@ impl World {
     }
 
     pub fn projector(&self) -> Projector {
-        let projections: Vec<Arc<dyn crate::projector::Projection>> = vec![Arc::new(Audit), Arc::new(Notifications)];
+        let projections: Vec<Arc<dyn crate::projector::Projection>> = crate::all();
         Projector::open(Arc::clone(self.ledger.log()), projections).unwrap()
     }
 }

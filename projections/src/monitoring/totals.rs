@@ -1,29 +1,31 @@
 //! Counts of a filtered run list (SPEC 5: counts by outcome): every run the
 //! filter matches, by status and by outcome, not just one page of them.
 //!
-//! Counted by walking the same index a list of the filter walks, newest
-//! first, up to [`TOTALS_RUNS_EXAMINED_MAX`] entries: one rule of what
-//! matches (`RunFilter::matches` and the visible tenants) for the list and
-//! its counts, and a bounded read. Past the bound the answer says it is
-//! incomplete instead of reading on.
+//! A filter that names at most a tenant is answered from the counters
+//! (`run_counts`), exactly, at any size. Any other filter is counted over
+//! the same candidates a list of it walks, newest first, up to
+//! [`TOTALS_RUNS_EXAMINED_MAX`] of them, with the same test of a match:
+//! past the bound the answer says it is incomplete instead of reading on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use opledger::domain::model::{RunOutcome, RunStatus};
-use opledger::domain::run::Run;
-use opledger::log::views::View;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use super::keys;
-use super::query::{indexed_run, is_empty_range, position_range, RunFilter};
+use super::columns::{BY_OUTCOME, BY_STATUS, SCOPE_ALL, SCOPE_TENANT, TOTAL};
+use super::query::{counter_value, RunFilter};
+use super::scan::{self, candidates_sql, scan_target, Parameters, MATCHES};
 use crate::error::ProjectionError;
+use crate::store::sqlite;
 
-/// Most index entries one count examines (matching or not); past it the
-/// counts are those of the newest entries examined, marked incomplete.
+/// Most candidate rows one count examines (matching or not); past it the
+/// counts are those of the newest candidates examined, marked incomplete.
 pub const TOTALS_RUNS_EXAMINED_MAX: usize = 10_000;
-/// Index entries read from the view at a time while counting.
-const TOTALS_CHUNK_ENTRIES: usize = 512;
+/// Most tenants whose counters one answer sums; a larger set of visible
+/// tenants is counted like any other filter.
+const TOTALS_TENANT_COUNTERS_MAX: usize = 1024;
 
 /// Runs matching a filter: the total, by status and by outcome (every known
 /// status and outcome present, zeros included).
@@ -36,7 +38,7 @@ pub struct RunTotals {
     #[serde(rename = "by_outcome")]
     pub by_outcome: BTreeMap<String, u64>,
     /// False when the count stopped at [`TOTALS_RUNS_EXAMINED_MAX`]
-    /// entries: then it covers the newest runs of the filter only.
+    /// candidates: then it covers the newest runs of the filter only.
     #[serde(rename = "complete")]
     pub complete: bool,
 }
@@ -53,54 +55,140 @@ impl Default for RunTotals {
 }
 
 impl RunTotals {
-    fn count(&mut self, run: &Run) {
-        self.total += 1;
-        *self.by_status.entry(run.status.as_str().to_owned()).or_default() += 1;
-        *self.by_outcome.entry(run.outcome.as_str().to_owned()).or_default() += 1;
+    /// Adds `count` runs of `status` and `outcome`; names that are not
+    /// statuses or outcomes mean the file is corrupt.
+    fn add(&mut self, status: &str, outcome: &str, count: u64) -> Result<(), ProjectionError> {
+        self.add_to(BY_STATUS, status, count)?;
+        self.add_to(BY_OUTCOME, outcome, count)?;
+        self.total += count;
+        Ok(())
+    }
+
+    fn add_to(&mut self, dimension: &str, name: &str, count: u64) -> Result<(), ProjectionError> {
+        let counts = if dimension == BY_STATUS { &mut self.by_status } else { &mut self.by_outcome };
+        match counts.get_mut(name) {
+            Some(counted) => {
+                *counted += count;
+                Ok(())
+            }
+            None => Err(ProjectionError::Corrupt {
+                key: format!("runs {dimension} {name:?}"),
+                detail: format!("not a known {dimension}"),
+            }),
+        }
     }
 }
 
 /// The counts of every run matching `filter` (within `tenants`, when
 /// given: the tenants an actor may see).
 pub fn totals_in_tenants(
-    view: &View,
+    db: &Connection,
     filter: &RunFilter,
     tenants: Option<&BTreeSet<String>>,
 ) -> Result<RunTotals, ProjectionError> {
-    totals_bounded(view, filter, tenants, TOTALS_RUNS_EXAMINED_MAX)
+    match counter_scopes(filter, tenants) {
+        Some(scopes) => from_counters(db, &scopes),
+        None => totals_bounded(db, filter, tenants, TOTALS_RUNS_EXAMINED_MAX),
+    }
 }
 
-/// [`totals_in_tenants`] examining at most `examined_max` index entries.
+/// The counter scopes `(scope, tenant_id)` whose sum is the answer, when
+/// the filter names nothing but (perhaps) a tenant; `None` otherwise.
+fn counter_scopes(filter: &RunFilter, tenants: Option<&BTreeSet<String>>) -> Option<Vec<(&'static str, String)>> {
+    let tenant_only = RunFilter { tenant_id: filter.tenant_id.clone(), ..RunFilter::default() };
+    if *filter != tenant_only {
+        return None;
+    }
+    let tenant_scope = |tenant: &String| (SCOPE_TENANT, tenant.clone());
+    match (&filter.tenant_id, tenants) {
+        (None, None) => Some(vec![(SCOPE_ALL, String::new())]),
+        (Some(tenant), None) => Some(vec![tenant_scope(tenant)]),
+        (Some(tenant), Some(visible)) => Some(visible.get(tenant).map(tenant_scope).into_iter().collect()),
+        (None, Some(visible)) if visible.len() <= TOTALS_TENANT_COUNTERS_MAX => {
+            Some(visible.iter().map(tenant_scope).collect())
+        }
+        (None, Some(_)) => None,
+    }
+}
+
+fn from_counters(db: &Connection, scopes: &[(&'static str, String)]) -> Result<RunTotals, ProjectionError> {
+    const COUNTERS: &str = "SELECT dimension, name, count FROM run_counts \
+        WHERE scope = ?1 AND tenant_id = ?2 AND dimension IN ('total', 'status', 'outcome')";
+    let mut totals = RunTotals::default();
+    let mut statement = db.prepare_cached(COUNTERS).map_err(sqlite)?;
+    for (scope, tenant) in scopes {
+        let mut rows = statement.query(params![scope, tenant]).map_err(sqlite)?;
+        while let Some(row) = rows.next().map_err(sqlite)? {
+            let (dimension, name): (String, String) = (row.get(0).map_err(sqlite)?, row.get(1).map_err(sqlite)?);
+            let count = counter_value(row.get(2).map_err(sqlite)?, &dimension, &name)?;
+            match dimension.as_str() {
+                TOTAL => totals.total += count,
+                _ => totals.add_to(&dimension, &name, count)?,
+            }
+        }
+    }
+    Ok(totals)
+}
+
+/// The counts of the matches among the newest `examined_max` candidates
+/// of the filter (what a list of it walks).
 pub(super) fn totals_bounded(
-    view: &View,
+    db: &Connection,
     filter: &RunFilter,
     tenants: Option<&BTreeSet<String>>,
     examined_max: usize,
 ) -> Result<RunTotals, ProjectionError> {
     let mut totals = RunTotals::default();
-    let Some((low, high)) = position_range(view, filter)? else { return Ok(totals) };
-    let (index, value) = filter.scan_target();
-    let lower = Bound::Included(keys::index(index, &value, low));
-    let mut upper = Bound::Included(keys::index(index, &value, high));
-    let mut examined = 0usize;
-    while !is_empty_range(&lower, &upper) {
-        let want = TOTALS_CHUNK_ENTRIES.min(examined_max - examined);
-        if want == 0 {
-            totals.complete = view.range(lower, upper, true, 1)?.is_empty();
-            break;
-        }
-        let chunk = view.range(lower.clone(), upper.clone(), true, want)?;
-        if chunk.is_empty() {
-            break;
-        }
-        for (key, entry) in chunk {
-            examined += 1;
-            let run = indexed_run(view, &key, &entry)?;
-            if filter.matches(&run) && tenants.is_none_or(|t| t.contains(&run.tenant_id)) {
-                totals.count(&run);
-            }
-            upper = Bound::Excluded(key);
+    let Some(range) = scan::position_range(db, filter)? else { return Ok(totals) };
+    let column = scan_target(filter).map(|(column, _)| column);
+    let mut parameters = Parameters::new(filter, tenants, range, examined_max)?;
+    let mut statement = db.prepare_cached(&grouped_sql(filter)).map_err(sqlite)?;
+    parameters.bind(&mut statement)?;
+    let (mut examined, mut oldest) = (0u64, range.1.saturating_add(1));
+    let mut rows = statement.raw_query();
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        let matched: bool = row.get(0).map_err(sqlite)?;
+        let (status, outcome): (String, String) = (row.get(1).map_err(sqlite)?, row.get(2).map_err(sqlite)?);
+        let count = counter_value(row.get(3).map_err(sqlite)?, "examined", &status)?;
+        examined += count;
+        oldest = oldest.min(row.get(4).map_err(sqlite)?);
+        if matched {
+            totals.add(&status, &outcome, count)?;
         }
     }
+    drop(rows);
+    if examined >= examined_max as u64 {
+        // Any older candidate at all: one is enough to know.
+        parameters.set(":high", Value::Integer(oldest - 1));
+        parameters.set(":examined_max", Value::Integer(1));
+        totals.complete = !any_candidate(db, column, &parameters)?;
+    }
     Ok(totals)
+}
+
+/// The statement counting the candidates of `filter` by whether they
+/// match, status and outcome, with the oldest position of each group.
+pub(super) fn grouped_sql(filter: &RunFilter) -> String {
+    let column = scan_target(filter).map(|(column, _)| column);
+    let candidates = candidates_sql(column, &format!("first_position, status, outcome, ({MATCHES}) AS matched"), false);
+    format!(
+        "SELECT matched, status, outcome, count(*), min(first_position) FROM ({candidates}) \
+         GROUP BY matched, status, outcome"
+    )
+}
+
+/// Whether the filter has a candidate within the parameters' range.
+fn any_candidate(
+    db: &Connection,
+    column: Option<scan::Column>,
+    parameters: &Parameters,
+) -> Result<bool, ProjectionError> {
+    let sql = format!("SELECT EXISTS ({})", candidates_sql(column, "1", false));
+    let mut statement = db.prepare_cached(&sql).map_err(sqlite)?;
+    parameters.bind(&mut statement)?;
+    let mut rows = statement.raw_query();
+    match rows.next().map_err(sqlite)? {
+        Some(row) => row.get(0).map_err(sqlite),
+        None => Ok(false),
+    }
 }
