@@ -250,8 +250,9 @@ fn open_only(data: &Path) -> anyhow::Result<ExitCode> {
     let options = LogOptions { durability: opledger::Durability::Flush, ..LogOptions::default() };
     let state = opledger_tools::server::open_state(data, options)?;
     let projector = state.projector().map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    let reader = projector.reader()?;
     let page = opledger_projections::monitoring::list(
-        &projector.reader()?,
+        &reader,
         &opledger_projections::monitoring::RunFilter::default(),
         None,
         list::PAGE_SIZE,

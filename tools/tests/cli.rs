@@ -18,7 +18,7 @@ use opledger::domain::lifecycle::{Completion, FailureReport};
 use opledger::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, Principal, WorkerOutcome};
 use opledger::domain::sequencer::StartAnswer;
 use opledger::domain::start_gate::StartRequest;
-use opledger::{Durability, Log, LogOptions};
+use opledger::{Durability, LogOptions};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -143,7 +143,8 @@ fn cut_copy(log: &Log, n: u64, into: &Path) -> Arc<Log> {
                 event.payload = envelope.payload.clone();
                 event.causation_id = envelope.causation_id;
                 event.correlation_id = envelope.correlation_id;
-                pending.push(copy.submit_at(vec![event], Expectations::none(), Some(envelope.recorded_at)).await.unwrap());
+                pending
+                    .push(copy.submit_at(vec![event], Expectations::none(), Some(envelope.recorded_at)).await.unwrap());
             }
             for append in pending {
                 append.wait().await.unwrap().unwrap();

@@ -1,5 +1,5 @@
-//! Run-list pages against sled point gets of run records, on the rebuilt
-//! monitoring view.
+//! Run-list pages against raw SQLite point gets of run documents, on the
+//! same read-model file.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -45,17 +45,18 @@ pub struct ListResults {
 }
 
 pub fn measure(projector: &Projector, queries: usize, repeat: usize) -> anyhow::Result<ListResults> {
-    let view = projector.view(monitoring::NAME)?;
-    let counts = monitoring::counts(&view, None)?;
+    let reader = projector.reader()?;
+    let view: &rusqlite::Connection = &reader;
+    let counts = monitoring::counts(view, None)?;
     let mut rng = StdRng::seed_from_u64(7);
     let mut rounds = Vec::new();
     for _ in 0..repeat {
-        rounds.push(round(&view, queries, &mut rng)?);
+        rounds.push(round(view, queries, &mut rng)?);
     }
     Ok(ListResults { counts, rounds })
 }
 
-fn round(view: &opledger::log::views::View, queries: usize, rng: &mut StdRng) -> anyhow::Result<Round> {
+fn round(view: &rusqlite::Connection, queries: usize, rng: &mut StdRng) -> anyhow::Result<Round> {
     let mut kinds = Vec::new();
     let (mut all, mut all_runs, mut ids) = (Vec::new(), Vec::new(), Vec::new());
     for kind in KINDS {
@@ -102,11 +103,7 @@ fn filter(kind: &str, rng: &mut StdRng) -> RunFilter {
 
 /// The first pages of one query, each timed: (µs, runs on the page). The
 /// run ids seen go to `ids` for the baseline.
-fn pages(
-    view: &opledger::log::views::View,
-    filter: &RunFilter,
-    ids: &mut Vec<Uuid>,
-) -> anyhow::Result<Vec<(f64, usize)>> {
+fn pages(view: &rusqlite::Connection, filter: &RunFilter, ids: &mut Vec<Uuid>) -> anyhow::Result<Vec<(f64, usize)>> {
     let mut cursor: Option<String> = None;
     let mut timed = Vec::new();
     for _ in 0..PAGES_PER_QUERY {
@@ -122,38 +119,39 @@ fn pages(
     Ok(timed)
 }
 
-/// The baselines: one sled `get` of a run record, and the 50 gets a page
-/// must at least do, on the same view (its `run:` keys, as
-/// `projections/src/monitoring/keys.rs` lays them out: `run:` and the run's
-/// first position, which the `id:` key holds; looked up untimed).
+/// The baselines: one raw SQLite point get of a run's document by primary
+/// key, and the 50 gets a page must at least do, on the same file (the
+/// `run_documents` table of `monitoring.rs`; each run's `first_position`
+/// looked up untimed).
 fn gets(
-    view: &opledger::log::views::View,
+    view: &rusqlite::Connection,
     ids: &[Uuid],
     samples: usize,
     rng: &mut StdRng,
 ) -> anyhow::Result<(Figure, Figure)> {
     anyhow::ensure!(!ids.is_empty(), "the run list returned no run");
-    let mut record_keys = Vec::with_capacity(ids.len());
+    let mut positions = Vec::with_capacity(ids.len());
     for id in ids {
-        let position = view.get(&[b"id:".as_slice(), id.as_bytes()].concat())?;
-        let position = position.with_context(|| format!("run {id} has no id key"))?;
-        record_keys.push([b"run:".as_slice(), &position].concat());
+        let position: i64 = view
+            .query_row("SELECT first_position FROM runs WHERE run_id = ?1", [id.to_string()], |row| row.get(0))
+            .with_context(|| format!("run {id} has no row"))?;
+        positions.push(position);
     }
+    let mut get = view.prepare("SELECT run FROM run_documents WHERE first_position = ?1")?;
+    let mut fetch = |position: i64| -> anyhow::Result<String> { Ok(get.query_row([position], |row| row.get(0))?) };
     let (mut one, mut fifty) = (Vec::new(), Vec::new());
     for _ in 0..samples {
-        let keys: Vec<&Vec<u8>> = (0..PAGE_SIZE).filter_map(|_| record_keys.choose(rng)).collect();
+        let page: Vec<i64> = (0..PAGE_SIZE).filter_map(|_| positions.choose(rng).copied()).collect();
         let started = Instant::now();
-        for key in &keys {
-            let record = view.get(key)?;
-            anyhow::ensure!(record.is_some(), "a run record is missing");
-            black_box(record);
+        for position in &page {
+            black_box(fetch(*position)?);
         }
         fifty.push(micros(started.elapsed()));
         // Another run than the page's, so the single get is not served from
         // the page just read.
-        let single = record_keys.choose(rng).cloned().unwrap_or_default();
+        let single = positions.choose(rng).copied().unwrap_or_default();
         let started = Instant::now();
-        black_box(view.get(&single)?);
+        black_box(fetch(single)?);
         one.push(micros(started.elapsed()));
     }
     let runs = vec![1.0; samples];

@@ -114,7 +114,8 @@ pub fn breakdown(log: &Arc<Log>) -> anyhow::Result<Vec<Alone>> {
         let name = projection.name();
         let projector = Projector::open(Arc::clone(log), vec![projection])?;
         let (_, seconds) = rebuild(&projector)?;
-        let rows = table_rows(&projector.reader()?)?;
+        let reader = projector.reader()?;
+        let rows = table_rows(&reader)?;
         eprintln!("{name} alone: {seconds:.1} s, {rows} rows");
         alone.push(Alone { name, seconds, rows });
     }

@@ -111,8 +111,8 @@ fn list_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
     }
     let pick = |field: fn(&Round) -> &Figure| -> Vec<&Figure> { rounds.iter().map(field).collect() };
     figure_row(out, "all filters", &pick(|r| &r.mix))?;
-    figure_row(out, "baseline: one sled get of a run record", &pick(|r| &r.one_get))?;
-    figure_row(out, "baseline: 50 sled gets of run records", &pick(|r| &r.page_of_gets))?;
+    figure_row(out, "baseline: one raw SQLite get of a run document", &pick(|r| &r.one_get))?;
+    figure_row(out, "baseline: 50 raw SQLite gets of run documents", &pick(|r| &r.page_of_gets))?;
     let p99 = median_of(rounds, |r| r.mix.p99_us);
     let worst = rounds.iter().flat_map(|r| r.kinds.iter()).map(|f| f.p99_us).fold(0.0, f64::max);
     writeln!(
@@ -179,7 +179,12 @@ fn rss_table(out: &mut Out<'_>, results: &Results) -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     writeln!(out, "| child process (once) | peak RSS MiB | seconds |")?;
     writeln!(out, "|---|---:|---:|")?;
-    writeln!(out, "| a rebuild (as `opledger rebuild --data DIR`) | {:.0} | {:.1} |", mib(rss.rebuild.kib), rss.rebuild.seconds)?;
+    writeln!(
+        out,
+        "| a rebuild (as `opledger rebuild --data DIR`) | {:.0} | {:.1} |",
+        mib(rss.rebuild.kib),
+        rss.rebuild.seconds
+    )?;
     writeln!(
         out,
         "| a server's open on caught-up read models, one page | {:.0} | {:.1} |",

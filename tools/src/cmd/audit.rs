@@ -104,7 +104,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             remote.get("/v1/audit", &params)?
         }
         Target::Local(data) => {
-            let page = data.read_models()?.read(|db| Ok(audit::list(db, &args.filter(), args.cursor.as_deref(), args.limit)?))?;
+            let page = data
+                .read_models()?
+                .read(|db| Ok(audit::list(db, &args.filter(), args.cursor.as_deref(), args.limit)?))?;
             serde_json::to_value(page)?
         }
     };

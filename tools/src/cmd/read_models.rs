@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use opledger::Log;
 use opledger_projections::{store, Projector, Reader};
 

@@ -139,7 +139,8 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             let query = args.query();
             let filter = query.filter().map_err(|error| anyhow!(error.message))?;
             let limit = args.limit.unwrap_or(monitoring::PAGE_SIZE_DEFAULT);
-            let page = data.read_models()?.read(|db| Ok(monitoring::list(db, &filter, args.cursor.as_deref(), limit)?))?;
+            let page =
+                data.read_models()?.read(|db| Ok(monitoring::list(db, &filter, args.cursor.as_deref(), limit)?))?;
             serde_json::to_value(page)?
         }
     };

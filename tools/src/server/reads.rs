@@ -146,7 +146,8 @@ pub struct RunDetail {
 pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> Result<RunDetail, ApiError> {
     let run_id = run_id(id)?;
     state.fresh_projections().await?;
-    let run = monitoring::get(&state.projector()?.reader()?, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
+    let db = state.projector()?.reader()?;
+    let run = monitoring::get(&db, run_id)?.ok_or_else(|| ApiError::not_found("no such run"))?;
     let access = state
         .projector()?
         .with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
