@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::remote::is_status;
 use super::source::{field, principal_text, print_json, print_text, table, text, Source, Target};
-use crate::server::reads::{RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
+use super::read_models::ReadModels;
+use crate::server::reads::{timeline_json, timeline_page, RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
@@ -236,16 +237,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Target::Local(data) => {
-            let found = data.read_models()?.read(|db| {
-                let Some(run) = monitoring::get(db, args.run)? else { return Ok(None) };
-                let from = args.timeline_from.max(1);
-                let mut timeline = monitoring::timeline(db, args.run, from, RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
-                let next = match timeline.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
-                    true => timeline.pop().map(|_| from + RUN_TIMELINE_PAGE_EVENTS_MAX as u64),
-                    false => None,
-                };
-                Ok(Some(json!({"run": run, "timeline": timeline, "timeline_next": next})))
-            })?;
+            let found = run_detail(&data.read_models()?, args.run, args.timeline_from)?;
             match found {
                 Some(detail) => detail,
                 None => return Ok(not_found(args.run, &data.path.display().to_string())),
@@ -257,6 +249,30 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         false => print_text(&show_text(&detail))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run and a page of its timeline from a data directory: the events
+/// as the log serves them (what the server answers) when no server holds
+/// the directory, else the read models' timeline rows (position, id,
+/// type, time, attempt, summary: the log's payloads stay with its owner).
+fn run_detail(models: &ReadModels, run_id: Uuid, from: u64) -> anyhow::Result<Option<Value>> {
+    let Some(run) = models.read(|db| Ok(monitoring::get(db, run_id)?))? else { return Ok(None) };
+    let (timeline, next) = match models {
+        ReadModels::Projected { log, .. } => {
+            let (events, next) = timeline_page(log, run_id, from)?;
+            (timeline_json(&events).map_err(|error| anyhow!("{}", error.message))?, next)
+        }
+        ReadModels::Shared { reader, .. } => {
+            let from = from.max(1);
+            let mut entries = monitoring::timeline(reader, run_id, from, RUN_TIMELINE_PAGE_EVENTS_MAX + 1)?;
+            let next = match entries.len() > RUN_TIMELINE_PAGE_EVENTS_MAX {
+                true => entries.pop().map(|_| from + RUN_TIMELINE_PAGE_EVENTS_MAX as u64),
+                false => None,
+            };
+            (entries.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>()?, next)
+        }
+    };
+    Ok(Some(json!({"run": run, "timeline": timeline, "timeline_next": next})))
 }
 
 fn not_found(run: Uuid, place: &str) -> ExitCode {
