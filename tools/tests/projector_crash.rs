@@ -31,6 +31,9 @@ const KILL_ROUNDS: u64 = 4;
 /// catch-up is long enough to be killed in the middle.
 const LATER_WORKSPACES: usize = 24_000;
 const RUN_CYCLES: usize = 400;
+/// Rebuilds started until one is killed while it fills its file.
+const REBUILD_KILL_ATTEMPTS_MAX: usize = 10;
+const FILLED_BYTES_MIN: u64 = 256 * 1024;
 
 fn s(text: &str) -> String {
     text.to_owned()
@@ -114,6 +117,32 @@ fn kill_after(args: &[&str], after: Duration) -> bool {
     child.kill().unwrap();
     child.wait().unwrap();
     running
+}
+
+/// Starts `opledger ARGS` and SIGKILLs it once `file` holds some rows. True
+/// when it was still running then (false: it finished first).
+fn kill_once_visible(args: &[&str], file: &Path) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opledger"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        // Part way into the load, not at the file's creation.
+        if std::fs::metadata(file).is_ok_and(|m| m.len() >= FILLED_BYTES_MIN) {
+            break child.try_wait().unwrap().is_none();
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    caught
 }
 
 fn file_rows(log_dir: &Path) -> (u64, Vec<String>) {
@@ -209,8 +238,9 @@ fn a_rebuild_killed_part_way_leaves_the_live_file_untouched() {
     data_dir_behind(&data);
     let log_dir = data.join("log");
     let before = file_rows(&log_dir);
-    let running = kill_after(&["rebuild", "--data", &data_text], Duration::from_millis(400));
-    assert!(running, "the rebuild ended before the kill: make the log longer");
+    let fresh = log_dir.join(store::REBUILD_FILE_NAME);
+    let killed = (0..REBUILD_KILL_ATTEMPTS_MAX).any(|_| kill_once_visible(&["rebuild", "--data", &data_text], &fresh));
+    assert!(killed, "no rebuild was caught while filling its file");
     assert_eq!(file_rows(&log_dir), before, "the live file changed under a rebuild that did not finish");
     let log = Arc::new(Log::open(&log_dir, options()).unwrap());
     let projector = Projector::open(Arc::clone(&log), opledger_projections::all()).unwrap();
