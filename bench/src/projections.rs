@@ -92,7 +92,7 @@ pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         return rebuild_only(&data, args.cache_mib);
     }
     if args.open_only {
-        return open_only(&data);
+        return open_only(&data, args.cache_mib);
     }
     eprintln!("preparing a log of {} events in {}", args.events, data.display());
     let info = generate::prepare(&data, args.events, args.regenerate)?;
@@ -104,7 +104,7 @@ pub fn run(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
 /// Everything one run measured.
 pub struct Results {
     pub repeat: usize,
-    /// Seconds the first `Projector::open` took (catching up from empty views
+    /// Seconds the first `Projector::open` took (loading an empty read-model file
     /// on a new log; nothing on a reused one).
     pub first_open_seconds: f64,
     pub rebuild: Vec<measure::RebuildSample>,
@@ -147,7 +147,7 @@ fn measure_all(args: &ProjectionsArgs, data: &Path) -> anyhow::Result<Results> {
     drop(log);
     let rss = match args.no_rss {
         true => None,
-        false => Some(rss::measure(data, args.events)?),
+        false => Some(rss::measure(data, args.events, args.cache_mib)?),
     };
     let end = (log_bytes(data)?, projections_bytes(data)?);
     let log_bytes = [found.0, projected.0, end.0];
@@ -204,7 +204,7 @@ fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// The first `Projector::open` on the log: on a new log it catches every
-/// projection up from empty views, as a server following the appends would
+/// projection up from an empty read-model file, as a server opening the log would
 /// have. Seconds; everything is closed again before returning.
 fn first_open(data: &Path, cache_mib: u64) -> anyhow::Result<f64> {
     let log = Arc::new(open_log(data, cache_mib)?);
@@ -246,8 +246,12 @@ fn rebuild_only(data: &Path, cache_mib: u64) -> anyhow::Result<ExitCode> {
 
 /// What a server's start holds once caught up: `open_state` (the ledger
 /// and the read models), then one run-list page.
-fn open_only(data: &Path) -> anyhow::Result<ExitCode> {
-    let options = LogOptions { durability: opledger::Durability::Flush, ..LogOptions::default() };
+fn open_only(data: &Path, cache_mib: u64) -> anyhow::Result<ExitCode> {
+    let options = LogOptions {
+        durability: opledger::Durability::Flush,
+        cache_capacity_bytes: cache_mib * 1024 * 1024,
+        ..LogOptions::default()
+    };
     let state = opledger_tools::server::open_state(data, options)?;
     let projector = state.projector().map_err(|error| anyhow::anyhow!("{}", error.message))?;
     let reader = projector.reader()?;

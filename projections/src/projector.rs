@@ -33,6 +33,9 @@ use crate::store::{self, sqlite, Checkpoint, Live, Mode, Reader};
 /// run's row) into one during a catch-up or a rebuild; a live follow
 /// commits whatever arrived, usually far fewer.
 pub const APPLY_BATCH_EVENTS_MAX: usize = 4096;
+/// Pages a rebuild applies per transaction (and per projection batch): a
+/// run whose events span several pages is decoded and written once.
+pub const BULK_PAGES_PER_TRANSACTION: usize = 8;
 /// Decoded pages a rebuild's reading thread may run ahead of applying.
 pub const DECODED_PAGES_IN_FLIGHT_MAX: usize = 4;
 /// An empty file behind a log longer than this is rebuilt in bulk on open
@@ -182,9 +185,10 @@ impl Projector {
         let mut applied = self.applied();
         while applied < head {
             let page = self.log.read(applied + 1, APPLY_BATCH_EVENTS_MAX)?;
-            let events = decode(&page)?;
-            let Some(last) = apply_page(&writer, &self.projections, &mut authority, &page, &events)? else { break };
-            applied = last;
+            let decoded = decode(&page).map(|events| (page, events));
+            let mut one = std::iter::once(decoded);
+            let Some(at) = apply_pages(&writer, &self.projections, &mut authority, &mut one, 1)? else { break };
+            applied = at.position;
             self.progress.send_replace(Progress::Applied(applied));
         }
         Ok(applied)
@@ -359,55 +363,74 @@ fn bulk_load(
             }
         });
         let mut applied = from;
-        for decoded in pages {
-            let (page, events) = decoded?;
-            if let Some(last) = apply_page(db, projections, authority, &page, &events)? {
-                applied = last;
-                progress(applied, head);
-            }
+        let mut pages = pages.into_iter();
+        while let Some(at) = apply_pages(db, projections, authority, &mut pages, BULK_PAGES_PER_TRANSACTION)? {
+            applied = at.position;
+            progress(applied, head);
         }
         Ok(applied)
     })
 }
 
-/// Applies one page to every projection in one transaction that also
-/// moves the checkpoint. Returns the last position applied.
-fn apply_page(
+/// Applies up to `pages_max` pages from `pages` to every projection in one
+/// transaction that also moves the checkpoint, with one batch per
+/// projection for all of them (a run several pages touch is written once).
+/// Returns where the transaction left the checkpoint; `None` when `pages`
+/// was empty.
+fn apply_pages(
     db: &Connection,
     projections: &[Arc<dyn Projection>],
     authority: &mut AuthorityState,
-    page: &[Envelope],
-    events: &[DomainEvent],
-) -> Result<Option<u64>, ProjectionError> {
-    let Some(last) = page.last() else { return Ok(None) };
+    pages: &mut dyn Iterator<Item = Decoded>,
+    pages_max: usize,
+) -> Result<Option<Checkpoint>, ProjectionError> {
     let tx = db.unchecked_transaction().map_err(sqlite)?;
+    let mut last = None;
     {
         let mut batches: Vec<Box<dyn ProjectionBatch + '_>> = projections.iter().map(|p| p.batch(&tx)).collect();
-        for (envelope, event) in page.iter().zip(events) {
-            let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
-            if let DomainEvent::Authority(changed) = event {
-                if envelope.position > authority.position {
-                    authority.apply(envelope.position, &changed.change).map_err(stopped)?;
-                }
-            }
-            for (projection, batch) in projections.iter().zip(batches.iter_mut()) {
-                let name = projection.name();
-                batch
-                    .apply(envelope, event, authority)
-                    .map_err(|detail| stopped(format!("projection {name}: {detail}")))?;
-            }
+        for decoded in pages.take(pages_max) {
+            let (page, events) = decoded?;
+            apply_events(projections, &mut batches, authority, &page, &events)?;
+            last = page.last().map(|e| Checkpoint { position: e.position, log_hash: e.hash }).or(last);
         }
+        let Some(at) = last else { return Ok(None) };
         for (projection, batch) in projections.iter().zip(batches.iter_mut()) {
             let name = projection.name();
             batch.finish().map_err(|detail| ProjectionError::Stopped {
-                position: last.position,
+                position: at.position,
                 detail: format!("projection {name}: {detail}"),
             })?;
         }
     }
-    store::write_checkpoint(&tx, Checkpoint { position: last.position, log_hash: last.hash })?;
+    let Some(at) = last else { return Ok(None) };
+    store::write_checkpoint(&tx, at)?;
     tx.commit().map_err(sqlite)?;
-    Ok(Some(last.position))
+    Ok(last)
+}
+
+/// Folds each event into the authority state, then into every batch.
+fn apply_events(
+    projections: &[Arc<dyn Projection>],
+    batches: &mut [Box<dyn ProjectionBatch + '_>],
+    authority: &mut AuthorityState,
+    page: &[Envelope],
+    events: &[DomainEvent],
+) -> Result<(), ProjectionError> {
+    for (envelope, event) in page.iter().zip(events) {
+        let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
+        if let DomainEvent::Authority(changed) = event {
+            if envelope.position > authority.position {
+                authority.apply(envelope.position, &changed.change).map_err(stopped)?;
+            }
+        }
+        for (projection, batch) in projections.iter().zip(batches.iter_mut()) {
+            let name = projection.name();
+            batch
+                .apply(envelope, event, authority)
+                .map_err(|detail| stopped(format!("projection {name}: {detail}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// The authority state folded from the authority stream up to `position`.

@@ -32,11 +32,12 @@ pub struct RssResults {
     pub scan: Peak,
 }
 
-pub fn measure(data: &Path, events: u64) -> anyhow::Result<RssResults> {
+pub fn measure(data: &Path, events: u64, cache_mib: u64) -> anyhow::Result<RssResults> {
     let child = |mode: &str| -> anyhow::Result<Peak> {
         let exe = std::env::current_exe().context("finding this binary")?;
         let mut command = Command::new(exe);
         command.args(["projections", mode, "--events"]).arg(events.to_string()).arg("--dir").arg(data);
+        command.arg("--cache-mib").arg(cache_mib.to_string());
         peak_of(command)
     };
     eprintln!("peak RSS: a rebuild in a child");

@@ -10,7 +10,7 @@ use opledger::domain::events::{DomainEvent, NotificationRead};
 use opledger::domain::model::Principal;
 use opledger::domain::run::RunEvent;
 use opledger::Envelope;
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection};
 use uuid::Uuid;
 
 use super::principal_text;
@@ -23,7 +23,14 @@ use crate::sql_time;
 pub(crate) struct AuditBatch<'c> {
     db: &'c Connection,
     runs: HashMap<Uuid, RunRecord>,
+    /// The two inserts of every entry, prepared once per batch rather than
+    /// looked up in the statement cache once per event.
+    inserts: Option<(CachedStatement<'c>, CachedStatement<'c>)>,
 }
+
+const INSERT_ENTRY: &str = "INSERT INTO audit_entries (position, event_id, recorded_at, action, caused_by, tenant_id, \
+     workspace_id, run_id, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_DETAILS: &str = "INSERT INTO audit_details (position, details) VALUES (?1, ?2)";
 
 /// The entry fields an event determines beyond the envelope's.
 struct Subject {
@@ -36,7 +43,7 @@ struct Subject {
 
 impl<'c> AuditBatch<'c> {
     pub(crate) fn new(db: &'c Connection) -> AuditBatch<'c> {
-        AuditBatch { db, runs: HashMap::new() }
+        AuditBatch { db, runs: HashMap::new(), inserts: None }
     }
 
     /// The subject of a run event; `None` for events the audit leaves out.
@@ -86,16 +93,16 @@ impl<'c> AuditBatch<'c> {
         self.runs.get(&run_id).ok_or_else(|| format!("run {run_id}: its record vanished from the page"))
     }
 
-    fn insert_entry(&self, envelope: &Envelope, event: &DomainEvent, subject: &Subject) -> Result<(), String> {
-        let mut statement = self
-            .db
-            .prepare_cached(
-                "INSERT INTO audit_entries (position, event_id, recorded_at, action, caused_by, tenant_id, \
-                 workspace_id, run_id, summary, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .map_err(|e| e.to_string())?;
+    fn insert_entry(&mut self, envelope: &Envelope, event: &DomainEvent, subject: &Subject) -> Result<(), String> {
+        let (entries, details) = match &mut self.inserts {
+            Some(inserts) => inserts,
+            None => {
+                let prepare = |sql| self.db.prepare_cached(sql).map_err(|e| e.to_string());
+                self.inserts.insert((prepare(INSERT_ENTRY)?, prepare(INSERT_DETAILS)?))
+            }
+        };
         let position = i64::try_from(envelope.position).map_err(|_| "the position exceeds SQLite's integers")?;
-        statement
+        entries
             .execute(rusqlite::params![
                 position,
                 envelope.id.to_string(),
@@ -106,9 +113,11 @@ impl<'c> AuditBatch<'c> {
                 subject.workspace_id,
                 subject.run_id.map(|id| id.to_string()),
                 subject.summary,
-                envelope.payload.get(),
             ])
             .map_err(|e| format!("writing the audit entry: {e}"))?;
+        details
+            .execute(rusqlite::params![position, envelope.payload.get()])
+            .map_err(|e| format!("writing the audit entry's details: {e}"))?;
         Ok(())
     }
 }

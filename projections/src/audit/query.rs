@@ -28,7 +28,8 @@ macro_rules! select_entries {
     ($rest:literal) => {
         concat!(
             "SELECT position, event_id, recorded_at, action, caused_by, tenant_id, workspace_id, run_id, summary, \
-             details FROM audit_entries ",
+             (SELECT details FROM audit_details WHERE audit_details.position = audit_entries.position) \
+             FROM audit_entries ",
             $rest
         )
     };

@@ -17,7 +17,7 @@ use opledger::domain::events::DomainEvent;
 use opledger::domain::model::RunOutcome;
 use opledger::domain::run::{Run, RunEvent};
 use opledger::Envelope;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Statement};
 use uuid::Uuid;
 
 use super::columns::{
@@ -57,6 +57,9 @@ const DELETE_COUNTER: &str =
 pub(crate) struct MonitoringBatch<'c> {
     db: &'c Connection,
     touched: HashMap<Uuid, Touched>,
+    /// The timeline insert, prepared once per batch rather than looked up
+    /// in the statement cache once per event.
+    insert_event: Option<CachedStatement<'c>>,
 }
 
 /// A run the page touched, as it stands after the page's events so far.
@@ -82,7 +85,7 @@ struct Counter {
 
 impl<'c> MonitoringBatch<'c> {
     pub(crate) fn new(db: &'c Connection) -> MonitoringBatch<'c> {
-        MonitoringBatch { db, touched: HashMap::new() }
+        MonitoringBatch { db, touched: HashMap::new(), insert_event: None }
     }
 
     fn apply_run_event(&mut self, envelope: &Envelope, run_id: Uuid, event: &RunEvent) -> Result<(), String> {
@@ -109,7 +112,11 @@ impl<'c> MonitoringBatch<'c> {
         }
         touched.last_position = envelope.position;
         touched.updated_at = envelope.recorded_at;
-        insert_event(self.db, envelope, run_id, event)
+        let statement = match &mut self.insert_event {
+            Some(statement) => statement,
+            None => self.insert_event.insert(self.db.prepare_cached(INSERT_EVENT).map_err(|e| e.to_string())?),
+        };
+        insert_event(statement, envelope, run_id, event)
     }
 
     fn write_counters(&self, deltas: HashMap<Counter, i64>) -> Result<(), String> {
@@ -206,8 +213,12 @@ fn created(envelope: &Envelope, run_id: Uuid, event: &RunEvent) -> Result<Touche
     })
 }
 
-fn insert_event(db: &Connection, envelope: &Envelope, run_id: Uuid, event: &RunEvent) -> Result<(), String> {
-    let mut statement = db.prepare_cached(INSERT_EVENT).map_err(|e| e.to_string())?;
+fn insert_event(
+    statement: &mut Statement<'_>,
+    envelope: &Envelope,
+    run_id: Uuid,
+    event: &RunEvent,
+) -> Result<(), String> {
     statement
         .execute(params![
             position_value(envelope.position),

@@ -11,9 +11,9 @@ use opledger_projections::monitoring;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::read_models::ReadModels;
 use super::remote::is_status;
 use super::source::{field, principal_text, print_json, print_text, table, text, Source, Target};
-use super::read_models::ReadModels;
 use crate::server::reads::{timeline_json, timeline_page, RunQuery, RUN_TIMELINE_PAGE_EVENTS_MAX};
 
 #[derive(Debug, clap::Subcommand)]
