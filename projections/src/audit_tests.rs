@@ -320,19 +320,23 @@ fn audit_file() -> Connection {
 fn insert_synthetic(db: &Connection, position: u64, action: &str) {
     let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     let recorded_at = start + chrono::Duration::milliseconds(i64::try_from(position).unwrap());
+    let position = i64::try_from(position).unwrap();
     db.prepare_cached(
         "INSERT INTO audit_entries (position, event_id, recorded_at, action, caused_by, tenant_id, workspace_id, \
-         run_id, summary, details) VALUES (?1, ?2, ?3, ?4, 'u1', 't1', 'w1', NULL, 'synthetic', ?5)",
+         run_id, summary) VALUES (?1, ?2, ?3, ?4, 'u1', 't1', 'w1', NULL, 'synthetic')",
     )
     .unwrap()
     .execute(rusqlite::params![
-        i64::try_from(position).unwrap(),
-        Uuid::from_u128(u128::from(position)).to_string(),
+        position,
+        Uuid::from_u128(u128::try_from(position).unwrap()).to_string(),
         crate::sql_time::to_text(recorded_at),
         action,
-        serde_json::json!({"synthetic": position}).to_string(),
     ])
     .unwrap();
+    db.prepare_cached("INSERT INTO audit_details (position, details) VALUES (?1, ?2)")
+        .unwrap()
+        .execute(rusqlite::params![position, serde_json::json!({"synthetic": position}).to_string()])
+        .unwrap();
 }
 
 #[test]
@@ -358,7 +362,7 @@ fn a_selective_filter_examines_a_bounded_number_of_records_per_page() {
 #[test]
 fn a_stored_entry_that_does_not_decode_is_reported_as_corrupt() {
     let corruptions = [
-        "UPDATE audit_entries SET details = '{not json'",
+        "UPDATE audit_details SET details = '{not json'",
         "UPDATE audit_entries SET event_id = 'not a uuid'",
         "UPDATE audit_entries SET run_id = 'not a uuid'",
         "UPDATE audit_entries SET recorded_at = 'yesterday'",
