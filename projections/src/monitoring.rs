@@ -39,7 +39,7 @@
 //! | column | holds | |
 //! | --- | --- | --- |
 //! | `first_position` INTEGER PRIMARY KEY | the run's `runs.first_position` | stable |
-//! | `run` TEXT | JSON of the domain `Run` (the API's run object; its fields are the API's, its layout is not) | internal |
+//! | `run` BLOB | the domain `Run` as JSON (the API's run object), LZ4-compressed (`monitoring/document.rs`) | internal |
 //!
 //! `run_events`: the timeline, one row per run event.
 //!
@@ -80,12 +80,14 @@ use crate::projector::{Projection, ProjectionBatch};
 mod batch;
 mod columns;
 mod cursor;
+pub(crate) mod document;
 mod query;
 mod scan;
 mod summary;
 mod totals;
 
 pub use columns::initiator_value;
+pub use document::RUN_DOCUMENT_BYTES_MAX;
 pub use query::{
     counts, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts, ListError, RunFilter,
     RunPage, CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
@@ -112,7 +114,7 @@ CREATE TABLE runs (
 ) STRICT;
 CREATE TABLE run_documents (
     first_position INTEGER PRIMARY KEY,
-    run TEXT NOT NULL
+    run BLOB NOT NULL
 ) STRICT;
 CREATE TABLE run_events (
     position INTEGER PRIMARY KEY,

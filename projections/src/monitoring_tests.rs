@@ -233,7 +233,8 @@ fn check_columns(db: &Connection, runs: usize) {
     let mut seen = 0;
     while let Some(row) = rows.next().unwrap() {
         seen += 1;
-        let run: Run = serde_json::from_str(&row.get::<_, String>(12).unwrap()).unwrap();
+        let run: Run =
+            crate::monitoring::document::decode(&row.get::<_, Vec<u8>>(12).unwrap(), row.get(0).unwrap()).unwrap();
         let text = |i: usize| row.get::<_, Option<String>>(i).unwrap();
         assert_eq!(text(1), Some(run.id.to_string()));
         assert_eq!(text(2), Some(run.workspace_id.clone()));
@@ -623,7 +624,7 @@ fn a_row_that_does_not_decode_is_corrupt() {
     writer.busy_timeout(store::BUSY_WAIT).unwrap();
     let changed = writer
         .execute(
-            "UPDATE run_documents SET run = '{not json' \
+            "UPDATE run_documents SET run = X'0a000000ffff' \
              WHERE first_position = (SELECT first_position FROM runs WHERE run_id = ?1)",
             [run.to_string()],
         )

@@ -181,13 +181,13 @@ fn load(db: &Connection, run_id: Uuid) -> Result<Option<Touched>, String> {
         .and_then(|mut statement| {
             statement
                 .query_row([run_id.to_string()], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?))
                 })
                 .optional()
         })
         .map_err(|e| e.to_string())?;
-    let Some((first_position, created_at, json)) = row else { return Ok(None) };
-    let run: Run = serde_json::from_str(&json).map_err(|e| format!("the row of run {run_id} does not decode: {e}"))?;
+    let Some((first_position, created_at, document)) = row else { return Ok(None) };
+    let run = super::document::decode(&document, first_position).map_err(|e| e.to_string())?;
     let first_position =
         u64::try_from(first_position).map_err(|_| format!("run {run_id} has a negative first position"))?;
     let counted_before = counters(&run);
@@ -236,7 +236,7 @@ fn insert_event(
 
 fn write_run(db: &Connection, run_id: Uuid, touched: &Touched) -> Result<(), String> {
     let run = &touched.run;
-    let json = serde_json::to_string(run).map_err(|e| format!("run {run_id} does not encode: {e}"))?;
+    let document = super::document::encode(run)?;
     let reason_code = match run.outcome {
         RunOutcome::Blocked => run.reason_code.map(|code| code.as_str()),
         _ => None,
@@ -260,7 +260,7 @@ fn write_run(db: &Connection, run_id: Uuid, touched: &Touched) -> Result<(), Str
         .map_err(|e| format!("row of run {run_id}: {e}"))?;
     let mut statement = db.prepare_cached(WRITE_DOCUMENT).map_err(|e| e.to_string())?;
     statement
-        .execute(params![position_value(touched.first_position), json])
+        .execute(params![position_value(touched.first_position), document])
         .map(|_| ())
         .map_err(|e| format!("document of run {run_id}: {e}"))
 }

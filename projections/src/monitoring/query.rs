@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::columns::{parse_time, position_value, BY_OUTCOME, BY_REASON, BY_STATUS, SCOPE_ALL, SCOPE_TENANT, TOTAL};
 use super::cursor::Cursor;
-use super::scan::{self, decode_run};
+use super::scan;
 use super::TimelineEntry;
 use crate::error::ProjectionError;
 use crate::store::sqlite;
@@ -125,11 +125,11 @@ pub fn get(db: &Connection, run_id: Uuid) -> Result<Option<Run>, ProjectionError
         )
         .and_then(|mut statement| {
             statement
-                .query_row([run_id.to_string()], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                .query_row([run_id.to_string()], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
                 .optional()
         })
         .map_err(sqlite)?;
-    row.map(|(position, json)| decode_run(&json, position)).transpose()
+    row.map(|(position, document)| super::document::decode(&document, position)).transpose()
 }
 
 /// Up to `limit` events of the run's timeline from stream version

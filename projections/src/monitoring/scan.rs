@@ -233,18 +233,14 @@ pub(super) fn walk(
         }
         examined += 1;
         let position: i64 = row.get(0).map_err(sqlite)?;
-        if let Some(json) = row.get::<_, Option<String>>(1).map_err(sqlite)? {
-            scanned.runs.push(decode_run(&json, position)?);
+        if let Some(document) = row.get_ref(1).map_err(sqlite)?.as_blob_or_null().map_err(sqlite_type)? {
+            scanned.runs.push(super::document::decode(document, position)?);
         }
         last = u64::try_from(position).ok();
     }
     Ok(scanned)
 }
 
-/// A run's `run` column, decoded.
-pub(super) fn decode_run(json: &str, first_position: i64) -> Result<Run, ProjectionError> {
-    serde_json::from_str(json).map_err(|e| ProjectionError::Corrupt {
-        key: format!("run_documents.run at first_position {first_position}"),
-        detail: e.to_string(),
-    })
+fn sqlite_type(error: rusqlite::types::FromSqlError) -> ProjectionError {
+    ProjectionError::Corrupt { key: "run_documents.run".into(), detail: error.to_string() }
 }
