@@ -37,7 +37,7 @@ pub const APPLY_BATCH_EVENTS_MAX: usize = 4096;
 /// run whose events span several pages is decoded and written once.
 pub const BULK_PAGES_PER_TRANSACTION: usize = 8;
 /// Decoded pages a rebuild's reading thread may run ahead of applying.
-pub const DECODED_PAGES_IN_FLIGHT_MAX: usize = 4;
+pub const DECODED_PAGES_IN_FLIGHT_MAX: usize = 2;
 /// An empty file behind a log longer than this is rebuilt in bulk on open
 /// rather than caught up one live transaction per page.
 pub const BULK_LOAD_EVENTS_MIN: u64 = 50_000;

@@ -49,7 +49,7 @@ pub const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// SQLite's page cache per live connection, KiB.
 pub const LIVE_CACHE_KIB: i64 = 16 * 1024;
 /// SQLite's page cache of a rebuild, KiB.
-pub const BULK_CACHE_KIB: i64 = 64 * 1024;
+pub const BULK_CACHE_KIB: i64 = 32 * 1024;
 /// The file's page size (set when a file is created; an existing file keeps
 /// its own). Rows of the audit details and run documents run to a few KiB:
 /// 16 KiB pages hold several each, and a rebuild writes and reads fewer,
