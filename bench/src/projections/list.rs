@@ -120,9 +120,9 @@ fn pages(view: &rusqlite::Connection, filter: &RunFilter, ids: &mut Vec<Uuid>) -
 }
 
 /// The baselines: one raw SQLite point get of a run's document by primary
-/// key, and the 50 gets a page must at least do, on the same file (the
-/// `run_documents` table of `monitoring.rs`; each run's `first_position`
-/// looked up untimed).
+/// key (its stored, compressed bytes, not decoded), and the 50 gets a page
+/// must at least do, on the same file (the `run_documents` table of
+/// `monitoring.rs`; each run's `first_position` looked up untimed).
 fn gets(
     view: &rusqlite::Connection,
     ids: &[Uuid],
@@ -138,7 +138,7 @@ fn gets(
         positions.push(position);
     }
     let mut get = view.prepare("SELECT run FROM run_documents WHERE first_position = ?1")?;
-    let mut fetch = |position: i64| -> anyhow::Result<String> { Ok(get.query_row([position], |row| row.get(0))?) };
+    let mut fetch = |position: i64| -> anyhow::Result<Vec<u8>> { Ok(get.query_row([position], |row| row.get(0))?) };
     let (mut one, mut fifty) = (Vec::new(), Vec::new());
     for _ in 0..samples {
         let page: Vec<i64> = (0..PAGE_SIZE).filter_map(|_| positions.choose(rng).copied()).collect();
