@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,17 +101,22 @@ fn data_dir_behind(data: &Path) {
     });
 }
 
-/// Starts `opledger ARGS` and SIGKILLs it after `after`. True when it was
-/// still running at the kill.
-fn kill_after(args: &[&str], after: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opledger"))
+/// `opledger ARGS`, quiet, started.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_opledger"))
         .args(args)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts `opledger ARGS` and SIGKILLs it after `after`. True when it was
+/// still running at the kill.
+fn kill_after(args: &[&str], after: Duration) -> bool {
+    let mut child = spawn(args);
     std::thread::sleep(after);
     let running = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
@@ -122,14 +127,7 @@ fn kill_after(args: &[&str], after: Duration) -> bool {
 /// Starts `opledger ARGS` and SIGKILLs it once `file` holds some rows. True
 /// when it was still running then (false: it finished first).
 fn kill_once_visible(args: &[&str], file: &Path) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opledger"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(args);
     let caught = loop {
         if child.try_wait().unwrap().is_some() {
             break false;
