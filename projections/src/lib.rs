@@ -13,6 +13,8 @@ pub mod explain;
 pub mod monitoring;
 pub mod notifications;
 pub mod projector;
+#[cfg(test)]
+mod schema_doc_tests;
 pub mod sql_time;
 pub mod store;
 #[cfg(test)]
