@@ -111,6 +111,9 @@ fn the_quickstart_runs_as_written() {
     script = replace_once(script, "$B serve &", &format!("$B serve --listen 127.0.0.1:{port} &"));
     script = replace_once(script, "127.0.0.1:7878", &format!("127.0.0.1:{port}"));
     script = replace_once(script, "cargo run -p opledger-tools --example worker --", &format!("{:?}", built("worker")));
+    // The script runs in a temporary directory, not the checkout.
+    let python_worker = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("worker.py");
+    script = replace_once(script, "tools/examples/worker.py", &format!("{python_worker:?}"));
     // Every curl reports its status on stderr, where the test reads it; a
     // server left behind by a failing script is stopped on exit.
     let prelude = "set -euo pipefail\n\
