@@ -141,7 +141,7 @@ impl Projection for Audit {
 }
 
 /// One audit entry. Serialized names are the API's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     #[serde(rename = "position")]
@@ -186,7 +186,7 @@ pub struct AuditFilter {
 }
 
 /// One page of entries, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     #[serde(rename = "entries")]
     pub entries: Vec<AuditEntry>,

@@ -24,33 +24,33 @@ pub struct AuthorityFilter {
     pub actor_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceFacts {
     pub workspace_id: String,
     pub registered_position: u64,
     pub members: Vec<Member>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub actor_id: String,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Capability {
     pub actor_id: String,
     pub capability: String,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Positioned<T> {
     pub value: T,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantFacts {
     pub tenant_id: String,
     pub workspace_id: String,
@@ -63,14 +63,14 @@ pub struct TenantFacts {
     pub capabilities: Vec<Capability>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConnectionFacts {
     pub connection_id: String,
     pub tenant_id: String,
     pub status: Positioned<ConnectionStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CatalogEntry {
     #[serde(flatten)]
     pub spec: OperationTypeSpec,
@@ -78,7 +78,7 @@ pub struct CatalogEntry {
 }
 
 /// The authority state as of `as_of`, as facts, sorted by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuthorityReport {
     pub as_of: u64,
     /// Position of the last authority event at or before `as_of` (0: none).

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::ProjectionError;
 
 /// The authority event behind a fact.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Source {
     pub position: u64,
     #[serde(rename = "type")]
@@ -28,14 +28,14 @@ pub struct Source {
     pub change: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExplainedCheck {
     #[serde(flatten)]
     pub check: CheckResult,
     pub source: Option<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExplainedDecision {
     /// Log position of the decision itself.
     pub position: u64,
@@ -51,7 +51,7 @@ pub struct ExplainedDecision {
     pub checks: Vec<ExplainedCheck>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     pub run_id: Uuid,
     pub decisions: Vec<ExplainedDecision>,

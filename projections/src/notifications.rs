@@ -128,7 +128,7 @@ impl Projection for Notifications {
 
 /// One notification. The API's fields (`id`, `run_id`, `outcome`, `title`,
 /// `body`, `read`, `created_at`) and a few more.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
     /// The id of the terminal event.

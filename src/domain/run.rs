@@ -53,7 +53,7 @@ impl RunSpec {
 }
 
 /// A failure a worker reports, sanitized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
     pub code: Option<String>,
@@ -223,7 +223,7 @@ impl RunEvent {
 
 /// A run as its events made it. Serializes to the API's Run shape (plus a
 /// few fields beyond it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: Uuid,
     pub operation_type: String,

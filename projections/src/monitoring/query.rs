@@ -80,7 +80,7 @@ impl RunFilter {
 }
 
 /// One page of the run list, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunPage {
     #[serde(rename = "runs")]
     pub runs: Vec<Run>,
