@@ -156,10 +156,13 @@ pub struct AuditEntry {
     #[serde(rename = "caused_by")]
     pub caused_by: Principal,
     #[serde(rename = "tenant_id")]
+    #[schema(required = true)]
     pub tenant_id: Option<String>,
     #[serde(rename = "workspace_id")]
+    #[schema(required = true)]
     pub workspace_id: Option<String>,
     #[serde(rename = "run_id")]
+    #[schema(required = true)]
     pub run_id: Option<Uuid>,
     /// One operator-readable sentence (SPEC 8 vocabulary).
     #[serde(rename = "summary")]
@@ -192,6 +195,7 @@ pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Where the next page starts; `None` once every match was served.
     #[serde(rename = "next_cursor")]
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

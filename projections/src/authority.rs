@@ -58,6 +58,7 @@ pub struct TenantFacts {
     pub lifecycle: Positioned<Lifecycle>,
     /// `true`: writing operations may run.
     pub write_gate_open: Positioned<bool>,
+    #[schema(required = true)]
     pub default_connection: Option<Positioned<String>>,
     pub members: Vec<Member>,
     pub capabilities: Vec<Capability>,

@@ -32,6 +32,7 @@ pub struct Source {
 pub struct ExplainedCheck {
     #[serde(flatten)]
     pub check: CheckResult,
+    #[schema(required = true)]
     pub source: Option<Source>,
 }
 
@@ -44,8 +45,11 @@ pub struct ExplainedDecision {
     pub gate: &'static str,
     pub attempt: u32,
     pub outcome: opledger::domain::legitimacy::DecisionOutcome,
+    #[schema(required = true)]
     pub reason_code: Option<opledger::domain::reason::ReasonCode>,
+    #[schema(required = true)]
     pub operator_message: Option<&'static str>,
+    #[schema(required = true)]
     pub next_step: Option<&'static str>,
     pub authority_position: u64,
     pub checks: Vec<ExplainedCheck>,

@@ -146,6 +146,7 @@ pub struct Notification {
     #[serde(rename = "outcome")]
     pub outcome: RunOutcome,
     #[serde(rename = "reason_code")]
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
     #[serde(rename = "title")]
     pub title: String,
@@ -160,6 +161,7 @@ pub struct Notification {
     pub read: bool,
     /// When it was first marked read.
     #[serde(rename = "read_at")]
+    #[schema(required = true)]
     pub read_at: Option<DateTime<Utc>>,
     /// When the run reached its outcome.
     #[serde(rename = "created_at")]

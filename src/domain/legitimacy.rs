@@ -84,7 +84,9 @@ pub struct Decision {
     pub attempt: u32,
     pub outcome: DecisionOutcome,
     pub authority_mode: AuthorityMode,
+    #[schema(required = true)]
     pub denial_class: Option<DenialClass>,
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
     pub retryable: bool,
     pub checks: Vec<CheckResult>,

@@ -157,6 +157,7 @@ pub struct Ready {
     /// `ok`.
     pub status: String,
     /// The head digest, `POSITION:HASH`.
+    #[schema(required = true)]
     pub head: Option<String>,
 }
 

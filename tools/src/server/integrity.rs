@@ -76,6 +76,7 @@ pub struct VerifyReport {
     pub cancellations_checked: u64,
     /// The head walked to, `POSITION:HASH`.
     pub head: String,
+    #[schema(required = true)]
     pub first_failure: Option<VerifyFailure>,
 }
 

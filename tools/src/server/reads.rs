@@ -234,6 +234,7 @@ pub struct RunDetailBody {
     #[schema(value_type = Vec<TimelineEvent>)]
     pub timeline: Vec<Value>,
     /// The stream version the next page starts at; `null` on the last page.
+    #[schema(required = true)]
     pub timeline_next: Option<u64>,
 }
 

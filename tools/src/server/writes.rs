@@ -78,8 +78,10 @@ pub struct StartAnswerBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocking_run: Option<Run>,
     /// Why a start was blocked (`null` otherwise).
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
     /// What to do next, for a blocked, deduped or scope_busy start.
+    #[schema(required = true)]
     pub next_step: Option<String>,
     /// `{"code": "scope_busy", …}`; only on `scope_busy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
