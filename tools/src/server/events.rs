@@ -11,9 +11,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use opledger::{Envelope, Subscription};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use tokio::sync::mpsc::Sender;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::server::auth::ServiceReader;
 use crate::server::body::QueryParams;

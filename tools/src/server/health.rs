@@ -207,7 +207,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             Json(Ready { status: "ok".to_owned(), head }).into_response()
         }
         Err(not_ready) => {
-            let body = Unready { status: "unavailable".to_owned(), reason: not_ready.reason(), detail: not_ready.detail() };
+            let body =
+                Unready { status: "unavailable".to_owned(), reason: not_ready.reason(), detail: not_ready.detail() };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }

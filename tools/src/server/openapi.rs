@@ -10,13 +10,13 @@
 //! one place lets a test hold the table against docs/api.md.
 
 use axum::Json;
+use serde_json::{json, Map, Value};
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
-use serde_json::{json, Map, Value};
 use utoipa::{Modify, OpenApi};
 
 use crate::server::error::ApiError;
@@ -125,8 +125,9 @@ fn merge_closed_all_of(value: &mut Value, schemas: &Value) {
                 .collect();
             let Some(resolved) = resolved else { return };
             let closed = |part: &&Value| part.get("additionalProperties") == Some(&Value::Bool(false));
-            let plain = |part: &&Value| part.get("type") == Some(&json!("object")) && part.get("allOf").is_none()
-                && part.get("oneOf").is_none();
+            let plain = |part: &&Value| {
+                part.get("type") == Some(&json!("object")) && part.get("allOf").is_none() && part.get("oneOf").is_none()
+            };
             if !resolved.iter().any(closed) || !resolved.iter().all(plain) {
                 return;
             }
@@ -169,9 +170,8 @@ impl Modify for Security {
     fn modify(&self, openapi: &mut Document) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
-        bearer.description = Some(
-            "A service or actor token (`opledger token create`). The scheme name is case-insensitive.".to_owned(),
-        );
+        bearer.description =
+            Some("A service or actor token (`opledger token create`). The scheme name is case-insensitive.".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         components.add_security_scheme(
             "session",
@@ -202,8 +202,15 @@ impl Modify for Aliases {
 /// The status of each `error.code` (docs/api.md, "Errors").
 pub fn status_of(code: &str) -> Option<u16> {
     Some(match code {
-        "invalid_json" | "invalid_request" | "invalid_authority_change" | "invalid_query" | "invalid_path"
-        | "invalid_run_id" | "invalid_cursor" | "invalid_last_event_id" | "invalid_as_of" => 400,
+        "invalid_json"
+        | "invalid_request"
+        | "invalid_authority_change"
+        | "invalid_query"
+        | "invalid_path"
+        | "invalid_run_id"
+        | "invalid_cursor"
+        | "invalid_last_event_id"
+        | "invalid_as_of" => 400,
         "unauthorized" => 401,
         "forbidden" | "cross_origin" => 403,
         "not_found" | "unknown_run" | "unknown_tenant" | "unknown_operation_type" => 404,
@@ -266,7 +273,11 @@ pub const ROUTE_ERRORS: &[(&str, &str, &[&[&str]])] = &[
         "/v1/runs/batch",
         &[SERVICE, BODY, APPEND, BUSY, &["invalid_request", "unknown_tenant", "unknown_operation_type"]],
     ),
-    ("get", "/v1/runs", &[TOKEN, PROJECTION_READ, BUSY, &["invalid_request", "invalid_cursor", "forbidden", "not_found"]]),
+    (
+        "get",
+        "/v1/runs",
+        &[TOKEN, PROJECTION_READ, BUSY, &["invalid_request", "invalid_cursor", "forbidden", "not_found"]],
+    ),
     ("get", "/v1/runs/summary", &[TOKEN, PROJECTION_READ, BUSY, &["invalid_request", "forbidden", "not_found"]]),
     (
         "get",

@@ -11,9 +11,7 @@ use serde_json::Value;
 
 fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap()
-    })
+    DOCUMENT.get_or_init(|| serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap())
 }
 
 /// The documented path template `path` falls under, the most specific one

@@ -18,8 +18,7 @@ async fn the_server_serves_its_document_without_a_token() {
     let reply = api.request(Method::GET, "/openapi.json", None, None).await;
     let served = reply.expect(StatusCode::OK);
     assert!(reply.content_type.starts_with("application/json"), "{}", reply.content_type);
-    let generated: Value =
-        serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap();
+    let generated: Value = serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap();
     assert_eq!(served, generated);
 }
 
@@ -33,8 +32,7 @@ async fn a_start_answer_has_the_documented_required_fields_and_a_broken_one_is_c
         api.start(&body).await.expect(StatusCode::CREATED);
         api.start(&body).await.expect(StatusCode::OK)
     };
-    let document: Value =
-        serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap();
+    let document: Value = serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap();
     let answer = &document["components"]["schemas"]["StartAnswerBody"];
     let required: Vec<&str> = answer["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(required, ["result", "reason_code", "next_step"]);
