@@ -31,6 +31,9 @@ pub fn lease_seconds_default() -> u32 {
 /// Read through `PrincipalWire`, so that `{"kind": "system", "id": "u1"}`
 /// is refused instead of silently losing its id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "Who caused something: `{\"kind\": \"actor\", \"id\": …}` or `{\"kind\": \"system\"}` (which takes no `id`). The actor id `system` is reserved."
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Principal {
     Actor { id: String },

@@ -223,6 +223,19 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_reason_is_the_code() {
+        let all = [
+            NotReady::Reopening("x".into()),
+            NotReady::LedgerStopped("x".into()),
+            NotReady::ProjectionsStopped { position: 1, detail: "x".into() },
+            NotReady::ProjectionsBehind { head: 2, applied: 1 },
+        ];
+        for not_ready in all {
+            assert_eq!(serde_json::to_value(not_ready.reason()).ok(), Some(serde_json::json!(not_ready.code())));
+        }
+    }
+
+    #[test]
     fn a_running_ledger_with_projections_at_the_head_is_ready() {
         let observed = Observed { reopening: None, core: core(None, 40, Progress::Applied(40)) };
         assert_eq!(readiness(&observed), Ok(()));

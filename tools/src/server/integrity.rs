@@ -65,6 +65,7 @@ pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Res
 /// [`crate::cmd::verify::report_json`] (the CLI prints the same value);
 /// this type describes it in the document.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(description = "The report of `opledger verify --json` (the CLI prints the same value).")]
 pub struct VerifyReport {
     /// Whether the whole log verified (200 either way).
     pub ok: bool,

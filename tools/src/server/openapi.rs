@@ -316,6 +316,10 @@ pub const ROUTE_ERRORS: &[(&str, &str, &[&[&str]])] = &[
     ("post", "/admin/logout", &[BUSY, &["cross_origin"]]),
 ];
 
+/// The codes a page answers in the JSON error shape: its query string and
+/// path segment are parsed (`QueryParams`, `PathParam`) before the page is.
+const JSON_ON_PAGES: &[&str] = &["invalid_query", "invalid_path"];
+
 /// Adds the error answers of [`ROUTE_ERRORS`] to the operations.
 struct Errors;
 
@@ -355,13 +359,17 @@ fn add_errors<'a>(operation: &mut Operation, codes: impl Iterator<Item = &'a str
             // A page answers its errors as a page, except a bad query
             // string or path segment, refused in the error shape before
             // the page is reached.
-            (_, true) => ResponseBuilder::new()
+            (_, true) if codes.iter().any(|code| JSON_ON_PAGES.contains(code)) => ResponseBuilder::new()
                 .description(format!(
-                    "An HTML error page (its message carries `data-code`), or the error shape for \
+                    "An HTML error page (its message carries `data-code`), or the JSON error shape for \
                      `invalid_query` and `invalid_path`: {listed}."
                 ))
                 .content("text/html", ContentBuilder::new().schema(Some(string_schema())).build())
                 .content("application/json", ContentBuilder::new().schema(Some(error_schema(&codes))).build())
+                .build(),
+            (_, true) => ResponseBuilder::new()
+                .description(format!("An HTML error page (its message carries `data-code`): {listed}."))
+                .content("text/html", ContentBuilder::new().schema(Some(string_schema())).build())
                 .build(),
             (Some(RefOr::T(mut response)), false) => {
                 // A success-shaped body shares this status (a start's 409

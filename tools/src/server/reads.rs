@@ -218,6 +218,7 @@ pub struct RunDetailQuery {
 /// log serves it ([`Envelope`]) plus `summary`. The handler builds it as a
 /// JSON object ([`timeline_json`]); this type describes it in the document.
 #[derive(Serialize, ToSchema)]
+#[schema(description = "One event of a run's timeline: the event as the log serves it (`Envelope`) plus `summary`.")]
 pub struct TimelineEvent {
     #[schema(inline)]
     #[serde(flatten)]

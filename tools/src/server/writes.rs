@@ -136,7 +136,7 @@ fn start_response(answer: &StartAnswer, follow_ups: Option<&[String]>) -> Respon
     responses(
         (status = 201, description = "`accepted`: the new run.", body = StartAnswerBody),
         (status = 200, description = "`deduped` (the existing run) or `blocked` (the recorded, terminal blocked start).", body = StartAnswerBody),
-        (status = 409, description = "`scope_busy`: another run holds the provider connection (`blocking_run`, and `error.code` `scope_busy`); or `illegal_transition` in the error shape.", body = StartAnswerBody),
+        (status = 409, description = "`scope_busy`: another run holds the provider connection (`blocking_run`, and `error.code` `scope_busy`); no new run.", body = StartAnswerBody),
     ),
     security(("bearer" = [])))]
 pub async fn start(
@@ -168,7 +168,7 @@ pub struct BatchStart {
     responses(
         (status = 201, description = "`accepted`: the first run, with `follow_ups`.", body = StartAnswerBody),
         (status = 200, description = "`deduped` or `blocked`, with `follow_ups`.", body = StartAnswerBody),
-        (status = 409, description = "`scope_busy` (with `blocking_run`); or `illegal_transition` in the error shape.", body = StartAnswerBody),
+        (status = 409, description = "`scope_busy` (with `blocking_run`); no new run.", body = StartAnswerBody),
     ),
     security(("bearer" = [])))]
 pub async fn start_batch(
