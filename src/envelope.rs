@@ -191,10 +191,12 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Box<RawValue>, Error> {
 }
 
 /// A recorded event: what the log stores and serves.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     pub position: u64,
     pub id: Uuid,
+    /// Serialized as its text (`run-…`, `authority`).
+    #[schema(value_type = String)]
     pub stream: StreamId,
     pub stream_version: u64,
     #[serde(rename = "type")]
@@ -205,9 +207,14 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<Uuid>,
+    /// The event's payload: an object whose fields depend on `type`.
     #[serde(rename = "data")]
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
+    /// Serialized as 64 lowercase hex digits.
+    #[schema(value_type = String)]
     pub previous_hash: Hash,
+    #[schema(value_type = String)]
     pub hash: Hash,
 }
 

@@ -141,7 +141,7 @@ impl Projection for Audit {
 }
 
 /// One audit entry. Serialized names are the API's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEntry {
     #[serde(rename = "position")]
@@ -156,10 +156,13 @@ pub struct AuditEntry {
     #[serde(rename = "caused_by")]
     pub caused_by: Principal,
     #[serde(rename = "tenant_id")]
+    #[schema(required = true)]
     pub tenant_id: Option<String>,
     #[serde(rename = "workspace_id")]
+    #[schema(required = true)]
     pub workspace_id: Option<String>,
     #[serde(rename = "run_id")]
+    #[schema(required = true)]
     pub run_id: Option<Uuid>,
     /// One operator-readable sentence (SPEC 8 vocabulary).
     #[serde(rename = "summary")]
@@ -186,12 +189,13 @@ pub struct AuditFilter {
 }
 
 /// One page of entries, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     #[serde(rename = "entries")]
     pub entries: Vec<AuditEntry>,
     /// Where the next page starts; `None` once every match was served.
     #[serde(rename = "next_cursor")]
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

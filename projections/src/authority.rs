@@ -24,33 +24,33 @@ pub struct AuthorityFilter {
     pub actor_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceFacts {
     pub workspace_id: String,
     pub registered_position: u64,
     pub members: Vec<Member>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub actor_id: String,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Capability {
     pub actor_id: String,
     pub capability: String,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Positioned<T> {
     pub value: T,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantFacts {
     pub tenant_id: String,
     pub workspace_id: String,
@@ -58,19 +58,20 @@ pub struct TenantFacts {
     pub lifecycle: Positioned<Lifecycle>,
     /// `true`: writing operations may run.
     pub write_gate_open: Positioned<bool>,
+    #[schema(required = true)]
     pub default_connection: Option<Positioned<String>>,
     pub members: Vec<Member>,
     pub capabilities: Vec<Capability>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConnectionFacts {
     pub connection_id: String,
     pub tenant_id: String,
     pub status: Positioned<ConnectionStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CatalogEntry {
     #[serde(flatten)]
     pub spec: OperationTypeSpec,
@@ -78,7 +79,7 @@ pub struct CatalogEntry {
 }
 
 /// The authority state as of `as_of`, as facts, sorted by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuthorityReport {
     pub as_of: u64,
     /// Position of the last authority event at or before `as_of` (0: none).

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::ProjectionError;
 
 /// The authority event behind a fact.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Source {
     pub position: u64,
     #[serde(rename = "type")]
@@ -28,14 +28,15 @@ pub struct Source {
     pub change: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExplainedCheck {
     #[serde(flatten)]
     pub check: CheckResult,
+    #[schema(required = true)]
     pub source: Option<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ExplainedDecision {
     /// Log position of the decision itself.
     pub position: u64,
@@ -44,14 +45,17 @@ pub struct ExplainedDecision {
     pub gate: &'static str,
     pub attempt: u32,
     pub outcome: opledger::domain::legitimacy::DecisionOutcome,
+    #[schema(required = true)]
     pub reason_code: Option<opledger::domain::reason::ReasonCode>,
+    #[schema(required = true)]
     pub operator_message: Option<&'static str>,
+    #[schema(required = true)]
     pub next_step: Option<&'static str>,
     pub authority_position: u64,
     pub checks: Vec<ExplainedCheck>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     pub run_id: Uuid,
     pub decisions: Vec<ExplainedDecision>,

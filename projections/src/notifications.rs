@@ -128,7 +128,7 @@ impl Projection for Notifications {
 
 /// One notification. The API's fields (`id`, `run_id`, `outcome`, `title`,
 /// `body`, `read`, `created_at`) and a few more.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
     /// The id of the terminal event.
@@ -146,6 +146,7 @@ pub struct Notification {
     #[serde(rename = "outcome")]
     pub outcome: RunOutcome,
     #[serde(rename = "reason_code")]
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
     #[serde(rename = "title")]
     pub title: String,
@@ -160,6 +161,7 @@ pub struct Notification {
     pub read: bool,
     /// When it was first marked read.
     #[serde(rename = "read_at")]
+    #[schema(required = true)]
     pub read_at: Option<DateTime<Utc>>,
     /// When the run reached its outcome.
     #[serde(rename = "created_at")]

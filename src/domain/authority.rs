@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::model::{check_actor_id, check_id, ConnectionStatus, Lifecycle, OperationTypeSpec, Principal};
 
 /// One authority change, as the host application sends it (API.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthorityChange {
     WorkspaceRegistered { workspace_id: String },

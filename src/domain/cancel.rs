@@ -9,7 +9,7 @@ use crate::domain::run::{Run, RunEvent};
 use crate::domain::sanitize::sanitize_text;
 
 /// A cancel, as a service asks for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     pub cancelled_by: Principal,

@@ -13,7 +13,7 @@ use crate::domain::model::{AuthorityMode, ConnectionStatus, Lifecycle, Principal
 use crate::domain::reason::{DenialClass, ReasonCode};
 
 /// The checks, in evaluation order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     AuthorityMode,
@@ -52,7 +52,7 @@ impl Check {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckResult {
     pub check: Check,
@@ -68,7 +68,7 @@ pub struct CheckResult {
     pub reason_code: Option<ReasonCode>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionOutcome {
     Allowed,
@@ -76,7 +76,7 @@ pub enum DecisionOutcome {
 }
 
 /// One recorded decision of the legitimacy gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     pub run_id: Uuid,
@@ -84,7 +84,9 @@ pub struct Decision {
     pub attempt: u32,
     pub outcome: DecisionOutcome,
     pub authority_mode: AuthorityMode,
+    #[schema(required = true)]
     pub denial_class: Option<DenialClass>,
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
     pub retryable: bool,
     pub checks: Vec<CheckResult>,

@@ -30,7 +30,10 @@ pub fn lease_seconds_default() -> u32 {
 ///
 /// Read through `PrincipalWire`, so that `{"kind": "system", "id": "u1"}`
 /// is refused instead of silently losing its id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[schema(
+    description = "Who caused something: `{\"kind\": \"actor\", \"id\": …}` or `{\"kind\": \"system\"}` (which takes no `id`). The actor id `system` is reserved."
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Principal {
     Actor { id: String },
@@ -108,7 +111,7 @@ impl fmt::Display for Principal {
 }
 
 /// Tenant lifecycle; only `active` is operable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     Onboarding,
@@ -128,7 +131,7 @@ impl Lifecycle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStatus {
     Ready,
@@ -151,7 +154,7 @@ impl ConnectionStatus {
 }
 
 /// One entry of the operation catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationTypeSpec {
     pub operation_type: String,
@@ -182,7 +185,7 @@ impl OperationTypeSpec {
 }
 
 /// Whose authority a run executes under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthorityMode {
     ActorBound,
@@ -205,7 +208,7 @@ impl AuthorityMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -226,7 +229,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Pending,
@@ -274,7 +277,7 @@ impl RunOutcome {
 }
 
 /// What a worker reports when an attempt ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerOutcome {
     Succeeded,

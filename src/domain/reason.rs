@@ -18,7 +18,10 @@ use crate::domain::legitimacy::Check;
 /// Declared in check order (SPEC 4): the derived `Ord` follows the order in
 /// which the checks run, and [`ReasonCode::ALL`] lists the codes in that order.
 /// The wire form (serde) is the snake_case name, identical to [`ReasonCode::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "Why the legitimacy gate (or the start gate, which runs the same checks) refused; pinned words."
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// Check 1: no actor initiated the run and the type is not on the system-authority allowlist.
@@ -53,7 +56,8 @@ pub enum ReasonCode {
 ///
 /// Declared in check order; the wire form is the snake_case name, identical to
 /// [`DenialClass::as_str`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "The class of a denial: which of the checks refused.")]
 #[serde(rename_all = "snake_case")]
 pub enum DenialClass {
     /// Check 1: authority mode.

@@ -53,9 +53,10 @@ impl RunSpec {
 }
 
 /// A failure a worker reports, sanitized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
+    #[schema(required = true)]
     pub code: Option<String>,
     pub message: String,
 }
@@ -223,7 +224,7 @@ impl RunEvent {
 
 /// A run as its events made it. Serializes to the API's Run shape (plus a
 /// few fields beyond it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: Uuid,
     pub operation_type: String,
@@ -233,46 +234,64 @@ pub struct Run {
     pub authority_mode: AuthorityMode,
     pub status: RunStatus,
     pub outcome: RunOutcome,
+    #[schema(required = true)]
     pub provider_connection_id: Option<String>,
     /// Attempts begun (legitimacy decisions made at begin).
     pub attempts: u32,
+    #[schema(required = true)]
     pub latest_decision: Option<Decision>,
+    #[schema(required = true)]
     pub reason_code: Option<ReasonCode>,
+    #[schema(required = true)]
     pub denial_class: Option<DenialClass>,
+    #[schema(required = true)]
     pub next_step: Option<String>,
     pub summary_counts: SummaryCounts,
+    #[schema(required = true)]
     pub queued_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// The attempt the next begin (or the running attempt) belongs to.
     pub attempt: u32,
     pub required_capability: String,
     pub max_attempts: u32,
+    #[schema(required = true)]
     pub dedupe_key: Option<String>,
     pub context: serde_json::Value,
+    #[schema(required = true)]
     pub failure: Option<Failure>,
     pub follow_ups: Vec<String>,
     /// The connection follow-ups are started on.
+    #[schema(required = true)]
     pub follow_up_connection: Option<String>,
+    #[schema(required = true)]
     pub admitted_from: Option<Uuid>,
     pub start_decision: Decision,
     /// When the running attempt's lease lapses unless renewed (heartbeat,
     /// progress); `None` unless running.
     #[serde(default)]
+    #[schema(required = true)]
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// The last attempt abandoned because its lease lapsed.
     #[serde(default)]
+    #[schema(required = true)]
     pub abandoned_attempt: Option<u32>,
     /// The lease of each attempt, in seconds (from the spec; kept here
     /// because read models store runs without their spec).
     #[serde(default = "lease_seconds_default")]
+    #[schema(required = true)]
     pub lease_seconds: u32,
     /// Who cancelled the run, and why (sanitized), when it was cancelled.
     #[serde(default)]
+    #[schema(required = true)]
     pub cancelled_by: Option<Principal>,
     #[serde(default)]
+    #[schema(required = true)]
     pub cancel_reason: Option<String>,
     #[serde(skip)]
+    #[schema(required = true)]
     pub spec: Option<Box<RunSpec>>,
     /// Events applied (the run stream's version).
     pub version: u64,

@@ -329,7 +329,7 @@ fn sanitize_value(value: &Value, depth: usize) -> Value {
 /// The normalized summary counts of a run (SPEC 5): only the known keys, only
 /// non-negative integers. A count that was never reported is `None` and is
 /// left out of the JSON form.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryCounts {
     /// Items the run intends to handle.

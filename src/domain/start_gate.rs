@@ -13,7 +13,7 @@ use crate::domain::sanitize::sanitize_json;
 use crate::domain::state::{DomainState, IdentityKey};
 
 /// A start, as a worker or the host application asks for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     pub operation_type: String,

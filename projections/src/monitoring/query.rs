@@ -80,17 +80,19 @@ impl RunFilter {
 }
 
 /// One page of the run list, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunPage {
     #[serde(rename = "runs")]
     pub runs: Vec<Run>,
     /// Present when the list may go on with older runs: pass it back as
     /// `cursor` to get the next page.
     #[serde(rename = "next_cursor")]
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// Present when newer runs may precede this page (a page reached with
     /// a cursor): pass it back as `cursor` to get the page before.
     #[serde(rename = "prev_cursor", default)]
+    #[schema(required = true)]
     pub prev_cursor: Option<String>,
 }
 

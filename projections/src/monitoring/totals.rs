@@ -29,7 +29,7 @@ const TOTALS_TENANT_COUNTERS_MAX: usize = 1024;
 
 /// Runs matching a filter: the total, by status and by outcome (every known
 /// status and outcome present, zeros included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunTotals {
     #[serde(rename = "total")]
     pub total: u64,

@@ -42,9 +42,25 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message.clone() } }
     }
+}
+
+/// The body of every 4xx/5xx answer of the JSON API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A pinned snake_case code (`unknown_run`, `invalid_cursor`, …): what
+    /// a client branches on. Each response of the document lists the codes
+    /// it may carry.
+    pub code: String,
+    /// For people; not pinned.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {

@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use opledger::Subscription;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use opledger::{Envelope, Subscription};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::Sender;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::server::auth::ServiceReader;
 use crate::server::body::QueryParams;
@@ -26,23 +26,38 @@ pub const EVENTS_PAGE_MAX: usize = 1000;
 /// Events buffered per stream subscriber before the stream waits for it.
 const STREAM_BUFFER_EVENTS: usize = 256;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// The first position (inclusive; positions start at 1).
     from: Option<u64>,
+    /// 1 to 1,000 (the default); ignored by the stream.
     limit: Option<usize>,
 }
 
+/// A page of the raw log.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<Envelope>,
+    /// The `from` of the following page.
+    pub next: u64,
+}
+
+/// `GET /v1/events`: a page of the raw log.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "Events from `from` on.", body = EventsPage)),
+    security(("bearer" = [])))]
 pub async fn page(
     State(state): State<AppState>,
     _service: ServiceReader,
     QueryParams(query): QueryParams<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventsPage>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
     let limit = query.limit.unwrap_or(EVENTS_PAGE_MAX).clamp(1, EVENTS_PAGE_MAX);
     let events = state.ledger()?.log().read(from, limit)?;
     let next = from + events.len() as u64;
-    Ok(Json(json!({"events": events, "next": next})))
+    Ok(Json(EventsPage { events, next }))
 }
 
 /// Where a stream starts: after the `Last-Event-ID` a reconnecting
@@ -60,6 +75,15 @@ fn stream_start(headers: &HeaderMap, from: Option<u64>) -> Result<u64, ApiError>
 /// The `Last-Event-ID` request header of the Server-Sent Events standard.
 const LAST_EVENT_ID: &str = "last-event-id";
 
+/// `GET /v1/events/stream`: Server-Sent Events, catching up from `from`
+/// (or after `Last-Event-ID`) and then live.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events",
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The position of the last event received: the stream resumes after it, whatever `from` says.")),
+    responses((status = 200,
+        description = "One SSE event per log event: `id:` its position, `data:` the event (an `Envelope`) as one JSON line. Ends when the server closes its store; reconnect with `Last-Event-ID`.",
+        content_type = "text/event-stream", body = String)),
+    security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     _service: ServiceReader,

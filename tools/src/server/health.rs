@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use opledger_projections::projector::Progress;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::server::state::AppState;
 
@@ -136,22 +137,78 @@ pub fn observe(state: &AppState) -> Observed {
     Observed { reopening: state.reopening.reason(), core }
 }
 
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Live {
+    /// Always `ok`.
+    pub status: String,
+}
+
 /// `GET /livez`: 200 while the process answers at all.
-pub async fn livez() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/livez", tag = "health",
+    responses((status = 200, description = "The process answers.", body = Live)))]
+pub async fn livez() -> Json<Live> {
+    Json(Live { status: "ok".to_owned() })
+}
+
+/// The 200 answer of `/readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Ready {
+    /// `ok`.
+    pub status: String,
+    /// The head digest, `POSITION:HASH`.
+    #[schema(required = true)]
+    pub head: Option<String>,
+}
+
+/// Why a server is not ready, as `reason` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotReadyReason {
+    StoreReopening,
+    LedgerStopped,
+    ProjectionsStopped,
+    ProjectionsBehind,
+}
+
+/// The 503 answer of `/readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Unready {
+    /// `unavailable`.
+    pub status: String,
+    pub reason: NotReadyReason,
+    /// For people.
+    pub detail: String,
+}
+
+impl NotReady {
+    fn reason(&self) -> NotReadyReason {
+        match self {
+            NotReady::Reopening(_) => NotReadyReason::StoreReopening,
+            NotReady::LedgerStopped(_) => NotReadyReason::LedgerStopped,
+            NotReady::ProjectionsStopped { .. } => NotReadyReason::ProjectionsStopped,
+            NotReady::ProjectionsBehind { .. } => NotReadyReason::ProjectionsBehind,
+        }
+    }
 }
 
 /// `GET /readyz` (and `/healthz`): 200 `{"status": "ok", "head": …}` when
 /// ready, 503 `{"status": "unavailable", "reason": …, "detail": …}` otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The ledger takes writes and the projections are at most 10,000 events behind.", body = Ready),
+        (status = 503, description = "Not ready: take the server out of rotation.", body = Unready),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let observed = observe(&state);
     match readiness(&observed) {
         Ok(()) => {
             let head = state.core().map(|core| core.ledger.log().head().digest()).ok();
-            Json(json!({"status": "ok", "head": head})).into_response()
+            Json(Ready { status: "ok".to_owned(), head }).into_response()
         }
         Err(not_ready) => {
-            let body = json!({"status": "unavailable", "reason": not_ready.code(), "detail": not_ready.detail()});
+            let body =
+                Unready { status: "unavailable".to_owned(), reason: not_ready.reason(), detail: not_ready.detail() };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -163,6 +220,19 @@ mod tests {
 
     fn core(stopped: Option<&str>, head: u64, projections: Progress) -> Option<CoreObserved> {
         Some(CoreObserved { ledger_stopped: stopped.map(str::to_owned), head, projections })
+    }
+
+    #[test]
+    fn the_documented_reason_is_the_code() {
+        let all = [
+            NotReady::Reopening("x".into()),
+            NotReady::LedgerStopped("x".into()),
+            NotReady::ProjectionsStopped { position: 1, detail: "x".into() },
+            NotReady::ProjectionsBehind { head: 2, applied: 1 },
+        ];
+        for not_ready in all {
+            assert_eq!(serde_json::to_value(not_ready.reason()).ok(), Some(serde_json::json!(not_ready.code())));
+        }
     }
 
     #[test]

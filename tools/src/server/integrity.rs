@@ -15,9 +15,10 @@ use opledger::limits::READ_PAGE_EVENTS_MAX;
 use opledger::{Head, Log};
 use opledger_projections::authority::{self, AuthorityFilter, AuthorityReadError, AuthorityReport};
 use opledger_projections::explain::{explain as explain_run, Explanation};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::server::auth::ServiceReader;
 use crate::server::body::{run_id, PathParam, QueryParams};
@@ -37,17 +38,58 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::internal(error.to_string()))?
 }
 
-fn head_json(head: Head) -> Value {
-    json!({"position": head.position, "hash": head.hash, "digest": head.digest()})
+/// The head of the log: what `opledger head` prints.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeadBody {
+    /// Position of the last acknowledged event (0: an empty log).
+    pub position: u64,
+    /// Its hash, 64 lowercase hex digits.
+    pub hash: String,
+    /// `POSITION:HASH`, what `expect_head` takes.
+    pub digest: String,
+}
+
+fn head_body(head: Head) -> HeadBody {
+    HeadBody { position: head.position, hash: head.hash.to_hex(), digest: head.digest() }
 }
 
 /// `GET /v1/head`: what `opledger head` prints.
-pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Result<Json<Value>, ApiError> {
-    Ok(Json(head_json(state.ledger()?.log().head())))
+#[utoipa::path(get, path = "/v1/head", tag = "integrity",
+    responses((status = 200, description = "The head.", body = HeadBody)),
+    security(("bearer" = [])))]
+pub async fn head(State(state): State<AppState>, _service: ServiceReader) -> Result<Json<HeadBody>, ApiError> {
+    Ok(Json(head_body(state.ledger()?.log().head())))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The report of `opledger verify --json`. Built as JSON by
+/// [`crate::cmd::verify::report_json`] (the CLI prints the same value);
+/// this type describes it in the document.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(description = "The report of `opledger verify --json` (the CLI prints the same value).")]
+pub struct VerifyReport {
+    /// Whether the whole log verified (200 either way).
+    pub ok: bool,
+    pub events_checked: u64,
+    pub streams: u64,
+    pub decisions_checked: u64,
+    pub start_decisions_checked: u64,
+    pub abandonments_checked: u64,
+    pub cancellations_checked: u64,
+    /// The head walked to, `POSITION:HASH`.
+    pub head: String,
+    #[schema(required = true)]
+    pub first_failure: Option<VerifyFailure>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyFailure {
+    pub position: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// A head digest exported earlier (`POSITION:HASH`).
     expect_head: Option<String>,
@@ -56,6 +98,9 @@ pub struct VerifyQuery {
 /// `GET /v1/verify`: the walk of `opledger verify` over the live log, up to
 /// the head it starts at, with every decision replayed. One at a time
 /// (a second answers 429): a walk reads the whole log.
+#[utoipa::path(get, path = "/v1/verify", tag = "integrity", params(VerifyQuery),
+    responses((status = 200, description = "The report, whether or not the log verifies (read `ok`).", body = VerifyReport)),
+    security(("bearer" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     _service: ServiceReader,
@@ -80,8 +125,9 @@ pub async fn verify(
     Ok(Json(report))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// The first position exported (default 1): a broken export resumes
     /// at the position after the last line it kept.
@@ -92,6 +138,12 @@ pub struct ExportQuery {
 /// JSON Lines of `opledger export`, streamed page by page. The
 /// `Opledger-Head` header names the head the export ends at, so a client
 /// can check the last line it received.
+#[utoipa::path(get, path = "/v1/export", tag = "integrity", params(ExportQuery),
+    responses((status = 200,
+        description = "The log as JSON Lines, one event (as `Envelope`) per line, streamed. A read error breaks the transfer.",
+        headers(("Opledger-Head" = String, description = "The head digest (`POSITION:HASH`) the export ends at.")),
+        content_type = "application/jsonl", body = String)),
+    security(("bearer" = [])))]
 pub async fn export(
     State(state): State<AppState>,
     _service: ServiceReader,
@@ -141,6 +193,10 @@ fn stream_pages(log: &Log, from: u64, to: u64, sender: &tokio::sync::mpsc::Sende
 }
 
 /// `GET /v1/runs/{id}/explain`: what `opledger explain` prints.
+#[utoipa::path(get, path = "/v1/runs/{id}/explain", tag = "integrity",
+    params(("id" = String, Path, description = "The run id (a UUID).")),
+    responses((status = 200, description = "Every decision of the run, each check with its fact and source.", body = Explanation)),
+    security(("bearer" = [])))]
 pub async fn explain(
     State(state): State<AppState>,
     _service: ServiceReader,
@@ -152,9 +208,11 @@ pub async fn explain(
     explanation.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("no run {run}")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuthorityQuery {
+    /// A log position (default the head); past the head → 400 `invalid_as_of`.
     as_of: Option<u64>,
     workspace_id: Option<String>,
     tenant_id: Option<String>,
@@ -163,6 +221,9 @@ pub struct AuthorityQuery {
 
 /// `GET /v1/authority?as_of=N`: the authority state as of N (default the
 /// head), each fact with the position of the event that made it true.
+#[utoipa::path(get, path = "/v1/authority", tag = "integrity", params(AuthorityQuery),
+    responses((status = 200, description = "The authority state as of `as_of`.", body = AuthorityReport)),
+    security(("bearer" = [])))]
 pub async fn authority(
     State(state): State<AppState>,
     _service: ServiceReader,

@@ -19,6 +19,9 @@ use crate::server::pages::{layout, PageError};
 use crate::server::session::{self, clear_cookie, set_cookie};
 use crate::server::state::AppState;
 
+/// `GET /admin/login`: the sign-in form.
+#[utoipa::path(get, path = "/admin/login", tag = "monitoring",
+    responses((status = 200, description = "The form.", content_type = "text/html", body = String)))]
 pub async fn login_form() -> Response {
     layout(
         "Sign in",
@@ -33,11 +36,17 @@ pub async fn login_form() -> Response {
     .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// The sign-in form's field.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Login {
     token: String,
 }
 
+/// `POST /admin/login`: a live token opens a browser session.
+#[utoipa::path(post, path = "/admin/login", tag = "monitoring",
+    request_body(content = Login, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Signed in: to `/admin/operations`, with the session cookie.",
+        headers(("Location" = String), ("Set-Cookie" = String, description = "`opledger_session=<id>; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=28800`")))))]
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -55,6 +64,11 @@ pub async fn login(
     }
 }
 
+/// `POST /admin/logout`: ends the session.
+#[utoipa::path(post, path = "/admin/logout", tag = "monitoring",
+    responses((status = 303, description = "Signed out: to `/admin/login`, the cookie cleared.",
+        headers(("Location" = String), ("Set-Cookie" = String)))),
+    security((), ("session" = [])))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
     same_origin(&headers)?;
     if let Some(id) = session::session_id(&headers) {

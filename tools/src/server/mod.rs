@@ -14,6 +14,7 @@ pub mod integrity;
 pub mod leases;
 pub mod login;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod reads;
 pub mod request_log;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/healthz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::served))
         .route("/v1/authority", post(writes::authority).get(integrity::authority))
         .route("/v1/head", get(integrity::head))
         .route("/v1/verify", get(integrity::verify))

@@ -93,6 +93,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.25rem 1rem}dt{font-w
 
 /// `GET /admin/style.css`: the pages' one stylesheet (no token: it is the
 /// same for everyone, and the sign-in page needs it too).
+/// `GET /admin/style.css` (no token): the pages' stylesheet.
+#[utoipa::path(get, path = "/admin/style.css", tag = "monitoring",
+    responses((status = 200, description = "The stylesheet.", content_type = "text/css", body = String)))]
 pub async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
@@ -105,6 +108,11 @@ fn time(at: Option<DateTime<Utc>>) -> String {
     at.map_or_else(|| "—".to_owned(), |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
 
+/// `GET /admin/operations`: the run list as an HTML page, with the list's
+/// query fields and the chart of the whole filter by outcome.
+#[utoipa::path(get, path = "/admin/operations", tag = "monitoring", params(RunQuery),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
@@ -251,6 +259,11 @@ fn chart(totals: &RunTotals) -> Markup {
     }
 }
 
+/// `GET /admin/operations/{run}`: one run as an HTML page.
+#[utoipa::path(get, path = "/admin/operations/{run}", tag = "monitoring",
+    params(("run" = String, Path, description = "The run id (a UUID)."), RunDetailQuery),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn detail(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,

@@ -14,9 +14,10 @@ use opledger::{Envelope, Log};
 use opledger_projections::access::{list_access, run_access, Access, ListAccess, Viewer};
 use opledger_projections::audit::{self, AuditError, AuditFilter};
 use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage, RunTotals};
-use opledger_projections::notifications;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use opledger_projections::notifications::{self, Notification};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::server::auth::{Caller, Service, ServiceReader};
@@ -26,18 +27,27 @@ use crate::server::state::AppState;
 use crate::server::writes::Empty;
 use crate::tokens::Grant;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunQuery {
     pub workspace_id: Option<String>,
     pub tenant_id: Option<String>,
+    #[param(value_type = Option<RunStatus>)]
     pub status: Option<String>,
+    #[param(value_type = Option<RunOutcome>)]
     pub outcome: Option<String>,
     pub operation_type: Option<String>,
+    /// An actor id, or `system` for the system principal.
     pub initiator: Option<String>,
+    /// Runs queued at or after this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
+    /// Runs queued before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// 1 to 200, default 50 (not on the summary).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
+    /// A `next_cursor` or `prev_cursor` listed with the same filters (not on the summary).
     pub cursor: Option<String>,
 }
 
@@ -104,6 +114,10 @@ pub async fn run_totals_for(state: &AppState, viewer: &Viewer, query: &RunQuery)
     Ok(monitoring::totals_in_tenants(&db, &filter, allowed.as_ref())?)
 }
 
+/// `GET /v1/runs`: one page of the run list, newest first, under the access rule.
+#[utoipa::path(get, path = "/v1/runs", tag = "reads", params(RunQuery),
+    responses((status = 200, description = "A page of runs.", body = RunPage)),
+    security(("bearer" = [])))]
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
@@ -114,6 +128,9 @@ pub async fn list_runs(
 
 /// `GET /v1/runs/summary`: counts by status and by outcome of the runs the
 /// same filters list. Paging parameters have no meaning here and are refused.
+#[utoipa::path(get, path = "/v1/runs/summary", tag = "reads", params(RunQuery),
+    responses((status = 200, description = "Counts of every status and outcome, zeros included.", body = RunTotals)),
+    security(("bearer" = [])))]
 pub async fn run_summary(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,35 +206,70 @@ pub fn timeline_json(events: &[Envelope]) -> Result<Vec<Value>, ApiError> {
         .collect()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunDetailQuery {
     /// The stream version the timeline page starts at (default 1).
     pub timeline_from: Option<u64>,
 }
 
+/// One event of a run's timeline as the API answers it: the event as the
+/// log serves it ([`Envelope`]) plus `summary`. The handler builds it as a
+/// JSON object ([`timeline_json`]); this type describes it in the document.
+#[derive(Serialize, ToSchema)]
+#[schema(description = "One event of a run's timeline: the event as the log serves it (`Envelope`) plus `summary`.")]
+pub struct TimelineEvent {
+    #[schema(inline)]
+    #[serde(flatten)]
+    event: Envelope,
+    /// One operator-readable line (`queued`, `completed: failed (provider_error)`).
+    summary: String,
+}
+
+/// `GET /v1/runs/{id}`: a run and one page of its timeline.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunDetailBody {
+    pub run: Run,
+    /// At most 1,000 events of the run's stream from `timeline_from` on.
+    #[schema(value_type = Vec<TimelineEvent>)]
+    pub timeline: Vec<Value>,
+    /// The stream version the next page starts at; `null` on the last page.
+    #[schema(required = true)]
+    pub timeline_next: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "reads",
+    params(("id" = String, Path, description = "The run id (a UUID)."), RunDetailQuery),
+    responses((status = 200, description = "The run and a page of its timeline.", body = RunDetailBody)),
+    security(("bearer" = [])))]
 pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam,
     QueryParams(query): QueryParams<RunDetailQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDetailBody>, ApiError> {
     let detail = run_for(&state, &caller.viewer(), &id, query.timeline_from.unwrap_or(1)).await?;
     let timeline = timeline_json(&detail.timeline)?;
-    Ok(Json(json!({"run": detail.run, "timeline": timeline, "timeline_next": detail.timeline_next})))
+    Ok(Json(RunDetailBody { run: detail.run, timeline, timeline_next: detail.timeline_next }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     tenant_id: Option<String>,
+    /// An actor id, or `system` for what the system principal did.
     actor_id: Option<String>,
     run_id: Option<String>,
+    /// An event type (`run_blocked`, `capability_revoked`, …).
     action: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// Only entries at or before this log position.
     as_of: Option<u64>,
     limit: Option<usize>,
+    /// The `next_cursor` of the page before, with the same filters.
     cursor: Option<String>,
 }
 
@@ -230,6 +282,9 @@ fn audit_error(error: AuditError) -> ApiError {
 }
 
 /// The audit trail is for service tokens (auditors' tools and the host app).
+#[utoipa::path(get, path = "/v1/audit", tag = "reads", params(AuditQuery),
+    responses((status = 200, description = "A page of the audit trail.", body = audit::AuditPage)),
+    security(("bearer" = [])))]
 pub async fn audit(
     State(state): State<AppState>,
     _service: ServiceReader,
@@ -249,22 +304,36 @@ pub async fn audit(
     Ok(Json(audit::list(&db, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
+    /// The initiator whose inbox it is: required with a service token; an
+    /// actor token may name only itself.
     actor_id: Option<String>,
+    /// Only unread notifications.
     #[serde(default)]
     unread: bool,
     limit: Option<usize>,
 }
 
+/// An actor's inbox: newest first, and the count of unread ones.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationsBody {
+    pub notifications: Vec<Notification>,
+    pub unread: u64,
+}
+
 /// An actor token reads its own inbox; a service token names the actor.
+#[utoipa::path(get, path = "/v1/notifications", tag = "reads", params(NotificationQuery),
+    responses((status = 200, description = "The inbox.", body = NotificationsBody)),
+    security(("bearer" = [])))]
 pub async fn notifications(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(query): QueryParams<NotificationQuery>,
     JsonBody(_): JsonBody<Empty>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationsBody>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, None) => actor_id.clone(),
         (Grant::Actor { actor_id }, Some(asked)) if &asked == actor_id => asked,
@@ -279,19 +348,30 @@ pub async fn notifications(
     let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
     let inbox = notifications::inbox(&db, &actor_id, query.unread, limit)?;
     let unread = notifications::unread_count(&db, &actor_id)?;
-    Ok(Json(json!({"notifications": inbox, "unread": unread})))
+    Ok(Json(NotificationsBody { notifications: inbox, unread }))
+}
+
+/// The log position of the event a write appended.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PositionBody {
+    pub position: u64,
 }
 
 /// Marking read is itself an event: a write, so a service token (the host
 /// application, on behalf of the initiator named by `actor_id`). It takes
 /// no body but, like every write, refuses one that is not JSON.
+#[utoipa::path(post, path = "/v1/notifications/{run}/read", tag = "writes",
+    params(("run" = String, Path, description = "The run id (a UUID) of the notification."), NotificationQuery),
+    request_body(content = Option<Empty>, description = "`{}`, or no body and no `Content-Type` at all."),
+    responses((status = 200, description = "Marked read (the mark is a `notification_read` event).", body = PositionBody)),
+    security(("bearer" = [])))]
 pub async fn mark_read(
     State(state): State<AppState>,
     Service(caller): Service,
     PathParam(id): PathParam,
     QueryParams(query): QueryParams<NotificationQuery>,
     JsonBody(_): JsonBody<Empty>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PositionBody>, ApiError> {
     let actor_id = match (&caller.0, query.actor_id) {
         (Grant::Actor { actor_id }, _) => actor_id.clone(),
         (Grant::Service { .. }, Some(asked)) => asked,
@@ -300,5 +380,5 @@ pub async fn mark_read(
         }
     };
     let position = state.ledger()?.mark_notification_read(&actor_id, run_id(&id)?).await?;
-    Ok(Json(json!({"position": position})))
+    Ok(Json(PositionBody { position }))
 }

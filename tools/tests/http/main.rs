@@ -15,6 +15,9 @@ mod lease_e2e;
 mod leases;
 mod metrics;
 mod monitoring_pages;
+mod openapi;
+#[path = "../common/openapi_check.rs"]
+mod openapi_check;
 #[path = "../common/raw_http.rs"]
 mod raw_http;
 mod routes;

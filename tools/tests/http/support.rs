@@ -58,8 +58,18 @@ impl Reply {
     }
 }
 
-/// Checks what API.md says of every answer.
+/// Checks what API.md says of every answer, and that the answer is one the
+/// OpenAPI document describes (its status, and a JSON body's schema).
 fn check_contract(reply: &Reply) {
+    if let Err(why) = crate::openapi_check::check(
+        reply.method.as_str(),
+        &reply.uri,
+        reply.status.as_u16(),
+        &reply.content_type,
+        &reply.bytes,
+    ) {
+        panic!("docs/openapi.json does not describe this answer: {why}");
+    }
     assert!(
         !reply.status.is_server_error(),
         "no 5xx anywhere: {} {} → {} {}",

@@ -193,6 +193,15 @@ impl Metrics {
 /// Service tokens only: the counters span every workspace. OpenMetrics
 /// when the scraper asks for it (Prometheus does), the Prometheus text
 /// format otherwise (what `promtool check metrics` reads).
+/// `GET /metrics`: Prometheus text, or OpenMetrics when `Accept` asks for it.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    params(("Accept" = Option<String>, Header, description = "`application/openmetrics-text` for OpenMetrics.")),
+    responses((status = 200, description = "Every family with HELP and TYPE (docs/api.md, Metrics).",
+        content(
+            (String = "text/plain; version=0.0.4"),
+            (String = "application/openmetrics-text; version=1.0.0"),
+        ))),
+    security(("bearer" = [])))]
 pub async fn metrics(State(state): State<AppState>, _service: ServiceReader, headers: HeaderMap) -> impl IntoResponse {
     let sample = match state.core() {
         Ok(core) => Some(scrape::CoreSample::read(&core).await),
