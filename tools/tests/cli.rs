@@ -322,11 +322,9 @@ fn export_then_import_restores_an_identical_log() {
     assert!(!bad.status.success() && stderr.contains("position ") && stderr.contains("differs from the exported hash"));
 }
 
-/// While a server holds the directory and writes to it, the read models'
-/// commands read its SQLite file (read-only); the commands that need the
-/// log itself say how to reach it instead.
-#[test]
-fn reads_on_a_directory_a_running_server_holds_and_writes() {
+/// The fixture served by a running server, a service token, and a run
+/// u1 started on t1 over the API (queued).
+fn served_with_a_queued_run() -> (Fixture, Server, String, String) {
     let fixture = Fixture::new();
     let created = ok(&["token", "create", "--data", fixture.dir(), "--service", "operator"]);
     let token = created.lines().last().unwrap().trim().to_owned();
@@ -335,7 +333,16 @@ fn reads_on_a_directory_a_running_server_holds_and_writes() {
     let start =
         json!({"operation_type": "inventory_sync", "tenant_id": "t1", "initiator": {"kind": "actor", "id": "u1"}});
     let answer: Value = client.post("/v1/runs", &start).unwrap();
-    let written = answer["run"]["id"].as_str().unwrap().to_owned();
+    let run = answer["run"]["id"].as_str().unwrap().to_owned();
+    (fixture, server, token, run)
+}
+
+/// While a server holds the directory and writes to it, the read models'
+/// commands read its SQLite file (read-only); the commands that need the
+/// log itself say how to reach it instead.
+#[test]
+fn reads_on_a_directory_a_running_server_holds_and_writes() {
+    let (fixture, server, _token, written) = served_with_a_queued_run();
     let data = ["--data", fixture.dir()];
 
     // The server applies its write to the read models right after
@@ -468,15 +475,7 @@ fn with_url_and_token_the_server_gives_the_same_answers() {
 /// running server; a second cancel is refused; without --url it says why.
 #[test]
 fn runs_cancel_over_url_cancels_a_queued_run() {
-    let fixture = Fixture::new();
-    let created = ok(&["token", "create", "--data", fixture.dir(), "--service", "operator"]);
-    let token = created.lines().last().unwrap().trim().to_owned();
-    let server = Server::start(&fixture.data);
-    let client = opledger_tools::cmd::remote::Remote::new(&server.url, &token).unwrap();
-    let start =
-        json!({"operation_type": "inventory_sync", "tenant_id": "t1", "initiator": {"kind": "actor", "id": "u1"}});
-    let answer: Value = client.post("/v1/runs", &start).unwrap();
-    let run = answer["run"]["id"].as_str().unwrap().to_owned();
+    let (fixture, server, token, run) = served_with_a_queued_run();
     let url = ["--url", server.url.as_str(), "--token", token.as_str()];
 
     let text = ok(&[&["runs", "cancel", &run, "--by", "ops", "--reason", "not needed"][..], &url].concat());
