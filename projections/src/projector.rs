@@ -267,25 +267,13 @@ fn prepare_file(log: &Log, projections: &[Arc<dyn Projection>], path: &Path) -> 
     remove_if_present(&path.with_file_name(store::REBUILD_FILE_NAME))?;
     if path.exists() {
         let reason = match Live::open(path) {
-            Ok(live) => {
-                let fit = {
-                    let writer = live.writer.lock().map_err(|_| ProjectionError::Poisoned)?;
-                    store::fitting_checkpoint(&writer).and_then(|fit| Ok((fit, store::projections_held(&writer)?)))
-                };
-                let mut wanted: Vec<String> = projections.iter().map(|p| p.name().to_owned()).collect();
-                wanted.sort();
-                let reason = match fit {
-                    Ok((Ok(_), held)) if held != wanted => format!("it holds the projections {held:?}, not {wanted:?}"),
-                    Ok((Ok(checkpoint), _)) if checkpoint_in_log(log, checkpoint)? => return Ok(checkpoint),
-                    Ok((Ok(checkpoint), _)) => {
-                        format!("it was folded from another log (position {})", checkpoint.position)
-                    }
-                    Ok((Err(unfit), _)) => unfit.to_string(),
-                    Err(error) => error.to_string(),
-                };
-                store::quiesce(&live)?;
-                reason
-            }
+            Ok(live) => match unfit_reason(log, projections, &live)? {
+                Ok(checkpoint) => return Ok(checkpoint),
+                Err(reason) => {
+                    store::quiesce(&live)?;
+                    reason
+                }
+            },
             // Not a database at all: nothing can hold it open as one.
             Err(error) => error.to_string(),
         };
@@ -297,12 +285,33 @@ fn prepare_file(log: &Log, projections: &[Arc<dyn Projection>], path: &Path) -> 
         }
     }
     let fresh = path.with_file_name(store::REBUILD_FILE_NAME);
-    remove_if_present(&fresh)?;
     let db = store::open_writer(&fresh, Mode::Live)?;
     store::create_schema(&db, projections, true)?;
     db.close().map_err(|(_, error)| sqlite(error))?;
     store::install(&fresh, path)?;
     Ok(Checkpoint::START)
+}
+
+/// The live file's checkpoint if the file fits (this schema version, these
+/// projections, folded from this log); else why it does not.
+fn unfit_reason(
+    log: &Log,
+    projections: &[Arc<dyn Projection>],
+    live: &Live,
+) -> Result<Result<Checkpoint, String>, ProjectionError> {
+    let fit = {
+        let writer = live.writer.lock().map_err(|_| ProjectionError::Poisoned)?;
+        store::fitting_checkpoint(&writer).and_then(|fit| Ok((fit, store::projections_held(&writer)?)))
+    };
+    let mut wanted: Vec<String> = projections.iter().map(|p| p.name().to_owned()).collect();
+    wanted.sort();
+    Ok(Err(match fit {
+        Ok((Ok(_), held)) if held != wanted => format!("it holds the projections {held:?}, not {wanted:?}"),
+        Ok((Ok(checkpoint), _)) if checkpoint_in_log(log, checkpoint)? => return Ok(Ok(checkpoint)),
+        Ok((Ok(checkpoint), _)) => format!("it was folded from another log (position {})", checkpoint.position),
+        Ok((Err(unfit), _)) => unfit.to_string(),
+        Err(error) => error.to_string(),
+    }))
 }
 
 /// Whether the log holds the checkpoint's position with the same hash.
@@ -385,9 +394,9 @@ fn apply_pages(
     pages_max: usize,
 ) -> Result<Option<Checkpoint>, ProjectionError> {
     let tx = db.unchecked_transaction().map_err(sqlite)?;
-    let mut last = None;
-    {
+    let at = {
         let mut batches: Vec<Box<dyn ProjectionBatch + '_>> = projections.iter().map(|p| p.batch(&tx)).collect();
+        let mut last = None;
         for decoded in pages.take(pages_max) {
             let (page, events) = decoded?;
             apply_events(projections, &mut batches, authority, &page, &events)?;
@@ -401,11 +410,11 @@ fn apply_pages(
                 detail: format!("projection {name}: {detail}"),
             })?;
         }
-    }
-    let Some(at) = last else { return Ok(None) };
+        at
+    };
     store::write_checkpoint(&tx, at)?;
     tx.commit().map_err(sqlite)?;
-    Ok(last)
+    Ok(Some(at))
 }
 
 /// Folds each event into the authority state, then into every batch.

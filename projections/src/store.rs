@@ -255,13 +255,12 @@ pub(crate) fn write_checkpoint(db: &Connection, checkpoint: Checkpoint) -> Resul
 /// (`table: value, value, …`): two files fold the same history exactly
 /// when their dumps are equal. Bounded by the file; for tests and checks.
 pub fn dump(db: &Connection) -> Result<Vec<String>, ProjectionError> {
-    let mut tables = db
+    let tables = db
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .and_then(|mut statement| {
             statement.query_map([], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()
         })
         .map_err(sqlite)?;
-    tables.sort();
     let mut rows = Vec::new();
     for table in tables {
         let columns = db.prepare(&format!("SELECT * FROM \"{table}\"")).map_err(sqlite)?.column_count();
