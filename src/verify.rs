@@ -11,7 +11,10 @@ use std::collections::HashMap;
 
 use crate::envelope::{Envelope, Hash, StreamId};
 use crate::error::Error;
-use crate::log::{Head, Log, Store};
+use crate::log::{Backend, Head, Log};
+
+/// Events read per page of the walk.
+const VERIFY_PAGE_EVENTS: usize = 1024;
 
 /// What a walk found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,34 +79,40 @@ impl Walk {
         observer: &mut dyn Observer,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Option<Failure>, Error> {
-        let store = log.store();
+        let backend = log.backend();
         let mut expected = 1u64;
-        for item in store.events_from(1).take(usize::try_from(head.position).unwrap_or(usize::MAX)) {
-            let event = match item {
-                Ok(event) => event,
+        while expected <= head.position {
+            let want = usize::try_from(head.position - expected + 1).unwrap_or(usize::MAX).min(VERIFY_PAGE_EVENTS);
+            let page = match backend.events(expected, want) {
+                Ok(page) if page.is_empty() => {
+                    return Ok(Some(Failure { position: expected, detail: "event missing from the store".into() }))
+                }
+                Ok(page) => page,
                 Err(Error::Corrupt { position, detail }) => return Ok(Some(Failure { position, detail })),
-                // sled refusing a page it cannot read is corruption at the
-                // next position the walk needed.
+                // A store refusing a page it cannot read is corruption at
+                // the next position the walk needed.
                 Err(Error::Storage(detail)) => return Ok(Some(Failure { position: expected, detail })),
                 Err(other) => return Err(other),
             };
-            if let Some(failure) = self.check(store, &event, expected)? {
-                return Ok(Some(failure));
-            }
-            if let Err(detail) = observer.observe(&event) {
-                return Ok(Some(Failure { position: event.position, detail }));
-            }
-            expected += 1;
-            self.checked += 1;
-            if self.checked.is_multiple_of(4096) {
-                progress(self.checked);
+            for event in page {
+                if let Some(failure) = self.check(backend, &event, expected)? {
+                    return Ok(Some(failure));
+                }
+                if let Err(detail) = observer.observe(&event) {
+                    return Ok(Some(Failure { position: event.position, detail }));
+                }
+                expected += 1;
+                self.checked += 1;
+                if self.checked.is_multiple_of(4096) {
+                    progress(self.checked);
+                }
             }
         }
         progress(self.checked);
         Ok(self.check_end(log, head, expected - 1))
     }
 
-    fn check(&mut self, store: &Store, event: &Envelope, expected: u64) -> Result<Option<Failure>, Error> {
+    fn check(&mut self, backend: &dyn Backend, event: &Envelope, expected: u64) -> Result<Option<Failure>, Error> {
         let fail = |detail: String| Ok(Some(Failure { position: expected, detail }));
         if event.position != expected {
             return fail(format!("position {expected} is missing (the next stored event is {})", event.position));
@@ -116,8 +125,8 @@ impl Walk {
             return fail(format!("stream {} jumps from version {} to {}", event.stream, version, event.stream_version));
         }
         *version += 1;
-        if !store.indexes_point_at(event)? {
-            return fail("the stream or event-id index does not point at this event".into());
+        if let Some(detail) = backend.index_failure(event)? {
+            return fail(detail);
         }
         self.previous = event.hash;
         Ok(None)
@@ -130,24 +139,11 @@ impl Walk {
                 detail: format!("the log ends at {last} but its head says {}", head.position),
             });
         }
-        // The index counts are compared with the stored head (which may be
-        // past the acknowledged one while appends go on), read before and
-        // after counting: one tree holds both, and every group commit
-        // changes them in one atomic batch, so an unchanged stored head
-        // means no commit landed while counting. If one did, the counts
-        // cannot be exact; each event's own entries were checked on the walk.
-        let store = log.store();
-        let stored_head = || store.head_record().ok().flatten().map(|head| head.position);
-        let before = stored_head();
-        let (by_stream, by_id) = store.index_entry_counts();
-        let stored = before.filter(|position| stored_head() == Some(*position))?;
-        if by_stream as u64 != stored || by_id as u64 != stored {
-            return Some(Failure {
-                position: last,
-                detail: format!("indexes hold {by_stream} stream and {by_id} id entries for {stored} events"),
-            });
+        match log.backend().index_count_failure() {
+            Ok(None) => None,
+            Ok(Some(detail)) => Some(Failure { position: last, detail }),
+            Err(error) => Some(Failure { position: last, detail: error.to_string() }),
         }
-        None
     }
 
     fn check_expected(&self, log: &Log, expected: Option<Head>) -> Option<Failure> {

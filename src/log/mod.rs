@@ -1,17 +1,20 @@
-//! The durable, hash-chained event log on sled.
-//!
-//! One writer thread serializes appends and batches concurrent callers into
-//! group commits; readers read the store directly. Only this module (and in
-//! it only [`store`]) touches sled.
+//! The durable, hash-chained event log: one contract ([`Log`]), two
+//! backends. [`sled`] keeps it in a local directory (the embedded default);
+//! [`postgres`] keeps it in a PostgreSQL database that many nodes share.
+//! Staging (replays, expectations, sealing onto the chain) is the same code
+//! for both ([`staging`]); reads go through [`backend::Backend`] and are
+//! bounded and chain-checked here, so both answer alike.
 
+mod backend;
+#[cfg(test)]
+pub(crate) mod conformance;
 mod observations;
-mod store;
+pub mod postgres;
+mod sled;
+mod staging;
 mod subscription;
-mod syncer;
-mod witness;
-mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,17 +26,13 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, Hash, NewEvent, StreamId};
 use crate::error::Error;
-use crate::limits::{
-    APPEND_EVENTS_MAX, APPEND_QUEUE_DEPTH_MAX, GROUPS_IN_FLIGHT_MAX, OPEN_TAIL_CHECK_EVENTS, READ_PAGE_EVENTS_MAX,
-};
+use crate::limits::{APPEND_EVENTS_MAX, READ_PAGE_EVENTS_MAX};
 
+pub(crate) use backend::Backend;
 use observations::AtomicHistogram;
 pub use observations::{HistogramSnapshot, LogObservations, COMMIT_EVENTS_BUCKETS, LATENCY_BUCKETS_SECONDS};
-use store::FileSync;
-pub(crate) use store::Store;
+use staging::Request;
 pub use subscription::Subscription;
-use witness::Witness;
-use writer::{Request, Writer};
 
 /// What an acknowledgement guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -236,81 +235,76 @@ impl PendingAppend {
 
 /// The log. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Log {
-    store: Arc<Store>,
+    backend: Arc<dyn Backend>,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
     head: watch::Receiver<Head>,
     stats: Arc<StatsCounters>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    dir: PathBuf,
 }
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("dir", &self.dir).field("head", &self.head()).finish_non_exhaustive()
+        f.debug_struct("Log")
+            .field("location", &self.backend.location())
+            .field("head", &self.head())
+            .finish_non_exhaustive()
     }
 }
 
 impl Log {
-    /// Opens (or creates) the log in `dir`. Fails closed when the stored
-    /// head, the tail of the chain or the head witness do not agree.
+    /// Opens (or creates) the log in the directory `dir` (the sled backend).
+    /// Fails closed when the stored head, the tail of the chain or the head
+    /// witness do not agree.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, Error> {
-        let dir = dir.as_ref().to_path_buf();
-        let store = Arc::new(Store::open(&dir.join("store"), options.cache_capacity_bytes)?);
-        let head = check_head(&store)?;
-        let (witness, witnessed) = Witness::open(&dir.join("head.witness"))?;
-        check_witness(&store, head, witnessed)?;
-        let last_recorded_at = match store.event(head.position)? {
-            Some(event) => event.recorded_at,
-            None => DateTime::<Utc>::MIN_UTC,
-        };
-        let (head_tx, head_rx) = watch::channel(head);
-        let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
-        let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(GROUPS_IN_FLIGHT_MAX);
         let stats = Arc::new(StatsCounters::default());
-        let failed = syncer::Failed::default();
-        let syncer = syncer::Syncer {
-            store: Arc::clone(&store),
-            file_sync: FileSync::for_mode(&dir.join("store"), options.durability)?,
-            witness,
-            head_tx,
-            stats: Arc::clone(&stats),
-            failed: failed.clone(),
-        };
-        let writer = Writer {
-            store: Arc::clone(&store),
-            head,
-            last_recorded_at,
-            clock: options.clock,
-            applied: applied_tx,
-            failed,
-        };
-        let syncer = std::thread::Builder::new()
-            .name("opledger-syncer".into())
-            .spawn(move || syncer.run(applied_rx))
-            .map_err(|e| Error::io(&dir, e))?;
-        // Joining the writer joins the syncer too: the writer's end drops the
-        // channel, the syncer drains it, acknowledges and ends.
-        let handle = std::thread::Builder::new()
-            .name("opledger-writer".into())
-            .spawn(move || {
-                writer.run(requests_rx);
-                if syncer.join().is_err() {
-                    tracing::error!("the log syncer thread panicked");
-                }
-            })
-            .map_err(|e| Error::io(&dir, e))?;
-        Ok(Log {
-            store,
-            requests: Mutex::new(Some(requests_tx)),
-            head: head_rx,
-            stats,
-            writer: Mutex::new(Some(handle)),
-            dir,
-        })
+        let opened = sled::open(dir.as_ref(), &options, &stats)?;
+        Ok(Log::from_opened(opened, stats))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Opens (or creates) the log in the PostgreSQL database `url` names
+    /// (a `postgres://` URL or a `key=value` connection string). Fails
+    /// closed like [`Log::open`] when the stored head and the tail of the
+    /// chain do not agree.
+    pub fn open_postgres(url: &str, options: LogOptions) -> Result<Log, Error> {
+        let stats = Arc::new(StatsCounters::default());
+        let opened = postgres::open(url, &options, &stats)?;
+        Ok(Log::from_opened(opened, stats))
+    }
+
+    /// [`Log::open_postgres`] for a `postgres://` or `postgresql://` URL,
+    /// [`Log::open`] for anything else (a directory).
+    pub fn open_at(location: &LogLocation, options: LogOptions) -> Result<Log, Error> {
+        match location {
+            LogLocation::Directory(dir) => Log::open(dir, options),
+            LogLocation::Postgres(url) => Log::open_postgres(url, options),
+        }
+    }
+
+    fn from_opened(opened: backend::Opened, stats: Arc<StatsCounters>) -> Log {
+        Log {
+            backend: opened.backend,
+            requests: Mutex::new(Some(opened.requests)),
+            head: opened.head,
+            stats,
+            writer: Mutex::new(Some(opened.writer)),
+        }
+    }
+
+    /// Where the log is: its directory, or its database (without password).
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Whether other processes may append to this log (a shared database).
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    /// The newest head the store holds now. For a shared log this is one
+    /// read of the database, and [`Log::head`] moves to it; for a local log
+    /// it is [`Log::head`].
+    pub fn latest_head(&self) -> Result<Head, Error> {
+        self.backend.latest_head()
     }
 
     /// The last acknowledged position and its hash.
@@ -394,24 +388,9 @@ impl Log {
             return Ok(Vec::new());
         }
         let count = usize::try_from(head - from + 1).unwrap_or(usize::MAX).min(limit.min(READ_PAGE_EVENTS_MAX));
-        let mut out: Vec<Envelope> = Vec::with_capacity(count);
-        for event in self.store.events_from(from).take(count) {
-            let event = event?;
-            let expected = from + out.len() as u64;
-            if event.position != expected {
-                return Err(Error::corrupt(expected, "event missing from the store"));
-            }
-            if let Some(previous) = out.last() {
-                if event.previous_hash != previous.hash {
-                    return Err(Error::corrupt(event.position, "does not chain to the event before it"));
-                }
-            }
-            out.push(event);
-        }
-        if out.len() < count {
-            return Err(Error::corrupt(from + out.len() as u64, "event missing from the store"));
-        }
-        Ok(out)
+        let events = self.backend.events(from, count)?;
+        check_run(from, &events, count)?;
+        Ok(events)
     }
 
     /// The event at `position`, if acknowledged.
@@ -419,7 +398,7 @@ impl Log {
         if position == 0 || position > self.head().position {
             return Ok(None);
         }
-        match self.store.event(position)? {
+        match self.backend.event(position)? {
             Some(event) => Ok(Some(event)),
             None => Err(Error::corrupt(position, "event missing from the store")),
         }
@@ -430,7 +409,7 @@ impl Log {
         let head = self.head().position;
         let mut out = Vec::new();
         for (version, position) in
-            self.store.stream_positions(stream, from_version.max(1), limit.min(READ_PAGE_EVENTS_MAX))?
+            self.backend.stream_positions(stream, from_version.max(1), limit.min(READ_PAGE_EVENTS_MAX))?
         {
             if position > head {
                 break;
@@ -446,18 +425,18 @@ impl Log {
 
     /// The version of `stream` as acknowledged (0 when it has no event).
     pub fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
-        self.store.stream_version_at_most(stream, self.head().position)
+        self.backend.stream_version_at_most(stream, self.head().position)
     }
 
     /// The position of the event with `id`, if it is in the log.
     pub fn position_of(&self, id: &Uuid) -> Result<Option<u64>, Error> {
-        Ok(self.store.position_of_id(id)?.filter(|p| *p <= self.head().position))
+        Ok(self.backend.position_of_id(id)?.filter(|p| *p <= self.head().position))
     }
 
     /// Every event from `from` on: catches up from the store, then follows
     /// new appends, without gaps or duplicates.
     pub fn subscribe(&self, from: u64) -> Subscription {
-        Subscription::new(Arc::clone(&self.store), self.head.clone(), from.max(1))
+        Subscription::new(Arc::clone(&self.backend), self.head.clone(), from.max(1))
     }
 
     pub fn stats(&self) -> LogStats {
@@ -493,21 +472,22 @@ impl Log {
                 tracing::error!("the log writer thread panicked");
             }
         }
+        self.backend.close();
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     /// The ledger's restart snapshot, if one was stored: its position and
     /// bytes (see `domain/snapshot.rs`).
     pub fn restart_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
-        self.store.snapshot()
+        self.backend.restart_snapshot()
     }
 
     /// Stores the restart snapshot of an acknowledged `position`.
     pub fn store_restart_snapshot(&self, position: u64, bytes: &[u8]) -> Result<(), Error> {
-        self.store.store_snapshot(position, bytes)
+        self.backend.store_restart_snapshot(position, bytes)
     }
 }
 
@@ -532,61 +512,54 @@ fn check_append(events: &[NewEvent]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The stored head must name the last event, and the last
-/// [`OPEN_TAIL_CHECK_EVENTS`] events must decode and chain.
-fn check_head(store: &Store) -> Result<Head, Error> {
-    let recorded = store.head_record()?;
-    let last = store.last_position()?;
-    let head = match (recorded, last) {
-        (None, None) => return Ok(Head::EMPTY),
-        (Some(head), Some(last)) if head.position == last => head,
-        (recorded, last) => {
-            return Err(Error::corrupt(
-                last.unwrap_or(0),
-                format!(
-                    "the stored head ({}) does not name the last stored event ({})",
-                    recorded.map_or("none".into(), |h| h.position.to_string()),
-                    last.map_or("none".into(), |p| p.to_string())
-                ),
-            ))
+/// `events` must be the `count` events from position `from` on, each
+/// chained to the one before it.
+fn check_run(from: u64, events: &[Envelope], count: usize) -> Result<(), Error> {
+    for (offset, event) in events.iter().enumerate() {
+        let expected = from + offset as u64;
+        if event.position != expected {
+            return Err(Error::corrupt(expected, "event missing from the store"));
         }
-    };
-    let from = head.position.saturating_sub(OPEN_TAIL_CHECK_EVENTS).max(1);
-    let mut previous: Option<Envelope> = None;
-    for position in from..=head.position {
-        let event = store.event(position)?.ok_or_else(|| Error::corrupt(position, "event missing from the store"))?;
-        if let Some(previous) = &previous {
-            if event.previous_hash != previous.hash {
-                return Err(Error::corrupt(position, "does not chain to the event before it"));
-            }
+        if offset > 0 && event.previous_hash != events[offset - 1].hash {
+            return Err(Error::corrupt(event.position, "does not chain to the event before it"));
         }
-        previous = Some(event);
     }
-    if previous.map(|e| e.hash) != Some(head.hash) {
-        return Err(Error::corrupt(head.position, "the stored head hash does not match the last event"));
-    }
-    Ok(head)
-}
-
-fn check_witness(store: &Store, head: Head, witnessed: Option<Head>) -> Result<(), Error> {
-    let Some(witnessed) = witnessed else { return Ok(()) };
-    if witnessed.position > head.position {
-        return Err(Error::corrupt(
-            head.position + 1,
-            format!(
-                "the store ends at position {} but position {} was acknowledged: acknowledged events are missing",
-                head.position, witnessed.position
-            ),
-        ));
-    }
-    if witnessed.position == 0 {
-        return Ok(());
-    }
-    let event = store.event(witnessed.position)?;
-    if event.map(|e| e.hash) != Some(witnessed.hash) {
-        return Err(Error::corrupt(witnessed.position, "the event differs from the one acknowledged (head witness)"));
+    if events.len() < count {
+        return Err(Error::corrupt(from + events.len() as u64, "event missing from the store"));
     }
     Ok(())
+}
+
+/// The tail a backend read at open (`from` up to the stored head) must be
+/// complete, chain, and end in the stored head's hash.
+pub(crate) fn check_tail(from: u64, tail: &[Envelope], head: Head) -> Result<(), Error> {
+    let count = usize::try_from(head.position + 1 - from).unwrap_or(usize::MAX);
+    check_run(from, tail, count)?;
+    if tail.last().map(|e| e.hash) != Some(head.hash) {
+        return Err(Error::corrupt(head.position, "the stored head hash does not match the last event"));
+    }
+    Ok(())
+}
+
+/// Where a log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogLocation {
+    /// A local directory (sled).
+    Directory(std::path::PathBuf),
+    /// A PostgreSQL database: the connection string.
+    Postgres(String),
+}
+
+impl LogLocation {
+    /// A `postgres://`/`postgresql://` URL names a database; anything else
+    /// is a directory.
+    pub fn parse(text: &str) -> LogLocation {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            LogLocation::Postgres(text.to_owned())
+        } else {
+            LogLocation::Directory(text.into())
+        }
+    }
 }
 
 #[cfg(test)]

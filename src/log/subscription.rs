@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use crate::envelope::Envelope;
 use crate::error::Error;
 use crate::limits::SUBSCRIPTION_REFILL_EVENTS;
-use crate::log::store::Store;
+use crate::log::backend::Backend;
 use crate::log::Head;
 
 pub struct Subscription {
-    store: Arc<Store>,
+    backend: Arc<dyn Backend>,
     head: watch::Receiver<Head>,
     next: u64,
     buffer: VecDeque<Envelope>,
@@ -31,8 +31,8 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(store: Arc<Store>, head: watch::Receiver<Head>, from: u64) -> Subscription {
-        Subscription { store, head, next: from, buffer: VecDeque::new() }
+    pub(crate) fn new(backend: Arc<dyn Backend>, head: watch::Receiver<Head>, from: u64) -> Subscription {
+        Subscription { backend, head, next: from, buffer: VecDeque::new() }
     }
 
     /// The position of the next event this subscription yields.
@@ -62,8 +62,7 @@ impl Subscription {
 
     fn refill(&mut self, head: u64) -> Result<(), Error> {
         let want = usize::try_from(head - self.next + 1).unwrap_or(usize::MAX).min(SUBSCRIPTION_REFILL_EVENTS);
-        for event in self.store.events_from(self.next).take(want) {
-            let event = event?;
+        for event in self.backend.events(self.next, want)? {
             if event.position != self.next {
                 return Err(Error::corrupt(self.next, "event missing from the store"));
             }

@@ -114,11 +114,6 @@ impl Store {
         Ok(Store { db, _lock: lock })
     }
 
-    #[cfg(test)]
-    pub(crate) fn db_for_tests(&self) -> &sled::Db {
-        &self.db
-    }
-
     /// The stored restart snapshot: its position and bytes.
     pub(crate) fn snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
         let tree = self.db.open_tree(SNAPSHOT_TREE).map_err(storage)?;

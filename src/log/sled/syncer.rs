@@ -14,9 +14,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::log::store::{FileSync, Store};
-use crate::log::witness::Witness;
-use crate::log::writer::{Outcome, Reply};
+use crate::log::sled::store::{FileSync, Store};
+use crate::log::sled::witness::Witness;
+use crate::log::staging::{Outcome, Reply};
 use crate::log::{Head, StatsCounters};
 
 /// A group applied to sled, not yet durable.

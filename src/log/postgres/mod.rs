@@ -1,0 +1,216 @@
+//! The shared backend: the log in a PostgreSQL database that many nodes
+//! append to. The only module of the workspace that imports
+//! `tokio_postgres`.
+//!
+//! The database serializes appends: a writer's group commit locks the head
+//! row, stages its appends on the head it found (the shared
+//! [`staging`](crate::log::staging) code), inserts the events and moves the
+//! head in the same transaction. Positions are therefore gapless and commit
+//! order is position order, whichever node commits. Acknowledged means
+//! committed (see `schema::check_durability` and the replication warning in
+//! `writer.rs`).
+//!
+//! The backend runs its own small tokio runtime, so its synchronous reads
+//! can be called from any thread, async or not: a read is spawned there and
+//! waited for, at most [`QUERY_WAIT_MAX`].
+
+mod connect;
+mod follower;
+mod reads;
+mod schema;
+mod writer;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Config;
+
+use crate::error::Error;
+use crate::limits::{APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS};
+use crate::log::backend::Opened;
+use crate::log::{Head, LogOptions, StatsCounters};
+use connect::{Heard, Readers};
+
+/// Longest wait for one database round of a read before it fails (a read
+/// never hangs on a database that stopped answering).
+pub const QUERY_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Longest time a writer keeps trying to reach the database after a commit
+/// whose answer was lost, to learn by event id whether it committed.
+pub const COMMIT_RESOLVE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// How often a node reads the head even without a notification (one may be
+/// lost while its listening connection reconnects).
+pub const HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Threads of the backend's own runtime.
+const RUNTIME_THREADS: usize = 2;
+
+/// Drops the backend's runtime without blocking, wherever the last handle
+/// of the log goes away (dropping a runtime inside another one panics).
+struct RuntimeGuard(Option<Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What the backend's tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) readers: Readers,
+    /// Taken when the log closes, which ends every subscription.
+    head: std::sync::Mutex<Option<watch::Sender<Head>>>,
+    pub(crate) location: String,
+}
+
+impl Shared {
+    /// Moves the published head forward (never back).
+    pub(crate) fn publish(&self, head: Head) {
+        let Ok(sender) = self.head.lock() else { return };
+        let Some(sender) = sender.as_ref() else { return };
+        sender.send_if_modified(|current| {
+            let newer = head.position > current.position;
+            if newer {
+                *current = head;
+            }
+            newer
+        });
+    }
+
+    pub(crate) fn closed(&self) -> bool {
+        self.head.lock().map_or(true, |sender| sender.is_none())
+    }
+
+    fn close(&self) {
+        if let Ok(mut sender) = self.head.lock() {
+            sender.take();
+        }
+    }
+}
+
+pub(crate) struct PostgresBackend {
+    shared: Arc<Shared>,
+    handle: Handle,
+    _runtime: Arc<RuntimeGuard>,
+}
+
+impl PostgresBackend {
+    /// Runs `work` on the backend's runtime and waits for it, bounded.
+    fn call<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        call(&self.handle, work)
+    }
+}
+
+fn call<T: Send + 'static>(
+    handle: &Handle,
+    work: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = answer.send(work.await);
+    });
+    match answered.recv_timeout(QUERY_WAIT_MAX) {
+        Ok(result) => result,
+        Err(_) => Err(Error::Storage(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs()))),
+    }
+}
+
+/// The database `config` names, without user or password.
+fn describe(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    format!("postgres://{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
+}
+
+/// Opens (or creates) the log in the database `url` names.
+pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) -> Result<Opened, Error> {
+    let config = Config::from_str(url)
+        .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .thread_name("opledger-postgres")
+        .enable_all()
+        .build()
+        .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL runtime: {error}")))?;
+    let handle = runtime.handle().clone();
+    let runtime = Arc::new(RuntimeGuard(Some(runtime)));
+    let heard = Arc::new(Heard::default());
+    let prepare_config = config.clone();
+    let prepare_heard = Arc::clone(&heard);
+    let (client, head, last_recorded_at) = call(&handle, async move {
+        let mut client = connect::connect(&prepare_config, prepare_heard, None).await?;
+        schema::create(&mut client).await?;
+        schema::check_durability(&client).await?;
+        let (head, last_recorded_at) = reads::stored_head(&client).await?;
+        check_stored_tail(&client, head).await?;
+        Ok((client, head, last_recorded_at))
+    })?;
+    let (head_tx, head_rx) = watch::channel(head);
+    let shared = Arc::new(Shared {
+        location: describe(&config),
+        readers: Readers::new(config.clone()),
+        config,
+        head: std::sync::Mutex::new(Some(head_tx)),
+    });
+    handle.spawn(follower::follow(Arc::clone(&shared)));
+    let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
+    let writer = writer::Writer {
+        shared: Arc::clone(&shared),
+        client: Some(client),
+        heard,
+        last_recorded_at,
+        clock: Arc::clone(&options.clock),
+        stats: Arc::clone(stats),
+    };
+    let writer_handle = handle.clone();
+    let writer_runtime = Arc::clone(&runtime);
+    let thread = std::thread::Builder::new()
+        .name("opledger-pg-writer".into())
+        .spawn(move || {
+            writer_handle.block_on(writer.run(requests_rx));
+            drop(writer_runtime);
+        })
+        .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL writer: {error}")))?;
+    let backend = Arc::new(PostgresBackend { shared, handle, _runtime: runtime });
+    Ok(Opened { backend, requests: requests_tx, head: head_rx, writer: thread })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
+/// end in the stored head, and nothing may be stored past it.
+async fn check_stored_tail(client: &tokio_postgres::Client, head: Head) -> Result<(), Error> {
+    let last = reads::last_position(client).await?;
+    if last != head.position {
+        return Err(Error::corrupt(
+            last.max(head.position),
+            format!("the stored head ({}) does not name the last stored event ({last})", head.position),
+        ));
+    }
+    if head.position == 0 {
+        return Ok(());
+    }
+    let from = head.position.saturating_sub(OPEN_TAIL_CHECK_EVENTS).max(1);
+    let count = usize::try_from(head.position - from + 1).unwrap_or(usize::MAX);
+    let tail = reads::events(client, from, count).await?;
+    crate::log::check_tail(from, &tail, head)
+}

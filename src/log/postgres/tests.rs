@@ -1,0 +1,135 @@
+//! The log's conformance suite on PostgreSQL (one throwaway cluster, each
+//! case in a database of its own), and what only a shared database has:
+//! two nodes appending to one log.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::log::conformance::{self, assert_verifies, event, options, Place};
+use crate::log::{Conflict, Expectations, Head, Log, LogOptions};
+
+#[path = "../../../tests/support/postgres_cluster.rs"]
+mod postgres_cluster;
+
+use postgres_cluster::Cluster;
+
+static DATABASES: AtomicU64 = AtomicU64::new(0);
+
+/// A log in a fresh database of the cluster.
+struct PostgresPlace {
+    cluster: Arc<Cluster>,
+    url: String,
+}
+
+impl PostgresPlace {
+    fn new(cluster: &Arc<Cluster>) -> PostgresPlace {
+        let name = format!("log_{}", DATABASES.fetch_add(1, Ordering::SeqCst));
+        PostgresPlace { cluster: Arc::clone(cluster), url: cluster.database(&name) }
+    }
+}
+
+impl Place for PostgresPlace {
+    fn open(&self, options: LogOptions) -> Log {
+        Log::open_postgres(&self.url, options).unwrap()
+    }
+
+    fn another(&self) -> Box<dyn Place> {
+        Box::new(PostgresPlace::new(&self.cluster))
+    }
+}
+
+#[test]
+fn the_log_contract_holds_on_postgres() {
+    let cluster = Arc::new(Cluster::start(&[]));
+    for (name, case) in conformance::CASES {
+        eprintln!("conformance case on PostgreSQL: {name}");
+        case(&PostgresPlace::new(&cluster));
+    }
+    two_nodes_append_to_one_gapless_chain(&PostgresPlace::new(&cluster));
+    a_head_expectation_holds_across_nodes(&PostgresPlace::new(&cluster));
+    an_event_id_appended_on_one_node_is_a_duplicate_on_the_other(&PostgresPlace::new(&cluster));
+    a_database_with_synchronous_commit_off_is_refused(&cluster);
+}
+
+/// 2 nodes × 8 appenders × 25 appends: every append acknowledged once, the
+/// positions gapless, one chain that verifies on both nodes, and each node
+/// follows the other's appends (its head, and a subscription).
+fn two_nodes_append_to_one_gapless_chain(place: &PostgresPlace) {
+    let nodes = [Arc::new(place.open(options())), Arc::new(place.open(options()))];
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let positions = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for (index, node) in nodes.iter().enumerate() {
+            for task in 0..8u64 {
+                let node = Arc::clone(node);
+                tasks.push(tokio::spawn(async move {
+                    let mut positions = Vec::new();
+                    for n in 0..25 {
+                        let appended = node
+                            .append(vec![event(&format!("n{index}t{task}"), n)], Expectations::none())
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        positions.push(appended.first_position);
+                    }
+                    positions
+                }));
+            }
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    });
+    let unique: BTreeSet<u64> = positions.iter().copied().collect();
+    assert_eq!(unique.len(), 400, "every acknowledged append got a position of its own");
+    assert_eq!(unique, (1..=400).collect::<BTreeSet<u64>>(), "positions are gapless");
+    for node in &nodes {
+        assert_eq!(node.latest_head().unwrap().position, 400);
+        assert_verifies(node);
+    }
+    let followed = runtime.block_on(async {
+        let mut subscription = nodes[0].subscribe(1);
+        let mut last = 0;
+        for _ in 0..400 {
+            last = subscription.next().await.unwrap().unwrap().position;
+        }
+        last
+    });
+    assert_eq!(followed, 400);
+}
+
+/// A node that decided on head 0 loses to the node that appended first.
+fn a_head_expectation_holds_across_nodes(place: &PostgresPlace) {
+    let first = place.open(options());
+    let second = place.open(options());
+    let at = |head| Expectations { streams: vec![], head: Some(head) };
+    first.append_blocking(vec![event("a", 1)], at(0)).unwrap().unwrap();
+    let lost = second.append_blocking(vec![event("a", 2)], at(0)).unwrap();
+    assert_eq!(lost, Err(Conflict::Head { expected: 0, actual: 1 }));
+    assert_eq!(second.latest_head().unwrap().position, 1);
+    assert!(second.append_blocking(vec![event("a", 3)], at(1)).unwrap().is_ok());
+    assert_eq!(first.latest_head().unwrap().position, 2);
+}
+
+fn an_event_id_appended_on_one_node_is_a_duplicate_on_the_other(place: &PostgresPlace) {
+    let first = place.open(options());
+    let second = place.open(options());
+    let events = vec![event("a", 1), event("b", 1)];
+    let appended = first.append_blocking(events.clone(), Expectations::none()).unwrap().unwrap();
+    let again = second.append_blocking(events, Expectations::none()).unwrap().unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.first_position, again.last_position), (appended.first_position, appended.last_position));
+    assert_eq!(second.latest_head().unwrap(), first.head());
+    assert_ne!(first.head(), Head::EMPTY);
+}
+
+/// An acknowledgement must mean a durable commit.
+fn a_database_with_synchronous_commit_off_is_refused(cluster: &Cluster) {
+    let url = cluster.database("asynchronous");
+    cluster.psql("ALTER DATABASE asynchronous SET synchronous_commit = off");
+    let refused = Log::open_postgres(&url, options()).unwrap_err();
+    assert!(refused.to_string().contains("synchronous_commit is off"), "{refused}");
+}

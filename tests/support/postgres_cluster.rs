@@ -1,0 +1,208 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` in a temporary
+//! directory, `postgres` on a free loopback port, stopped and removed when
+//! dropped. Debian's server binaries are found with `pg_config --bindir`
+//! (`scripts/test` installs the `postgresql` package when it is missing).
+//! initdb refuses to run as root, so as root every server command runs as
+//! the `postgres` OS user (the package creates it) over a directory it owns.
+//!
+//! Shared by the core's log tests and the tools' tests (`#[path]`).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a cluster to start or stop.
+const SERVER_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Cluster {
+    root: tempfile::TempDir,
+    pub port: u16,
+    bindir: PathBuf,
+    run_as_postgres: bool,
+    stopped: bool,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn bindir() -> PathBuf {
+    let output = Command::new("pg_config").arg("--bindir").output().expect(
+        "pg_config not found: these tests need PostgreSQL's server (Debian: postgresql); scripts/test installs it",
+    );
+    assert!(output.status.success(), "pg_config --bindir failed");
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+impl Cluster {
+    /// A new cluster, started. `settings` are extra `postgresql.conf` lines.
+    pub fn start(settings: &[&str]) -> Cluster {
+        let root = tempfile::Builder::new().prefix("opledger-pg-").tempdir().unwrap();
+        let run_as_postgres = is_root();
+        let cluster = Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true };
+        cluster.own(cluster.root.path());
+        let data = cluster.data();
+        let init = cluster.server_command(
+            "initdb",
+            &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+        );
+        assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
+        cluster.configure(settings);
+        let mut cluster = cluster;
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster made from a base backup of `primary` (a standby when
+    /// `standby` is set: it streams from the primary).
+    pub fn standby_of(primary: &Cluster, settings: &[&str]) -> Cluster {
+        let root = tempfile::Builder::new().prefix("opledger-pg-standby-").tempdir().unwrap();
+        let run_as_postgres = is_root();
+        let cluster = Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true };
+        cluster.own(cluster.root.path());
+        let data = cluster.data();
+        let port = primary.port.to_string();
+        let backup = cluster.server_command(
+            "pg_basebackup",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", data.to_str().unwrap(), "-R", "-X", "stream"],
+        );
+        assert!(backup.status.success(), "pg_basebackup failed: {}", String::from_utf8_lossy(&backup.stderr));
+        cluster.configure(settings);
+        let mut cluster = cluster;
+        cluster.start_server();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn own(&self, path: &Path) {
+        if self.run_as_postgres {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().unwrap();
+            assert!(status.success(), "chown to postgres failed");
+        }
+    }
+
+    fn configure(&self, settings: &[&str]) {
+        let mut conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nmax_connections = 200\n\
+             shared_buffers = 64MB\nfsync = on\nsynchronous_commit = on\nwal_level = replica\nmax_wal_senders = 8\n",
+            self.port,
+            self.root.path().display()
+        );
+        for setting in settings {
+            conf.push_str(setting);
+            conf.push('\n');
+        }
+        let path = self.data().join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&path).unwrap();
+        existing.push_str(&conf);
+        std::fs::write(&path, existing).unwrap();
+        let hba = self.data().join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).unwrap();
+        rules.push_str("\nhost replication postgres 127.0.0.1/32 trust\n");
+        std::fs::write(&hba, rules).unwrap();
+        self.own(self.root.path());
+    }
+
+    fn server_command(&self, program: &str, args: &[&str]) -> Output {
+        let program = self.bindir.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            Command::new(&program)
+        };
+        command.args(args).current_dir(self.root.path()).output().unwrap()
+    }
+
+    fn start_server(&mut self) {
+        let data = self.data();
+        let log = self.root.path().join("server.log");
+        let wait = SERVER_WAIT.as_secs().to_string();
+        let started = self.server_command(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", &wait, "start"],
+        );
+        assert!(
+            started.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&started.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        self.stopped = false;
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A connection URL for `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs SQL through psql against the `postgres` database.
+    pub fn psql(&self, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// A new empty database; returns its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.psql(&format!("CREATE DATABASE {name}"));
+        self.url(name)
+    }
+
+    /// Kills the postmaster with SIGKILL (its children follow when they
+    /// notice), as a machine failure would.
+    pub fn kill(&mut self) {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        let deadline = Instant::now() + SERVER_WAIT;
+        while Command::new("kill").args(["-0", &pid]).status().is_ok_and(|s| s.success()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Orphaned backends keep the port and shared memory until they end.
+        let _ = Command::new("pkill").args(["-9", "-f", &format!("-D {}", self.data().display())]).status();
+        self.stopped = true;
+    }
+
+    /// Promotes a standby to a primary.
+    pub fn promote(&self) {
+        let data = self.data();
+        let promoted = self.server_command("pg_ctl", &["-D", data.to_str().unwrap(), "-w", "promote"]);
+        assert!(promoted.status.success(), "promote failed: {}", String::from_utf8_lossy(&promoted.stderr));
+    }
+
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let data = self.data();
+        let _ = self.server_command("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.stopped = true;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
