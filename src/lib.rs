@@ -14,6 +14,11 @@ pub mod verify;
 pub use envelope::{Envelope, Hash, NewEvent, StreamId};
 pub use error::Error;
 pub use log::{
-    Appended, Conflict, Durability, Expectations, ExpectedVersion, Head, Log, LogOptions, LogStats, PendingAppend,
-    StreamExpectation, Subscription,
+    Appended, Conflict, Durability, Expectations, ExpectedVersion, Head, Log, LogLocation, LogOptions, LogStats,
+    PendingAppend, StreamExpectation, Subscription,
 };
+
+/// Throwaway PostgreSQL clusters for the tests of the PostgreSQL backend.
+#[cfg(test)]
+#[path = "../tests/support/postgres_cluster.rs"]
+pub(crate) mod postgres_cluster;

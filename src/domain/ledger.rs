@@ -46,6 +46,10 @@ pub enum LedgerError {
     /// The log holds an event the domain cannot apply.
     #[error("the log holds an event the domain cannot apply at position {position}: {detail}")]
     Inconsistent { position: u64, detail: String },
+    /// Over a shared log: other nodes won the race to append this many
+    /// times in a row; nothing was appended, the command may be retried.
+    #[error("other nodes appended first {attempts} times in a row; nothing was appended, retry")]
+    Contended { attempts: u32 },
 }
 
 /// The answer of a batch start.
@@ -62,10 +66,12 @@ struct Cell {
 
 pub struct Ledger {
     log: Arc<Log>,
-    cell: Mutex<Cell>,
+    cell: Arc<Mutex<Cell>>,
     /// Why the ledger stopped (fail-stop), once it has. A watch so that a
     /// supervisor can wait for it and reopen the store.
-    stopped: watch::Sender<Option<String>>,
+    stopped: Arc<watch::Sender<Option<String>>>,
+    /// Over a shared log, the decider thread's queue (see `ledger_rounds.rs`).
+    rounds: Option<tokio::sync::mpsc::Sender<Box<dyn rounds::Queued>>>,
     clock: Clock,
     /// Serializes snapshot writes so an older one never replaces a newer one.
     snapshots: std::sync::Mutex<()>,
@@ -97,9 +103,18 @@ impl Ledger {
             Some(state) => fold_from(&log, state)?,
             None => fold_from(&log, DomainState::default())?,
         };
-        let cell = Mutex::new(Cell { sequencer: Sequencer::new(state) });
-        let stopped = watch::channel(None).0;
-        Ok(Ledger { log, cell, stopped, clock, snapshots: std::sync::Mutex::new(()) })
+        let cell = Arc::new(Mutex::new(Cell { sequencer: Sequencer::new(state) }));
+        let stopped = Arc::new(watch::channel(None).0);
+        let rounds = match log.shared() {
+            true => Some(rounds::start(rounds::Decider {
+                log: Arc::clone(&log),
+                cell: Arc::clone(&cell),
+                clock: Arc::clone(&clock),
+                stopped: Arc::clone(&stopped),
+            })?),
+            false => None,
+        };
+        Ok(Ledger { log, cell, stopped, rounds, clock, snapshots: std::sync::Mutex::new(()) })
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -128,11 +143,17 @@ impl Ledger {
         });
     }
 
-    /// Decides under the lock, appends, and answers once durable.
-    async fn execute<T>(
+    /// Decides under the lock, appends, and answers once durable. Over a
+    /// shared log the command goes to the decider's next round instead.
+    async fn execute<T: Send + 'static>(
         &self,
-        decide: impl FnOnce(&mut Sequencer, DateTime<Utc>) -> Result<(T, Produced), CommandRefused>,
+        mut decide: impl FnMut(&mut Sequencer, DateTime<Utc>) -> Result<(T, Produced), CommandRefused> + Send + 'static,
     ) -> Result<T, LedgerError> {
+        if let Some(rounds) = &self.rounds {
+            let (command, answer) = rounds::Command::new(Box::new(decide));
+            rounds.send(Box::new(command)).await.map_err(|_| LedgerError::Log(Error::Closed))?;
+            return answer.await.unwrap_or(Err(LedgerError::Log(Error::Closed)));
+        }
         let (value, pending, snapshot) = {
             let mut cell = self.cell.lock().await;
             if let Some(why) = self.stopped() {
@@ -199,7 +220,7 @@ impl Ledger {
         changed_by: Principal,
         changes: Vec<AuthorityChange>,
     ) -> Result<(u64, u64), LedgerError> {
-        self.execute(|sequencer, now| {
+        self.execute(move |sequencer, now| {
             let produced = sequencer.record_authority(&changed_by, &changes, now)?;
             let last = produced.first_position + produced.events.len() as u64 - 1;
             Ok(((produced.first_position, last), produced))
@@ -208,7 +229,7 @@ impl Ledger {
     }
 
     pub async fn start(&self, request: StartRequest) -> Result<StartAnswer, LedgerError> {
-        self.execute(|sequencer, now| sequencer.start(&request, &mut Uuid::now_v7, now)).await
+        self.execute(move |sequencer, now| sequencer.start(&request, &mut Uuid::now_v7, now)).await
     }
 
     pub async fn start_batch(
@@ -216,7 +237,7 @@ impl Ledger {
         operation_types: Vec<String>,
         request: StartRequest,
     ) -> Result<BatchStartAnswer, LedgerError> {
-        self.execute(|sequencer, now| {
+        self.execute(move |sequencer, now| {
             let (first, follow_ups, produced) =
                 sequencer.start_batch(&operation_types, &request, &mut Uuid::now_v7, now)?;
             Ok((BatchStartAnswer { first, follow_ups }, produced))
@@ -227,7 +248,7 @@ impl Ledger {
     /// The legitimacy gate decides the run's current attempt now.
     pub async fn begin(&self, run_id: Uuid) -> Result<(Decision, Run), LedgerError> {
         let result = self
-            .execute(|sequencer, now| {
+            .execute(move |sequencer, now| {
                 let (decision, run, produced) = sequencer.begin(run_id, &mut Uuid::now_v7, now)?;
                 Ok(((decision, run), produced))
             })
@@ -236,13 +257,13 @@ impl Ledger {
     }
 
     pub async fn progress(&self, run_id: Uuid, summary_counts: serde_json::Value) -> Result<Run, LedgerError> {
-        let result = self.execute(|sequencer, now| sequencer.progress(run_id, &summary_counts, now)).await;
+        let result = self.execute(move |sequencer, now| sequencer.progress(run_id, &summary_counts, now)).await;
         self.resolve_not_live(result, "report progress").await
     }
 
     pub async fn complete(&self, run_id: Uuid, completion: Completion) -> Result<Run, LedgerError> {
         let result =
-            self.execute(|sequencer, now| sequencer.complete(run_id, &completion, &mut Uuid::now_v7, now)).await;
+            self.execute(move |sequencer, now| sequencer.complete(run_id, &completion, &mut Uuid::now_v7, now)).await;
         self.resolve_not_live(result, "complete").await
     }
 
@@ -255,8 +276,9 @@ impl Ledger {
             let why = format!("actor {actor_id} has no notification for run {run_id}");
             return Err(CommandRefused::Invalid(why).into());
         }
-        self.execute(|sequencer, now| {
-            let produced = sequencer.notification_read(actor_id, run_id, now)?;
+        let actor_id = actor_id.to_owned();
+        self.execute(move |sequencer, now| {
+            let produced = sequencer.notification_read(&actor_id, run_id, now)?;
             Ok((produced.first_position, produced))
         })
         .await
@@ -337,9 +359,16 @@ pub fn fold_run(events: &[Envelope]) -> Result<Option<Run>, LedgerError> {
 /// Folds the log after the state's position into the state.
 fn fold_from(log: &Log, mut state: DomainState) -> Result<DomainState, LedgerError> {
     let head = log.head().position;
+    fold_into(log, &mut state, head)?;
+    Ok(state)
+}
+
+/// Folds the log's events after the state's position up to `head`.
+fn fold_into(log: &Log, state: &mut DomainState, head: u64) -> Result<(), LedgerError> {
     let mut from = state.position + 1;
     while from <= head {
-        let page = log.read(from, READ_PAGE_EVENTS_MAX)?;
+        let want = usize::try_from(head - from + 1).unwrap_or(usize::MAX).min(READ_PAGE_EVENTS_MAX);
+        let page = log.read(from, want)?;
         for envelope in &page {
             let inconsistent = |detail: String| LedgerError::Inconsistent { position: envelope.position, detail };
             let event = DomainEvent::from_envelope(envelope).map_err(inconsistent)?;
@@ -350,12 +379,19 @@ fn fold_from(log: &Log, mut state: DomainState) -> Result<DomainState, LedgerErr
             break;
         }
     }
-    Ok(state)
+    Ok(())
 }
 
 #[path = "ledger_leases.rs"]
 mod leases;
 
+#[path = "ledger_rounds.rs"]
+mod rounds;
+
 #[cfg(test)]
 #[path = "ledger_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ledger_shared_tests.rs"]
+mod shared_tests;

@@ -20,7 +20,7 @@ impl Ledger {
         summary_counts: serde_json::Value,
     ) -> Result<Run, LedgerError> {
         let result =
-            self.execute(|sequencer, now| sequencer.progress_attempt(run_id, attempt, &summary_counts, now)).await;
+            self.execute(move |sequencer, now| sequencer.progress_attempt(run_id, attempt, &summary_counts, now)).await;
         self.resolve_fenced(result, attempt, "report progress")
     }
 
@@ -32,20 +32,23 @@ impl Ledger {
         completion: Completion,
     ) -> Result<Run, LedgerError> {
         let result = self
-            .execute(|sequencer, now| sequencer.complete_attempt(run_id, attempt, &completion, &mut Uuid::now_v7, now))
+            .execute(move |sequencer, now| {
+                sequencer.complete_attempt(run_id, attempt, &completion, &mut Uuid::now_v7, now)
+            })
             .await;
         self.resolve_fenced(result, attempt, "complete")
     }
 
     /// A worker's sign of life; answers with the run and its lease.
     pub async fn heartbeat(&self, run_id: Uuid, attempt: Option<u32>) -> Result<Run, LedgerError> {
-        let result = self.execute(|sequencer, now| sequencer.heartbeat(run_id, attempt, now)).await;
+        let result = self.execute(move |sequencer, now| sequencer.heartbeat(run_id, attempt, now)).await;
         self.resolve_fenced(result, attempt, "heartbeat")
     }
 
     /// Cancels a queued or running run (completed, outcome cancelled).
     pub async fn cancel(&self, run_id: Uuid, request: CancelRequest) -> Result<Run, LedgerError> {
-        let result = self.execute(|sequencer, now| sequencer.cancel(run_id, &request, &mut Uuid::now_v7, now)).await;
+        let result =
+            self.execute(move |sequencer, now| sequencer.cancel(run_id, &request, &mut Uuid::now_v7, now)).await;
         // An ended run (cancelled or not) cannot be cancelled: no fence here.
         self.resolve_not_live(result, "cancel").await
     }
@@ -54,7 +57,7 @@ impl Ledger {
     /// now, through the sequencer like any command. Answers with the runs
     /// it abandoned, as they are after.
     pub async fn reap_lapsed_leases(&self) -> Result<Vec<Run>, LedgerError> {
-        self.execute(|sequencer, now| Ok(sequencer.reap(&mut Uuid::now_v7, now))).await
+        self.execute(move |sequencer, now| Ok(sequencer.reap(&mut Uuid::now_v7, now))).await
     }
 
     /// A run the sequencer does not hold live has ended: a late call from

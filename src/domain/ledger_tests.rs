@@ -20,11 +20,11 @@ fn s(v: &str) -> String {
     v.to_owned()
 }
 
-fn options() -> LogOptions {
+pub(super) fn options() -> LogOptions {
     LogOptions { durability: Durability::Flush, ..LogOptions::default() }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -40,7 +40,7 @@ fn op(name: &str, provider_backed: bool, writes: bool, system: bool) -> C {
     })
 }
 
-fn world(connections: &[&str]) -> Vec<C> {
+pub(super) fn world(connections: &[&str]) -> Vec<C> {
     let mut changes = vec![
         C::WorkspaceRegistered { workspace_id: s("w1") },
         C::TenantRegistered { tenant_id: s("t1"), workspace_id: s("w1"), lifecycle: Lifecycle::Active },
@@ -63,7 +63,7 @@ fn world(connections: &[&str]) -> Vec<C> {
     changes
 }
 
-fn request(operation_type: &str, connection: Option<&str>) -> StartRequest {
+pub(super) fn request(operation_type: &str, connection: Option<&str>) -> StartRequest {
     StartRequest {
         operation_type: s(operation_type),
         tenant_id: s("t1"),
@@ -74,7 +74,7 @@ fn request(operation_type: &str, connection: Option<&str>) -> StartRequest {
     }
 }
 
-fn succeeded() -> Completion {
+pub(super) fn succeeded() -> Completion {
     Completion { outcome: WorkerOutcome::Succeeded, summary_counts: None, failure: None, retryable: None }
 }
 

@@ -114,7 +114,7 @@ pub struct Produced {
     pub first_position: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sequencer {
     state: DomainState,
 }
@@ -126,6 +126,10 @@ impl Sequencer {
 
     pub fn state(&self) -> &DomainState {
         &self.state
+    }
+
+    pub fn into_state(self) -> DomainState {
+        self.state
     }
 
     /// Applies an event and records it for the append. A decided event that

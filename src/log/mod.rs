@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, Hash, NewEvent, StreamId};
 use crate::error::Error;
-use crate::limits::{APPEND_EVENTS_MAX, READ_PAGE_EVENTS_MAX};
+use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_EVENTS_MAX, READ_PAGE_EVENTS_MAX};
 
 pub(crate) use backend::Backend;
 use observations::AtomicHistogram;
@@ -370,6 +370,23 @@ impl Log {
         Ok(pending)
     }
 
+    /// An append of the ledger's own decided events, for the decider thread
+    /// of a shared log: up to [`GROUP_COMMIT_EVENTS_MAX`] events (a round
+    /// of many commands), waited for on the calling thread.
+    pub(crate) fn append_internal_blocking(
+        &self,
+        events: Vec<NewEvent>,
+        expectations: Expectations,
+        recorded_at: Option<DateTime<Utc>>,
+    ) -> Result<Result<Appended, Conflict>, Error> {
+        check_events(&events, GROUP_COMMIT_EVENTS_MAX)?;
+        let (reply, answer) = oneshot::channel();
+        let submitted = std::time::Instant::now();
+        let request = Request { events, expectations, recorded_at, reply, submitted };
+        self.sender()?.blocking_send(request).map_err(|_| Error::Closed)?;
+        PendingAppend { reply: answer }.wait_blocking()
+    }
+
     /// [`Log::append`] for threads outside an async runtime.
     pub fn append_blocking(
         &self,
@@ -498,11 +515,12 @@ impl Drop for Log {
 }
 
 fn check_append(events: &[NewEvent]) -> Result<(), Error> {
-    if events.is_empty() || events.len() > APPEND_EVENTS_MAX {
-        return Err(Error::InvalidEvent(format!(
-            "an append holds 1 to {APPEND_EVENTS_MAX} events, got {}",
-            events.len()
-        )));
+    check_events(events, APPEND_EVENTS_MAX)
+}
+
+fn check_events(events: &[NewEvent], most: usize) -> Result<(), Error> {
+    if events.is_empty() || events.len() > most {
+        return Err(Error::InvalidEvent(format!("an append holds 1 to {most} events, got {}", events.len())));
     }
     let mut ids: Vec<&Uuid> = events.iter().map(|e| &e.event_id).collect();
     ids.sort_unstable();

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use crate::log::conformance::{self, assert_verifies, event, options, Place};
 use crate::log::{Conflict, Expectations, Head, Log, LogOptions};
 
-#[path = "../../../tests/support/postgres_cluster.rs"]
-mod postgres_cluster;
-
-use postgres_cluster::Cluster;
+use crate::postgres_cluster::Cluster;
 
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
