@@ -97,7 +97,19 @@ impl Projector {
     /// Opens the read models and catches up (in bulk when the file is
     /// empty and the log long).
     pub fn open(log: Arc<Log>, projections: Vec<Arc<dyn Projection>>) -> Result<Projector, ProjectionError> {
-        let projector = Projector::open_without_catch_up(log, projections)?;
+        let dir = log_directory(&log)?;
+        Projector::open_in(&dir, log, projections)
+    }
+
+    /// [`Projector::open`] with the read models in `dir`: a log kept in a
+    /// database has no directory of its own, and each node keeps its read
+    /// models in its data directory.
+    pub fn open_in(
+        dir: &Path,
+        log: Arc<Log>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Projector, ProjectionError> {
+        let projector = Projector::open_without_catch_up_in(dir, log, projections)?;
         let applied = projector.applied();
         if applied == 0 && projector.log.head().position >= BULK_LOAD_EVENTS_MIN {
             projector.rebuild(&mut |_, _| {})?;
@@ -115,7 +127,18 @@ impl Projector {
         log: Arc<Log>,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Projector, ProjectionError> {
-        let path = store::path_in(log.dir());
+        let dir = log_directory(&log)?;
+        Projector::open_without_catch_up_in(&dir, log, projections)
+    }
+
+    /// [`Projector::open_without_catch_up`] with the read models in `dir`.
+    pub fn open_without_catch_up_in(
+        dir: &Path,
+        log: Arc<Log>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Projector, ProjectionError> {
+        std::fs::create_dir_all(dir).map_err(|error| ProjectionError::Io(format!("{}: {error}", dir.display())))?;
+        let path = store::path_in(dir);
         let checkpoint = prepare_file(&log, &projections, &path)?;
         let authority = authority_as_of(&log, checkpoint.position)?;
         let live = Live::open(&path)?;
@@ -229,7 +252,7 @@ impl Projector {
     /// over the live one. Reads use the old file until the swap.
     /// `progress` is told the position applied and the head aimed at.
     pub fn rebuild(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, ProjectionError> {
-        let fresh = self.log.dir().join(store::REBUILD_FILE_NAME);
+        let fresh = self.path.with_file_name(store::REBUILD_FILE_NAME);
         let result = self.rebuild_into(&fresh, progress);
         if result.is_err() {
             remove_if_present(&fresh)?;
@@ -469,3 +492,13 @@ pub(crate) fn authority_as_of(log: &Log, position: u64) -> Result<AuthorityState
 #[cfg(test)]
 #[path = "projector_tests.rs"]
 mod tests;
+
+/// The directory of a log kept in one: its read models go beside it.
+fn log_directory(log: &Log) -> Result<std::path::PathBuf, ProjectionError> {
+    log.directory().ok_or_else(|| {
+        ProjectionError::Unavailable(format!(
+            "the log in {} has no directory: name one for the read models (Projector::open_in)",
+            log.location()
+        ))
+    })
+}

@@ -62,6 +62,9 @@ pub(crate) trait Backend: Send + Sync {
     /// to it). A node decides on a state at least this fresh.
     fn latest_head(&self) -> Result<Head, Error>;
 
+    /// The log's directory, for a log kept in one.
+    fn directory(&self) -> Option<std::path::PathBuf>;
+
     /// Where the log is, for messages: a directory, or a database without
     /// its password.
     fn location(&self) -> String;

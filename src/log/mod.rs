@@ -295,6 +295,11 @@ impl Log {
         self.backend.location()
     }
 
+    /// The directory the log is kept in (`None` for a log in a database).
+    pub fn directory(&self) -> Option<std::path::PathBuf> {
+        self.backend.directory()
+    }
+
     /// Whether other processes may append to this log (a shared database).
     pub fn shared(&self) -> bool {
         self.backend.shared()

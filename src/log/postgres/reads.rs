@@ -212,6 +212,10 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn directory(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     fn location(&self) -> String {
         self.shared.location.clone()
     }

@@ -72,13 +72,13 @@ pub(crate) fn open(dir: &Path, options: &LogOptions, stats: &Arc<StatsCounters>)
             }
         })
         .map_err(|e| Error::io(dir, e))?;
-    let backend = Arc::new(SledBackend { store, dir: dir.display().to_string(), head: head_rx.clone() });
+    let backend = Arc::new(SledBackend { store, dir: dir.to_path_buf(), head: head_rx.clone() });
     Ok(Opened { backend, requests: requests_tx, head: head_rx, writer: handle })
 }
 
 pub(crate) struct SledBackend {
     store: Arc<Store>,
-    dir: String,
+    dir: std::path::PathBuf,
     head: watch::Receiver<Head>,
 }
 
@@ -137,8 +137,12 @@ impl Backend for SledBackend {
         Ok(*self.head.borrow())
     }
 
+    fn directory(&self) -> Option<std::path::PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn location(&self) -> String {
-        self.dir.clone()
+        self.dir.display().to_string()
     }
 
     fn shared(&self) -> bool {

@@ -79,6 +79,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Refused(refused) => refused_status(&refused, message),
             LedgerError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", message),
             LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
+            LedgerError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message),
             LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
             }

@@ -1,0 +1,87 @@
+//! The ledger over a shared log: two nodes (two ledgers) over one
+//! PostgreSQL database, started by the test (`tests/support`).
+
+use std::sync::Arc;
+
+use super::tests::{options, request, runtime, succeeded, world};
+use super::*;
+use crate::domain::replay::DecisionReplay;
+use crate::domain::sequencer::StartAnswer;
+use crate::domain::start_gate::StartRejected;
+use crate::verify::verify;
+
+use crate::postgres_cluster;
+/// Rounds of the race on one protected scope.
+const SCOPE_RACE_ROUNDS: usize = 50;
+/// Racing starts per node in each round.
+const STARTS_PER_NODE: usize = 8;
+
+#[test]
+fn two_nodes_over_one_database_decide_on_fresh_state() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let url = cluster.database("ledger");
+    let open =
+        || Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
+    let nodes = [open(), open()];
+    let rt = runtime();
+    rt.block_on(async {
+        a_tenant_registered_on_one_node_is_known_at_once_on_the_other(&nodes).await;
+        at_most_one_accepted_run_per_scope_across_nodes(&nodes).await;
+    });
+    let log = Log::open_postgres(&url, options()).unwrap();
+    let mut replay = DecisionReplay::new();
+    let report = verify(&log, None, &mut replay, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_failure);
+    let folded = fold_from(&log, DomainState::default()).unwrap();
+    for node in &nodes {
+        let state = rt.block_on(async {
+            // A refused command still takes a round, which folds the log first.
+            assert!(matches!(node.begin(uuid::Uuid::nil()).await, Err(LedgerError::UnknownRun(_))));
+            node.state().await
+        });
+        assert_eq!(state, folded, "each node's state is the fold of the shared log");
+    }
+}
+
+async fn a_tenant_registered_on_one_node_is_known_at_once_on_the_other(nodes: &[Arc<Ledger>; 2]) {
+    nodes[0].record_authority(Principal::System, world(&["c1", "c9"])).await.unwrap();
+    let answer = nodes[1].start(request("restore.execute", None)).await;
+    assert!(
+        matches!(answer, Ok(StartAnswer::Accepted(_))),
+        "the second node must decide on the authority the first recorded: {answer:?}"
+    );
+    let run = answer.unwrap().run().id;
+    nodes[0].begin(run).await.unwrap();
+    nodes[1].complete(run, succeeded()).await.unwrap();
+    assert!(matches!(
+        nodes[1].start(request("no_such_type", None)).await,
+        Err(LedgerError::Refused(CommandRefused::Start(StartRejected::UnknownOperationType(_))))
+    ));
+}
+
+/// Each round, 2 × 8 starts race on the scope of connection `c1`: exactly
+/// one is accepted, the rest are answered with that run; then it ends.
+async fn at_most_one_accepted_run_per_scope_across_nodes(nodes: &[Arc<Ledger>; 2]) {
+    for round in 0..SCOPE_RACE_ROUNDS {
+        let mut tasks = Vec::new();
+        for node in nodes {
+            for _ in 0..STARTS_PER_NODE {
+                let node = Arc::clone(node);
+                tasks.push(tokio::spawn(async move { node.start(request("inventory_sync", Some("c1"))).await }));
+            }
+        }
+        let mut accepted = Vec::new();
+        let mut named = Vec::new();
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                StartAnswer::Accepted(run) => accepted.push(run.id),
+                other => named.push(other.run().id),
+            }
+        }
+        assert_eq!(accepted.len(), 1, "round {round}: exactly one accepted run");
+        assert!(named.iter().all(|id| *id == accepted[0]), "round {round}: every other start names the accepted run");
+        let run = accepted[0];
+        nodes[round % 2].begin(run).await.unwrap();
+        nodes[(round + 1) % 2].complete(run, succeeded()).await.unwrap();
+    }
+}
