@@ -85,6 +85,10 @@ pub struct Projector {
     /// Serializes applying (the follower, catch-up and the end of a rebuild).
     apply_lock: Mutex<()>,
     progress: watch::Sender<Progress>,
+    /// Over a shared log, the lock that keeps a second process of this
+    /// node (a CLI beside the server) from writing the same file: a log in
+    /// a directory is locked by its store, a log in a database is not.
+    _directory_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -138,6 +142,10 @@ impl Projector {
         projections: Vec<Arc<dyn Projection>>,
     ) -> Result<Projector, ProjectionError> {
         std::fs::create_dir_all(dir).map_err(|error| ProjectionError::Io(format!("{}: {error}", dir.display())))?;
+        let directory_lock = match log.shared() {
+            true => Some(lock_read_models(dir)?),
+            false => None,
+        };
         let path = store::path_in(dir);
         let checkpoint = prepare_file(&log, &projections, &path)?;
         let authority = authority_as_of(&log, checkpoint.position)?;
@@ -150,6 +158,7 @@ impl Projector {
             authority: RwLock::new(authority),
             apply_lock: Mutex::new(()),
             progress: watch::channel(Progress::Applied(checkpoint.position)).0,
+            _directory_lock: directory_lock,
         })
     }
 
@@ -489,12 +498,8 @@ pub(crate) fn authority_as_of(log: &Log, position: u64) -> Result<AuthorityState
     }
 }
 
-#[cfg(test)]
-#[path = "projector_tests.rs"]
-mod tests;
-
 /// The directory of a log kept in one: its read models go beside it.
-fn log_directory(log: &Log) -> Result<std::path::PathBuf, ProjectionError> {
+fn log_directory(log: &Log) -> Result<PathBuf, ProjectionError> {
     log.directory().ok_or_else(|| {
         ProjectionError::Unavailable(format!(
             "the log in {} has no directory: name one for the read models (Projector::open_in)",
@@ -502,3 +507,20 @@ fn log_directory(log: &Log) -> Result<std::path::PathBuf, ProjectionError> {
         ))
     })
 }
+
+/// Takes the read models' lock file in `dir`, or says another process
+/// holds it (as the log's own lock does for a directory).
+fn lock_read_models(dir: &Path) -> Result<std::fs::File, ProjectionError> {
+    let path = dir.join(store::LOCK_FILE_NAME);
+    let io = |error: std::io::Error| ProjectionError::Io(format!("{}: {error}", path.display()));
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ProjectionError::Log(opledger::Error::Locked { path: dir.to_path_buf() })),
+        Err(std::fs::TryLockError::Error(error)) => Err(io(error)),
+    }
+}
+
+#[cfg(test)]
+#[path = "projector_tests.rs"]
+mod tests;

@@ -38,6 +38,10 @@ pub(crate) use swap::{install, quiesce};
 pub const FILE_NAME: &str = "projections.db";
 /// What a rebuild fills before it is renamed over [`FILE_NAME`].
 pub const REBUILD_FILE_NAME: &str = "projections.db.rebuild";
+
+/// Locked by the process that projects into the directory when the log is
+/// in a database (a log in a directory is locked by its store already).
+pub const LOCK_FILE_NAME: &str = "projections.lock";
 /// The version of every table of the file. Bump it with any change to a
 /// table, a column or what a column holds: files of another version are
 /// rebuilt from the log when the projector opens.

@@ -62,6 +62,14 @@ pub(crate) trait Backend: Send + Sync {
     /// to it). A node decides on a state at least this fresh.
     fn latest_head(&self) -> Result<Head, Error>;
 
+    /// A small named document every node of a shared log reads, with its
+    /// version (see [`crate::log::Log::document`]).
+    fn document(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, Error>;
+
+    /// Replaces a document if its version is still `expected` (`None`: it
+    /// does not exist yet); `false` when another writer came first.
+    fn replace_document(&self, name: &str, bytes: &[u8], expected: Option<u64>) -> Result<bool, Error>;
+
     /// The log's directory, for a log kept in one.
     fn directory(&self) -> Option<std::path::PathBuf>;
 

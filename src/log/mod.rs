@@ -295,6 +295,21 @@ impl Log {
         self.backend.location()
     }
 
+    /// A small named document every node of a shared log reads (the API
+    /// tokens' hashes: data that must change, so never in the log), with
+    /// its version. A log kept in a directory has none: its process owns
+    /// the directory, and such documents are files beside it.
+    pub fn document(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        self.backend.document(name)
+    }
+
+    /// Replaces the document `name` if its version is still `expected`
+    /// (`None`: it does not exist yet). `Ok(false)`: another writer came
+    /// first; read it again and retry.
+    pub fn replace_document(&self, name: &str, bytes: &[u8], expected: Option<u64>) -> Result<bool, Error> {
+        self.backend.replace_document(name, bytes, expected)
+    }
+
     /// The directory the log is kept in (`None` for a log in a database).
     pub fn directory(&self) -> Option<std::path::PathBuf> {
         self.backend.directory()

@@ -1,14 +1,21 @@
 //! API tokens: `opl_` + 64 hex digits from the OS random source, printed
-//! once; only their SHA-256 is kept, in `DIR/tokens.json`, never in the
-//! immutable log (a revoked token must be deletable).
-//!
-//! The file is replaced atomically (write to a temporary file, fsync,
-//! rename) so the CLI can create or revoke tokens while a server runs; the
-//! server re-reads it when its [`FileVersion`] changes.
+//! once; only their SHA-256 is kept, never in the immutable log (a revoked
+//! token must be deletable):
+//! - beside a log kept in a directory, in `DIR/tokens.json`. The file is
+//!   replaced atomically (write to a temporary file, fsync, rename) so the
+//!   CLI can create or revoke tokens while a server runs; the server
+//!   re-reads it when its [`FileVersion`] changes;
+//! - with a log kept in PostgreSQL, in the database (the log's document
+//!   `tokens`), so every node accepts the same tokens. A change is a
+//!   compare-and-swap on the document's version; a node re-reads it at
+//!   most [`SHARED_TOKENS_REFRESH`] after its last read, so a revoke on one
+//!   node holds on every node within that time.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::SystemTime;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use opledger::Log;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -60,10 +67,25 @@ impl FileVersion {
     }
 }
 
+/// Longest a node serves tokens from its cache of the shared document.
+pub const SHARED_TOKENS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Attempts at a compare-and-swap of the shared document before giving up
+/// (each loss means another node changed the tokens meanwhile).
+const SHARED_WRITE_ATTEMPTS_MAX: u32 = 16;
+
+/// The name of the tokens' document in a shared log.
+const TOKENS_DOCUMENT: &str = "tokens";
+
 #[derive(Debug)]
 pub struct TokenStore {
-    path: PathBuf,
-    cache: RwLock<(Option<FileVersion>, Vec<TokenRecord>)>,
+    place: TokenPlace,
+}
+
+#[derive(Debug)]
+enum TokenPlace {
+    File { path: PathBuf, cache: RwLock<(Option<FileVersion>, Vec<TokenRecord>)> },
+    Shared { log: Arc<Log>, cache: RwLock<Option<(Instant, Vec<TokenRecord>)>> },
 }
 
 fn hash(token: &str) -> String {
@@ -71,34 +93,90 @@ fn hash(token: &str) -> String {
 }
 
 impl TokenStore {
+    /// Tokens in `DIR/tokens.json`, beside a log kept in `DIR`.
     pub fn new(data_dir: &Path) -> TokenStore {
-        TokenStore { path: data_dir.join("tokens.json"), cache: RwLock::new((None, Vec::new())) }
+        let path = data_dir.join("tokens.json");
+        TokenStore { place: TokenPlace::File { path, cache: RwLock::new((None, Vec::new())) } }
     }
 
-    fn read(&self) -> anyhow::Result<Vec<TokenRecord>> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", self.path.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(error) => Err(error).with_context(|| format!("reading {}", self.path.display())),
+    /// Tokens in the database of a shared log, for every node.
+    pub fn in_log(log: Arc<Log>) -> TokenStore {
+        TokenStore { place: TokenPlace::Shared { log, cache: RwLock::new(None) } }
+    }
+
+    /// Where the tokens store was opened, for the log of a server: the
+    /// shared log's database when the log is shared, else `DIR`.
+    pub fn for_log(data_dir: &Path, log: &Arc<Log>) -> TokenStore {
+        match log.shared() {
+            true => TokenStore::in_log(Arc::clone(log)),
+            false => TokenStore::new(data_dir),
         }
     }
 
-    fn write(&self, records: &[TokenRecord]) -> anyhow::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+    /// The records, and the version a change must start from.
+    fn read(&self) -> anyhow::Result<(Vec<TokenRecord>, Option<u64>)> {
+        match &self.place {
+            TokenPlace::File { path, .. } => match std::fs::read(path) {
+                Ok(bytes) => Ok((
+                    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?,
+                    None,
+                )),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), None)),
+                Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+            },
+            TokenPlace::Shared { log, .. } => match log.document(TOKENS_DOCUMENT)? {
+                Some((bytes, version)) => {
+                    Ok((serde_json::from_slice(&bytes).context("reading the tokens in the database")?, Some(version)))
+                }
+                None => Ok((Vec::new(), None)),
+            },
         }
-        let temporary = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(records)?;
-        let file = std::fs::File::create(&temporary)?;
-        std::io::Write::write_all(&mut &file, &bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)?;
-        // The next look-up re-reads the file even when the file system's
+    }
+
+    /// Writes the records; `false` when the shared document changed since
+    /// `version` was read (a file is replaced whole: always `true`).
+    fn write(&self, records: &[TokenRecord], version: Option<u64>) -> anyhow::Result<bool> {
+        let written = match &self.place {
+            TokenPlace::File { path, .. } => {
+                write_file(path, records)?;
+                true
+            }
+            TokenPlace::Shared { log, .. } => {
+                log.replace_document(TOKENS_DOCUMENT, &serde_json::to_vec_pretty(records)?, version)?
+            }
+        };
+        // The next look-up re-reads, even when the file system's
         // modification time is too coarse to show this write.
-        if let Ok(mut cache) = self.cache.write() {
-            cache.0 = None;
+        self.forget_cache();
+        Ok(written)
+    }
+
+    fn forget_cache(&self) {
+        match &self.place {
+            TokenPlace::File { cache, .. } => {
+                if let Ok(mut cache) = cache.write() {
+                    cache.0 = None;
+                }
+            }
+            TokenPlace::Shared { cache, .. } => {
+                if let Ok(mut cache) = cache.write() {
+                    *cache = None;
+                }
+            }
         }
-        Ok(())
+    }
+
+    /// Reads, changes and writes the records, again from a fresh read when
+    /// another node changed them meanwhile.
+    fn change<T>(&self, change: impl Fn(&mut Vec<TokenRecord>) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        for _ in 0..SHARED_WRITE_ATTEMPTS_MAX {
+            let (mut records, version) = self.read()?;
+            let answer = change(&mut records)?;
+            if self.write(&records, version)? {
+                return Ok(answer);
+            }
+        }
+        bail!("the tokens changed on other nodes {SHARED_WRITE_ATTEMPTS_MAX} times while this change was tried; retry")
     }
 
     /// Mints a token; returns it (the only time it is seen) and its record.
@@ -108,26 +186,26 @@ impl TokenStore {
         let token = format!("opl_{}", hex::encode(secret));
         let record =
             TokenRecord { id: Uuid::now_v7(), grant, hash: hash(&token), created_at: Utc::now(), revoked_at: None };
-        let mut records = self.read()?;
-        records.push(record.clone());
-        self.write(&records)?;
+        self.change(|records| {
+            records.push(record.clone());
+            Ok(())
+        })?;
         Ok((token, record))
     }
 
     pub fn list(&self) -> anyhow::Result<Vec<TokenRecord>> {
-        self.read()
+        Ok(self.read()?.0)
     }
 
     /// Revokes the token with `id`; an unknown id is an error.
     pub fn revoke(&self, id: Uuid) -> anyhow::Result<TokenRecord> {
-        let mut records = self.read()?;
-        let Some(record) = records.iter_mut().find(|r| r.id == id) else { bail!("no token with id {id}") };
-        if record.revoked_at.is_none() {
-            record.revoked_at = Some(Utc::now());
-        }
-        let revoked = record.clone();
-        self.write(&records)?;
-        Ok(revoked)
+        self.change(|records| {
+            let Some(record) = records.iter_mut().find(|r| r.id == id) else { bail!("no token with id {id}") };
+            if record.revoked_at.is_none() {
+                record.revoked_at = Some(Utc::now());
+            }
+            Ok(record.clone())
+        })
     }
 
     /// The grant of a live token, re-reading the file when it changed.
@@ -148,19 +226,52 @@ impl TokenStore {
     }
 
     /// The first unrevoked record matching `wanted`, re-reading the file
-    /// when its version changed.
+    /// when its version changed (the shared document when it is older than
+    /// [`SHARED_TOKENS_REFRESH`]).
     fn find_live(&self, wanted: impl Fn(&TokenRecord) -> bool) -> anyhow::Result<Option<TokenRecord>> {
-        let version = FileVersion::of(&self.path);
-        let fresh = self.cache.read().map(|cache| cache.0 == version && version.is_some()).unwrap_or(false);
-        if !fresh {
-            let records = self.read()?;
-            if let Ok(mut cache) = self.cache.write() {
-                *cache = (version, records);
+        let live = |records: &[TokenRecord]| records.iter().find(|r| r.revoked_at.is_none() && wanted(r)).cloned();
+        match &self.place {
+            TokenPlace::File { path, cache } => {
+                let version = FileVersion::of(path);
+                let fresh = cache.read().map(|cache| cache.0 == version && version.is_some()).unwrap_or(false);
+                if !fresh {
+                    let (records, _) = self.read()?;
+                    if let Ok(mut cache) = cache.write() {
+                        *cache = (version, records);
+                    }
+                }
+                let cache = cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
+                Ok(live(&cache.1))
+            }
+            TokenPlace::Shared { cache, .. } => {
+                let fresh = cache
+                    .read()
+                    .map(|cache| cache.as_ref().is_some_and(|(read_at, _)| read_at.elapsed() < SHARED_TOKENS_REFRESH))
+                    .unwrap_or(false);
+                if !fresh {
+                    let (records, _) = self.read()?;
+                    if let Ok(mut cache) = cache.write() {
+                        *cache = Some((Instant::now(), records));
+                    }
+                }
+                let cache = cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
+                Ok(cache.as_ref().and_then(|(_, records)| live(records)))
             }
         }
-        let cache = self.cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
-        Ok(cache.1.iter().find(|r| r.revoked_at.is_none() && wanted(r)).cloned())
     }
+}
+
+fn write_file(path: &Path, records: &[TokenRecord]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(records)?;
+    let file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut &file, &bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -126,6 +126,15 @@ fn call<T: Send + 'static>(
     }
 }
 
+/// The database a connection string names, without user or password (for
+/// messages: the string itself may hold a password).
+pub fn describe_url(url: &str) -> String {
+    match Config::from_str(url) {
+        Ok(config) => describe(&config),
+        Err(_) => "a PostgreSQL database (the connection string does not parse)".to_owned(),
+    }
+}
+
 /// The database `config` names, without user or password.
 fn describe(config: &Config) -> String {
     let hosts: Vec<String> = config

@@ -212,6 +212,46 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn document(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_owned();
+        self.call(async move {
+            let row = shared
+                .readers
+                .client()
+                .await?
+                .query_opt("SELECT bytes, version FROM opledger_documents WHERE name = $1", &[&name])
+                .await
+                .map_err(storage)?;
+            Ok(row.map(|row| (row.get::<_, Vec<u8>>(0), to_u64(row.get(1)))))
+        })
+    }
+
+    fn replace_document(&self, name: &str, bytes: &[u8], expected: Option<u64>) -> Result<bool, Error> {
+        let shared = Arc::clone(&self.shared);
+        let (name, bytes) = (name.to_owned(), bytes.to_vec());
+        self.call(async move {
+            let client = shared.readers.client().await?;
+            let changed = match expected {
+                None => client
+                    .execute(
+                        "INSERT INTO opledger_documents (name, bytes, version) VALUES ($1, $2, 1)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &bytes],
+                    )
+                    .await,
+                Some(version) => client
+                    .execute(
+                        "UPDATE opledger_documents SET bytes = $2, version = version + 1
+                         WHERE name = $1 AND version = $3",
+                        &[&name, &bytes, &to_i64(version)],
+                    )
+                    .await,
+            };
+            Ok(changed.map_err(storage)? == 1)
+        })
+    }
+
     fn directory(&self) -> Option<std::path::PathBuf> {
         None
     }

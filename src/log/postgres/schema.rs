@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS opledger_restart_snapshot (
 );
 CREATE TABLE IF NOT EXISTS opledger_documents (
     name TEXT PRIMARY KEY,
-    bytes BYTEA NOT NULL
+    bytes BYTEA NOT NULL,
+    version BIGINT NOT NULL
 );
 ";
 

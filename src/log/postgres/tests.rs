@@ -130,3 +130,19 @@ fn a_database_with_synchronous_commit_off_is_refused(cluster: &Cluster) {
     let refused = Log::open_postgres(&url, options()).unwrap_err();
     assert!(refused.to_string().contains("synchronous_commit is off"), "{refused}");
 }
+
+#[test]
+fn documents_are_replaced_only_from_the_version_read() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("documents");
+    let first = Log::open_postgres(&url, options()).unwrap();
+    let second = Log::open_postgres(&url, options()).unwrap();
+    assert_eq!(first.document("tokens").unwrap(), None);
+    assert!(first.replace_document("tokens", b"[1]", None).unwrap());
+    assert!(!second.replace_document("tokens", b"[2]", None).unwrap(), "it exists now");
+    let (bytes, version) = second.document("tokens").unwrap().unwrap();
+    assert_eq!(bytes, b"[1]");
+    assert!(second.replace_document("tokens", b"[1,2]", Some(version)).unwrap());
+    assert!(!first.replace_document("tokens", b"[1,3]", Some(version)).unwrap(), "a stale version loses");
+    assert_eq!(first.document("tokens").unwrap().unwrap().0, b"[1,2]");
+}

@@ -20,10 +20,15 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-/// The data directory every command works on.
+/// The data directory every command works on, and where the log is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataDir {
     /// The data directory (`serve` creates it if missing; the other commands need an existing one).
     #[arg(long = "data", env = "OPLEDGER_DATA", default_value = "./opledger-data")]
     pub path: PathBuf,
+    /// The log in PostgreSQL, shared by every node (`postgres://user:password@host:port/database`,
+    /// several hosts allowed, e.g. with `target_session_attrs=read-write`). Without it the log is in
+    /// DIR/log; with it DIR holds only this node's read models, and the API tokens are in the database.
+    #[arg(long = "log", env = "OPLEDGER_LOG", value_name = "URL", hide_env_values = true)]
+    pub log: Option<String>,
 }

@@ -43,7 +43,7 @@ impl DataDir {
         match self.open_log() {
             Ok(log) => {
                 let spinner = source::catch_up_spinner(log.head().position);
-                let projector = Projector::open(Arc::clone(&log), opledger_projections::all())
+                let projector = Projector::open_in(&self.read_models_dir(), Arc::clone(&log), opledger_projections::all())
                     .context("opening the projections")?;
                 spinner.finish_and_clear();
                 Ok(ReadModels::Projected { log, projector })
@@ -54,7 +54,7 @@ impl DataDir {
     }
 
     fn shared_read_models(&self) -> anyhow::Result<ReadModels> {
-        let (reader, checkpoint) = store::open_read_only(&self.path.join("log"))
+        let (reader, checkpoint) = store::open_read_only(&self.read_models_dir())
             .with_context(|| format!("a server holds {}; reading its read models", self.path.display()))?;
         eprintln!(
             "a server holds {}: read from its read models as of position {}",

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use opledger_projections::Projector;
+use opledger_projections::{ProjectionError, Projector};
 
-use super::source::{print_json, print_text, Hint};
+use super::source::{in_use_message, print_json, print_text, Hint};
 use super::verify::progress_bar;
 use super::DataDir;
 
@@ -24,7 +24,15 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let log = args.data.open_existing_log(Hint::StopServer)?;
     // No catch-up first: the rebuild replaces the file anyway.
-    let projector = Projector::open_without_catch_up(Arc::clone(&log), opledger_projections::all())?;
+    let projector = Projector::open_without_catch_up_in(
+        &args.data.read_models_dir(),
+        Arc::clone(&log),
+        opledger_projections::all(),
+    )
+    .map_err(|error| match matches!(error, ProjectionError::Log(opledger::Error::Locked { .. })) {
+        true => anyhow::anyhow!(in_use_message(&args.data.path, Hint::StopServer)),
+        false => anyhow::anyhow!(error),
+    })?;
     let names: Vec<&'static str> = opledger_projections::all().iter().map(|p| p.name()).collect();
     let started = Instant::now();
     let bar = progress_bar(log.head().position);

@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let cache_capacity_bytes = args.cache_mib * 1024 * 1024;
         let options = LogOptions { durability, cache_capacity_bytes, ..LogOptions::default() };
-        let state = crate::server::open_state(&args.data.path, options)?;
+        let state = crate::server::open_state_with_log(&args.data.path, args.data.log.as_deref(), options)?;
         crate::server::serve(state, args.listen).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -96,6 +96,11 @@ impl DataDir {
     /// [`DataDir::open_existing_log`] with the lock refusal left as it is
     /// (for commands that can do without the log when a server holds it).
     pub fn open_log(&self) -> anyhow::Result<Arc<Log>> {
+        if let Some(url) = &self.log {
+            let log = Log::open_postgres(url, LogOptions::default())
+                .with_context(|| format!("opening the log in {}", opledger::log::postgres::describe_url(url)))?;
+            return Ok(Arc::new(log));
+        }
         if !self.path.join("log").is_dir() {
             bail!("no ledger in {}: the data directory does not exist or holds no log", self.path.display());
         }
@@ -103,6 +108,22 @@ impl DataDir {
             Ok(log) => Ok(Arc::new(log)),
             Err(error) if matches!(error, opledger::Error::Locked { .. }) => Err(anyhow!(error)),
             Err(error) => Err(anyhow!(error).context(format!("opening the log in {}", self.path.display()))),
+        }
+    }
+}
+
+impl DataDir {
+    /// The directory of the read models: `DIR/log` whichever backend holds
+    /// the log (beside the sled store, or alone when the log is in a database).
+    pub fn read_models_dir(&self) -> std::path::PathBuf {
+        self.path.join("log")
+    }
+
+    /// The API tokens: in the database when the log is, else `DIR/tokens.json`.
+    pub fn tokens(&self) -> anyhow::Result<crate::tokens::TokenStore> {
+        match &self.log {
+            Some(_) => Ok(crate::tokens::TokenStore::in_log(self.open_log()?)),
+            None => Ok(crate::tokens::TokenStore::new(&self.path)),
         }
     }
 }

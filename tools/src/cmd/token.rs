@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use uuid::Uuid;
 
 use super::DataDir;
-use crate::tokens::{Grant, TokenStore};
+use crate::tokens::Grant;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Token {
@@ -63,13 +63,15 @@ pub fn run(token: Token) -> anyhow::Result<ExitCode> {
                 (None, Some(actor_id)) => Grant::Actor { actor_id },
                 (None, None) => anyhow::bail!("name --service or --actor"),
             };
-            std::fs::create_dir_all(&args.data.path)?;
-            let (secret, record) = TokenStore::new(&args.data.path).create(grant)?;
+            if args.data.log.is_none() {
+                std::fs::create_dir_all(&args.data.path)?;
+            }
+            let (secret, record) = args.data.tokens()?.create(grant)?;
             writeln!(out, "created token {} for {}; it is shown once:", record.id, describe(&record.grant))?;
             writeln!(out, "{secret}")?;
         }
         Token::List(args) => {
-            let records = TokenStore::new(&args.data.path).list()?;
+            let records = args.data.tokens()?.list()?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
             }
@@ -78,7 +80,7 @@ pub fn run(token: Token) -> anyhow::Result<ExitCode> {
             }
         }
         Token::Revoke(args) => {
-            let record = TokenStore::new(&args.data.path).revoke(args.id)?;
+            let record = args.data.tokens()?.revoke(args.id)?;
             writeln!(out, "revoked token {}", record.id)?;
         }
     }

@@ -45,9 +45,17 @@ use crate::tokens::TokenStore;
 /// Opens everything a server needs on `data`, remembering where from so
 /// that the supervisor can reopen the store after a storage error.
 pub fn open_state(data: &Path, options: LogOptions) -> anyhow::Result<AppState> {
-    let source = state::CoreSource { data: data.to_path_buf(), options };
+    open_state_with_log(data, None, options)
+}
+
+/// [`open_state`] with the log in PostgreSQL when `log` names a database:
+/// `data` then holds only this node's read models, and the tokens are in
+/// the database.
+pub fn open_state_with_log(data: &Path, log: Option<&str>, options: LogOptions) -> anyhow::Result<AppState> {
+    let source = state::CoreSource { data: data.to_path_buf(), log: log.map(str::to_owned), options };
     let core = supervisor::open_core(&source)?;
-    let mut state = AppState::new(core, Arc::new(TokenStore::new(data)), Arc::new(metrics::Metrics::default()));
+    let tokens = TokenStore::for_log(data, core.ledger.log());
+    let mut state = AppState::new(core, Arc::new(tokens), Arc::new(metrics::Metrics::default()));
     state.source = Some(Arc::new(source));
     Ok(state)
 }

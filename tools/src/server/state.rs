@@ -34,10 +34,22 @@ pub struct Core {
 pub const VERIFIES_CONCURRENT_MAX: usize = 1;
 /// Where the core is opened from: what a reopen after a storage error
 /// needs to run the same checks as a restart.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CoreSource {
     pub data: PathBuf,
+    /// The log in PostgreSQL (a connection string, which may hold a
+    /// password: never printed); `None`: the log is in `data/log`.
+    pub log: Option<String>,
     pub options: LogOptions,
+}
+
+impl std::fmt::Debug for CoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreSource")
+            .field("data", &self.data)
+            .field("log", &self.log.as_deref().map(opledger::log::postgres::describe_url))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opledger::domain::ledger::Ledger;
+use opledger::Log;
 use opledger_projections::{ProjectionError, Projector};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -38,11 +39,17 @@ pub fn reopen_delay(attempt: u32) -> Duration {
 pub fn open_core(source: &CoreSource) -> anyhow::Result<Core> {
     use anyhow::Context;
     let data = &source.data;
-    let ledger = Ledger::open(data.join("log"), source.options.clone())
-        .with_context(|| format!("opening {}", data.display()))?;
-    let ledger = Arc::new(ledger);
-    let projector =
-        Projector::open(Arc::clone(ledger.log()), opledger_projections::all()).context("opening the projections")?;
+    let ledger = match &source.log {
+        Some(url) => {
+            let log = Log::open_postgres(url, source.options.clone())
+                .with_context(|| format!("opening the log in {}", opledger::log::postgres::describe_url(url)))?;
+            Ledger::over(Arc::new(log), Arc::clone(&source.options.clock))
+        }
+        None => Ledger::open(data.join("log"), source.options.clone()),
+    };
+    let ledger = Arc::new(ledger.with_context(|| format!("opening {}", data.display()))?);
+    let projector = Projector::open_in(&data.join("log"), Arc::clone(ledger.log()), opledger_projections::all())
+        .context("opening the projections")?;
     Ok(Core { ledger, projector: Arc::new(projector) })
 }
 
