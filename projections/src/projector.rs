@@ -516,7 +516,9 @@ fn lock_read_models(dir: &Path) -> Result<std::fs::File, ProjectionError> {
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ProjectionError::Log(opledger::Error::Locked { path: dir.to_path_buf() })),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(ProjectionError::Log(opledger::Error::Locked { path: dir.to_path_buf() }))
+        }
         Err(std::fs::TryLockError::Error(error)) => Err(io(error)),
     }
 }

@@ -117,10 +117,9 @@ impl TokenStore {
     fn read(&self) -> anyhow::Result<(Vec<TokenRecord>, Option<u64>)> {
         match &self.place {
             TokenPlace::File { path, .. } => match std::fs::read(path) {
-                Ok(bytes) => Ok((
-                    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?,
-                    None,
-                )),
+                Ok(bytes) => {
+                    Ok((serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))?, None))
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), None)),
                 Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
             },

@@ -233,20 +233,24 @@ impl Backend for PostgresBackend {
         self.call(async move {
             let client = shared.readers.client().await?;
             let changed = match expected {
-                None => client
-                    .execute(
-                        "INSERT INTO opledger_documents (name, bytes, version) VALUES ($1, $2, 1)
+                None => {
+                    client
+                        .execute(
+                            "INSERT INTO opledger_documents (name, bytes, version) VALUES ($1, $2, 1)
                          ON CONFLICT (name) DO NOTHING",
-                        &[&name, &bytes],
-                    )
-                    .await,
-                Some(version) => client
-                    .execute(
-                        "UPDATE opledger_documents SET bytes = $2, version = version + 1
+                            &[&name, &bytes],
+                        )
+                        .await
+                }
+                Some(version) => {
+                    client
+                        .execute(
+                            "UPDATE opledger_documents SET bytes = $2, version = version + 1
                          WHERE name = $1 AND version = $3",
-                        &[&name, &bytes, &to_i64(version)],
-                    )
-                    .await,
+                            &[&name, &bytes, &to_i64(version)],
+                        )
+                        .await
+                }
             };
             Ok(changed.map_err(storage)? == 1)
         })

@@ -43,8 +43,9 @@ impl DataDir {
         match self.open_log() {
             Ok(log) => {
                 let spinner = source::catch_up_spinner(log.head().position);
-                let projector = Projector::open_in(&self.read_models_dir(), Arc::clone(&log), opledger_projections::all())
-                    .context("opening the projections")?;
+                let projector =
+                    Projector::open_in(&self.read_models_dir(), Arc::clone(&log), opledger_projections::all())
+                        .context("opening the projections")?;
                 spinner.finish_and_clear();
                 Ok(ReadModels::Projected { log, projector })
             }

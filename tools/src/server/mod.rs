@@ -15,7 +15,9 @@ pub mod leases;
 pub mod login;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_positions;
 pub mod pages;
+pub mod positions;
 pub mod reads;
 pub mod request_log;
 pub mod session;
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/logout", post(login::logout))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), positions::read_your_writes))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(body::REQUEST_BODY_BYTES_MAX))

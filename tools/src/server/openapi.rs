@@ -19,6 +19,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 
+use crate::server::openapi_positions::Positions;
+
 use crate::server::error::ApiError;
 use crate::server::{error, events, health, integrity, login, metrics, pages, reads, writes};
 
@@ -67,7 +69,7 @@ use crate::server::{error, events, health, integrity, login, metrics, pages, rea
         login::logout,
     ),
     components(schemas(error::ErrorBody, opledger::Envelope, reads::TimelineEvent)),
-    modifiers(&Security, &Errors, &Aliases),
+    modifiers(&Security, &Errors, &Aliases, &Positions),
     tags(
         (name = "health", description = "No token; for load balancers and orchestrators."),
         (name = "writes", description = "Service tokens. Bodies are JSON objects sent as `Content-Type: application/json`; nothing is appended by a request that answers an error."),
