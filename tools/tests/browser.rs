@@ -13,7 +13,7 @@
 //!
 //! ```sh
 //! cargo test -p opledger-tools --test browser
-//! cp target/browser/console-*.png docs/screenshots/
+//! cp target/browser/console-{list,run-decisions,run-lease,inbox,audit-entry,authority}.png docs/screenshots/
 //! ```
 //!
 //! Needs `chromium` and `chromedriver` (Debian: chromium, chromium-driver);

@@ -258,7 +258,20 @@ pub async fn search(
     }
     match visible_run(&state, &caller.viewer(), id).await {
         Ok(run) => Ok(Redirect::to(&format!("/admin/operations/{}", run.id)).into_response()),
-        Err(error) if hidden(&error) => Err(ApiError::not_found(format!("no such run: {id}")).into()),
+        Err(error) if hidden(&error) => {
+            // A console page, not a bare error page: the navigation and its
+            // search field stay, to try another id.
+            let body = console(
+                "No such run",
+                &caller,
+                html! {
+                    h1 { "No such run" }
+                    p class="error" data-code="not_found" { "no such run: " (id) }
+                    p { a href="/admin/operations" { "Back to operations" } }
+                },
+            );
+            Ok((StatusCode::NOT_FOUND, body).into_response())
+        }
         Err(error) => Err(error.into()),
     }
 }
