@@ -11,7 +11,7 @@ use opledger::domain::legitimacy::{CheckResult, Decision};
 use opledger::domain::model::Principal;
 use opledger::domain::run::RunEvent;
 use opledger::limits::READ_PAGE_EVENTS_MAX;
-use opledger::Log;
+use opledger::{Envelope, Log};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -69,29 +69,56 @@ pub fn explain(log: &Log, run_id: Uuid) -> Result<Option<Explanation>, Projectio
     }
     let mut decisions = Vec::new();
     for envelope in &events {
-        let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
-        let DomainEvent::Run { event, .. } = DomainEvent::from_envelope(envelope).map_err(stopped)? else {
-            return Err(stopped("a non-run event in a run stream".into()));
-        };
-        let (gate, decision) = match &event {
-            RunEvent::RunQueued { start_decision, .. } | RunEvent::RunStartBlocked { start_decision, .. } => {
-                ("start", start_decision)
-            }
-            RunEvent::LegitimacyEvaluated { decision, .. } => ("begin", decision),
-            _ => continue,
-        };
-        decisions.push(explain_decision(log, envelope.position, envelope.recorded_at, gate, decision)?);
+        if let Some(recorded) = recorded_decision(envelope)? {
+            decisions.push(explain_decision(log, &recorded)?);
+        }
     }
     Ok(Some(Explanation { run_id, decisions }))
 }
 
-fn explain_decision(
-    log: &Log,
-    position: u64,
-    recorded_at: DateTime<Utc>,
-    gate: &'static str,
-    decision: &Decision,
-) -> Result<ExplainedDecision, ProjectionError> {
+/// A decision as a run's stream recorded it: the start gate's (in
+/// `run_queued` or `run_start_blocked`) or an attempt's (`legitimacy_evaluated`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedDecision {
+    /// Log position of the event that records it.
+    pub position: u64,
+    pub recorded_at: DateTime<Utc>,
+    /// `start` or `begin`, as in [`ExplainedDecision::gate`].
+    pub gate: &'static str,
+    pub decision: Decision,
+}
+
+/// The decision `envelope` records, if it is an event of a run's stream
+/// that records one; an event that is not a run event is corruption.
+pub fn recorded_decision(envelope: &Envelope) -> Result<Option<RecordedDecision>, ProjectionError> {
+    let stopped = |detail: String| ProjectionError::Stopped { position: envelope.position, detail };
+    let DomainEvent::Run { event, .. } = DomainEvent::from_envelope(envelope).map_err(stopped)? else {
+        return Err(stopped("a non-run event in a run stream".into()));
+    };
+    let (gate, decision) = match event {
+        RunEvent::RunQueued { start_decision, .. } | RunEvent::RunStartBlocked { start_decision, .. } => {
+            ("start", start_decision)
+        }
+        RunEvent::LegitimacyEvaluated { decision, .. } => ("begin", decision),
+        _ => return Ok(None),
+    };
+    Ok(Some(RecordedDecision { position: envelope.position, recorded_at: envelope.recorded_at, gate, decision }))
+}
+
+/// The decisions recorded at `positions` (as Monitoring's
+/// `decision_positions` lists them), in that order; a position that holds
+/// no event or no decision is skipped.
+pub fn decisions_at(log: &Log, positions: &[u64]) -> Result<Vec<RecordedDecision>, ProjectionError> {
+    let mut decisions = Vec::with_capacity(positions.len());
+    for &position in positions {
+        let Some(envelope) = log.event(position)? else { continue };
+        decisions.extend(recorded_decision(&envelope)?);
+    }
+    Ok(decisions)
+}
+
+fn explain_decision(log: &Log, recorded: &RecordedDecision) -> Result<ExplainedDecision, ProjectionError> {
+    let RecordedDecision { position, recorded_at, gate, decision } = recorded;
     let mut checks = Vec::with_capacity(decision.checks.len());
     for check in &decision.checks {
         let source = match check.source_position {
@@ -101,8 +128,8 @@ fn explain_decision(
         checks.push(ExplainedCheck { check: check.clone(), source });
     }
     Ok(ExplainedDecision {
-        position,
-        recorded_at,
+        position: *position,
+        recorded_at: *recorded_at,
         gate,
         attempt: decision.attempt,
         outcome: decision.outcome,
@@ -204,5 +231,27 @@ mod tests {
         assert_eq!(source.event_type, "capability_revoked");
         assert_eq!(source.changed_by, Principal::actor("admin"));
         assert!(explain(ledger.log(), Uuid::now_v7()).unwrap().is_none());
+    }
+
+    #[test]
+    fn monitoring_finds_every_decision_of_a_retried_run_in_the_log() {
+        use opledger::domain::model::WorkerOutcome;
+        let world = crate::test_world::World::new();
+        let run = world.start("inventory_sync", "t1", Principal::actor("u1"), None);
+        world.begin(run);
+        world.complete(run, WorkerOutcome::Failed, true);
+        world.begin(run);
+        let projector = world.projector();
+        projector.catch_up().unwrap();
+        let positions = crate::monitoring::decision_positions(&projector.reader().unwrap(), run).unwrap();
+        let decisions = decisions_at(world.ledger.log(), &positions).unwrap();
+        let gates: Vec<(&str, u32)> = decisions.iter().map(|d| (d.gate, d.decision.attempt)).collect();
+        assert_eq!(gates, [("start", 0), ("begin", 1), ("begin", 2)]);
+        let explained = explain(world.ledger.log(), run).unwrap().unwrap();
+        let explained: Vec<u64> = explained.decisions.iter().map(|d| d.position).collect();
+        assert_eq!(positions, explained, "the decisions explain finds, walking the stream");
+        assert!(crate::monitoring::decision_positions(&projector.reader().unwrap(), Uuid::now_v7())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -89,8 +89,9 @@ mod totals;
 pub use columns::initiator_value;
 pub use document::RUN_DOCUMENT_BYTES_MAX;
 pub use query::{
-    counts, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts, ListError, RunFilter,
-    RunPage, CURSOR_CHARS_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX,
+    counts, decision_positions, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts,
+    ListError, RunFilter, RunPage, CURSOR_CHARS_MAX, DECISIONS_PER_RUN_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT,
+    PAGE_SIZE_MAX,
 };
 pub use totals::{totals_in_tenants, RunTotals, TOTALS_RUNS_EXAMINED_MAX};
 

@@ -1,8 +1,20 @@
-//! The Monitoring pages in a real headless browser (Debian's chromium,
+//! The operator console in a real headless browser (Debian's chromium,
 //! driven through chromedriver's W3C WebDriver API): sign in as an entitled
-//! viewer, load the run list, submit the filter form, page "Older" and
-//! "Newer" through a filtered list, follow "View run", check what an
-//! operator sees and keep screenshots in `target/browser/`.
+//! viewer, load the run list, submit the filter form (a time range too),
+//! page "Older" and "Newer" through a filtered list, turn auto-refresh on
+//! and off, follow "View run", search a run by id, read the inbox; then
+//! sign in as a service and walk the audit trail (from a check's position
+//! on a run page) and the authority state. Every page is reached by
+//! clicking links and submitting forms, and photographed into
+//! `target/browser/` (1280×800).
+//!
+//! The screenshots in `docs/screenshots/` (shown in README.md) are copies
+//! of these, refreshed by hand, never by the test:
+//!
+//! ```sh
+//! cargo test -p opledger-tools --test browser
+//! cp target/browser/console-{list,run-decisions,run-lease,inbox,audit-entry,authority}.png docs/screenshots/
+//! ```
 //!
 //! Needs `chromium` and `chromedriver` (Debian: chromium, chromium-driver);
 //! `scripts/test` installs them.
@@ -115,7 +127,7 @@ impl Driver {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--window-size=1280,900", format!("--user-data-dir={}", profile.display())]
+                     "--disable-sync", "--window-size=1280,800", format!("--user-data-dir={}", profile.display())]
         }}}});
         let answer = http(port, "POST", "/session", Some(&capabilities));
         let session =
@@ -224,6 +236,10 @@ struct Seeded {
     blocked: String,
     /// Failed with [`FAILURE_CODE`] and [`FAILURE_MESSAGE`].
     failed: String,
+    /// A system run on t2 (which u1 may not see), running on a lease.
+    running: String,
+    /// The log position of the revocation.
+    revoked_at: u64,
 }
 
 /// The seed scenario: u1 may view t1; a sync fails, one succeeds; a sync is
@@ -245,6 +261,13 @@ fn seed(state: &opledger_tools::server::AppState) -> Seeded {
                 status: ConnectionStatus::Ready,
             },
             C::DefaultProviderConnectionSet { tenant_id: s("t1"), connection_id: s("c1") },
+            C::TenantRegistered { tenant_id: s("t2"), workspace_id: s("w1"), lifecycle: Lifecycle::Active },
+            C::ProviderConnectionRegistered {
+                connection_id: s("c2"),
+                tenant_id: s("t2"),
+                status: ConnectionStatus::Ready,
+            },
+            C::DefaultProviderConnectionSet { tenant_id: s("t2"), connection_id: s("c2") },
             C::OperationTypeRegistered(OperationTypeSpec {
                 operation_type: s("inventory_sync"),
                 required_capability: s("tenant.sync"),
@@ -275,13 +298,16 @@ fn seed(state: &opledger_tools::server::AppState) -> Seeded {
         ledger.complete(succeeded, complete(WorkerOutcome::Succeeded, None)).await.unwrap();
         let run = ledger.start(request()).await.unwrap().run().id;
         let revoke = C::CapabilityRevoked { tenant_id: s("t1"), actor_id: s("u1"), capability: s("tenant.sync") };
-        ledger.record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
+        let (revoked_at, _) = ledger.record_authority(Principal::actor("u-admin"), vec![revoke]).await.unwrap();
         ledger.begin(run).await.unwrap();
         for _ in 0..2 {
             let answer = ledger.start(request()).await.unwrap();
             assert_eq!(answer.run().outcome, RunOutcome::Blocked, "blocked at the start gate");
         }
-        Seeded { blocked: run.to_string(), failed: failed.to_string() }
+        let scheduled = StartRequest { tenant_id: s("t2"), initiator: Principal::System, ..request() };
+        let running = ledger.start(scheduled).await.unwrap().run().id;
+        ledger.begin(running).await.unwrap();
+        Seeded { blocked: run.to_string(), failed: failed.to_string(), running: running.to_string(), revoked_at }
     })
 }
 
@@ -312,6 +338,7 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     let state = open_state(dir.path(), LogOptions { durability: Durability::Flush, ..LogOptions::default() }).unwrap();
     let seeded = seed(&state);
     let (token, _) = state.tokens.create(Grant::Actor { actor_id: s("u1") }).unwrap();
+    let (service, _) = state.tokens.create(Grant::Service { name: s("host-app") }).unwrap();
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     std::thread::spawn(move || {
@@ -350,13 +377,13 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
         assert!(labels.contains(&label), "{label} in {labels:?}");
     }
     assert!(labels.iter().all(|label| label.starts_with("g:")), "{labels:?}");
-    driver.screenshot("monitoring-list.png");
+    driver.screenshot("console-list.png");
 
     // The filter form as a person uses it: pick an outcome, leave the other
     // fields empty, press the button. The browser sends the empty fields.
     driver.click(&driver.find("css selector", "select[name=outcome] option[value=blocked]"));
     let submit = || driver.find("css selector", "form.filters button[type=submit]");
-    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&limit="));
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&from=&to=&limit="));
     let filtered = driver.source();
     assert!(filtered.contains("<h1>Operations</h1>"), "a 200 page, not an error: {filtered}");
     let blocked = rows(&filtered);
@@ -368,7 +395,7 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
 
     // A small page: the filter is kept going older and newer.
     driver.type_into(&driver.find("css selector", "input[name=limit]"), "2");
-    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&limit=2"));
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=blocked&status=&from=&to=&limit=2"));
     let first = driver.source();
     let first_rows = rows(&first);
     assert_eq!(first_rows, blocked[..2], "the two newest blocked runs");
@@ -380,7 +407,7 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     assert_eq!(rows(&second), blocked[2..], "page 2 of the same filter");
     assert!(driver.selected("select[name=outcome] option[value=blocked]"), "the form still shows the filter");
     assert_eq!(chart_numbers(&second, "blocked"), (3, 3), "the chart counts the whole filter on every page");
-    driver.screenshot("monitoring-list-page-2.png");
+    driver.screenshot("console-list-page-2.png");
     driver.click_until(&driver.find("link text", "Newer operations"), &kept);
     let back = driver.source();
     assert_eq!(rows(&back), first_rows, "back on page 1");
@@ -389,13 +416,13 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     // A failed run's page shows its failure.
     driver.click(&driver.find("css selector", "select[name=outcome] option[value=failed]"));
     driver.clear(&driver.find("css selector", "input[name=limit]"));
-    driver.click_until(&submit(), &|url| url.ends_with("&outcome=failed&status=&limit="));
+    driver.click_until(&submit(), &|url| url.ends_with("&outcome=failed&status=&from=&to=&limit="));
     assert_eq!(rows(&driver.source()), [(seeded.failed.clone(), s("failed"))]);
     driver.click_to(&driver.find("link text", "View run"), &format!("/admin/operations/{}", seeded.failed));
     let failed = driver.source();
     assert!(failed.contains(FAILURE_CODE) && failed.contains(FAILURE_MESSAGE), "the failure is shown: {failed}");
     assert!(failed.contains("<td>write gate</td>") && !failed.contains("WriteGate"), "checks in operator words");
-    driver.screenshot("monitoring-failed-run.png");
+    driver.screenshot("console-run-failed.png");
 
     driver.go(&format!("{base}/admin/operations"));
     let view_blocked = format!("tr[data-run=\"{}\"] a", seeded.blocked);
@@ -406,11 +433,125 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
     assert!(detail.contains("c1"), "the pinned connection is shown");
     assert!(detail.contains("legitimacy_evaluated") && detail.contains("run_blocked"), "the timeline is shown");
     assert!(detail.contains("was revoked from actor u1"), "the failing check's fact is shown");
-    let path = driver.screenshot("monitoring-run.png");
+    let path = driver.screenshot("console-run-blocked.png");
     assert!(std::fs::metadata(path).unwrap().len() > 1000);
+    // Every decision, not only the latest: the start gate's and attempt 1's.
+    assert!(detail.contains(r#"data-gate="start" data-attempt="0" data-outcome="allowed""#), "{detail}");
+    assert!(detail.contains(r#"data-gate="begin" data-attempt="1" data-outcome="denied""#), "{detail}");
+    assert!(!detail.contains("/admin/audit"), "an actor's positions are not links to the audit trail");
+    let scroll = "document.querySelector('section.decision').scrollIntoView()";
+    driver.call("POST", "/execute/sync", Some(json!({"script": scroll, "args": []})));
+    driver.screenshot("console-run-decisions.png");
+
+    viewer_console(&driver, &seeded);
 
     // Signing out ends the session: the pages ask for a token again.
     driver.click_to(&driver.find("xpath", "//button[text()='Sign out']"), "/admin/login");
     driver.go(&format!("{base}/admin/operations"));
     assert!(driver.source().contains("401"), "signed out, no page");
+
+    driver.go(&format!("{base}/admin/login"));
+    driver.type_into(&driver.find("css selector", "input[name=token]"), &service);
+    driver.click_to(&driver.find("css selector", "button[type=submit]"), "/admin/operations");
+    service_console(&driver, &seeded);
+}
+
+/// Sets a `datetime-local` field as a person picking a time would: typing
+/// into one depends on the browser's locale, so the value is set directly.
+fn set_time(driver: &Driver, name: &str, value: &str) {
+    let script = format!("document.querySelector('form.filters input[name={name}]').value = arguments[0];");
+    driver.call("POST", "/execute/sync", Some(json!({"script": script, "args": [value]})));
+}
+
+/// What u1, an actor, does beyond the list and a run: a time range, the
+/// auto-refresh, the search by run id and the inbox.
+fn viewer_console(driver: &Driver, seeded: &Seeded) {
+    driver.click_to(&driver.find("css selector", "nav.console a[href='/admin/operations']"), "/admin/operations");
+    let list = driver.source();
+    assert!(!list.contains(r#"href="/admin/audit""#), "no audit trail for an actor");
+
+    // A time range from the form, kept by "Older operations".
+    set_time(driver, "from", "2000-01-01T00:00:00");
+    driver.type_into(&driver.find("css selector", "input[name=limit]"), "2");
+    let submit = driver.find("css selector", "form.filters button[type=submit]");
+    // A browser may drop zero seconds from the field's value.
+    driver.click_until(&submit, &|url| url.contains("from=2000-01-01T00%3A00") && url.ends_with("&limit=2"));
+    assert_eq!(rows(&driver.source()).len(), 2, "the range holds every run, two a page");
+    let kept = |url: &str| url.contains("from=2000-01-01T00%3A00%3A00Z") && url.contains("cursor=");
+    driver.click_until(&driver.find("link text", "Older operations"), &kept);
+    assert_eq!(rows(&driver.source()).len(), 2, "page 2 of the range");
+    driver.screenshot("console-list-range.png");
+
+    // Auto-refresh: a link adds `refresh=30`, the server answers with a Refresh header.
+    driver.click_until(&driver.find("partial link text", "Refresh every"), &|url| url.contains("refresh=30"));
+    assert!(driver.selected("input[name=refresh]"), "the form shows the page refreshing");
+    assert!(driver.source().contains("This page reloads every 30 s"));
+    driver.click_until(&driver.find("link text", "Stop refreshing"), &|url| !url.contains("refresh="));
+
+    // The search goes straight to a run, or answers "no such run".
+    driver.type_into(&driver.find("css selector", "form.search input[name=run]"), &seeded.failed);
+    let go = driver.find("css selector", "form.search button[type=submit]");
+    driver.click_to(&go, &format!("/admin/operations/{}", seeded.failed));
+    assert!(driver.source().contains(FAILURE_MESSAGE), "the failed run's page");
+    driver.type_into(&driver.find("css selector", "form.search input[name=run]"), &seeded.running);
+    driver.click_until(&driver.find("css selector", "form.search button[type=submit]"), &|url| {
+        url.contains("/admin/search?run=")
+    });
+    assert!(driver.source().contains("no such run"), "a run on t2 is hidden from u1, as an unknown one");
+
+    // The inbox: u1's notifications, newest first, unread marked.
+    driver.click_to(&driver.find("css selector", "nav.console a[href='/admin/inbox']"), "/admin/inbox");
+    let inbox = driver.source();
+    assert!(inbox.contains("Inbox of u1") && inbox.contains(r#"<tr class="unread""#), "{inbox}");
+    let notified: Vec<String> =
+        inbox.split(" data-run=\"").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect();
+    let (blocked, failed) =
+        (notified.iter().position(|r| *r == seeded.blocked), notified.iter().position(|r| *r == seeded.failed));
+    assert!(blocked.unwrap() < failed.unwrap(), "newest first: {notified:?}");
+    driver.screenshot("console-inbox.png");
+}
+
+/// What a service session adds: a running run's lease, a check's position
+/// followed to its audit entry, the audit trail's filters, the authority
+/// state as of a position.
+fn service_console(driver: &Driver, seeded: &Seeded) {
+    driver.type_into(&driver.find("css selector", "form.search input[name=run]"), &seeded.running);
+    let go = driver.find("css selector", "form.search button[type=submit]");
+    driver.click_to(&go, &format!("/admin/operations/{}", seeded.running));
+    let running = driver.source();
+    assert!(running.contains(r#"data-lease="live""#) && running.contains("Lease of attempt 1"), "{running}");
+    driver.screenshot("console-run-lease.png");
+
+    driver.type_into(&driver.find("css selector", "form.search input[name=run]"), &seeded.blocked);
+    let go = driver.find("css selector", "form.search button[type=submit]");
+    driver.click_to(&go, &format!("/admin/operations/{}", seeded.blocked));
+    let revocation = format!("section[data-attempt='1'] a.position[href='/admin/audit?as_of={}']", seeded.revoked_at);
+    driver.click_to(&driver.find("css selector", &revocation), &format!("/admin/audit?as_of={}", seeded.revoked_at));
+    let audit = driver.source();
+    let marked = format!(r#"<tr class="as-of" data-position="{}""#, seeded.revoked_at);
+    assert!(audit.contains(&marked) && audit.contains("capability_revoked"), "{audit}");
+    driver.screenshot("console-audit-entry.png");
+
+    // The audit trail of one run, through its filter form.
+    driver.click_to(&driver.find("css selector", "nav.console a[href='/admin/audit']"), "/admin/audit");
+    driver.type_into(&driver.find("css selector", "form.filters input[name=run_id]"), &seeded.blocked);
+    let filter = driver.find("css selector", "form.filters button[type=submit]");
+    driver.click_until(&filter, &|url| url.contains(&format!("run_id={}", seeded.blocked)));
+    let trail = driver.source();
+    assert!(trail.contains("run_blocked") && trail.contains("legitimacy_evaluated"), "{trail}");
+    let revocation_row = format!(r#"data-position="{}""#, seeded.revoked_at);
+    assert!(!trail.contains(&revocation_row), "only the run's entries");
+    driver.screenshot("console-audit.png");
+
+    // The authority state just before the revocation: u1 still held tenant.sync.
+    driver.click_to(&driver.find("css selector", "nav.console a[href='/admin/authority']"), "/admin/authority");
+    assert!(!driver.source().contains("u1: tenant.sync"), "revoked as of the head");
+    let before = (seeded.revoked_at - 1).to_string();
+    driver.type_into(&driver.find("css selector", "form.filters input[name=as_of]"), &before);
+    driver.type_into(&driver.find("css selector", "form.filters input[name=tenant_id]"), "t1");
+    let show = driver.find("css selector", "form.filters button[type=submit]");
+    driver.click_until(&show, &|url| url.contains(&format!("as_of={before}")));
+    let authority = driver.source();
+    assert!(authority.contains("u1: tenant.sync") && authority.contains("Authority as of position"), "{authority}");
+    driver.screenshot("console-authority.png");
 }

@@ -168,6 +168,30 @@ pub fn timeline(
     Ok(entries)
 }
 
+/// Most decisions one run records: the start gate's and one per attempt.
+pub const DECISIONS_PER_RUN_MAX: usize = opledger::domain::model::MAX_ATTEMPTS_LIMIT as usize + 1;
+
+/// The log positions of the events that record a decision about the run
+/// (the start gate's, then each attempt's), in stream order; at most
+/// [`DECISIONS_PER_RUN_MAX`]. The decisions themselves are in the log
+/// (`explain::decisions_at`): the timeline keeps only a line per event.
+pub fn decision_positions(db: &Connection, run_id: Uuid) -> Result<Vec<u64>, ProjectionError> {
+    const DECISIONS: &str = "SELECT position FROM run_events WHERE run_id = ?1 \
+        AND event_type IN ('run_queued', 'run_start_blocked', 'legitimacy_evaluated') ORDER BY stream_version LIMIT ?2";
+    let mut statement = db.prepare_cached(DECISIONS).map_err(sqlite)?;
+    let limit = i64::try_from(DECISIONS_PER_RUN_MAX).unwrap_or(i64::MAX);
+    let mut rows = statement.query(params![run_id.to_string(), limit]).map_err(sqlite)?;
+    let mut positions = Vec::new();
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        let position: i64 = row.get(0).map_err(sqlite)?;
+        positions.push(u64::try_from(position).map_err(|_| ProjectionError::Corrupt {
+            key: format!("run_events at position {position}"),
+            detail: "a negative position".to_owned(),
+        })?);
+    }
+    Ok(positions)
+}
+
 /// One timeline entry from the event it shows. An event of a run stream
 /// that is not a run event means the log is corrupt.
 pub fn timeline_entry(envelope: &Envelope) -> Result<TimelineEntry, ProjectionError> {

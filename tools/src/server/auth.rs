@@ -114,11 +114,19 @@ impl FromRequestParts<AppState> for ServiceReader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ServiceReader, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        match &caller.0 {
-            Grant::Service { .. } => Ok(ServiceReader(caller)),
-            Grant::Actor { .. } => Err(ApiError::forbidden(
-                "this route needs a service token: it reads across every workspace, beyond an actor's access",
-            )),
-        }
+        require_service_reader(&caller)?;
+        Ok(ServiceReader(caller))
+    }
+}
+
+/// The refusal of a read that spans every workspace (the raw log, the
+/// audit trail, the authority state, `/metrics`) to an actor: the JSON
+/// routes and the pages answer the same.
+pub fn require_service_reader(caller: &Caller) -> Result<(), ApiError> {
+    match &caller.0 {
+        Grant::Service { .. } => Ok(()),
+        Grant::Actor { .. } => Err(ApiError::forbidden(
+            "this route needs a service token: it reads across every workspace, beyond an actor's access",
+        )),
     }
 }

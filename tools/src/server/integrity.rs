@@ -213,10 +213,10 @@ pub async fn explain(
 #[into_params(parameter_in = Query)]
 pub struct AuthorityQuery {
     /// A log position (default the head); past the head → 400 `invalid_as_of`.
-    as_of: Option<u64>,
-    workspace_id: Option<String>,
-    tenant_id: Option<String>,
-    actor_id: Option<String>,
+    pub as_of: Option<u64>,
+    pub workspace_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub actor_id: Option<String>,
 }
 
 /// `GET /v1/authority?as_of=N`: the authority state as of N (default the
@@ -229,17 +229,22 @@ pub async fn authority(
     _service: ServiceReader,
     QueryParams(query): QueryParams<AuthorityQuery>,
 ) -> Result<Json<AuthorityReport>, ApiError> {
+    Ok(Json(authority_report_for(&state, query).await?))
+}
+
+/// The authority state `query` asks for. The caller has checked that the
+/// viewer is a service: the state spans every workspace.
+pub async fn authority_report_for(state: &AppState, query: AuthorityQuery) -> Result<AuthorityReport, ApiError> {
     // `QueryParams` has already dropped empty fields: an empty one is no filter.
     let filter =
         AuthorityFilter { workspace_id: query.workspace_id, tenant_id: query.tenant_id, actor_id: query.actor_id };
     let log = Arc::clone(state.ledger()?.log());
-    let report = blocking(move || match authority::state_as_of(&log, query.as_of) {
+    blocking(move || match authority::state_as_of(&log, query.as_of) {
         Ok((as_of, state)) => Ok(authority::report(as_of, &state, &filter)),
         Err(error @ AuthorityReadError::PastHead { .. }) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_as_of", error.to_string()))
         }
         Err(AuthorityReadError::Projection(error)) => Err(error.into()),
     })
-    .await?;
-    Ok(Json(report))
+    .await
 }

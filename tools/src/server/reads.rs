@@ -161,6 +161,15 @@ pub struct RunDetail {
 /// (the same fold of the same events, caught up before reading), so a long
 /// run is never read whole.
 pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> Result<RunDetail, ApiError> {
+    let run = visible_run(state, viewer, id).await?;
+    let (timeline, timeline_next) = timeline_page(state.ledger()?.log(), run.id, from)?;
+    Ok(RunDetail { run, timeline, timeline_next })
+}
+
+/// The run `id` names, if `viewer` may see it: 400 for a malformed id,
+/// 404 for an unknown run or one outside the viewer's memberships, 403
+/// for a member without `operations.view`.
+pub async fn visible_run(state: &AppState, viewer: &Viewer, id: &str) -> Result<Run, ApiError> {
     let run_id = run_id(id)?;
     state.fresh_projections().await?;
     let db = state.projector()?.reader()?;
@@ -169,12 +178,10 @@ pub async fn run_for(state: &AppState, viewer: &Viewer, id: &str, from: u64) -> 
         .projector()?
         .with_authority(|authority| run_access(authority, viewer, &run.workspace_id, &run.tenant_id))?;
     match access {
-        Access::Visible => {}
-        Access::NotFound => return Err(ApiError::not_found("no such run")),
-        Access::Forbidden => return Err(ApiError::forbidden("operations.view is required to see this run")),
+        Access::Visible => Ok(run),
+        Access::NotFound => Err(ApiError::not_found("no such run")),
+        Access::Forbidden => Err(ApiError::forbidden("operations.view is required to see this run")),
     }
-    let (timeline, timeline_next) = timeline_page(state.ledger()?.log(), run_id, from)?;
-    Ok(RunDetail { run, timeline, timeline_next })
 }
 
 /// Up to [`RUN_TIMELINE_PAGE_EVENTS_MAX`] events of the run's stream from
@@ -258,19 +265,43 @@ pub async fn get_run(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    tenant_id: Option<String>,
+    pub tenant_id: Option<String>,
     /// An actor id, or `system` for what the system principal did.
-    actor_id: Option<String>,
-    run_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub run_id: Option<String>,
     /// An event type (`run_blocked`, `capability_revoked`, …).
-    action: Option<String>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    pub action: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
     /// Only entries at or before this log position.
-    as_of: Option<u64>,
-    limit: Option<usize>,
+    pub as_of: Option<u64>,
+    pub limit: Option<usize>,
     /// The `next_cursor` of the page before, with the same filters.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl AuditQuery {
+    /// The filter the query names (a malformed `run_id` is a 400).
+    pub fn filter(&self) -> Result<AuditFilter, ApiError> {
+        Ok(AuditFilter {
+            tenant_id: self.tenant_id.clone(),
+            actor_id: self.actor_id.clone(),
+            run_id: self.run_id.as_deref().map(run_id).transpose()?,
+            action: self.action.clone(),
+            from: self.from,
+            to: self.to,
+            as_of: self.as_of,
+        })
+    }
+}
+
+/// One page of the audit trail `query` names. The caller has checked that
+/// the viewer is a service: the trail spans every workspace.
+pub async fn audit_page_for(state: &AppState, query: &AuditQuery) -> Result<audit::AuditPage, ApiError> {
+    let filter = query.filter()?;
+    state.fresh_projections().await?;
+    let db = state.projector()?.reader()?;
+    audit::list(&db, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)
 }
 
 fn audit_error(error: AuditError) -> ApiError {
@@ -290,18 +321,7 @@ pub async fn audit(
     _service: ServiceReader,
     QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Json<audit::AuditPage>, ApiError> {
-    state.fresh_projections().await?;
-    let filter = AuditFilter {
-        tenant_id: query.tenant_id,
-        actor_id: query.actor_id,
-        run_id: query.run_id.as_deref().map(run_id).transpose()?,
-        action: query.action,
-        from: query.from,
-        to: query.to,
-        as_of: query.as_of,
-    };
-    let db = state.projector()?.reader()?;
-    Ok(Json(audit::list(&db, &filter, query.cursor.as_deref(), query.limit).map_err(audit_error)?))
+    Ok(Json(audit_page_for(&state, &query).await?))
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -334,21 +354,36 @@ pub async fn notifications(
     QueryParams(query): QueryParams<NotificationQuery>,
     JsonBody(_): JsonBody<Empty>,
 ) -> Result<Json<NotificationsBody>, ApiError> {
-    let actor_id = match (&caller.0, query.actor_id) {
-        (Grant::Actor { actor_id }, None) => actor_id.clone(),
-        (Grant::Actor { actor_id }, Some(asked)) if &asked == actor_id => asked,
-        (Grant::Actor { .. }, Some(_)) => return Err(ApiError::forbidden("an actor token reads its own inbox only")),
-        (Grant::Service { .. }, Some(asked)) => asked,
-        (Grant::Service { .. }, None) => {
-            return Err(ApiError::bad_request("actor_id is required with a service token"))
-        }
-    };
+    let actor_id = inbox_owner(&caller, query.actor_id)?;
+    let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
+    Ok(Json(inbox_for(&state, &actor_id, query.unread, limit).await?))
+}
+
+/// Whose inbox `caller` reads when it asks for `asked`'s: an actor reads
+/// its own only (403 for another's), a service names the actor (400 without).
+pub fn inbox_owner(caller: &Caller, asked: Option<String>) -> Result<String, ApiError> {
+    match (&caller.0, asked) {
+        (Grant::Actor { actor_id }, None) => Ok(actor_id.clone()),
+        (Grant::Actor { actor_id }, Some(asked)) if &asked == actor_id => Ok(asked),
+        (Grant::Actor { .. }, Some(_)) => Err(ApiError::forbidden("an actor token reads its own inbox only")),
+        (Grant::Service { .. }, Some(asked)) => Ok(asked),
+        (Grant::Service { .. }, None) => Err(ApiError::bad_request("actor_id is required with a service token")),
+    }
+}
+
+/// The newest `limit` notifications of `actor_id` (held to the inbox's
+/// page bound), only the unread ones when `unread_only`, and the unread count.
+pub async fn inbox_for(
+    state: &AppState,
+    actor_id: &str,
+    unread_only: bool,
+    limit: usize,
+) -> Result<NotificationsBody, ApiError> {
     state.fresh_projections().await?;
     let db = state.projector()?.reader()?;
-    let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
-    let inbox = notifications::inbox(&db, &actor_id, query.unread, limit)?;
-    let unread = notifications::unread_count(&db, &actor_id)?;
-    Ok(Json(NotificationsBody { notifications: inbox, unread }))
+    let inbox = notifications::inbox(&db, actor_id, unread_only, limit)?;
+    let unread = notifications::unread_count(&db, actor_id)?;
+    Ok(NotificationsBody { notifications: inbox, unread })
 }
 
 /// The log position of the event a write appended.

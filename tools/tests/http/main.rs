@@ -7,6 +7,7 @@
 mod access;
 mod auth;
 mod connections;
+mod console_pages;
 mod e2e;
 mod errors;
 mod health;

@@ -28,6 +28,7 @@ pub struct Reply {
     pub uri: String,
     pub status: StatusCode,
     pub content_type: String,
+    pub headers: axum::http::HeaderMap,
     pub bytes: Vec<u8>,
 }
 
@@ -188,8 +189,9 @@ impl Api {
         let status = response.status();
         let content_type =
             response.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("").to_owned();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-        let reply = Reply { method, uri, status, content_type, bytes };
+        let reply = Reply { method, uri, status, content_type, headers, bytes };
         check_contract(&reply);
         reply
     }

@@ -1,0 +1,264 @@
+//! The operator console beyond the run list's filters and chart
+//! (`monitoring_pages.rs`): the time range, the search by run id, the
+//! auto-refresh, a run's decisions and lease, the inbox, the audit trail
+//! and the authority state, each under its access rule.
+
+use axum::http::{header, StatusCode};
+use serde_json::json;
+
+use crate::summary::world;
+use crate::support::{actor, start_body, Api, Reply};
+
+/// The run ids of a page's rows, in page order.
+fn rows(page: &Reply) -> Vec<String> {
+    let text = page.text();
+    text.split("<tr data-run=\"").skip(1).filter_map(|rest| rest.split('"').next().map(str::to_owned)).collect()
+}
+
+/// The target of the link with `rel`, unescaped.
+fn link(page: &Reply, rel: &str) -> Option<String> {
+    let text = page.text();
+    let rest = text.split(&format!("rel=\"{rel}\" href=\"")).nth(1)?;
+    Some(rest.split('"').next()?.replace("&amp;", "&"))
+}
+
+/// The `data-code` of an error page.
+fn code(page: &Reply) -> String {
+    let text = page.text();
+    text.split("data-code=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_time_range_filters_the_list_and_paging_keeps_it() {
+    let api = Api::seeded().await;
+    world(&api).await;
+    let viewer = api.actor("viewer");
+    let all = api.get("/admin/operations", &viewer).await;
+    assert_eq!(rows(&all).len(), 6, "{}", all.text());
+
+    // What a browser's datetime-local field sends: no zone, read as UTC.
+    let since = api.get("/admin/operations?from=2000-01-01T00:00&to=", &viewer).await;
+    assert_eq!(since.status, StatusCode::OK, "{}", since.text());
+    assert_eq!(rows(&since), rows(&all));
+    assert!(since.text().contains(r#"name="from" type="datetime-local" step="1" value="2000-01-01T00:00:00""#));
+    let before = api.get("/admin/operations?to=2000-01-01T00:00", &viewer).await;
+    assert!(rows(&before).is_empty() && before.text().contains("No operations match."), "{}", before.text());
+    assert!(before.text().contains(r#"data-total="0""#), "the chart counts the range too");
+    let future = api.get("/admin/operations?from=2999-01-01T00:00:00Z", &viewer).await;
+    assert!(rows(&future).is_empty());
+
+    let first = api.get("/admin/operations?from=2000-01-01T00:00&limit=2", &viewer).await;
+    assert_eq!(rows(&first), rows(&all)[..2]);
+    let older = link(&first, "next").expect("an Older operations link");
+    assert!(older.contains("from=2000-01-01T00%3A00%3A00Z") && older.contains("limit=2"), "{older}");
+    let second = api.get(&older, &viewer).await;
+    assert_eq!(second.status, StatusCode::OK, "{older}: {}", second.text());
+    assert_eq!(rows(&second), rows(&all)[2..4], "page 2 of the same range");
+
+    api.get("/admin/operations?from=yesterday", &viewer).await.expect_error(StatusCode::BAD_REQUEST, "invalid_query");
+}
+
+#[tokio::test]
+async fn the_range_links_and_auto_refresh_keep_the_filter() {
+    let api = Api::seeded().await;
+    world(&api).await;
+    let viewer = api.actor("viewer");
+    let plain = api.get("/admin/operations?outcome=blocked&limit=2", &viewer).await;
+    assert!(plain.headers.get("refresh").is_none(), "no refresh unless asked");
+    let text = plain.text().replace("&amp;", "&");
+    assert!(text.contains("/admin/operations?outcome=blocked&limit=2&refresh=30\">Refresh every 30 s"), "{text}");
+    assert!(text.contains("/admin/operations?outcome=blocked&from="), "the range links keep the filter: {text}");
+
+    let refreshing = api.get("/admin/operations?outcome=blocked&limit=2&refresh=30", &viewer).await;
+    assert_eq!(refreshing.status, StatusCode::OK);
+    assert_eq!(refreshing.headers.get("refresh").unwrap(), "30");
+    assert!(refreshing.text().contains(r#"name="refresh" type="checkbox" value="30" checked"#));
+    let older = link(&refreshing, "next").expect("an Older operations link");
+    assert!(older.contains("outcome=blocked") && older.contains("refresh=30"), "paging keeps refreshing: {older}");
+    assert!(refreshing.text().contains("Stop refreshing"));
+
+    let fast = api.get("/admin/operations?refresh=1", &viewer).await;
+    assert_eq!(fast.headers.get("refresh").unwrap(), "5", "never faster than REFRESH_SECONDS_MIN");
+    let slow = api.get("/admin/operations?refresh=999999", &viewer).await;
+    assert_eq!(slow.headers.get("refresh").unwrap(), "3600");
+}
+
+#[tokio::test]
+async fn a_search_goes_to_a_run_the_viewer_may_see_and_hides_the_rest() {
+    let api = Api::seeded().await;
+    let w = world(&api).await;
+    let viewer = api.actor("viewer");
+    let found = api.get(&format!("/admin/search?run=+{}+", w.failed), &viewer).await;
+    assert_eq!(found.status, StatusCode::SEE_OTHER, "{}", found.text());
+    assert_eq!(found.headers.get(header::LOCATION).unwrap(), &format!("/admin/operations/{}", w.failed));
+    let empty = api.get("/admin/search?run=", &viewer).await;
+    assert_eq!(empty.headers.get(header::LOCATION).unwrap(), "/admin/operations");
+
+    // Unknown, malformed, and hidden by the access rule (403 or 404 on the
+    // run's page): one answer, so a search tells nothing more.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let member = api.actor("member");
+    let stranger = api.actor("stranger");
+    assert_eq!(api.get(&format!("/admin/operations/{}", w.failed), &member).await.status, StatusCode::FORBIDDEN);
+    for (token, id) in
+        [(&viewer, unknown.as_str()), (&viewer, "not-a-run"), (&member, &w.failed), (&stranger, &w.failed)]
+    {
+        let page = api.get(&format!("/admin/search?run={id}"), token).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{id}: {}", page.text());
+        assert_eq!(code(&page), "not_found");
+        assert!(page.text().contains(&format!("no such run: {id}")), "{}", page.text());
+    }
+}
+
+#[tokio::test]
+async fn a_run_page_shows_every_decision_the_lease_and_links_checks_to_the_audit() {
+    let api = Api::seeded().await;
+    let run =
+        api.start_accepted(&start_body("inventory_sync", "t1", actor("u1"))).await["id"].as_str().unwrap().to_owned();
+    api.begin(&run).await.expect(StatusCode::OK);
+    let retry = json!({"outcome": "failed", "retryable": true, "failure": {"code": "timeout", "message": "try again"}});
+    api.complete(&run, &retry).await.expect(StatusCode::OK);
+    api.begin(&run).await.expect(StatusCode::OK);
+
+    let page = api.get(&format!("/admin/operations/{run}"), &api.service).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let text = page.text();
+    for section in [
+        r#"data-gate="start" data-attempt="0" data-outcome="allowed""#,
+        r#"data-gate="begin" data-attempt="1" data-outcome="allowed""#,
+        r#"data-gate="begin" data-attempt="2" data-outcome="allowed""#,
+    ] {
+        assert!(text.contains(section), "{section}: {text}");
+    }
+    assert_eq!(text.matches(r#"<table class="checks">"#).count(), 3, "the checks of every decision");
+    assert!(text.contains(r#"data-lease="live""#) && text.contains("Lease of attempt 2"), "{text}");
+    assert!(text.contains(r#"class="expires""#) && text.contains(r#"class="renewed""#));
+
+    // Each check's position links to the audit trail as of it, where the
+    // entry of that authority event is first and marked.
+    let position: u64 = text
+        .split(r#"<a class="position" href="/admin/audit?as_of="#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a position linked to the audit trail")
+        .parse()
+        .unwrap();
+    let audit = api.get(&format!("/admin/audit?as_of={position}"), &api.service).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text());
+    let marked = format!(r#"<tr class="as-of" data-position="{position}""#);
+    assert!(audit.text().contains(&marked), "{marked}: {}", audit.text());
+    let entry = api.get(&format!("/v1/audit?as_of={position}&limit=1"), &api.service).await.expect(StatusCode::OK);
+    assert_eq!(entry["entries"][0]["position"], position, "{entry}");
+    assert!(audit.text().contains(entry["entries"][0]["action"].as_str().unwrap()));
+
+    // An actor may not read the audit trail: it sees the positions unlinked.
+    let viewer = api.get(&format!("/admin/operations/{run}"), &api.actor("viewer")).await;
+    assert_eq!(viewer.status, StatusCode::OK);
+    assert!(!viewer.text().contains("/admin/audit") && viewer.text().contains(r#"<span class="position">"#));
+}
+
+#[tokio::test]
+async fn the_inbox_lists_the_viewers_notifications_newest_first_unread_marked() {
+    let api = Api::seeded().await;
+    let w = world(&api).await;
+    api.post(&format!("/v1/notifications/{}/read?actor_id=u1", w.failed), &api.service, &json!({}))
+        .await
+        .expect(StatusCode::OK);
+    let u1 = api.actor("u1");
+    let inbox = api.get("/admin/inbox", &u1).await;
+    assert_eq!(inbox.status, StatusCode::OK, "{}", inbox.text());
+    assert_eq!(rows_of_inbox(&inbox), [(w.succeeded.clone(), false), (w.failed.clone(), true)], "newest first");
+    assert!(inbox.text().contains(r#"<tr class="unread""#) && inbox.text().contains(r#"data-unread="1""#));
+    let unread = api.get("/admin/inbox?unread=true", &u1).await;
+    assert_eq!(rows_of_inbox(&unread), [(w.succeeded.clone(), false)]);
+
+    // An actor reads its own inbox only, as on the JSON route.
+    let other = api.get("/admin/inbox?actor_id=u3", &u1).await;
+    assert_eq!((other.status, code(&other)), (StatusCode::FORBIDDEN, "forbidden".to_owned()));
+    assert_eq!(api.get("/admin/inbox?actor_id=u1", &u1).await.status, StatusCode::OK);
+    // A service names the actor; without one it is asked for one.
+    let ask = api.get("/admin/inbox", &api.service).await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(ask.text().contains(r#"name="actor_id""#) && rows_of_inbox(&ask).is_empty());
+    assert_eq!(rows_of_inbox(&api.get("/admin/inbox?actor_id=u1", &api.service).await).len(), 2);
+    assert!(rows_of_inbox(&api.get("/admin/inbox", &api.actor("viewer")).await).is_empty());
+}
+
+/// An inbox page's rows: run id and whether it is read.
+fn rows_of_inbox(page: &Reply) -> Vec<(String, bool)> {
+    let text = page.text();
+    text.split(" data-run=\"")
+        .skip(1)
+        .map(|rest| {
+            let run = rest.split('"').next().unwrap().to_owned();
+            let read = rest.split("data-read=\"").nth(1).unwrap().starts_with("true");
+            (run, read)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_and_authority_pages_are_for_service_sessions() {
+    let api = Api::seeded().await;
+    let w = world(&api).await;
+    let viewer = api.actor("viewer");
+    let refusal = api.get("/v1/audit", &viewer).await.expect_error(StatusCode::FORBIDDEN, "forbidden");
+    for page in ["/admin/audit", "/admin/authority?as_of=3"] {
+        let answer = api.get(page, &viewer).await;
+        assert_eq!((answer.status, code(&answer)), (StatusCode::FORBIDDEN, "forbidden".to_owned()), "{page}");
+        assert!(answer.text().contains(refusal["error"]["message"].as_str().unwrap()), "the JSON route's refusal");
+    }
+    let operations = api.get("/admin/operations", &viewer).await.text();
+    assert!(operations.contains(r#"href="/admin/inbox""#) && !operations.contains(r#"href="/admin/audit""#));
+    let service = api.get("/admin/operations", &api.service).await.text();
+    for page in ["/admin/operations", "/admin/inbox", "/admin/audit", "/admin/authority"] {
+        assert!(service.contains(&format!(r#"href="{page}""#)), "{page} in the navigation");
+    }
+
+    // The audit trail of one run, a page of one entry at a time.
+    let first = api.get(&format!("/admin/audit?run_id={}&limit=1&from=2000-01-01T00:00", w.failed), &api.service).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let positions = |page: &Reply| -> Vec<String> {
+        let text = page.text();
+        text.split(" data-position=\"").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect()
+    };
+    assert_eq!(positions(&first).len(), 1);
+    let older = link(&first, "next").expect("an Older entries link");
+    assert!(older.contains(&format!("run_id={}", w.failed)) && older.contains("limit=1"), "{older}");
+    let second = api.get(&older, &api.service).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    assert_eq!(positions(&second).len(), 1);
+    assert_ne!(positions(&second), positions(&first));
+    assert!(second.text().contains("Newest entries"));
+    let json = api.get(&format!("/v1/audit?run_id={}&limit=2", w.failed), &api.service).await.expect(StatusCode::OK);
+    let expected: Vec<String> = json["entries"].as_array().unwrap().iter().map(|e| e["position"].to_string()).collect();
+    assert_eq!([positions(&first), positions(&second)].concat(), expected, "the JSON route's entries");
+    let bad = api.get("/admin/audit?run_id=nope", &api.service).await;
+    assert_eq!((bad.status, code(&bad)), (StatusCode::BAD_REQUEST, "invalid_run_id".to_owned()));
+
+    // The authority state before and after a revocation.
+    let granted = api.get("/v1/authority?tenant_id=t1&actor_id=u1", &api.service).await.expect(StatusCode::OK);
+    let revoked_at = api
+        .authority(
+            json!([{"type": "capability_revoked", "tenant_id": "t1", "actor_id": "u1", "capability": "tenant.sync"}]),
+        )
+        .await["last_position"]
+        .as_u64()
+        .unwrap();
+    let before =
+        api.get(&format!("/admin/authority?tenant_id=t1&actor_id=u1&as_of={}", revoked_at - 1), &api.service).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text());
+    assert!(before.text().contains("u1: tenant.sync"), "{}", before.text());
+    let grant = granted["tenants"][0]["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == "tenant.sync")
+        .unwrap()["position"]
+        .clone();
+    assert!(before.text().contains(&format!(r#"href="/admin/audit?as_of={grant}""#)), "the grant's position, linked");
+    let now = api.get("/admin/authority?tenant_id=t1&actor_id=u1", &api.service).await;
+    assert!(!now.text().contains("u1: tenant.sync") && now.text().contains("u1: operations.view"), "{}", now.text());
+    let past = api.get("/admin/authority?as_of=999999", &api.service).await;
+    assert_eq!((past.status, code(&past)), (StatusCode::BAD_REQUEST, "invalid_as_of".to_owned()));
+}
