@@ -145,16 +145,17 @@ impl StreamEvent {
         }
     }
 
+    /// The fields in the order they were always written: `id:`, `event:`, `data:`.
     fn into_sse(self) -> Event {
-        let mut event = Event::default().data(self.data);
+        let mut event = Event::default();
         if let Some(id) = self.id {
             event = event.id(id);
         }
-        match self.event {
-            // `message` is what a parser reads when the field is absent.
-            None | Some(StreamEventKind::Message) => event,
-            Some(StreamEventKind::Error) => event.event("error"),
+        // `message` is what a parser reads when the field is absent.
+        if self.event == Some(StreamEventKind::Error) {
+            event = event.event("error");
         }
+        event.data(self.data)
     }
 }
 
