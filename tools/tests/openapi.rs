@@ -161,3 +161,18 @@ fn every_error_code_of_the_api_reference_is_in_the_document_with_its_status() {
         );
     }
 }
+
+#[test]
+fn every_operation_has_an_operation_id_of_its_own() {
+    let document = document();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(id) = operation.get("operationId").and_then(Value::as_str) else { continue };
+            if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId `{id}` of {method} {path} is also {other}'s: tools keep only one of them");
+            }
+        }
+    }
+    assert!(seen.len() > 30, "{seen:?}");
+}

@@ -221,7 +221,9 @@ pub struct AuthorityQuery {
 
 /// `GET /v1/authority?as_of=N`: the authority state as of N (default the
 /// head), each fact with the position of the event that made it true.
-#[utoipa::path(get, path = "/v1/authority", tag = "integrity", params(AuthorityQuery),
+// Its own operation id: the write of `POST /v1/authority` is `authority`,
+// and an OpenAPI document's operation ids are unique (tools drop a twin).
+#[utoipa::path(get, path = "/v1/authority", operation_id = "authority_as_of", tag = "integrity", params(AuthorityQuery),
     responses((status = 200, description = "The authority state as of `as_of`.", body = AuthorityReport)),
     security(("bearer" = [])))]
 pub async fn authority(

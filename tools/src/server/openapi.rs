@@ -9,6 +9,8 @@
 //! ([`status_of`]), as in the error table of docs/api.md. Keeping them in
 //! one place lets a test hold the table against docs/api.md.
 
+mod links;
+
 use axum::Json;
 use serde_json::{json, Map, Value};
 use utoipa::openapi::content::ContentBuilder;
@@ -22,6 +24,8 @@ use utoipa::{Modify, OpenApi};
 use crate::server::openapi_positions::Positions;
 
 use crate::server::error::ApiError;
+use crate::server::openapi::links::add_links;
+
 use crate::server::{error, events, health, integrity, login, metrics, pages, reads, writes};
 
 #[derive(OpenApi)]
@@ -91,6 +95,7 @@ pub fn document() -> Result<Value, serde_json::Error> {
     let mut document = serde_json::to_value(ApiDoc::openapi())?;
     let schemas = document["components"]["schemas"].clone();
     merge_closed_all_of(&mut document, &schemas);
+    add_links(&mut document);
     Ok(document)
 }
 

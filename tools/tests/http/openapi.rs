@@ -64,3 +64,56 @@ async fn an_undocumented_status_is_caught() {
     let code = crate::openapi_check::check("GET", "/v1/head", 401, "application/json", error);
     assert!(code.unwrap_err().contains("not_a_code"));
 }
+
+/// The fields of SSE events as a parser reads them (`id`, `event`, `data`),
+/// from the stream's frames until `count` events arrived.
+async fn stream_events(body: &mut axum::body::Body, count: usize) -> Vec<Value> {
+    use http_body_util::BodyExt;
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let mut fields = serde_json::Map::new();
+    while events.len() < count {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(20), body.frame())
+            .await
+            .expect("an SSE frame within the timeout")
+            .expect("the stream goes on")
+            .unwrap();
+        let Ok(data) = frame.into_data() else { continue };
+        buffer.push_str(std::str::from_utf8(&data).unwrap());
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() && !fields.is_empty() {
+                events.push(Value::Object(std::mem::take(&mut fields)));
+            } else if let Some((name, value)) = line.split_once(':').filter(|_| !line.starts_with(':')) {
+                fields.insert(name.to_owned(), json!(value.strip_prefix(' ').unwrap_or(value)));
+            }
+        }
+    }
+    events
+}
+
+/// Regression (schemathesis, ST108): the document described the event
+/// stream as one string; each event is an object of SSE fields, and the
+/// document now says so, as tools read a stream's schema.
+#[tokio::test]
+async fn each_streamed_event_matches_the_documented_event_schema() {
+    let api = Api::seeded().await;
+    let document: Value = serde_json::from_str(&opledger_tools::server::openapi::document_text().unwrap()).unwrap();
+    let event_schema =
+        &document["paths"]["/v1/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"];
+    let request = crate::support::request(Method::GET, "/v1/events/stream?from=1", Some(&api.service), None);
+    let response =
+        tower::ServiceExt::oneshot(opledger_tools::server::router(api.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let events = stream_events(&mut body, 3).await;
+    for event in &events {
+        validate(event_schema, event, "$").unwrap_or_else(|why| panic!("{why}: {event}"));
+        let envelope: Value = serde_json::from_str(event["data"].as_str().unwrap()).unwrap();
+        assert_eq!(event["id"], envelope["position"].to_string(), "{event}");
+        validate(&schema("Envelope"), &envelope, "$.data").unwrap();
+    }
+    // The check is not vacuous: a bare string is not an event.
+    assert!(validate(event_schema, &json!("id: 1"), "$").is_err());
+}
