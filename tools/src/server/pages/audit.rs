@@ -77,7 +77,7 @@ impl AuditPageQuery {
 
 /// `GET /admin/audit` (service sessions; an actor's gets the JSON route's
 /// 403, as a page): one page of the audit trail, newest first.
-#[utoipa::path(get, path = "/admin/audit", tag = "monitoring", params(AuditPageQuery),
+#[utoipa::path(get, path = "/admin/audit", operation_id = "audit_page", tag = "monitoring", params(AuditPageQuery),
     responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
     security(("bearer" = []), ("session" = [])))]
 pub async fn audit(

@@ -20,7 +20,7 @@ pub const AUTHORITY_ROWS_PER_TABLE_MAX: usize = 500;
 
 /// `GET /admin/authority` (service sessions; an actor's gets the JSON
 /// route's 403, as a page): the authority state as of `as_of`.
-#[utoipa::path(get, path = "/admin/authority", tag = "monitoring", params(AuthorityQuery),
+#[utoipa::path(get, path = "/admin/authority", operation_id = "authority_page", tag = "monitoring", params(AuthorityQuery),
     responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
     security(("bearer" = []), ("session" = [])))]
 pub async fn authority(
