@@ -1,5 +1,6 @@
 //! `opledger import --data NEWDIR --input FILE`: restores an export of
-//! `opledger export` into a new (or empty) data directory.
+//! `opledger export` into a new (or empty) data directory, or with
+//! `--log postgres://…` into an empty log in a PostgreSQL database.
 //!
 //! Every event is appended in order with its own id, stream, type, schema
 //! version, causation and correlation ids, payload bytes and recording
@@ -39,8 +40,11 @@ const BAR_BYTES_MIN: u64 = 64 * 1024 * 1024;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The data directory to restore into: new, or empty.
-    #[arg(long = "data", value_name = "NEWDIR")]
-    data: PathBuf,
+    #[arg(long = "data", value_name = "NEWDIR", required_unless_present = "log")]
+    data: Option<PathBuf>,
+    /// Restore into the log in this PostgreSQL database instead (its log must be empty).
+    #[arg(long = "log", env = "OPLEDGER_LOG", value_name = "URL", hide_env_values = true, conflicts_with = "data")]
+    log: Option<String>,
     /// The export to restore (JSON Lines of envelopes); `-` reads stdin.
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
@@ -60,7 +64,9 @@ struct Imported {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    check_empty(&args.data)?;
+    if let Some(data) = &args.data {
+        check_empty(data)?;
+    }
     let (input, size): (Box<dyn BufRead>, Option<u64>) = match args.input.as_os_str() == "-" {
         true => (Box::new(BufReader::new(std::io::stdin())), None),
         false => {
@@ -69,14 +75,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (Box::new(BufReader::with_capacity(1024 * 1024, file)), size)
         }
     };
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    let log = Log::open(args.data.join("log"), LogOptions::default())
-        .with_context(|| format!("opening a new log in {}", args.data.display()))?;
+    let (log, place) = open_target(&args)?;
     if log.head().position != 0 {
-        bail!("the data directory {} already holds a log; import restores into an empty one only", args.data.display());
+        bail!("{place} already holds a log; import restores into an empty one only");
     }
-    let imported = import(&log, input, size).with_context(|| {
-        format!("the import into {} failed; delete that directory before trying again", args.data.display())
+    let imported = import(&log, input, size).with_context(|| match &args.log {
+        Some(_) => format!("the import into {place} failed; drop its opledger_* tables before trying again"),
+        None => format!("the import into {place} failed; delete that directory before trying again"),
     })?;
     log.close();
     let head = imported.head.digest();
@@ -91,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "imported {} events into {}; head {head}\nevery imported hash equals the exported one; verify: {} events \
              in {} streams, {} legitimacy and {} start decisions replayed\n",
             imported.events,
-            args.data.display(),
+            place,
             imported.events,
             imported.streams,
             imported.decisions_checked,
@@ -99,6 +104,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The log to import into, and its name for messages.
+fn open_target(args: &Args) -> anyhow::Result<(Log, String)> {
+    match (&args.log, &args.data) {
+        (Some(url), _) => {
+            let place = opledger::log::postgres::describe_url(url);
+            let log = Log::open_postgres(url, LogOptions::default()).with_context(|| format!("opening {place}"))?;
+            Ok((log, place))
+        }
+        (None, Some(data)) => {
+            std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+            let log = Log::open(data.join("log"), LogOptions::default())
+                .with_context(|| format!("opening a new log in {}", data.display()))?;
+            Ok((log, data.display().to_string()))
+        }
+        (None, None) => bail!("name --data NEWDIR or --log URL"),
+    }
 }
 
 /// A data directory to import into must not exist or be empty.

@@ -386,7 +386,11 @@ mod tests {
     #[test]
     fn an_unknown_status_is_refused_before_anything_opens() {
         let args = ListArgs {
-            source: Source { data: super::super::DataDir { path: "/nonexistent".into(), log: None }, url: None, token: None },
+            source: Source {
+                data: super::super::DataDir { path: "/nonexistent".into(), log: None },
+                url: None,
+                token: None,
+            },
             workspace: None,
             tenant: None,
             status: Some("sleeping".into()),

@@ -11,14 +11,24 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// One answer: status and body.
+/// One answer: status, headers and body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// The status line and header lines, as received.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
 impl Answer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -106,5 +116,5 @@ pub fn call(address: SocketAddr, request: Call<'_>, timeout: Duration) -> std::i
             None => rest.to_vec(),
         }
     };
-    Ok(Answer { status, body })
+    Ok(Answer { status, head, body })
 }

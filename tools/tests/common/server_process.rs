@@ -87,6 +87,11 @@ impl ServerProcess {
         self.call("POST", path, Some(token), Some(body))
     }
 
+    /// The server's process id (to SIGKILL it while clients still hold it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or close anything.
     pub fn kill(mut self) -> ExitStatus {
         // `Child::kill` sends SIGKILL on unix.

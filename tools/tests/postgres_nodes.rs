@@ -1,0 +1,368 @@
+//! Nodes over one PostgreSQL log, driven as users run them: the real
+//! binary (`opledger serve --log postgres://… --data DIR`), tokens from
+//! `opledger token create --log …`, requests over loopback, processes
+//! killed with SIGKILL. Each test starts its own throwaway cluster
+//! (`tests/support/postgres_cluster.rs`; `scripts/test` installs Debian's
+//! `postgresql` when it is missing).
+//!
+//! - Read-your-write across nodes with `Opledger-Position` and
+//!   `min_position`; one token accepted by every node.
+//! - Two nodes, 16 clients spread over both, one node SIGKILLed at a random
+//!   moment, 20 rounds: every acknowledged write present, the other node
+//!   kept serving, `opledger verify --log` passes.
+//! - Two nodes, 8 clients each starting on one protected scope, 50 rounds:
+//!   exactly one accepted non-terminal run per round.
+//! - A primary with a synchronous standby: SIGKILL the primary under load,
+//!   promote the standby, the nodes reconnect; nothing acknowledged lost.
+//! - `import --log` of a sled export gives the identical head.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common {
+    pub mod raw_http;
+    pub mod server_process;
+}
+
+#[path = "../../tests/support/postgres_cluster.rs"]
+mod postgres_cluster;
+
+use common::server_process::ServerProcess;
+use postgres_cluster::Cluster;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
+/// A bound on each request the tests send.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rounds of the kill test.
+const KILL_ROUNDS: usize = 20;
+/// Rounds of the scope race.
+const SCOPE_ROUNDS: usize = 50;
+
+fn opledger(args: &[&str]) -> Output {
+    Command::new(BINARY).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A service token kept in the database: every node accepts it.
+fn service_token(url: &str) -> String {
+    let output = opledger(&["token", "create", "--log", url, "--service", "host"]);
+    assert!(output.status.success(), "token create: {}", text(&output));
+    String::from_utf8(output.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+}
+
+fn node(url: &str, data: &Path, name: &str) -> ServerProcess {
+    let log = data.parent().unwrap().join(format!("{name}.log"));
+    ServerProcess::start(BINARY, data, &["--log", url], log, REQUEST_TIMEOUT)
+}
+
+fn authority() -> Value {
+    json!({"changed_by": {"kind": "actor", "id": "u-admin"}, "changes": [
+        {"type": "workspace_registered", "workspace_id": "w1"},
+        {"type": "tenant_registered", "tenant_id": "t1", "workspace_id": "w1", "lifecycle": "active"},
+        {"type": "workspace_member_added", "workspace_id": "w1", "actor_id": "u1"},
+        {"type": "tenant_member_added", "tenant_id": "t1", "actor_id": "u1"},
+        {"type": "capability_granted", "tenant_id": "t1", "actor_id": "u1", "capability": "tenant.sync"},
+        {"type": "provider_connection_registered", "connection_id": "c1", "tenant_id": "t1", "status": "ready"},
+        {"type": "default_provider_connection_set", "tenant_id": "t1", "connection_id": "c1"},
+        {"type": "operation_type_registered", "operation_type": "inventory_sync", "required_capability": "tenant.sync",
+         "provider_backed": true, "writes": false, "system_authority_allowed": true, "max_attempts": 3},
+        {"type": "operation_type_registered", "operation_type": "report_export", "required_capability": "tenant.sync",
+         "provider_backed": false, "writes": false, "system_authority_allowed": false, "max_attempts": 1}
+    ]})
+}
+
+fn start_body(operation_type: &str, dedupe_key: Option<&str>) -> Value {
+    let mut body = json!({"operation_type": operation_type, "tenant_id": "t1",
+        "initiator": {"kind": "actor", "id": "u1"}, "context": {}});
+    if let Some(key) = dedupe_key {
+        body["dedupe_key"] = json!(key);
+    }
+    body
+}
+
+fn position_of(answer: &common::raw_http::Answer) -> u64 {
+    answer.header("opledger-position").expect("a write answers with Opledger-Position").parse().unwrap()
+}
+
+fn verify(url: &str) {
+    let output = opledger(&["verify", "--log", url]);
+    assert!(output.status.success(), "verify --log: {}", text(&output));
+}
+
+#[test]
+fn a_write_on_one_node_is_read_on_the_other_with_min_position() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let a = node(&url, &dir.path().join("a"), "a");
+    let b = node(&url, &dir.path().join("b"), "b");
+    let recorded = a.post("/v1/authority", &token, &authority());
+    assert_eq!(recorded.status, 200, "{}", recorded.text());
+    let started = b.post("/v1/runs", &token, &start_body("report_export", None));
+    assert_eq!(started.json()["result"], "accepted", "the second node decides on the first node's authority");
+    let run = started.json()["run"]["id"].as_str().unwrap().to_owned();
+    let position = position_of(&started);
+    let read = a.get(&format!("/v1/runs/{run}?min_position={position}"), &token);
+    assert_eq!(read.status, 200, "{}", read.text());
+    let listed = a.get(&format!("/v1/runs?tenant_id=t1&min_position={position}"), &token).expect(200);
+    assert!(listed["runs"].as_array().unwrap().iter().any(|r| r["id"] == run.as_str()), "{listed}");
+    let too_far = a.get(&format!("/v1/runs/{run}?min_position={}", position + 1_000_000), &token);
+    assert_eq!(too_far.status, 503, "a position no node reached: {}", too_far.text());
+    assert_eq!(too_far.json()["error"]["code"], "projection_unavailable");
+    let bad = a.get("/v1/runs?min_position=soon", &token);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let revoked_id = {
+        let output = opledger(&["token", "list", "--log", &url, "--json"]);
+        let records: Value = serde_json::from_slice(&output.stdout).unwrap();
+        records[0]["id"].as_str().unwrap().to_owned()
+    };
+    let output = opledger(&["token", "revoke", "--log", &url, &revoked_id]);
+    assert!(output.status.success(), "{}", text(&output));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(a.get("/v1/head", &token).status, 401, "a revoke holds on every node");
+    assert_eq!(b.get("/v1/head", &token).status, 401, "a revoke holds on every node");
+}
+
+/// What the clients of the kill test were told, kept to check afterwards.
+#[derive(Default)]
+struct Acknowledged {
+    started: Vec<String>,
+    completed: Vec<String>,
+}
+
+/// Cycles (start, begin, complete) until `stop`, `cycles` are done, or the
+/// server does not answer; records what was acknowledged.
+fn client_loop(
+    server: &ServerProcess,
+    token: &str,
+    name: String,
+    stop: &AtomicBool,
+    seen: &Mutex<Acknowledged>,
+    cycles: Option<u64>,
+) {
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) && cycles.is_none_or(|most| n < most) {
+        n += 1;
+        let key = format!("{name}-{n}");
+        let Ok(started) =
+            server.try_call("POST", "/v1/runs", Some(token), Some(&start_body("report_export", Some(&key))))
+        else {
+            return;
+        };
+        if started.status != 201 {
+            return;
+        }
+        let run = started.json()["run"]["id"].as_str().unwrap().to_owned();
+        seen.lock().unwrap().started.push(run.clone());
+        let Ok(begun) = server.try_call("POST", &format!("/v1/runs/{run}/begin"), Some(token), None) else { return };
+        if begun.status != 200 {
+            return;
+        }
+        let body = json!({"outcome": "succeeded"});
+        let Ok(done) = server.try_call("POST", &format!("/v1/runs/{run}/complete"), Some(token), Some(&body)) else {
+            return;
+        };
+        if done.status == 200 {
+            seen.lock().unwrap().completed.push(run);
+        }
+    }
+}
+
+#[test]
+fn a_node_killed_under_load_loses_no_acknowledged_write_and_the_other_keeps_serving() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let mut nodes = [Some(node(&url, &dir.path().join("a"), "a")), Some(node(&url, &dir.path().join("b"), "b"))];
+    nodes[0].as_ref().unwrap().post("/v1/authority", &token, &authority()).expect(200);
+    let seen = Mutex::new(Acknowledged::default());
+    for round in 0..KILL_ROUNDS {
+        let victim = round % 2;
+        let survivor = 1 - victim;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for client in 0..16 {
+                let server = nodes[client % 2].as_ref().unwrap();
+                let (token, stop, seen) = (&token, &stop, &seen);
+                scope.spawn(move || client_loop(server, token, format!("r{round}c{client}"), stop, seen, None));
+            }
+            std::thread::sleep(Duration::from_millis(100 + rand_below(400)));
+            let pid = nodes[victim].as_ref().unwrap().pid().to_string();
+            assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::SeqCst);
+        });
+        drop(nodes[victim].take());
+        let alive = nodes[survivor].as_ref().unwrap();
+        let before = seen.lock().unwrap().completed.len();
+        client_loop(alive, &token, format!("r{round}-after"), &AtomicBool::new(false), &seen, Some(1));
+        assert_eq!(seen.lock().unwrap().completed.len(), before + 1, "round {round}: the other node kept serving");
+        nodes[victim] = Some(node(&url, &dir.path().join(["a", "b"][victim]), ["a", "b"][victim]));
+    }
+    let seen = seen.into_inner().unwrap();
+    let reader = nodes[0].as_ref().unwrap();
+    let head = reader.get("/v1/head", &token).expect(200);
+    let position = head["position"].as_u64().unwrap();
+    for run in &seen.started {
+        let answer = reader.get(&format!("/v1/runs/{run}?min_position={position}"), &token);
+        assert_eq!(answer.status, 200, "an acknowledged start of {run} is in the log: {}", answer.text());
+    }
+    for run in &seen.completed {
+        let answer = reader.get(&format!("/v1/runs/{run}?min_position={position}"), &token).expect(200);
+        assert_eq!(answer["run"]["status"], "completed", "an acknowledged completion of {run} is in the log");
+    }
+    assert!(seen.completed.len() >= KILL_ROUNDS, "load ran: {} completions", seen.completed.len());
+    drop(nodes);
+    verify(&url);
+}
+
+/// A small random number from the clock (the test needs no seeded
+/// randomness: any moment must do).
+fn rand_below(bound: u64) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u64::from(nanos) % bound
+}
+
+#[test]
+fn sixteen_racing_starts_on_one_scope_over_two_nodes_accept_exactly_one_run() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let nodes = [node(&url, &dir.path().join("a"), "a"), node(&url, &dir.path().join("b"), "b")];
+    nodes[0].post("/v1/authority", &token, &authority()).expect(200);
+    for round in 0..SCOPE_ROUNDS {
+        let barrier = Barrier::new(16);
+        let answers: Vec<Value> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|client| {
+                    let (server, token, barrier) = (&nodes[client % 2], &token, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        server.post("/v1/runs", token, &start_body("inventory_sync", None)).json()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+        });
+        let accepted: Vec<&Value> = answers.iter().filter(|a| a["result"] == "accepted").collect();
+        assert_eq!(accepted.len(), 1, "round {round}: exactly one accepted run: {answers:?}");
+        let run = accepted[0]["run"]["id"].as_str().unwrap();
+        assert!(answers.iter().all(|a| a["run"]["id"] == run), "round {round}: the others name it: {answers:?}");
+        nodes[round % 2].post(&format!("/v1/runs/{run}/begin"), &token, &json!({})).expect(200);
+        nodes[(round + 1) % 2]
+            .post(&format!("/v1/runs/{run}/complete"), &token, &json!({"outcome": "succeeded"}))
+            .expect(200);
+    }
+    verify(&url);
+}
+
+#[test]
+fn nodes_follow_a_failover_to_a_promoted_synchronous_standby_and_lose_nothing_acknowledged() {
+    let primary = Cluster::start(&[]);
+    primary.psql("CREATE DATABASE opledger");
+    let standby = Cluster::standby_of(&primary, &[]);
+    primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.psql("SELECT pg_reload_conf()");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while primary.psql("SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication") != "sync" {
+        assert!(Instant::now() < deadline, "the standby never became synchronous: {}", standby.server_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/opledger?target_session_attrs=read-write&connect_timeout=2",
+        primary.port, standby.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let nodes = [node(&url, &dir.path().join("a"), "a"), node(&url, &dir.path().join("b"), "b")];
+    nodes[0].post("/v1/authority", &token, &authority()).expect(200);
+    let seen = Mutex::new(Acknowledged::default());
+    let stop = AtomicBool::new(false);
+    let primary = Arc::new(Mutex::new(primary));
+    std::thread::scope(|scope| {
+        for client in 0..8 {
+            let (server, token, stop, seen) = (&nodes[client % 2], &token, &stop, &seen);
+            scope.spawn(move || {
+                // A client retries after errors while the database fails over.
+                while !stop.load(Ordering::SeqCst) {
+                    client_loop(server, token, format!("f{client}-{}", rand_below(1 << 30)), stop, seen, None);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        primary.lock().unwrap().kill();
+        standby.promote();
+        let before = seen.lock().unwrap().completed.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.lock().unwrap().completed.len() < before + 10 {
+            assert!(Instant::now() < deadline, "the nodes did not resume on the promoted standby");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let seen = seen.into_inner().unwrap();
+    let position = nodes[1].get("/v1/head", &token).expect(200)["position"].as_u64().unwrap();
+    for run in &seen.completed {
+        let answer = nodes[1].get(&format!("/v1/runs/{run}?min_position={position}"), &token).expect(200);
+        assert_eq!(answer["run"]["status"], "completed", "acknowledged before or after the failover: {run}");
+    }
+    for run in &seen.started {
+        assert_eq!(nodes[0].get(&format!("/v1/runs/{run}?min_position={position}"), &token).status, 200);
+    }
+    drop(nodes);
+    verify(&format!("postgres://postgres@127.0.0.1:{}/opledger", standby.port));
+}
+
+#[test]
+fn an_import_of_a_sled_export_into_postgres_gives_the_identical_head() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("imported");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sled");
+    let sled_token = {
+        let output = opledger(&["token", "create", "--data", data.to_str().unwrap(), "--service", "host"]);
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+    };
+    let server =
+        ServerProcess::start(BINARY, &data, &["--durability", "flush"], dir.path().join("sled.log"), REQUEST_TIMEOUT);
+    server.post("/v1/authority", &sled_token, &authority()).expect(200);
+    for n in 0..20 {
+        server.post("/v1/runs", &sled_token, &start_body("report_export", Some(&format!("k{n}")))).expect(201);
+    }
+    drop(server);
+    let export = dir.path().join("export.jsonl");
+    let exported = opledger(&["export", "--data", data.to_str().unwrap(), "--output", export.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let head = |args: &[&str]| {
+        let output = opledger(&[&["head"], args].concat());
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let sled_head = head(&["--data", data.to_str().unwrap()]);
+    let imported = opledger(&["import", "--log", &url, "--input", export.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported));
+    assert_eq!(head(&["--log", &url]), sled_head, "the same head digest on both backends");
+    let again = opledger(&["import", "--log", &url, "--input", export.to_str().unwrap()]);
+    assert!(!again.status.success(), "a second import into a log that is not empty is refused");
+    verify(&url);
+}
