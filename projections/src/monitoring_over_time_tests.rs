@@ -221,3 +221,4 @@ fn the_count_reads_through_an_index_and_a_filter_without_runs_has_no_buckets() {
     let nobody = RunFilter { tenant_id: Some(s("nobody")), ..RunFilter::default() };
     assert!(outcomes_over_time(&db, &nobody, None, now).unwrap().buckets.is_empty());
 }
+

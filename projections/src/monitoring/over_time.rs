@@ -30,7 +30,7 @@ pub const OUTCOME_BUCKETS_MAX: usize = 60;
 /// Longest range counted by the hour; a longer one is counted by the day.
 pub const HOURLY_RANGE_HOURS_MAX: i64 = 48;
 /// Most candidate rows one answer examines (matching or not).
-pub const OVER_TIME_RUNS_EXAMINED_MAX: usize = 50_000;
+pub const OVER_TIME_RUNS_EXAMINED_MAX: usize = 20_000;
 
 /// How long one bucket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
