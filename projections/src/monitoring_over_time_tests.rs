@@ -54,8 +54,11 @@ fn hours() -> (World, Projector) {
     (world, projector)
 }
 
+/// A bucket's start and its non-zero counts by outcome.
+type Row<'a> = (DateTime<Utc>, Vec<(&'a str, u64)>);
+
 /// Every bucket's start and its non-zero counts.
-fn table(answer: &OutcomesOverTime) -> Vec<(DateTime<Utc>, Vec<(&str, u64)>)> {
+fn table(answer: &OutcomesOverTime) -> Vec<Row<'static>> {
     let counts = |bucket: &OutcomeBucket| {
         RunOutcome::ALL.iter().map(|o| (o.as_str(), bucket.count(*o))).filter(|(_, count)| *count > 0).collect()
     };
@@ -221,4 +224,3 @@ fn the_count_reads_through_an_index_and_a_filter_without_runs_has_no_buckets() {
     let nobody = RunFilter { tenant_id: Some(s("nobody")), ..RunFilter::default() };
     assert!(outcomes_over_time(&db, &nobody, None, now).unwrap().buckets.is_empty());
 }
-

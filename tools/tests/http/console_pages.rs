@@ -277,7 +277,9 @@ fn segments(page: &Reply) -> Vec<Vec<(String, u64)>> {
         .map(|bucket| {
             let bucket = bucket.split("</g>").next().unwrap_or_default();
             let series = bucket.split("<rect ").skip(1);
-            series.map(|rect| (attribute(rect, "data-series"), attribute(rect, "data-count").parse().unwrap())).collect()
+            series
+                .map(|rect| (attribute(rect, "data-series"), attribute(rect, "data-count").parse().unwrap()))
+                .collect()
         })
         .collect()
 }
@@ -296,7 +298,10 @@ async fn the_chart_over_time_stacks_outcomes_per_bucket_blocked_apart_from_faile
     let page = api.get("/admin/operations?tenant_id=t1&limit=1", &viewer).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     let text = page.text();
-    assert!(text.contains(r#"<figure class="over-time" data-width="hour">"#), "a range of minutes is by the hour: {text}");
+    assert!(
+        text.contains(r#"<figure class="over-time" data-width="hour">"#),
+        "a range of minutes is by the hour: {text}"
+    );
     let buckets = segments(&page);
     assert!(!buckets.is_empty() && buckets.len() <= 2, "the runs of the last minutes: {buckets:?}");
     for (outcome, count) in [("blocked", 3), ("failed", 1), ("succeeded", 1), ("pending", 1)] {
@@ -307,7 +312,9 @@ async fn the_chart_over_time_stacks_outcomes_per_bucket_blocked_apart_from_faile
     assert_eq!(blocked_and_failed.count(), 2, "a segment each, never one for both: {buckets:?}");
     assert!(text.contains(r#"<rect data-series="blocked" data-count="3""#), "{text}");
     assert!(text.contains(" UTC: 3 blocked</title>"), "each segment has its hover text: {text}");
-    for (outcome, word) in [("succeeded", "succeeded"), ("failed", "failed"), ("blocked", "blocked"), ("pending", "pending")] {
+    for (outcome, word) in
+        [("succeeded", "succeeded"), ("failed", "failed"), ("blocked", "blocked"), ("pending", "pending")]
+    {
         let legend = text.split(&format!(r#"<g data-legend="{outcome}">"#)).nth(1).unwrap_or_default();
         let legend = legend.split("</g>").next().unwrap_or_default();
         assert!(legend.contains(&format!(">{word}</text>")) && legend.contains("fill=\"#"), "{outcome}: {legend}");
@@ -329,7 +336,8 @@ async fn the_chart_over_time_stacks_outcomes_per_bucket_blocked_apart_from_faile
     let buckets = segments(&long);
     assert_eq!(buckets.len(), 60);
     assert_eq!(series_total(&buckets, "blocked"), 3);
-    let labels = text.split(r#"<g class="x-axis">"#).nth(1).unwrap_or_default().split("</g>").next().unwrap_or_default();
+    let labels =
+        text.split(r#"<g class="x-axis">"#).nth(1).unwrap_or_default().split("</g>").next().unwrap_or_default();
     let days = labels.matches("<text").count() - labels.matches(">20").count();
     assert!((1..=12).contains(&days), "{days} day labels: {labels}");
 
