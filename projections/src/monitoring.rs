@@ -1,5 +1,5 @@
-//! Monitoring (SPEC 5): the run list, the run detail and its timeline, and
-//! counters by outcome and by reason.
+//! Monitoring (SPEC 5): the run list, the run detail and its timeline,
+//! counters by outcome and by reason, and a list's outcomes over time.
 //!
 //! One row per run, folded with the domain's own [`Run::create`] and
 //! [`Run::apply`] (the one fold of a run, never re-implemented here), one
@@ -81,6 +81,7 @@ mod batch;
 mod columns;
 mod cursor;
 pub(crate) mod document;
+mod over_time;
 mod query;
 mod scan;
 mod summary;
@@ -88,6 +89,10 @@ mod totals;
 
 pub use columns::initiator_value;
 pub use document::RUN_DOCUMENT_BYTES_MAX;
+pub use over_time::{
+    outcomes_over_time, BucketWidth, OutcomeBucket, OutcomesOverTime, HOURLY_RANGE_HOURS_MAX, OUTCOME_BUCKETS_MAX,
+    OVER_TIME_RUNS_EXAMINED_MAX,
+};
 pub use query::{
     counts, decision_positions, get, list, list_in_tenants, parse_initiator, timeline, timeline_entry, Counts,
     ListError, RunFilter, RunPage, CURSOR_CHARS_MAX, DECISIONS_PER_RUN_MAX, EXAMINED_PER_RUN_MAX, PAGE_SIZE_DEFAULT,

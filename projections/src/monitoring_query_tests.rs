@@ -310,7 +310,7 @@ fn totals_past_the_bound_count_the_newest_runs_and_say_they_are_incomplete() {
 }
 
 /// The plan of `sql`, one line per step.
-fn plan(db: &Connection, sql: &str) -> Vec<String> {
+pub(super) fn plan(db: &Connection, sql: &str) -> Vec<String> {
     let mut statement = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let mut rows = statement.raw_query();
     let mut steps = Vec::new();

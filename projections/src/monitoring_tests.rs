@@ -83,18 +83,26 @@ struct World {
     _dir: tempfile::TempDir,
     ledger: Ledger,
     rt: tokio::runtime::Runtime,
+    /// The next second the clock reads.
+    ticks: Arc<AtomicI64>,
 }
 
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let ticks = Arc::new(AtomicI64::new(T0));
-        let clock = move || DateTime::from_timestamp(ticks.fetch_add(1, Ordering::SeqCst), 0).unwrap();
+        let reading = Arc::clone(&ticks);
+        let clock = move || DateTime::from_timestamp(reading.fetch_add(1, Ordering::SeqCst), 0).unwrap();
         let options = LogOptions { durability: Durability::Flush, clock: Arc::new(clock), ..LogOptions::default() };
         let ledger = Ledger::open(dir.path(), options).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(ledger.record_authority(Principal::System, authority())).unwrap();
-        World { _dir: dir, ledger, rt }
+        World { _dir: dir, ledger, rt, ticks }
+    }
+
+    /// Moves the clock on to `second` (never back: the log's times only grow).
+    fn jump_to(&self, second: i64) {
+        self.ticks.fetch_max(second, Ordering::SeqCst);
     }
 
     fn projector(&self) -> Projector {
@@ -680,3 +688,6 @@ fn an_actor_named_system_is_not_the_system() {
 
 #[path = "monitoring_query_tests.rs"]
 mod query;
+
+#[path = "monitoring_over_time_tests.rs"]
+mod over_time;

@@ -377,6 +377,27 @@ fn an_entitled_viewer_follows_view_run_to_the_blocked_run() {
         assert!(labels.contains(&label), "{label} in {labels:?}");
     }
     assert!(labels.iter().all(|label| label.starts_with("g:")), "{labels:?}");
+    // The chart over time as drawn: blocked and failed are segments of
+    // their own, with a height, under a legend that names them.
+    let script = "return Array.from(document.querySelectorAll('figure.over-time svg rect[data-series]'))\
+                  .map(r => r.dataset.series + ':' + r.dataset.count + ':' + (r.getBBox().height > 0))";
+    let drawn = driver.call("POST", "/execute/sync", Some(json!({"script": script, "args": []})));
+    let drawn: Vec<&str> = drawn.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let total = |series: &str| -> u64 {
+        drawn
+            .iter()
+            .filter(|d| d.starts_with(&format!("{series}:")))
+            .map(|d| d.split(':').nth(1).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!((total("blocked"), total("failed")), (3, 1), "{drawn:?}");
+    assert!(drawn.iter().all(|d| d.ends_with(":true")), "every segment is drawn: {drawn:?}");
+    let script =
+        "return Array.from(document.querySelectorAll('figure.over-time g[data-legend] text')).map(t => t.textContent)";
+    let legend = driver.call("POST", "/execute/sync", Some(json!({"script": script, "args": []})));
+    for word in ["blocked", "failed", "succeeded", "pending"] {
+        assert!(legend.as_array().unwrap().iter().any(|t| t == word), "{word} in the legend: {legend}");
+    }
     driver.screenshot("console-list.png");
 
     // The filter form as a person uses it: pick an outcome, leave the other

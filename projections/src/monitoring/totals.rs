@@ -178,7 +178,7 @@ pub(super) fn grouped_sql(filter: &RunFilter) -> String {
 }
 
 /// Whether the filter has a candidate within the parameters' range.
-fn any_candidate(
+pub(super) fn any_candidate(
     db: &Connection,
     column: Option<scan::Column>,
     parameters: &Parameters,

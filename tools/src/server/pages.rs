@@ -4,9 +4,10 @@
 //! `/admin/login` (`login.rs`) and sends a session cookie (`session.rs`).
 //!
 //! One page per module: the run list and the run search (`list.rs`, with
-//! its chart in `chart.rs`), a run (`detail.rs`), the viewer's inbox
-//! (`inbox.rs`), and for service sessions the audit trail (`audit.rs`) and
-//! the authority state (`authority.rs`). No page runs a script (the
+//! its charts: outcomes over time in `over_time.rs`, totals by outcome in
+//! `chart.rs`), a run (`detail.rs`), the viewer's inbox (`inbox.rs`), and
+//! for service sessions the audit trail (`audit.rs`) and the authority
+//! state (`authority.rs`). No page runs a script (the
 //! Content-Security-Policy of `headers.rs` allows none): forms and links
 //! do the work, and auto-refresh is a `Refresh` header.
 
@@ -17,6 +18,7 @@ pub mod detail;
 mod form;
 pub mod inbox;
 pub mod list;
+mod over_time;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -144,7 +146,8 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .
 .failed{background:#fee2e2;color:#991b1b}.blocked{background:#e0e7ff;color:#3730a3;border:1px dashed #3730a3}
 .pending{background:#f3f4f6;color:#374151}.cancelled{background:#fff;color:#4b5563;border:1px solid #9ca3af}.fail{color:#991b1b}.pass{color:#065f46}
 form.filters{display:flex;gap:.5rem;flex-wrap:wrap;align-items:center;margin-bottom:1rem}form.filters input[name=limit]{width:6rem}.error{color:#991b1b}
-figure.chart{margin:0 0 1rem}figcaption{color:#52606d}nav.pages,nav.ranges{display:flex;gap:1.5rem;margin:.5rem 0 1rem}
+figure.chart,figure.over-time{margin:0 0 1rem}figure.over-time svg{max-width:100%;height:auto}
+details.over-time-numbers{margin:.25rem 0;color:#52606d}details.over-time-numbers table{width:auto;font-size:.85rem}figcaption{color:#52606d}nav.pages,nav.ranges{display:flex;gap:1.5rem;margin:.5rem 0 1rem}
 nav.console{display:flex;gap:1.25rem;align-items:center;padding-bottom:.75rem;margin-bottom:1rem;border-bottom:1px solid #e4e7eb}
 nav.console form.search{display:flex;gap:.4rem;margin-left:auto}nav.console .who{color:#52606d}
 table.summary-counts{width:auto}table.summary-counts th,table.summary-counts td{padding:.1rem .6rem .1rem 0;border:0}

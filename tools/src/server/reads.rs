@@ -13,7 +13,7 @@ use opledger::domain::run::Run;
 use opledger::{Envelope, Log};
 use opledger_projections::access::{list_access, run_access, Access, ListAccess, Viewer};
 use opledger_projections::audit::{self, AuditError, AuditFilter};
-use opledger_projections::monitoring::{self, ListError, RunFilter, RunPage, RunTotals};
+use opledger_projections::monitoring::{self, ListError, OutcomesOverTime, RunFilter, RunPage, RunTotals};
 use opledger_projections::notifications::{self, Notification};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -112,6 +112,19 @@ pub async fn run_totals_for(state: &AppState, viewer: &Viewer, query: &RunQuery)
     let (filter, allowed) = visible_filter(state, viewer, query).await?;
     let db = state.projector()?.reader()?;
     Ok(monitoring::totals_in_tenants(&db, &filter, allowed.as_ref())?)
+}
+
+/// The runs of the list `query` names (its filters, the same list rule)
+/// by outcome per hour or per day, up to `now`.
+pub async fn run_outcomes_over_time_for(
+    state: &AppState,
+    viewer: &Viewer,
+    query: &RunQuery,
+    now: DateTime<Utc>,
+) -> Result<OutcomesOverTime, ApiError> {
+    let (filter, allowed) = visible_filter(state, viewer, query).await?;
+    let db = state.projector()?.reader()?;
+    Ok(monitoring::outcomes_over_time(&db, &filter, allowed.as_ref(), now)?)
 }
 
 /// `GET /v1/runs`: one page of the run list, newest first, under the access rule.

@@ -262,3 +262,95 @@ async fn the_audit_and_authority_pages_are_for_service_sessions() {
     let past = api.get("/admin/authority?as_of=999999", &api.service).await;
     assert_eq!((past.status, code(&past)), (StatusCode::BAD_REQUEST, "invalid_as_of".to_owned()));
 }
+
+/// Every `(series, count)` segment of the chart over time, bucket by bucket.
+fn segments(page: &Reply) -> Vec<Vec<(String, u64)>> {
+    let text = page.text();
+    let figure = text.split("<figure class=\"over-time\"").nth(1).unwrap_or_default().split("</figure>").next();
+    let attribute = |rest: &str, name: &str| {
+        rest.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or_default().to_owned()
+    };
+    figure
+        .unwrap_or_default()
+        .split("<g data-bucket=\"")
+        .skip(1)
+        .map(|bucket| {
+            let bucket = bucket.split("</g>").next().unwrap_or_default();
+            let series = bucket.split("<rect ").skip(1);
+            series
+                .map(|rect| (attribute(rect, "data-series"), attribute(rect, "data-count").parse().unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The sum over every bucket of one series.
+fn series_total(segments: &[Vec<(String, u64)>], series: &str) -> u64 {
+    segments.iter().flatten().filter(|(name, _)| name == series).map(|(_, count)| count).sum()
+}
+
+#[tokio::test]
+async fn the_chart_over_time_stacks_outcomes_per_bucket_blocked_apart_from_failed() {
+    let api = Api::seeded().await;
+    world(&api).await;
+    let viewer = api.actor("viewer");
+    let summary = api.get("/v1/runs/summary?tenant_id=t1", &viewer).await.expect(StatusCode::OK);
+    let page = api.get("/admin/operations?tenant_id=t1&limit=1", &viewer).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let text = page.text();
+    assert!(
+        text.contains(r#"<figure class="over-time" data-width="hour">"#),
+        "a range of minutes is by the hour: {text}"
+    );
+    let buckets = segments(&page);
+    assert!(!buckets.is_empty() && buckets.len() <= 2, "the runs of the last minutes: {buckets:?}");
+    for (outcome, count) in [("blocked", 3), ("failed", 1), ("succeeded", 1), ("pending", 1)] {
+        assert_eq!(series_total(&buckets, outcome), count, "{outcome}: {buckets:?}");
+        assert_eq!(summary["by_outcome"][outcome], count, "the chart counts what the summary counts");
+    }
+    let blocked_and_failed = buckets.iter().flatten().filter(|(name, _)| name == "blocked" || name == "failed");
+    assert_eq!(blocked_and_failed.count(), 2, "a segment each, never one for both: {buckets:?}");
+    assert!(text.contains(r#"<rect data-series="blocked" data-count="3""#), "{text}");
+    assert!(text.contains(" UTC: 3 blocked</title>"), "each segment has its hover text: {text}");
+    for (outcome, word) in
+        [("succeeded", "succeeded"), ("failed", "failed"), ("blocked", "blocked"), ("pending", "pending")]
+    {
+        let legend = text.split(&format!(r#"<g data-legend="{outcome}">"#)).nth(1).unwrap_or_default();
+        let legend = legend.split("</g>").next().unwrap_or_default();
+        assert!(legend.contains(&format!(">{word}</text>")) && legend.contains("fill=\"#"), "{outcome}: {legend}");
+    }
+    let fill = |outcome: &str| {
+        let legend = text.split(&format!(r#"<g data-legend="{outcome}">"#)).nth(1).unwrap_or_default();
+        legend.split("fill=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or_default().to_owned()
+    };
+    assert_ne!(fill("blocked"), fill("failed"), "blocked and failed are told apart by colour");
+    assert!(text.contains(r#"aria-label="Operations by outcome per hour"#), "a text alternative: {text}");
+    assert!(text.contains("<summary>The chart's numbers</summary>"), "and the numbers as a table");
+    assert!(text.contains(r#"<g data-outcome="blocked" data-count="3">"#), "the totals by outcome stay");
+
+    // Since 2000: by the day, the newest 60 days, a dozen labels at most.
+    let long = api.get("/admin/operations?tenant_id=t1&from=2000-01-01T00:00", &viewer).await;
+    assert_eq!(long.status, StatusCode::OK, "{}", long.text());
+    let text = long.text();
+    assert!(text.contains(r#"data-width="day""#) && text.contains("the newest 60 are shown"), "{text}");
+    let buckets = segments(&long);
+    assert_eq!(buckets.len(), 60);
+    assert_eq!(series_total(&buckets, "blocked"), 3);
+    let labels =
+        text.split(r#"<g class="x-axis">"#).nth(1).unwrap_or_default().split("</g>").next().unwrap_or_default();
+    let days = labels.matches("<text").count() - labels.matches(">20").count();
+    assert!((1..=12).contains(&days), "{days} day labels: {labels}");
+
+    // A viewer of another workspace's tenant counts none of t1's runs.
+    let u3 = api.actor("u3");
+    let other = api.get("/admin/operations", &u3).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text());
+    let theirs = api.get("/v1/runs/summary", &u3).await.expect(StatusCode::OK);
+    let buckets = segments(&other);
+    let charted: u64 = buckets.iter().flatten().map(|(_, count)| count).sum();
+    assert_eq!(charted, theirs["total"].as_u64().unwrap(), "{buckets:?}");
+    assert_eq!((series_total(&buckets, "blocked"), series_total(&buckets, "failed")), (0, 0), "{buckets:?}");
+    let none = api.get("/admin/operations?outcome=blocked", &u3).await;
+    assert!(segments(&none).is_empty(), "{}", none.text());
+    assert!(none.text().contains("No operations to chart in this time range."), "{}", none.text());
+}

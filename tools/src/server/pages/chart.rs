@@ -5,8 +5,9 @@ use maud::{html, Markup};
 use opledger::domain::model::{RunOutcome, RunStatus};
 use opledger_projections::monitoring::{self, RunTotals};
 
-/// The outcomes in the order the chart shows them, with their colours.
-const CHART_OUTCOMES: [(RunOutcome, &str); 6] = [
+/// The outcomes in the order the charts show them, with their colours
+/// (the chart over time stacks them in this order too).
+pub(super) const CHART_OUTCOMES: [(RunOutcome, &str); 6] = [
     (RunOutcome::Succeeded, "#10b981"),
     (RunOutcome::PartiallySucceeded, "#f59e0b"),
     (RunOutcome::Failed, "#ef4444"),

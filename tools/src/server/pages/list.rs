@@ -1,7 +1,7 @@
 //! `/admin/operations`, the run list: the list's filters (a time range
-//! included), the chart of the whole filter, "Newer" / "Older" paging that
-//! keeps the filter, and an optional auto-refresh; `/admin/search`, which
-//! goes from a run id to its page.
+//! included), the charts of the whole filter (over time and in total),
+//! "Newer" / "Older" paging that keeps the filter, and an optional
+//! auto-refresh; `/admin/search`, which goes from a run id to its page.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -14,10 +14,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::form::{href, link_time, local_value, PageTime};
-use super::{badge, chart::chart, console, time, PageCaller, PageError};
+use super::{badge, chart::chart, console, over_time::outcomes_over_time, time, PageCaller, PageError};
 use crate::server::body::QueryParams;
 use crate::server::error::ApiError;
-use crate::server::reads::{list_runs_for, run_totals_for, visible_run, RunQuery};
+use crate::server::reads::{list_runs_for, run_outcomes_over_time_for, run_totals_for, visible_run, RunQuery};
 use crate::server::state::AppState;
 
 /// The refresh period the page offers, in seconds.
@@ -108,7 +108,8 @@ impl ListPageQuery {
 }
 
 /// `GET /admin/operations`: the run list as an HTML page, with the list's
-/// query fields and the chart of the whole filter by outcome.
+/// query fields and the charts of the whole filter by outcome: over time
+/// and in total.
 #[utoipa::path(get, path = "/admin/operations", tag = "monitoring", params(ListPageQuery),
     responses((status = 200, description = "The page; with `refresh`, a `Refresh` header.", content_type = "text/html", body = String,
         headers(("Refresh" = Option<u32>, description = "Seconds until the browser reloads the page (with `refresh` only)")))),
@@ -121,6 +122,7 @@ pub async fn list(
     let run_query = query.run_query();
     let page = list_runs_for(&state, &caller.viewer(), &run_query).await?;
     let totals = run_totals_for(&state, &caller.viewer(), &run_query).await?;
+    let over_time = run_outcomes_over_time_for(&state, &caller.viewer(), &run_query, Utc::now()).await?;
     let refresh = query.refresh_seconds();
     let body = console(
         "Operations",
@@ -129,6 +131,7 @@ pub async fn list(
             h1 { "Operations" }
             (filters(&query))
             (ranges(&query))
+            (outcomes_over_time(&over_time))
             (chart(&totals))
             table {
                 thead { tr { th { "Operation" } th { "Tenant" } th { "Initiator" } th { "Status" } th { "Outcome" } th { "Reason" } th { "Queued" } th {} } }
