@@ -177,12 +177,7 @@ fn client_loop(
             seen.started.push(run.clone());
             seen.position = seen.position.max(position_of(&started));
         }
-        let asked = Instant::now();
-        let begun = server.try_call("POST", &format!("/v1/runs/{run}/begin"), Some(token), None);
-        if asked.elapsed() > Duration::from_secs(3) {
-            eprintln!("DEBUG slow begin {:?}: {:?}", asked.elapsed(), begun.as_ref().map(|a| a.text()));
-        }
-        let Ok(begun) = begun else { return };
+        let Ok(begun) = server.try_call("POST", &format!("/v1/runs/{run}/begin"), Some(token), None) else { return };
         if begun.status != 200 {
             return;
         }
@@ -335,7 +330,6 @@ fn nodes_follow_a_failover_to_a_promoted_synchronous_standby_and_lose_nothing_ac
         eprintln!("10 more cycles completed {:?} after the primary was killed", failover.elapsed());
         stop.store(true, Ordering::SeqCst);
     });
-    eprintln!("DEBUG clients ended {:?} after the primary was killed", Instant::now());
     let seen = seen.into_inner().unwrap();
     let position = seen.position;
     for run in &seen.completed {
