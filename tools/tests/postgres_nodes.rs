@@ -229,16 +229,29 @@ fn a_node_killed_under_load_loses_no_acknowledged_write_and_the_other_keeps_serv
     let reader = nodes[0].as_ref().unwrap();
     let position = seen.position;
     for run in &seen.started {
-        let answer = reader.get(&format!("/v1/runs/{run}?min_position={position}"), &token);
-        assert_eq!(answer.status, 200, "an acknowledged start of {run} is in the log: {}", answer.text());
+        read_run(reader, &token, run, position);
     }
     for run in &seen.completed {
-        let answer = reader.get(&format!("/v1/runs/{run}?min_position={position}"), &token).expect(200);
+        let answer = read_run(reader, &token, run, position);
         assert_eq!(answer["run"]["status"], "completed", "an acknowledged completion of {run} is in the log");
     }
     assert!(seen.completed.len() >= KILL_ROUNDS, "load ran: {} completions", seen.completed.len());
     drop(nodes);
     verify(&url);
+}
+
+/// `GET /v1/runs/{run}?min_position=…`, retried while the node answers
+/// 503 (its store reopening after the failover), at most a minute.
+fn read_run(server: &ServerProcess, token: &str, run: &str, position: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = server.get(&format!("/v1/runs/{run}?min_position={position}"), token);
+        if answer.status != 503 || Instant::now() > deadline {
+            assert_eq!(answer.status, 200, "an acknowledged write of run {run} is readable: {}", answer.text());
+            return answer.json();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A small random number from the clock (the test needs no seeded
@@ -333,11 +346,11 @@ fn nodes_follow_a_failover_to_a_promoted_synchronous_standby_and_lose_nothing_ac
     let seen = seen.into_inner().unwrap();
     let position = seen.position;
     for run in &seen.completed {
-        let answer = nodes[1].get(&format!("/v1/runs/{run}?min_position={position}"), &token).expect(200);
+        let answer = read_run(&nodes[1], &token, run, position);
         assert_eq!(answer["run"]["status"], "completed", "acknowledged before or after the failover: {run}");
     }
     for run in &seen.started {
-        assert_eq!(nodes[0].get(&format!("/v1/runs/{run}?min_position={position}"), &token).status, 200);
+        read_run(&nodes[0], &token, run, position);
     }
     drop(nodes);
     verify(&format!("postgres://postgres@127.0.0.1:{}/opledger", standby.port));
