@@ -141,3 +141,43 @@ fn the_quickstart_runs_as_written() {
     let held_at_10 = regex::Regex::new(r"tenant t1 +u1 +tenant\.sync +5").unwrap();
     assert!(held_at_10.is_match(&stdout), "u1 held tenant.sync (granted at 5) at position 10\n{stdout}");
 }
+
+#[path = "../../tests/support/postgres_cluster.rs"]
+mod postgres_cluster;
+
+/// The README's two nodes over one PostgreSQL log, as written: against a
+/// throwaway cluster instead of a local server, free ports instead of
+/// 7878 and 7879, and the built binary for `opledger`.
+#[test]
+fn the_two_nodes_of_the_readme_run_as_written() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let blocks = shell_blocks("## Many nodes", "### What an acknowledgement guarantees on PostgreSQL");
+    assert_eq!(blocks.len(), 1, "one block of commands");
+    let ports: Vec<u16> =
+        (0..2).map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let mut script = blocks[0].clone();
+    script = replace_once(
+        script,
+        "createdb opledger",
+        &format!("createdb -h 127.0.0.1 -p {} -U postgres opledger", cluster.port),
+    );
+    script = replace_once(script, "127.0.0.1:5432", &format!("127.0.0.1:{}", cluster.port));
+    script = script.replace("127.0.0.1:7878", &format!("127.0.0.1:{}", ports[0]));
+    script = script.replace("127.0.0.1:7879", &format!("127.0.0.1:{}", ports[1]));
+    // `opledger` on PATH is the built binary (a link, so a background
+    // `opledger serve &` is the server's own process, which the trap stops).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(built("opledger"), bin.join("opledger")).unwrap();
+    let prelude = format!(
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\nexport PATH={:?}:\"$PATH\"\n",
+        bin
+    );
+    let (ok, stdout, stderr) = run_script(&format!("{prelude}{script}"), dir.path());
+    assert!(ok, "the two nodes failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(stdout.to_ascii_lowercase().contains("opledger-position: 1"), "the write's position\n{stdout}");
+    assert!(stdout.contains(r#""position":1,"#), "node b reads node a's write\n{stdout}");
+    assert!(stdout.contains(r#""action":"workspace_registered""#), "node b reads node a's write\n{stdout}");
+    assert!(stdout.contains("checked 1 events in 1 streams"), "verify walks the database's log\n{stdout}");
+}
