@@ -232,7 +232,7 @@ pub fn status_of(code: &str) -> Option<u16> {
         "unsupported_media_type" => 415,
         "verify_busy" => 429,
         "internal_error" | "storage_failure" => 500,
-        "ledger_stopped" | "projection_unavailable" | "too_many_connections" => 503,
+        "ledger_stopped" | "projection_unavailable" | "too_many_connections" | "log_contended" => 503,
         _ => return None,
     })
 }
@@ -244,7 +244,10 @@ const SERVICE: &[&str] = &["unauthorized", "forbidden", "internal_error"];
 /// A JSON body (`JsonBody`): its type, size, arrival and shape.
 const BODY: &[&str] = &["invalid_json", "request_timeout", "body_too_large", "unsupported_media_type"];
 /// An append through the sequencer.
-const APPEND: &[&str] = &["ledger_stopped", "storage_failure"];
+const APPEND: &[&str] = &["ledger_stopped", "storage_failure", "log_contended"];
+/// `min_position` of every `GET /v1/…` (`server/positions.rs`): a value
+/// that is not a position, or read models that do not reach it in time.
+const READ_AFTER_WRITE: &[&str] = &["invalid_request", "projection_unavailable"];
 /// A run id in the path.
 const RUN_PATH: &[&str] = &["invalid_path", "invalid_run_id"];
 /// The commands on one run (begin, progress, heartbeat, complete, cancel).
@@ -353,7 +356,12 @@ impl Modify for Errors {
             };
             let Some(operation) = operation else { continue };
             let html = path.starts_with("/admin/");
-            add_errors(operation, groups.iter().flat_map(|group| group.iter().copied()), html);
+            let read_after_write = match *method == "get" && path.starts_with("/v1/") {
+                true => READ_AFTER_WRITE,
+                false => &[],
+            };
+            let codes = groups.iter().flat_map(|group| group.iter().copied()).chain(read_after_write.iter().copied());
+            add_errors(operation, codes, html);
         }
     }
 }

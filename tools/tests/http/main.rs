@@ -19,6 +19,7 @@ mod monitoring_pages;
 mod openapi;
 #[path = "../common/openapi_check.rs"]
 mod openapi_check;
+mod positions;
 #[path = "../common/raw_http.rs"]
 mod raw_http;
 mod routes;
