@@ -498,7 +498,7 @@ fn a_restart_catches_up_from_the_checkpoint() {
     let second = world.started("t2", "restore.execute", None);
     world.authority(capability("t2", false));
     world.begin(second);
-    let file = store::open_reader(&store::path_in(world.ledger.log().dir())).unwrap().unwrap();
+    let file = store::open_reader(&store::path_in(&world.ledger.log().directory().unwrap())).unwrap().unwrap();
     let stale = checkpoint(&file);
     drop(file);
     assert_eq!(stale, seen, "nothing applied while no projector ran");

@@ -163,7 +163,7 @@ fn a_file_of_another_schema_version_is_rebuilt_never_read() {
     workspaces(&ledger, &rt, &["a", "b"]);
     let projector = Projector::open(Arc::clone(ledger.log()), vec![Arc::new(Counter::default())]).unwrap();
     drop(projector);
-    let path = store::path_in(ledger.log().dir());
+    let path = store::path_in(&ledger.log().directory().unwrap());
     let db = Connection::open(&path).unwrap();
     db.execute("UPDATE counts SET count = 1000", []).unwrap();
     db.pragma_update(None, "user_version", store::SCHEMA_VERSION - 1).unwrap();
@@ -183,7 +183,7 @@ fn a_file_folded_from_another_log_is_rebuilt() {
     drop(Projector::open(Arc::clone(first.log()), vec![Arc::new(Counter::default())]).unwrap());
     let second = Ledger::open(two.path(), options()).unwrap();
     workspaces(&second, &rt, &["x", "y", "z"]);
-    std::fs::copy(store::path_in(first.log().dir()), store::path_in(second.log().dir())).unwrap();
+    std::fs::copy(store::path_in(&first.log().directory().unwrap()), store::path_in(&second.log().directory().unwrap())).unwrap();
     let projector = Projector::open(Arc::clone(second.log()), vec![Arc::new(Counter::default())]).unwrap();
     assert_eq!(count(&projector), 3, "the copied file's two rows are not the second log's");
 }
@@ -195,7 +195,7 @@ fn a_file_that_is_not_a_database_is_replaced() {
     let ledger = Ledger::open(dir.path(), options()).unwrap();
     workspaces(&ledger, &rt, &["a"]);
     std::fs::write(
-        store::path_in(ledger.log().dir()),
+        store::path_in(&ledger.log().directory().unwrap()),
         b"not sqlite at all, and long enough to look like a header......",
     )
     .unwrap();
