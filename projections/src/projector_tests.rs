@@ -183,7 +183,11 @@ fn a_file_folded_from_another_log_is_rebuilt() {
     drop(Projector::open(Arc::clone(first.log()), vec![Arc::new(Counter::default())]).unwrap());
     let second = Ledger::open(two.path(), options()).unwrap();
     workspaces(&second, &rt, &["x", "y", "z"]);
-    std::fs::copy(store::path_in(&first.log().directory().unwrap()), store::path_in(&second.log().directory().unwrap())).unwrap();
+    std::fs::copy(
+        store::path_in(&first.log().directory().unwrap()),
+        store::path_in(&second.log().directory().unwrap()),
+    )
+    .unwrap();
     let projector = Projector::open(Arc::clone(second.log()), vec![Arc::new(Counter::default())]).unwrap();
     assert_eq!(count(&projector), 3, "the copied file's two rows are not the second log's");
 }

@@ -27,8 +27,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every environment variable the binary reads for its settings; the tests
 /// clear them all so the caller's environment cannot leak in.
-const SETTINGS: [&str; 5] =
-    ["OPLEDGER_DATA", "OPLEDGER_LISTEN", "OPLEDGER_DURABILITY", "OPLEDGER_CACHE_MIB", "OPLEDGER_LOG_FORMAT"];
+const SETTINGS: [&str; 6] = [
+    "OPLEDGER_DATA",
+    "OPLEDGER_LOG",
+    "OPLEDGER_LISTEN",
+    "OPLEDGER_DURABILITY",
+    "OPLEDGER_CACHE_MIB",
+    "OPLEDGER_LOG_FORMAT",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -330,7 +336,8 @@ fn the_readme_lists_every_environment_variable_of_serve() {
     let section = &readme[start..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |end| end + 3)];
     let help = String::from_utf8(run(&["serve", "--help"], &[]).stdout).unwrap();
-    let named: Vec<&str> = help.split("[env: ").skip(1).filter_map(|rest| rest.split('=').next()).collect();
+    // `[env: NAME=value]`, or `[env: NAME]` for a setting whose value is hidden (it may hold a password).
+    let named: Vec<&str> = help.split("[env: ").skip(1).filter_map(|rest| rest.split(['=', ']']).next()).collect();
     assert_eq!(named.len(), SETTINGS.len(), "serve --help names {named:?}; update SETTINGS");
     for name in named {
         assert!(section.contains(&format!("`{name}`")), "the README's Configuration does not list {name}");

@@ -146,3 +146,39 @@ fn documents_are_replaced_only_from_the_version_read() {
     assert!(!first.replace_document("tokens", b"[1,3]", Some(version)).unwrap(), "a stale version loses");
     assert_eq!(first.document("tokens").unwrap().unwrap().0, b"[1,2]");
 }
+
+/// PostgreSQL answers a commit whose wait for the synchronous standby was
+/// cancelled with success and a warning: the events are on the primary
+/// only. The log does not acknowledge it; a retry with the same event ids
+/// is answered with the original positions.
+#[test]
+fn a_commit_whose_wait_for_the_standby_is_cancelled_is_not_acknowledged() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("unreplicated");
+    let log = Arc::new(Log::open_postgres(&url, options()).unwrap());
+    cluster.psql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'");
+    cluster.psql("SELECT pg_reload_conf()");
+    let events = vec![event("a", 1)];
+    let appending = {
+        let (log, events) = (Arc::clone(&log), events.clone());
+        std::thread::spawn(move || log.append_blocking(events, Expectations::none()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let cancelled =
+            cluster.psql("SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'");
+        if cancelled != "0" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the commit never waited for the standby");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let answer = appending.join().unwrap();
+    let error = answer.expect_err("a commit without its standby is not acknowledged");
+    assert!(error.to_string().contains("synchronous standby"), "{error}");
+    cluster.psql("ALTER SYSTEM RESET synchronous_standby_names");
+    cluster.psql("SELECT pg_reload_conf()");
+    let again = log.append_blocking(events, Expectations::none()).unwrap().unwrap();
+    assert!(again.duplicate, "the retry finds the events the primary kept");
+    assert_eq!((again.first_position, log.latest_head().unwrap().position), (1, 1));
+}
