@@ -43,7 +43,8 @@ fn add_min_position(operation: &mut Operation) {
         .required(Required::False)
         .description(Some(
             "Answer only once this node's read models have applied this position (an `Opledger-Position` a write \
-             answered with, on any node); at most a few seconds, else `503 projection_unavailable`.",
+             answered with, on any node); at most a few seconds, else `503 projection_unavailable`. A position \
+             past the log's head is `400 invalid_request`.",
         ))
         .schema(Some(position_schema()))
         .build();

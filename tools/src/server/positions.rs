@@ -5,7 +5,8 @@
 //! node's acknowledged head when it answered). Every read (`GET /v1/…`)
 //! takes `min_position=N`: the node first waits until its read models
 //! have applied position N, at most [`AppState::read_projection_wait`],
-//! else `503 projection_unavailable`. A client can so write on one node
+//! else `503 projection_unavailable`; a position past the log's head names
+//! no write and is refused at once (`400 invalid_request`). A client can so write on one node
 //! and read its write on another. The parameter is taken off the query
 //! before the route reads it, so each route's own parameters stay strict.
 
@@ -72,9 +73,26 @@ fn take_min_position(request: &mut Request) -> Result<Option<u64>, ApiError> {
     Ok(Some(position))
 }
 
-/// Waits until this node's read models have applied `position`.
+/// Waits until this node's read models have applied `position`. A
+/// position past the log's head (the database's, for a shared log) names
+/// no write yet: refused at once, never waited for.
 async fn wait_for(state: &AppState, position: u64) -> Result<(), ApiError> {
     let projector = state.projector()?;
+    let log = std::sync::Arc::clone(state.ledger()?.log());
+    let head = match position > log.head().position {
+        true => {
+            tokio::task::spawn_blocking(move || log.latest_head())
+                .await
+                .map_err(|error| ApiError::internal(error.to_string()))??
+                .position
+        }
+        false => position,
+    };
+    if position > head {
+        let why =
+            format!("{MIN_POSITION_PARAMETER} {position} is past the log's head ({head}): no write has reached it");
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", why));
+    }
     let unavailable = |why: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_unavailable", why);
     match tokio::time::timeout(state.read_projection_wait, projector.wait_for(position)).await {
         Ok(reached) => reached.map_err(|error| unavailable(error.to_string())),

@@ -1,8 +1,8 @@
 //! Reading one's writes (`server/positions.rs`) on one node: every
 //! successful write names the position it reached, every read takes
 //! `min_position` (waiting, bounded) and leaves the route's own strict
-//! query parsing untouched. A position no read model reaches (503) and
-//! reads across nodes: `tools/tests/postgres_nodes.rs`.
+//! query parsing untouched. Reads across nodes:
+//! `tools/tests/postgres_nodes.rs`.
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -23,6 +23,8 @@ async fn a_write_names_its_position_and_a_read_waits_for_it() {
     assert_eq!(listed.expect(StatusCode::OK)["runs"][0]["id"], json!(run), "the route's own parameters still apply");
     let unknown = api.get(&format!("/v1/runs?min_position={position}&no_such_filter=1"), &api.service).await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "a route still refuses what it does not know");
+    let ahead = api.get(&format!("/v1/runs/{run}?min_position={}", position + 1), &api.service).await;
+    ahead.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     let bad = api.get("/v1/runs?min_position=-1", &api.service).await;
     bad.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     let refused = api.post("/v1/runs", &api.service, &json!({"operation_type": 1})).await;
