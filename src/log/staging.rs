@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::envelope::{truncate_to_micros, Envelope, NewEvent, StreamId};
 use crate::error::Error;
+use crate::limits::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_EVENTS_MAX};
 use crate::log::{Appended, Clock, Conflict, Expectations, ExpectedVersion, Head};
 
 pub(crate) type Outcome = Result<Result<Appended, Conflict>, Error>;
@@ -34,6 +35,21 @@ impl Request {
     pub(crate) fn payload_bytes(&self) -> usize {
         self.events.iter().map(|event| event.payload.get().len()).sum()
     }
+}
+
+/// The first waiting append and every other one already queued behind it,
+/// up to a group commit's bounds: what one group commit takes.
+pub(crate) fn gather(first: Request, requests: &mut mpsc::Receiver<Request>) -> Vec<Request> {
+    let mut events = first.events.len();
+    let mut bytes = first.payload_bytes();
+    let mut batch = vec![first];
+    while events < GROUP_COMMIT_EVENTS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
+        let Ok(request) = requests.try_recv() else { break };
+        events += request.events.len();
+        bytes += request.payload_bytes();
+        batch.push(request);
+    }
+    batch
 }
 
 /// What the store holds already, as the writer sees it before a group.

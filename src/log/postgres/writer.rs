@@ -29,11 +29,10 @@ use uuid::Uuid;
 
 use crate::envelope::StreamId;
 use crate::error::Error;
-use crate::limits::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_EVENTS_MAX};
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
 use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
-use crate::log::staging::{Committed, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
 /// Pause between attempts to reach the database while resolving a commit.
@@ -80,19 +79,7 @@ enum Committing {
 impl Writer {
     pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         while let Some(first) = requests.recv().await {
-            let mut batch = vec![first];
-            let mut events = batch[0].events.len();
-            let mut bytes = batch[0].payload_bytes();
-            while events < GROUP_COMMIT_EVENTS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
-                match requests.try_recv() {
-                    Ok(request) => {
-                        events += request.events.len();
-                        bytes += request.payload_bytes();
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = gather(first, &mut requests);
             self.commit_group(batch).await;
         }
     }

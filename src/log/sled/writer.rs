@@ -18,10 +18,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::limits::{GROUP_COMMIT_BYTES_MAX, GROUP_COMMIT_EVENTS_MAX};
 use crate::log::sled::store::{StagedBatch, Store};
 use crate::log::sled::syncer::{Applied, Failed};
-use crate::log::staging::{Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head};
 
 pub(crate) struct Writer {
@@ -37,19 +36,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         while let Some(first) = requests.blocking_recv() {
-            let mut batch = vec![first];
-            let mut events = batch[0].events.len();
-            let mut bytes = batch[0].payload_bytes();
-            while events < GROUP_COMMIT_EVENTS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
-                match requests.try_recv() {
-                    Ok(request) => {
-                        events += request.events.len();
-                        bytes += request.payload_bytes();
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = gather(first, &mut requests);
             let stopped = self.failed.reason();
             if let Some(why) = stopped.or_else(|| self.commit_group(batch).err().map(|e| e.to_string())) {
                 tracing::error!(failure = %why, "group commit failed; the writer stops");
