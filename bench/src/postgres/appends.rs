@@ -28,7 +28,13 @@ pub struct AppendSample {
     pub mean_group: f64,
 }
 
-pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, nodes: usize) -> anyhow::Result<AppendSample> {
+pub fn measure(
+    runtime: &Runtime,
+    plan: &Plan,
+    url: &str,
+    clients: usize,
+    nodes: usize,
+) -> anyhow::Result<AppendSample> {
     let logs = (0..nodes)
         .map(|_| Log::open_postgres(url, LogOptions::default()).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()

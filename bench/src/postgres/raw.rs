@@ -46,13 +46,7 @@ pub struct RawSample {
     pub p99_us: f64,
 }
 
-pub fn measure(
-    runtime: &Runtime,
-    plan: &Plan,
-    url: &str,
-    clients: usize,
-    group: usize,
-) -> anyhow::Result<RawSample> {
+pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, group: usize) -> anyhow::Result<RawSample> {
     runtime.block_on(async {
         let connections = connect_all(url, clients).await?;
         let first = connections.first().context("no connection")?;

@@ -70,8 +70,7 @@ pub fn medians(clients: &[usize], nodes: &[usize], samples: &[CellSample]) -> Ve
     let mut cells = Vec::new();
     for &count in clients {
         for &node_count in nodes {
-            let of: Vec<&CellSample> =
-                samples.iter().filter(|s| s.clients == count && s.nodes == node_count).collect();
+            let of: Vec<&CellSample> = samples.iter().filter(|s| s.clients == count && s.nodes == node_count).collect();
             if !of.is_empty() {
                 cells.push(cell(count, node_count, &of));
             }
@@ -107,7 +106,8 @@ fn cell(clients: usize, nodes: usize, of: &[&CellSample]) -> Cell {
 pub fn print(config: &impl Serialize, cells: &[Cell], samples: &[CellSample], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        let dump = serde_json::json!({ "config": config, "cells": cells, "samples": samples, "targets": targets(cells) });
+        let dump =
+            serde_json::json!({ "config": config, "cells": cells, "samples": samples, "targets": targets(cells) });
         writeln!(out, "{}", serde_json::to_string_pretty(&dump)?)?;
         return Ok(());
     }

@@ -34,4 +34,3 @@ impl Window {
         Instant::now().saturating_duration_since(self.from).as_secs_f64()
     }
 }
-

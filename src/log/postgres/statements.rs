@@ -12,7 +12,8 @@ const HEAD: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_
 
 const IDS: &str = "SELECT event_id, position, record FROM opledger_log_events WHERE event_id = ANY($1)";
 
-const VERSIONS: &str = "SELECT s.stream, (SELECT max(e.stream_version) FROM opledger_log_events e WHERE e.stream = s.stream)
+const VERSIONS: &str =
+    "SELECT s.stream, (SELECT max(e.stream_version) FROM opledger_log_events e WHERE e.stream = s.stream)
      FROM unnest($1::text[]) AS s(stream)";
 
 const INSERT: &str = "INSERT INTO opledger_log_events (position, event_id, stream, stream_version, record)
