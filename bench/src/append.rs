@@ -13,7 +13,7 @@
 mod ledger;
 mod raw_sled;
 mod report;
-mod workload;
+pub(crate) mod workload;
 
 use std::fmt;
 use std::path::PathBuf;

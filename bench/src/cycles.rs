@@ -42,16 +42,17 @@ pub struct CyclesArgs {
     modes: Vec<String>,
 }
 
-const TENANTS: usize = 1_000;
+/// Tenants of the authority world (the postgres bench's cycles share it).
+pub(crate) const TENANTS: usize = 1_000;
 
-fn s(value: impl Into<String>) -> String {
+pub(crate) fn s(value: impl Into<String>) -> String {
     value.into()
 }
 
 /// A realistic authority world: TENANTS tenants in 10 workspaces, each
 /// with 5 members holding 2 capabilities, a ready default connection and
 /// an open write gate; three operation types.
-fn world() -> Vec<C> {
+pub(crate) fn world() -> Vec<C> {
     let mut changes = vec![];
     for workspace in 0..10 {
         changes.push(C::WorkspaceRegistered { workspace_id: format!("w{workspace}") });

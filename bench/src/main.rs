@@ -6,6 +6,7 @@
 mod append;
 mod cycles;
 mod http;
+mod postgres;
 mod projections;
 mod stats;
 
@@ -41,6 +42,10 @@ enum Bench {
     /// The HTTP API under 64 keep-alive clients running full cycles, against
     /// the same cycles through the Ledger API in-process.
     Http(http::HttpArgs),
+    /// The log on PostgreSQL at 1, 16 and 64 clients, one node and two:
+    /// durable appends against raw inserts of the same rows in the same
+    /// group sizes, and full run cycles against a plain SQL cycle.
+    Postgres(postgres::PostgresArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -53,5 +58,6 @@ fn main() -> anyhow::Result<ExitCode> {
         Bench::Cycles(args) => cycles::run(args),
         Bench::Projections(args) => projections::run(args),
         Bench::Http(args) => http::run(args),
+        Bench::Postgres(args) => postgres::run(args),
     }
 }

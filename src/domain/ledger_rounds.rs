@@ -146,8 +146,11 @@ impl Decider {
             answer_all(commands, || LedgerError::Stopped(why.clone()));
             return Vec::new();
         }
+        // The head to fold to: read from the database on a round's first
+        // attempt; after losing the race, the head the writer saw.
+        let mut lost_to: Option<u64> = None;
         for _attempt in 0..ROUND_ATTEMPTS_MAX {
-            if let Err(failure) = self.catch_up(&mut cell.sequencer) {
+            if let Err(failure) = self.catch_up(&mut cell.sequencer, lost_to) {
                 let why = failure.to_string();
                 answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
                 return Vec::new();
@@ -170,6 +173,7 @@ impl Decider {
                 }
                 Ok(Err(Conflict::Head { .. })) => {
                     cell.sequencer = base;
+                    lost_to = Some(self.log.head().position);
                     commands.extend(rest);
                 }
                 Ok(Err(conflict)) => {
@@ -192,9 +196,18 @@ impl Decider {
     }
 
     /// Folds what the log holds past the sequencer's state, up to the head
-    /// the database has now.
-    fn catch_up(&self, sequencer: &mut Sequencer) -> Result<(), LedgerError> {
-        let head = self.log.latest_head()?.position;
+    /// the database has now, or up to `lost_to`: after an append lost the
+    /// race, the head the writer published when it answered the conflict.
+    /// That head is committed and was read from the database after every
+    /// command of the round arrived, so it is as fresh as the round needs,
+    /// and skipping the read gives the node that lost the same number of
+    /// round trips before its next append as the node that won (without
+    /// it, the node that keeps winning keeps winning).
+    fn catch_up(&self, sequencer: &mut Sequencer, lost_to: Option<u64>) -> Result<(), LedgerError> {
+        let head = match lost_to {
+            Some(head) => head,
+            None => self.log.latest_head()?.position,
+        };
         if head > sequencer.state().position {
             let mut state = std::mem::take(sequencer).into_state();
             let folded = fold_into(&self.log, &mut state, head);

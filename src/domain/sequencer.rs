@@ -169,7 +169,7 @@ impl Sequencer {
             return Err(CommandRefused::Invalid(why));
         }
         changed_by.check("changed_by").map_err(CommandRefused::Invalid)?;
-        let mut scratch = self.state.authority.clone();
+        let mut scratch = (*self.state.authority).clone();
         for (index, change) in changes.iter().enumerate() {
             let refused = |reason| CommandRefused::InvalidAuthorityChange { index, reason };
             // Validate (ids included), then apply: later changes of the batch see this one.

@@ -82,7 +82,7 @@ fn fold_authority(log: &Log, position: u64, state: &mut DomainState) -> Result<(
         let DomainEvent::Authority(changed) = DomainEvent::from_envelope(envelope)? else {
             return Err("a non-authority event in the authority stream".into());
         };
-        state.authority.apply(envelope.position, &changed.change)?;
+        std::sync::Arc::make_mut(&mut state.authority).apply(envelope.position, &changed.change)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! admitted), so memory follows the work in flight, not the log's length.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -43,7 +44,11 @@ pub struct LiveCounts {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DomainState {
-    pub authority: AuthorityState,
+    /// Shared between copies until one changes it: the decider over a
+    /// shared log copies the state every round as its rollback point, and
+    /// the authority world (tenants, members, capabilities) is most of the
+    /// state and changes rarely, so a copy costs the live runs only.
+    pub authority: Arc<AuthorityState>,
     /// Live runs, plus ended runs that still have follow-ups to admit.
     runs: HashMap<Uuid, Run>,
     identities: HashMap<IdentityKey, BTreeSet<Uuid>>,
@@ -127,7 +132,7 @@ impl DomainState {
         assert!(position > self.position, "events are applied in log order");
         let ended = match event {
             DomainEvent::Authority(changed) => {
-                self.authority.apply(position, &changed.change)?;
+                Arc::make_mut(&mut self.authority).apply(position, &changed.change)?;
                 None
             }
             DomainEvent::Run { run_id, event } => self.apply_run(*run_id, at, event)?,

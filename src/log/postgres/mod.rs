@@ -18,6 +18,7 @@ mod connect;
 mod follower;
 mod reads;
 mod schema;
+mod statements;
 mod writer;
 
 use std::future::Future;
@@ -184,6 +185,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let writer = writer::Writer {
         shared: Arc::clone(&shared),
         client: Some(client),
+        statements: None,
         heard,
         last_recorded_at,
         clock: Arc::clone(&options.clock),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -51,10 +52,13 @@ pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The stored head and the recording time of its event.
+/// The stored head and the recording time of its event. `query_typed`
+/// here and in [`events`]: parsed, bound and run in one round trip, where
+/// `query` waits for a Parse first (the decider over a shared log makes
+/// both reads every round).
 pub(crate) async fn stored_head(client: &Client) -> Result<(Head, DateTime<Utc>), Error> {
     let row = client
-        .query_one("SELECT position, hash, recorded_at_micros FROM opledger_log_head", &[])
+        .query_typed_one("SELECT position, hash, recorded_at_micros FROM opledger_log_head", &[])
         .await
         .map_err(storage)?;
     Ok((row_head(&row)?, micros_to_time(row.get(2))))
@@ -68,11 +72,11 @@ pub(crate) async fn last_position(client: &Client) -> Result<u64, Error> {
 pub(crate) async fn events(client: &Client, from: u64, count: usize) -> Result<Vec<Envelope>, Error> {
     let end = from.saturating_add(count as u64);
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT {EVENT_COLUMNS} FROM opledger_log_events WHERE position >= $1 AND position < $2 ORDER BY position"
             ),
-            &[&to_i64(from), &to_i64(end)],
+            &[(&to_i64(from), Type::INT8), (&to_i64(end), Type::INT8)],
         )
         .await
         .map_err(storage)?;

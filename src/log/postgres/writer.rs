@@ -31,6 +31,7 @@ use crate::envelope::StreamId;
 use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
+use crate::log::postgres::statements::Statements;
 use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
 use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
@@ -41,6 +42,8 @@ const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(25
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) client: Option<Client>,
+    /// Prepared on `client`; dropped with it.
+    pub(crate) statements: Option<Statements>,
     pub(crate) heard: Arc<Heard>,
     /// The recording time of the newest event this writer knows of.
     pub(crate) last_recorded_at: DateTime<Utc>,
@@ -87,10 +90,25 @@ impl Writer {
     async fn client(&mut self) -> Result<&mut Client, Error> {
         if self.client.as_ref().is_none_or(|client| client.is_closed()) {
             self.client = None;
+            self.statements = None;
             let client = connect::connect(&self.shared.config, Arc::clone(&self.heard), None).await?;
             self.client = Some(client);
         }
         self.client.as_mut().ok_or(Error::Closed)
+    }
+
+    /// The connection and its prepared statements, reconnecting and
+    /// preparing when needed.
+    async fn connection(&mut self) -> Result<(&mut Client, &Statements), Error> {
+        self.client().await?;
+        if self.statements.is_none() {
+            let client = self.client.as_ref().ok_or(Error::Closed)?;
+            self.statements = Some(Statements::prepare(client).await?);
+        }
+        match (self.client.as_mut(), self.statements.as_ref()) {
+            (Some(client), Some(statements)) => Ok((client, statements)),
+            _ => Err(Error::Closed),
+        }
     }
 
     /// Commits one group and answers every append in it.
@@ -127,16 +145,22 @@ impl Writer {
         let clock = Arc::clone(&self.clock);
         let heard = Arc::clone(&self.heard);
         let last_recorded_at = self.last_recorded_at;
-        let client = self.client().await?;
+        let (client, statements) = self.connection().await?;
         let tx = client.transaction().await.map_err(storage)?;
-        let (head, stored_recorded_at, prefetched) = prefetch(&tx, batch).await?;
+        let (head, stored_recorded_at, prefetched) = prefetch(&tx, statements, batch).await?;
         let mut group = Group::new(head, stored_recorded_at.max(last_recorded_at));
         let outcomes: Vec<Outcome> = batch.iter().map(|request| group.stage(&prefetched, request, &clock)).collect();
         if group.events() == 0 {
-            tx.rollback().await.map_err(storage)?;
+            // Nothing was written, so nobody waits for the rollback: dropping
+            // the transaction queues it on the connection, ahead of the next
+            // group's statements, and the head lock goes as soon as the
+            // server reads it. A node whose append lost the race to another
+            // node is answered one round trip sooner, and so is not always
+            // a round trip behind the node that won (which kept winning).
+            drop(tx);
             return Ok((group, outcomes, Committing::Done(head)));
         }
-        insert(&tx, &group).await?;
+        insert(&tx, statements, &group).await?;
         let waits_cancelled = heard.replication_waits_cancelled.load(Ordering::SeqCst);
         let committed = tx.commit().await;
         let ended = self.after_commit(committed, &group, waits_cancelled).await;
@@ -174,6 +198,7 @@ impl Writer {
         let deadline = Instant::now() + COMMIT_RESOLVE_WAIT_MAX;
         loop {
             self.client = None;
+            self.statements = None;
             let found = match self.client().await {
                 Ok(client) => client
                     .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&first.id])
@@ -208,7 +233,11 @@ fn answer(stats: &StatsCounters, reply: Reply, outcome: Outcome, submitted: Inst
 
 /// Locks the head, then reads what staging needs, in one round trip after
 /// the lock (the statements run in order on the server).
-async fn prefetch(tx: &Transaction<'_>, batch: &[Request]) -> Result<(Head, DateTime<Utc>, Prefetched), Error> {
+async fn prefetch(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    batch: &[Request],
+) -> Result<(Head, DateTime<Utc>, Prefetched), Error> {
     let ids: Vec<Uuid> = batch.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let streams: HashSet<&str> = batch
         .iter()
@@ -219,14 +248,9 @@ async fn prefetch(tx: &Transaction<'_>, batch: &[Request]) -> Result<(Head, Date
     let streams: Vec<&str> = streams.into_iter().collect();
     let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
     let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
-    let head_query = tx.query_one("SELECT position, hash, recorded_at_micros FROM opledger_log_head FOR UPDATE", &[]);
-    let ids_query =
-        tx.query("SELECT event_id, position, record FROM opledger_log_events WHERE event_id = ANY($1)", &id_parameters);
-    let versions_query = tx.query(
-        "SELECT s.stream, (SELECT max(e.stream_version) FROM opledger_log_events e WHERE e.stream = s.stream)
-         FROM unnest($1::text[]) AS s(stream)",
-        &stream_parameters,
-    );
+    let head_query = tx.query_one(&statements.head, &[]);
+    let ids_query = tx.query(&statements.ids, &id_parameters);
+    let versions_query = tx.query(&statements.versions, &stream_parameters);
     let (head_row, id_rows, version_rows) = tokio::try_join!(head_query, ids_query, versions_query).map_err(storage)?;
     let head = row_head(&head_row)?;
     let mut prefetched = Prefetched { versions: HashMap::new(), ids: HashMap::new() };
@@ -245,7 +269,7 @@ async fn prefetch(tx: &Transaction<'_>, batch: &[Request]) -> Result<(Head, Date
 
 /// Inserts the group's events, moves the head and queues the notification,
 /// pipelined in one round trip.
-async fn insert(tx: &Transaction<'_>, group: &Group) -> Result<(), Error> {
+async fn insert(tx: &Transaction<'_>, statements: &Statements, group: &Group) -> Result<(), Error> {
     let mut positions = Vec::with_capacity(group.sealed.len());
     let mut ids = Vec::with_capacity(group.sealed.len());
     let mut streams = Vec::with_capacity(group.sealed.len());
@@ -265,13 +289,9 @@ async fn insert(tx: &Transaction<'_>, group: &Group) -> Result<(), Error> {
     let rows: [&(dyn ToSql + Sync); 5] = [&positions, &ids, &streams, &versions, &records];
     let head: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
     let notification: [&(dyn ToSql + Sync); 1] = [&digest];
-    let insert = tx.execute(
-        "INSERT INTO opledger_log_events (position, event_id, stream, stream_version, record)
-         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])",
-        &rows,
-    );
-    let move_head = tx.execute("UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3", &head);
-    let notify = tx.execute("SELECT pg_notify('opledger_log_appended', $1)", &notification);
+    let insert = tx.execute(&statements.insert, &rows);
+    let move_head = tx.execute(&statements.move_head, &head);
+    let notify = tx.execute(&statements.notify, &notification);
     tokio::try_join!(insert, move_head, notify).map_err(storage)?;
     Ok(())
 }

@@ -1,0 +1,111 @@
+//! The ledger's side of the appends cell: N tokio tasks, spread over the
+//! nodes (one `Log` each over the same database, each with its own
+//! connections), each appending one `run_queued` event per append through
+//! `Log::append`, timed from submit to acknowledgement.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use opledger::{Expectations, Log, LogOptions, LogStats};
+use serde::Serialize;
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+use super::Plan;
+use crate::append::workload::EventSource;
+use crate::append::StreamLayout;
+use crate::stats::{micros, percentile, ratio};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppendSample {
+    pub appends: u64,
+    pub appends_per_second: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub commits: u64,
+    /// Events per group commit while measuring, over every node.
+    pub mean_group: f64,
+}
+
+pub fn measure(
+    runtime: &Runtime,
+    plan: &Plan,
+    url: &str,
+    clients: usize,
+    nodes: usize,
+) -> anyhow::Result<AppendSample> {
+    let logs = (0..nodes)
+        .map(|_| Log::open_postgres(url, LogOptions::default()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .context("opening the bench log on PostgreSQL")?;
+    // The warm-up opens the writers' first transactions and the runtime's
+    // workers outside the measured window.
+    runtime.block_on(drive(&logs, clients, plan.warmup))?;
+    let before = total(&logs);
+    let started = Instant::now();
+    let mut latencies = runtime.block_on(drive(&logs, clients, plan.duration))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = total(&logs);
+    for log in &logs {
+        log.close();
+    }
+    let commits = after.commits - before.commits;
+    let events = after.events_appended - before.events_appended;
+    Ok(AppendSample {
+        appends: latencies.len() as u64,
+        appends_per_second: ratio(latencies.len() as f64, seconds),
+        p50_us: percentile(&mut latencies, 0.50),
+        p99_us: percentile(&mut latencies, 0.99),
+        commits,
+        mean_group: ratio(events as f64, commits as f64),
+    })
+}
+
+/// The nodes' counters added up (each node has its own writer).
+fn total(logs: &[Arc<Log>]) -> LogStats {
+    let mut sum = LogStats {
+        commits: 0,
+        events_appended: 0,
+        appends_acknowledged: 0,
+        appends_duplicate: 0,
+        appends_conflicted: 0,
+        largest_commit_events: 0,
+    };
+    for stats in logs.iter().map(|log| log.stats()) {
+        sum.commits += stats.commits;
+        sum.events_appended += stats.events_appended;
+        sum.appends_acknowledged += stats.appends_acknowledged;
+        sum.largest_commit_events = sum.largest_commit_events.max(stats.largest_commit_events);
+    }
+    sum
+}
+
+/// Runs `clients` tasks, client i on node i mod nodes, until `length` has
+/// passed; every append's latency in microseconds.
+async fn drive(logs: &[Arc<Log>], clients: usize, length: Duration) -> anyhow::Result<Vec<f64>> {
+    let until = Instant::now() + length;
+    let mut tasks = JoinSet::new();
+    for (index, log) in (0..clients).zip(logs.iter().cycle()) {
+        tasks.spawn(client(Arc::clone(log), index, until));
+    }
+    let mut latencies = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        latencies.extend(joined.context("an appender task failed")??);
+    }
+    Ok(latencies)
+}
+
+async fn client(log: Arc<Log>, index: usize, until: Instant) -> anyhow::Result<Vec<f64>> {
+    let mut source = EventSource::new(index, StreamLayout::Appender)?;
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        // Built before the clock starts: the caller's cost, not the log's.
+        let event = source.next_event()?;
+        let submitted = Instant::now();
+        let outcome = log.append(vec![event], Expectations::none()).await?;
+        latencies.push(micros(submitted.elapsed()));
+        outcome.map_err(|conflict| anyhow!("unexpected conflict: {conflict:?}"))?;
+    }
+    Ok(latencies)
+}

@@ -1,0 +1,147 @@
+//! `opledger-bench postgres`: the log on PostgreSQL, in one run.
+//!
+//! Cells: clients × nodes (two nodes are two `Log`s, or two `Ledger`s, in
+//! this process over the same database, each with its own connections and
+//! writer). Per cell and repeat, four runs, each on a fresh database:
+//! 1. **appends**: the ledger's log, one event per append;
+//! 2. **raw inserts**: the same rows in the ledger's mean group size,
+//!    straight into a table of the log's shape (the backend's floor);
+//! 3. **cycles**: full run cycles through the ledger;
+//! 4. **plain SQL**: the same cycles as a conventional two-table design.
+//!
+//! Cells are repeated round-robin (every cell once, then again), so a burst
+//! of noise on a shared machine spoils one repeat of a few cells rather than
+//! every repeat of one; the report shows medians.
+
+mod appends;
+mod cycles;
+mod plain;
+mod raw;
+mod report;
+mod server;
+mod window;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+use report::CellSample;
+use server::Server;
+
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct PostgresArgs {
+    /// An existing server to measure (a postgres:// URL or key=value string
+    /// whose user may create databases); by default the bench starts a
+    /// throwaway cluster of its own (needs PostgreSQL's server binaries).
+    #[arg(long)]
+    #[serde(skip)]
+    url: Option<String>,
+    /// Numbers of concurrent clients to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Numbers of nodes (logs or ledgers over the same database) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    nodes: Vec<usize>,
+    /// Measured seconds of each run, per cell and repeat.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Unmeasured seconds before each run.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_seconds: f64,
+    /// Runs of every cell; the tables show medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print every sample and the medians as JSON instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What every run of every cell shares.
+pub struct Plan {
+    duration: Duration,
+    warmup: Duration,
+    /// A stored record of a `run_queued` event: the raw rows' and the plain
+    /// SQL events' payload, so every side moves the same bytes.
+    record: Vec<u8>,
+}
+
+impl Plan {
+    fn new(args: &PostgresArgs) -> anyhow::Result<Plan> {
+        if args.repeat == 0 || args.clients.is_empty() || args.nodes.is_empty() {
+            bail!("--repeat, --clients and --nodes must each name at least one run");
+        }
+        if args.clients.contains(&0) || args.nodes.contains(&0) {
+            bail!("--clients and --nodes must be at least 1");
+        }
+        let duration = Duration::try_from_secs_f64(args.seconds).context("--seconds")?;
+        let warmup = Duration::try_from_secs_f64(args.warmup_seconds).context("--warmup-seconds")?;
+        if duration.is_zero() {
+            bail!("--seconds must be more than 0");
+        }
+        Ok(Plan { duration, warmup, record: crate::append::workload::sample_record()? })
+    }
+}
+
+pub fn run(args: PostgresArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::new(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let server = match &args.url {
+        Some(url) => Server::existing(url),
+        None => Server::start(),
+    };
+    let mut samples = Vec::new();
+    for repeat in 1..=args.repeat {
+        for &clients in &args.clients {
+            for &nodes in &args.nodes {
+                let sample = measure_cell(&runtime, &server, &plan, clients, nodes, repeat)?;
+                progress(&args, &sample);
+                samples.push(sample);
+            }
+        }
+    }
+    let cells = report::medians(&args.clients, &args.nodes, &samples);
+    report::print(&args, &cells, &samples, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn measure_cell(
+    runtime: &Runtime,
+    server: &Server,
+    plan: &Plan,
+    clients: usize,
+    nodes: usize,
+    repeat: usize,
+) -> anyhow::Result<CellSample> {
+    let appends = appends::measure(runtime, plan, &server.fresh(runtime)?.url, clients, nodes)?;
+    // The baseline commits the groups the ledger's writers formed, so the
+    // comparison isolates per-group cost from batching luck.
+    let group = (appends.mean_group.round() as usize).max(1);
+    let raw = raw::measure(runtime, plan, &server.fresh(runtime)?.url, clients, group)?;
+    let cycles = cycles::measure(runtime, plan, &server.fresh(runtime)?.url, clients, nodes)?;
+    let plain = plain::measure(runtime, plan, &server.fresh(runtime)?.url, clients)?;
+    Ok(CellSample { clients, nodes, repeat, appends, raw, cycles, plain })
+}
+
+/// One line per run on stderr, so a long run shows it is alive and a noisy
+/// repeat can be spotted; stdout keeps only the report.
+fn progress(args: &PostgresArgs, s: &CellSample) {
+    eprintln!(
+        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} | raw {:.0}/s | cycles {:.0}/s p50 {:.0}µs \
+         contended {} | plain SQL {:.0}/s",
+        s.repeat,
+        args.repeat,
+        s.clients,
+        s.nodes,
+        s.appends.appends_per_second,
+        s.appends.p50_us,
+        s.appends.mean_group,
+        s.raw.events_per_second,
+        s.cycles.cycles_per_second,
+        s.cycles.p50_us,
+        s.cycles.contended,
+        s.plain.cycles_per_second
+    );
+}
