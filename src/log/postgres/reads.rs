@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
@@ -83,6 +83,34 @@ pub(crate) async fn events(client: &Client, from: u64, count: usize) -> Result<V
     rows.iter().map(row_event).collect()
 }
 
+/// A statement parameter owned by the work sent to the backend's runtime.
+type Parameter = Box<dyn ToSql + Send + Sync>;
+
+impl PostgresBackend {
+    /// One statement on a read connection: its rows. Spawned on the
+    /// backend's runtime and waited for, bounded (`PostgresBackend::call`).
+    fn rows(&self, sql: &'static str, parameters: Vec<Parameter>) -> Result<Vec<Row>, Error> {
+        let shared = Arc::clone(&self.shared);
+        self.call(async move {
+            let client = shared.readers.client().await?;
+            client.query(sql, &borrowed(&parameters)).await.map_err(storage)
+        })
+    }
+
+    /// One statement on a read connection: the rows it changed.
+    fn execute(&self, sql: &'static str, parameters: Vec<Parameter>) -> Result<u64, Error> {
+        let shared = Arc::clone(&self.shared);
+        self.call(async move {
+            let client = shared.readers.client().await?;
+            client.execute(sql, &borrowed(&parameters)).await.map_err(storage)
+        })
+    }
+}
+
+fn borrowed(parameters: &[Parameter]) -> Vec<&(dyn ToSql + Sync)> {
+    parameters.iter().map(|parameter| parameter.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
 impl Backend for PostgresBackend {
     fn events(&self, from: u64, count: usize) -> Result<Vec<Envelope>, Error> {
         let shared = Arc::clone(&self.shared);
@@ -94,89 +122,40 @@ impl Backend for PostgresBackend {
     }
 
     fn stream_positions(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<(u64, u64)>, Error> {
-        let shared = Arc::clone(&self.shared);
-        let stream = stream.as_str().to_owned();
-        self.call(async move {
-            let rows = shared
-                .readers
-                .client()
-                .await?
-                .query(
-                    "SELECT stream_version, position FROM opledger_log_events
-                     WHERE stream = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3",
-                    &[&stream, &to_i64(from_version), &to_i64(limit as u64)],
-                )
-                .await
-                .map_err(storage)?;
-            Ok(rows.iter().map(|row| (to_u64(row.get(0)), to_u64(row.get(1)))).collect())
-        })
+        let rows = self.rows(
+            "SELECT stream_version, position FROM opledger_log_events
+             WHERE stream = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3",
+            vec![Box::new(stream.as_str().to_owned()), Box::new(to_i64(from_version)), Box::new(to_i64(limit as u64))],
+        )?;
+        Ok(rows.iter().map(|row| (to_u64(row.get(0)), to_u64(row.get(1)))).collect())
     }
 
     fn stream_version_at_most(&self, stream: &StreamId, head: u64) -> Result<u64, Error> {
-        let shared = Arc::clone(&self.shared);
-        let stream = stream.as_str().to_owned();
-        self.call(async move {
-            let row = shared
-                .readers
-                .client()
-                .await?
-                .query_one(
-                    "SELECT max(stream_version) FROM opledger_log_events WHERE stream = $1 AND position <= $2",
-                    &[&stream, &to_i64(head)],
-                )
-                .await
-                .map_err(storage)?;
-            Ok(row.get::<_, Option<i64>>(0).map_or(0, to_u64))
-        })
+        let rows = self.rows(
+            "SELECT max(stream_version) FROM opledger_log_events WHERE stream = $1 AND position <= $2",
+            vec![Box::new(stream.as_str().to_owned()), Box::new(to_i64(head))],
+        )?;
+        Ok(rows.first().and_then(|row| row.get::<_, Option<i64>>(0)).map_or(0, to_u64))
     }
 
     fn position_of_id(&self, id: &Uuid) -> Result<Option<u64>, Error> {
-        let shared = Arc::clone(&self.shared);
-        let id = *id;
-        self.call(async move {
-            let row = shared
-                .readers
-                .client()
-                .await?
-                .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
-                .await
-                .map_err(storage)?;
-            Ok(row.map(|row| to_u64(row.get(0))))
-        })
+        let rows = self.rows("SELECT position FROM opledger_log_events WHERE event_id = $1", vec![Box::new(*id)])?;
+        Ok(rows.first().map(|row| to_u64(row.get(0))))
     }
 
     fn restart_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, Error> {
-        let shared = Arc::clone(&self.shared);
-        self.call(async move {
-            let row = shared
-                .readers
-                .client()
-                .await?
-                .query_opt("SELECT position, bytes FROM opledger_restart_snapshot", &[])
-                .await
-                .map_err(storage)?;
-            Ok(row.map(|row| (to_u64(row.get(0)), row.get::<_, Vec<u8>>(1))))
-        })
+        let rows = self.rows("SELECT position, bytes FROM opledger_restart_snapshot", Vec::new())?;
+        Ok(rows.first().map(|row| (to_u64(row.get(0)), row.get::<_, Vec<u8>>(1))))
     }
 
     fn store_restart_snapshot(&self, position: u64, bytes: &[u8]) -> Result<(), Error> {
-        let shared = Arc::clone(&self.shared);
-        let bytes = bytes.to_vec();
-        self.call(async move {
-            shared
-                .readers
-                .client()
-                .await?
-                .execute(
-                    "INSERT INTO opledger_restart_snapshot (position, bytes) VALUES ($1, $2)
-                     ON CONFLICT (singleton) DO UPDATE SET position = EXCLUDED.position, bytes = EXCLUDED.bytes
-                     WHERE opledger_restart_snapshot.position < EXCLUDED.position",
-                    &[&to_i64(position), &bytes],
-                )
-                .await
-                .map_err(storage)?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT INTO opledger_restart_snapshot (position, bytes) VALUES ($1, $2)
+             ON CONFLICT (singleton) DO UPDATE SET position = EXCLUDED.position, bytes = EXCLUDED.bytes
+             WHERE opledger_restart_snapshot.position < EXCLUDED.position",
+            vec![Box::new(to_i64(position)), Box::new(bytes.to_vec())],
+        )
+        .map(|_| ())
     }
 
     /// Every read compares the row's `event_id`, `stream` and
@@ -190,21 +169,13 @@ impl Backend for PostgresBackend {
     /// One statement, one snapshot: the rows counted and the head read
     /// together must agree.
     fn index_count_failure(&self) -> Result<Option<String>, Error> {
-        let shared = Arc::clone(&self.shared);
-        self.call(async move {
-            let row = shared
-                .readers
-                .client()
-                .await?
-                .query_one(
-                    "SELECT (SELECT count(*) FROM opledger_log_events), (SELECT position FROM opledger_log_head)",
-                    &[],
-                )
-                .await
-                .map_err(storage)?;
-            let (rows, head): (i64, i64) = (row.get(0), row.get(1));
-            Ok((rows != head).then(|| format!("the table holds {rows} events for a head at position {head}")))
-        })
+        let rows = self.rows(
+            "SELECT (SELECT count(*) FROM opledger_log_events), (SELECT position FROM opledger_log_head)",
+            Vec::new(),
+        )?;
+        let Some(row) = rows.first() else { return Ok(Some("the head row is missing".into())) };
+        let (rows, head): (i64, i64) = (row.get(0), row.get(1));
+        Ok((rows != head).then(|| format!("the table holds {rows} events for a head at position {head}")))
     }
 
     fn latest_head(&self) -> Result<Head, Error> {
@@ -217,47 +188,24 @@ impl Backend for PostgresBackend {
     }
 
     fn document(&self, name: &str) -> Result<Option<(Vec<u8>, u64)>, Error> {
-        let shared = Arc::clone(&self.shared);
-        let name = name.to_owned();
-        self.call(async move {
-            let row = shared
-                .readers
-                .client()
-                .await?
-                .query_opt("SELECT bytes, version FROM opledger_documents WHERE name = $1", &[&name])
-                .await
-                .map_err(storage)?;
-            Ok(row.map(|row| (row.get::<_, Vec<u8>>(0), to_u64(row.get(1)))))
-        })
+        let rows = self
+            .rows("SELECT bytes, version FROM opledger_documents WHERE name = $1", vec![Box::new(name.to_owned())])?;
+        Ok(rows.first().map(|row| (row.get::<_, Vec<u8>>(0), to_u64(row.get(1)))))
     }
 
     fn replace_document(&self, name: &str, bytes: &[u8], expected: Option<u64>) -> Result<bool, Error> {
-        let shared = Arc::clone(&self.shared);
-        let (name, bytes) = (name.to_owned(), bytes.to_vec());
-        self.call(async move {
-            let client = shared.readers.client().await?;
-            let changed = match expected {
-                None => {
-                    client
-                        .execute(
-                            "INSERT INTO opledger_documents (name, bytes, version) VALUES ($1, $2, 1)
-                         ON CONFLICT (name) DO NOTHING",
-                            &[&name, &bytes],
-                        )
-                        .await
-                }
-                Some(version) => {
-                    client
-                        .execute(
-                            "UPDATE opledger_documents SET bytes = $2, version = version + 1
-                         WHERE name = $1 AND version = $3",
-                            &[&name, &bytes, &to_i64(version)],
-                        )
-                        .await
-                }
-            };
-            Ok(changed.map_err(storage)? == 1)
-        })
+        let (name, bytes): (Parameter, Parameter) = (Box::new(name.to_owned()), Box::new(bytes.to_vec()));
+        let changed = match expected {
+            None => self.execute(
+                "INSERT INTO opledger_documents (name, bytes, version) VALUES ($1, $2, 1) ON CONFLICT (name) DO NOTHING",
+                vec![name, bytes],
+            )?,
+            Some(version) => self.execute(
+                "UPDATE opledger_documents SET bytes = $2, version = version + 1 WHERE name = $1 AND version = $3",
+                vec![name, bytes, Box::new(to_i64(version))],
+            )?,
+        };
+        Ok(changed == 1)
     }
 
     fn directory(&self) -> Option<std::path::PathBuf> {
