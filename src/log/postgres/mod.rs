@@ -16,6 +16,7 @@
 
 mod connect;
 mod follower;
+mod lane;
 mod reads;
 mod schema;
 mod statements;
@@ -184,10 +185,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
     let writer = writer::Writer {
         shared: Arc::clone(&shared),
-        client: Some(client),
-        statements: None,
-        heard,
-        last_recorded_at,
+        last_recorded_at: std::sync::Mutex::new(last_recorded_at),
         clock: Arc::clone(&options.clock),
         stats: Arc::clone(stats),
     };
@@ -196,7 +194,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let thread = std::thread::Builder::new()
         .name("opledger-pg-writer".into())
         .spawn(move || {
-            writer_handle.block_on(writer.run(requests_rx));
+            writer_handle.block_on(writer.run(requests_rx, (client, heard)));
             drop(writer_runtime);
         })
         .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL writer: {error}")))?;

@@ -2,74 +2,62 @@
 //! transaction (a group commit), like the sled writer, but on the head the
 //! database holds, which other nodes move too.
 //!
-//! One group:
-//! 1. `SELECT … FROM opledger_log_head FOR UPDATE`: waits for any other
-//!    node's group to commit, then sees its head.
-//! 2. Prefetches what staging needs: which event ids are stored already and
-//!    each named stream's version.
-//! 3. Stages every append with the shared staging code.
-//! 4. Inserts the sealed events, moves the head, notifies listeners
-//!    (`pg_notify` is delivered on commit), commits.
+//! One group, on one of the writer's [`WRITER_LANES`] connections
+//! ([`Lane`]):
+//! 1. `BEGIN`, `SELECT … FROM opledger_log_head FOR UPDATE` (which waits
+//!    for any other group, of this node or another, to commit), and the
+//!    prefetch of what staging needs (which event ids are stored already,
+//!    each named stream's version), in one round trip.
+//! 2. Stages every append with the shared staging code.
+//! 3. Inserts the sealed events, moves the head, notifies listeners
+//!    (`pg_notify` is delivered on commit) and commits, in one round trip.
+//!
+//! Lanes overlap: once a group is staged, the next lane gathers the appends
+//! waiting and sends its step 1, which the server holds on the head lock
+//! until the group before commits. The head is then locked for one round
+//! trip after the previous commit instead of for the whole exchange, and
+//! commits follow each other as fast as the database flushes them. Each
+//! group still stages on the head it locked, so nothing is decided ahead of
+//! the database: a group that failed is simply not seen by the next.
 //!
 //! A commit whose answer was lost (the connection broke) is resolved by
 //! event id before anyone is answered. A commit PostgreSQL answers with the
 //! warning that its wait for a synchronous standby was cancelled is not
 //! acknowledged: the standby may not have it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Transaction};
-use uuid::Uuid;
+use tokio::sync::{mpsc, Mutex, MutexGuard};
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
 
-use crate::envelope::StreamId;
 use crate::error::Error;
-use crate::log::postgres::connect::{self, storage, Heard};
-use crate::log::postgres::reads::{micros_to_time, row_head};
-use crate::log::postgres::statements::Statements;
+use crate::log::postgres::connect::Heard;
+use crate::log::postgres::lane::Lane;
 use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
-use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
+
+/// Connections whose groups overlap (one committing, one waiting for the
+/// head lock): more would only wait on the same lock.
+pub(crate) const WRITER_LANES: usize = 2;
 
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) client: Option<Client>,
-    /// Prepared on `client`; dropped with it.
-    pub(crate) statements: Option<Statements>,
-    pub(crate) heard: Arc<Heard>,
     /// The recording time of the newest event this writer knows of.
-    pub(crate) last_recorded_at: DateTime<Utc>,
+    pub(crate) last_recorded_at: std::sync::Mutex<DateTime<Utc>>,
     pub(crate) clock: Clock,
     pub(crate) stats: Arc<StatsCounters>,
 }
 
-/// What a group's transaction found stored before it staged.
-struct Prefetched {
-    versions: HashMap<StreamId, u64>,
-    ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
-}
-
-impl Committed for Prefetched {
-    fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
-        self.versions.get(stream).copied().ok_or_else(|| Error::Storage(format!("stream {stream} was not prefetched")))
-    }
-
-    fn position_of_id(&self, id: &Uuid) -> Result<Option<u64>, Error> {
-        Ok(self.ids.get(id).map(|(position, _)| *position))
-    }
-
-    fn recorded_at(&self, position: u64) -> Result<Option<DateTime<Utc>>, Error> {
-        Ok(self.ids.values().find(|(p, _)| *p == position).map(|(_, at)| *at))
-    }
-}
+/// The turn to gather the appends waiting: held by one lane from the
+/// moment it takes appends until its group is staged.
+type Turn<'a> = MutexGuard<'a, mpsc::Receiver<Request>>;
 
 /// How a group's transaction ended.
 enum Committing {
@@ -80,147 +68,135 @@ enum Committing {
 }
 
 impl Writer {
-    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        while let Some(first) = requests.recv().await {
-            let batch = gather(first, &mut requests);
-            self.commit_group(batch).await;
+    /// Runs the lanes until every sender of `requests` is gone; `opened` is
+    /// the connection the log opened with, the first lane's.
+    pub(crate) async fn run(self, requests: mpsc::Receiver<Request>, opened: (Client, Arc<Heard>)) {
+        let writer = Arc::new(self);
+        let requests = Arc::new(Mutex::new(requests));
+        let mut lanes = JoinSet::new();
+        let mut first = Some(opened);
+        for _ in 0..WRITER_LANES {
+            let lane = Lane::new(Arc::clone(&writer.shared), first.take());
+            lanes.spawn(Arc::clone(&writer).drive(lane, Arc::clone(&requests)));
+        }
+        while lanes.join_next().await.is_some() {}
+    }
+
+    async fn drive(self: Arc<Self>, mut lane: Lane, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
+        loop {
+            let mut turn = requests.lock().await;
+            let Some(first) = turn.recv().await else { return };
+            let batch = gather(first, &mut turn);
+            self.commit_group(&mut lane, batch, turn).await;
         }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, Error> {
-        if self.client.as_ref().is_none_or(|client| client.is_closed()) {
-            self.client = None;
-            self.statements = None;
-            let client = connect::connect(&self.shared.config, Arc::clone(&self.heard), None).await?;
-            self.client = Some(client);
-        }
-        self.client.as_mut().ok_or(Error::Closed)
-    }
-
-    /// The connection and its prepared statements, reconnecting and
-    /// preparing when needed.
-    async fn connection(&mut self) -> Result<(&mut Client, &Statements), Error> {
-        self.client().await?;
-        if self.statements.is_none() {
-            let client = self.client.as_ref().ok_or(Error::Closed)?;
-            self.statements = Some(Statements::prepare(client).await?);
-        }
-        match (self.client.as_mut(), self.statements.as_ref()) {
-            (Some(client), Some(statements)) => Ok((client, statements)),
-            _ => Err(Error::Closed),
-        }
-    }
-
-    /// Commits one group and answers every append in it.
-    async fn commit_group(&mut self, batch: Vec<Request>) {
+    /// Commits one group and answers every append in it. The turn goes to
+    /// the next lane as soon as the group is staged.
+    async fn commit_group(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
         let started = Instant::now();
-        let (group, outcomes, ended) = match self.transact(&batch).await {
-            Ok((group, outcomes, ended)) => (Some(group), outcomes, ended),
-            Err(error) => (None, Vec::new(), Committing::Failed(error)),
+        let prefetched = match lane.lock(&batch).await {
+            Ok(prefetched) => prefetched,
+            Err(error) => {
+                drop(turn);
+                return self.fail(batch, &error);
+            }
         };
-        let answers: Vec<Outcome> = match (ended, group) {
-            (Committing::Done(head), Some(group)) => {
-                if group.events() > 0 {
-                    self.last_recorded_at = group.last_recorded_at;
-                    self.stats.record_sync(started.elapsed());
-                    self.stats.record_commit(group.events());
+        let last_recorded_at = self.last_recorded_at.lock().map_or(prefetched.head_recorded_at, |at| *at);
+        let mut group = Group::new(prefetched.head, prefetched.head_recorded_at.max(last_recorded_at));
+        let outcomes: Vec<Outcome> =
+            batch.iter().map(|request| group.stage(&prefetched, request, &self.clock)).collect();
+        drop(turn);
+        if group.events() == 0 {
+            // Nothing to write: the rollback is sent, not awaited, so the
+            // head lock goes one round trip sooner (a node whose append lost
+            // the race to another is not always a round trip behind it).
+            lane.roll_back();
+            self.shared.publish(prefetched.head);
+            return self.answer_all(batch, outcomes);
+        }
+        let waits_cancelled = lane.replication_waits_cancelled();
+        let ended = match lane.commit(&group).await {
+            Err(error) => Committing::Failed(error),
+            Ok(committed) => self.after_commit(lane, committed, &group, waits_cancelled).await,
+        };
+        match ended {
+            Committing::Done(head) => {
+                if let Ok(mut at) = self.last_recorded_at.lock() {
+                    *at = (*at).max(group.last_recorded_at);
                 }
+                self.stats.record_sync(started.elapsed());
+                self.stats.record_commit(group.events());
                 self.shared.publish(head);
-                outcomes
+                self.answer_all(batch, outcomes);
             }
-            (Committing::Done(_), None) => batch.iter().map(|_| Err(Error::Closed)).collect(),
-            (Committing::Failed(error), _) => {
-                tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
-                let why = error.to_string();
-                batch.iter().map(|_| Err(Error::Storage(why.clone()))).collect()
-            }
-        };
-        for (request, outcome) in batch.into_iter().zip(answers) {
+            Committing::Failed(error) => self.fail(batch, &error),
+        }
+    }
+
+    fn answer_all(&self, batch: Vec<Request>, outcomes: Vec<Outcome>) {
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
             answer(&self.stats, request.reply, outcome, request.submitted);
         }
     }
 
-    /// The group's transaction: stage on the locked head, insert, commit.
-    async fn transact(&mut self, batch: &[Request]) -> Result<(Group, Vec<Outcome>, Committing), Error> {
-        let clock = Arc::clone(&self.clock);
-        let heard = Arc::clone(&self.heard);
-        let last_recorded_at = self.last_recorded_at;
-        let (client, statements) = self.connection().await?;
-        let tx = client.transaction().await.map_err(storage)?;
-        let (head, stored_recorded_at, prefetched) = prefetch(&tx, statements, batch).await?;
-        let mut group = Group::new(head, stored_recorded_at.max(last_recorded_at));
-        let outcomes: Vec<Outcome> = batch.iter().map(|request| group.stage(&prefetched, request, &clock)).collect();
-        if group.events() == 0 {
-            // Nothing was written, so nobody waits for the rollback: dropping
-            // the transaction queues it on the connection, ahead of the next
-            // group's statements, and the head lock goes as soon as the
-            // server reads it. A node whose append lost the race to another
-            // node is answered one round trip sooner, and so is not always
-            // a round trip behind the node that won (which kept winning).
-            drop(tx);
-            return Ok((group, outcomes, Committing::Done(head)));
+    /// Answers every append of a group that did not commit with `error`.
+    fn fail(&self, batch: Vec<Request>, error: &Error) {
+        tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
+        let why = error.to_string();
+        for request in batch {
+            answer(&self.stats, request.reply, Err(Error::Storage(why.clone())), request.submitted);
         }
-        insert(&tx, statements, &group).await?;
-        let waits_cancelled = heard.replication_waits_cancelled.load(Ordering::SeqCst);
-        let committed = tx.commit().await;
-        let ended = self.after_commit(committed, &group, waits_cancelled).await;
-        Ok((group, outcomes, ended))
     }
 
     /// What a commit's answer means for the group.
     async fn after_commit(
-        &mut self,
+        &self,
+        lane: &mut Lane,
         committed: Result<(), tokio_postgres::Error>,
         group: &Group,
         waits_cancelled: u64,
     ) -> Committing {
         match committed {
-            Ok(()) if self.heard.replication_waits_cancelled.load(Ordering::SeqCst) != waits_cancelled => {
-                Committing::Failed(Error::Storage(
-                    "PostgreSQL committed on the primary but its wait for the synchronous standby was cancelled: \
-                     not acknowledged (the events may be in the log; retrying with the same event ids is safe)"
-                        .into(),
-                ))
-            }
+            Ok(()) if lane.replication_waits_cancelled() != waits_cancelled => Committing::Failed(Error::Storage(
+                "PostgreSQL committed on the primary but its wait for the synchronous standby was cancelled: \
+                 not acknowledged (the events may be in the log; retrying with the same event ids is safe)"
+                    .into(),
+            )),
             Ok(()) => Committing::Done(group.head),
-            Err(error) if error.as_db_error().is_some() => Committing::Failed(storage(error)),
+            Err(error) if error.as_db_error().is_some() => {
+                Committing::Failed(crate::log::postgres::connect::storage(error))
+            }
             Err(error) => {
                 tracing::warn!(%error, "the answer to a commit was lost; resolving it by event id");
-                self.resolve(group).await
+                resolve(lane, group).await
             }
         }
     }
+}
 
-    /// Learns whether a commit whose answer was lost went through: its first
-    /// event id is stored at its position, or it is not stored at all.
-    async fn resolve(&mut self, group: &Group) -> Committing {
-        let Some((first, _)) = group.sealed.first() else { return Committing::Done(group.head) };
-        let deadline = Instant::now() + COMMIT_RESOLVE_WAIT_MAX;
-        loop {
-            self.client = None;
-            self.statements = None;
-            let found = match self.client().await {
-                Ok(client) => client
-                    .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&first.id])
-                    .await
-                    .map_err(storage),
-                Err(error) => Err(error),
-            };
-            match found {
-                Ok(Some(row)) if row.get::<_, i64>(0) == first.position as i64 => return Committing::Done(group.head),
-                Ok(_) => return Committing::Failed(Error::Storage(
+/// Learns whether a commit whose answer was lost went through: its first
+/// event id is stored at its position, or it is not stored at all.
+async fn resolve(lane: &mut Lane, group: &Group) -> Committing {
+    let Some((first, _)) = group.sealed.first() else { return Committing::Done(group.head) };
+    let deadline = Instant::now() + COMMIT_RESOLVE_WAIT_MAX;
+    loop {
+        match lane.position_of(first.id).await {
+            Ok(Some(position)) if position == first.position => return Committing::Done(group.head),
+            Ok(_) => {
+                return Committing::Failed(Error::Storage(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
-                )),
-                Err(error) if Instant::now() >= deadline => {
-                    return Committing::Failed(Error::Storage(format!(
-                        "the connection broke during the commit and the database could not be reached within {} s to \
-                         learn whether it committed ({error}); retrying with the same event ids is safe",
-                        COMMIT_RESOLVE_WAIT_MAX.as_secs()
-                    )))
-                }
-                Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
+                ))
             }
+            Err(error) if Instant::now() >= deadline => {
+                return Committing::Failed(Error::Storage(format!(
+                    "the connection broke during the commit and the database could not be reached within {} s to \
+                     learn whether it committed ({error}); retrying with the same event ids is safe",
+                    COMMIT_RESOLVE_WAIT_MAX.as_secs()
+                )))
+            }
+            Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
         }
     }
 }
@@ -229,69 +205,4 @@ fn answer(stats: &StatsCounters, reply: Reply, outcome: Outcome, submitted: Inst
     stats.record_outcome(&outcome);
     stats.record_answer(submitted);
     let _ = reply.send(outcome);
-}
-
-/// Locks the head, then reads what staging needs, in one round trip after
-/// the lock (the statements run in order on the server).
-async fn prefetch(
-    tx: &Transaction<'_>,
-    statements: &Statements,
-    batch: &[Request],
-) -> Result<(Head, DateTime<Utc>, Prefetched), Error> {
-    let ids: Vec<Uuid> = batch.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
-    let streams: HashSet<&str> = batch
-        .iter()
-        .flat_map(|r| {
-            r.events.iter().map(|e| e.stream.as_str()).chain(r.expectations.streams.iter().map(|s| s.stream.as_str()))
-        })
-        .collect();
-    let streams: Vec<&str> = streams.into_iter().collect();
-    let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
-    let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
-    let head_query = tx.query_one(&statements.head, &[]);
-    let ids_query = tx.query(&statements.ids, &id_parameters);
-    let versions_query = tx.query(&statements.versions, &stream_parameters);
-    let (head_row, id_rows, version_rows) = tokio::try_join!(head_query, ids_query, versions_query).map_err(storage)?;
-    let head = row_head(&head_row)?;
-    let mut prefetched = Prefetched { versions: HashMap::new(), ids: HashMap::new() };
-    for row in &version_rows {
-        let stream = StreamId::new(row.get::<_, String>(0))?;
-        let version = row.get::<_, Option<i64>>(1).map_or(0, |v| u64::try_from(v).unwrap_or(0));
-        prefetched.versions.insert(stream, version);
-    }
-    for row in &id_rows {
-        let position = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-        let event = crate::envelope::Envelope::decode(position, row.get(2))?;
-        prefetched.ids.insert(row.get(0), (position, event.recorded_at));
-    }
-    Ok((head, micros_to_time(head_row.get(2)), prefetched))
-}
-
-/// Inserts the group's events, moves the head and queues the notification,
-/// pipelined in one round trip.
-async fn insert(tx: &Transaction<'_>, statements: &Statements, group: &Group) -> Result<(), Error> {
-    let mut positions = Vec::with_capacity(group.sealed.len());
-    let mut ids = Vec::with_capacity(group.sealed.len());
-    let mut streams = Vec::with_capacity(group.sealed.len());
-    let mut versions = Vec::with_capacity(group.sealed.len());
-    let mut records: Vec<&[u8]> = Vec::with_capacity(group.sealed.len());
-    for (envelope, record) in &group.sealed {
-        positions.push(envelope.position as i64);
-        ids.push(envelope.id);
-        streams.push(envelope.stream.as_str());
-        versions.push(envelope.stream_version as i64);
-        records.push(record.as_slice());
-    }
-    let digest = group.head.digest();
-    let position = group.head.position as i64;
-    let hash = group.head.hash.0.as_slice();
-    let recorded_at = group.last_recorded_at.timestamp_micros();
-    let rows: [&(dyn ToSql + Sync); 5] = [&positions, &ids, &streams, &versions, &records];
-    let head: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
-    let notification: [&(dyn ToSql + Sync); 1] = [&digest];
-    let insert = tx.execute(&statements.insert, &rows);
-    let move_head = tx.execute(&statements.move_head, &head);
-    let notify = tx.execute(&statements.notify, &notification);
-    tokio::try_join!(insert, move_head, notify).map_err(storage)?;
-    Ok(())
 }

@@ -1,0 +1,260 @@
+//! One connection of the writer, with its prepared statements, and the two
+//! pipelined steps of a group's transaction on it:
+//!
+//! 1. [`Lane::lock`]: `BEGIN`, the head `FOR UPDATE`, and the prefetch of
+//!    what staging needs, sent together. The server runs them in order, so
+//!    the prefetch reads what was committed before the lock was granted.
+//! 2. [`Lane::commit`]: the insert, the head's move, the notification and
+//!    `COMMIT`, sent together: the head stays locked for one round trip
+//!    (plus the commit's flush) after staging, not three.
+//!
+//! tokio-postgres sends a request when its future is first polled and
+//! answers requests in order, so futures joined together are one round
+//! trip (its documented pipelining). An error in one statement aborts the
+//! transaction; the `COMMIT` behind it then ends it as a rollback.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, StreamId};
+use crate::error::Error;
+use crate::log::postgres::connect::{self, storage, Heard};
+use crate::log::postgres::reads::{micros_to_time, row_head};
+use crate::log::postgres::statements::Statements;
+use crate::log::postgres::Shared;
+use crate::log::staging::{Committed, Group, Request};
+use crate::log::Head;
+
+/// One writer connection and what was prepared on it.
+pub(crate) struct Lane {
+    shared: Arc<Shared>,
+    client: Option<Client>,
+    /// Prepared on `client`; dropped with it.
+    statements: Option<Statements>,
+    /// Notices of this connection only: a cancelled wait for the standby
+    /// is charged to the commit it ended.
+    pub(crate) heard: Arc<Heard>,
+}
+
+/// What a group's transaction found stored when it locked the head.
+pub(crate) struct Prefetched {
+    pub(crate) head: Head,
+    pub(crate) head_recorded_at: DateTime<Utc>,
+    versions: HashMap<StreamId, u64>,
+    ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
+}
+
+impl Committed for Prefetched {
+    fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
+        self.versions.get(stream).copied().ok_or_else(|| Error::Storage(format!("stream {stream} was not prefetched")))
+    }
+
+    fn position_of_id(&self, id: &Uuid) -> Result<Option<u64>, Error> {
+        Ok(self.ids.get(id).map(|(position, _)| *position))
+    }
+
+    fn recorded_at(&self, position: u64) -> Result<Option<DateTime<Utc>>, Error> {
+        Ok(self.ids.values().find(|(p, _)| *p == position).map(|(_, at)| *at))
+    }
+}
+
+impl Lane {
+    /// A lane that connects on first use, or starts on `opened` (a
+    /// connection and the notices its driver hears).
+    pub(crate) fn new(shared: Arc<Shared>, opened: Option<(Client, Arc<Heard>)>) -> Lane {
+        match opened {
+            Some((client, heard)) => Lane { shared, client: Some(client), statements: None, heard },
+            None => Lane { shared, client: None, statements: None, heard: Arc::new(Heard::default()) },
+        }
+    }
+
+    /// Forgets the connection: the next step connects anew.
+    pub(crate) fn disconnect(&mut self) {
+        self.client = None;
+        self.statements = None;
+    }
+
+    /// The connection and its prepared statements, reconnecting and
+    /// preparing when needed.
+    async fn connection(&mut self) -> Result<(&Client, &Statements), Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.disconnect();
+            let client = connect::connect(&self.shared.config, Arc::clone(&self.heard), None).await?;
+            self.client = Some(client);
+        }
+        if self.statements.is_none() {
+            let client = self.client.as_ref().ok_or(Error::Closed)?;
+            self.statements = Some(Statements::prepare(client).await?);
+        }
+        match (self.client.as_ref(), self.statements.as_ref()) {
+            (Some(client), Some(statements)) => Ok((client, statements)),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Opens the group's transaction, locks the head (waiting for any other
+    /// holder to commit) and reads what staging needs, in one round trip.
+    /// On an error the transaction is rolled back.
+    pub(crate) async fn lock(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
+        let locked = self.lock_and_prefetch(batch).await;
+        if locked.is_err() {
+            self.roll_back();
+        }
+        locked
+    }
+
+    async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
+        let (client, statements) = self.connection().await?;
+        let (ids, streams) = named(batch);
+        let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
+        let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
+        let begin = client.execute(&statements.begin, &[]);
+        let head_query = client.query_one(&statements.head, &[]);
+        let ids_query = client.query(&statements.ids, &id_parameters);
+        let versions_query = client.query(&statements.versions, &stream_parameters);
+        let (_, head_row, id_rows, version_rows) =
+            tokio::try_join!(begin, head_query, ids_query, versions_query).map_err(storage)?;
+        let mut prefetched = Prefetched {
+            head: row_head(&head_row)?,
+            head_recorded_at: micros_to_time(head_row.get(2)),
+            versions: HashMap::new(),
+            ids: HashMap::new(),
+        };
+        for row in &version_rows {
+            let stream = StreamId::new(row.get::<_, String>(0))?;
+            let version = row.get::<_, Option<i64>>(1).map_or(0, |v| u64::try_from(v).unwrap_or(0));
+            prefetched.versions.insert(stream, version);
+        }
+        for row in &id_rows {
+            let position = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            let event = Envelope::decode(position, row.get(2))?;
+            prefetched.ids.insert(row.get(0), (position, event.recorded_at));
+        }
+        Ok(prefetched)
+    }
+
+    /// Ends the open transaction without waiting for the answer, so the
+    /// head lock goes as soon as the server reads it and this connection's
+    /// next statements queue behind it.
+    pub(crate) fn roll_back(&mut self) {
+        let Some(client) = self.client.as_ref() else { return };
+        if client.is_closed() {
+            return;
+        }
+        let rollback = std::pin::pin!(client.batch_execute("ROLLBACK"));
+        send_now(rollback);
+    }
+
+    /// Inserts the group's events, moves the head, queues the notification
+    /// and commits, in one round trip. `Err` of the outer result: the
+    /// statements failed before `COMMIT` (nothing stored, the transaction
+    /// ended). `Ok(Err)`: the commit's own answer, which may have been lost.
+    pub(crate) async fn commit(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Error> {
+        let (client, statements) = self.connection().await?;
+        let rows = Rows::of(group);
+        let digest = group.head.digest();
+        let position = group.head.position as i64;
+        let hash = group.head.hash.0.as_slice();
+        let recorded_at = group.last_recorded_at.timestamp_micros();
+        let head: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
+        let notification: [&(dyn ToSql + Sync); 1] = [&digest];
+        let row_parameters = rows.parameters();
+        let insert = client.execute(&statements.insert, &row_parameters);
+        let move_head = client.execute(&statements.move_head, &head);
+        let notify = client.execute(&statements.notify, &notification);
+        let commit = client.execute(&statements.commit, &[]);
+        let (inserted, moved, notified, committed) = tokio::join!(insert, move_head, notify, commit);
+        if let Err(error) = inserted.and(moved).and(notified) {
+            if error.as_db_error().is_some() {
+                // The server refused a statement, so the `COMMIT` behind it
+                // rolled the transaction back.
+                return Err(storage(error));
+            }
+            // The connection broke: the `COMMIT` may have gone through.
+            return Ok(Err(error));
+        }
+        Ok(committed.map(|_| ()))
+    }
+
+    /// Where the group's first event is stored, on a fresh connection:
+    /// how a commit whose answer was lost is resolved.
+    pub(crate) async fn position_of(&mut self, id: Uuid) -> Result<Option<u64>, Error> {
+        self.disconnect();
+        let (client, _) = self.connection().await?;
+        let row = client
+            .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    /// Warnings that a wait for the synchronous standby was cancelled, so
+    /// far on this lane's connections.
+    pub(crate) fn replication_waits_cancelled(&self) -> u64 {
+        self.heard.replication_waits_cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls a request's future once: tokio-postgres sends the request on the
+/// first poll; its answer is then read and dropped by the connection.
+fn send_now<F: Future>(future: std::pin::Pin<&mut F>) {
+    let mut context = Context::from_waker(Waker::noop());
+    if let Poll::Ready(_) = future.poll(&mut context) {
+        // Already answered (or refused at once, e.g. a closed connection):
+        // either way nothing is left to send.
+    }
+}
+
+/// The event ids and streams a batch names: what the prefetch reads.
+fn named(batch: &[Request]) -> (Vec<Uuid>, Vec<&str>) {
+    let ids: Vec<Uuid> = batch.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
+    let streams: HashSet<&str> = batch
+        .iter()
+        .flat_map(|r| {
+            r.events.iter().map(|e| e.stream.as_str()).chain(r.expectations.streams.iter().map(|s| s.stream.as_str()))
+        })
+        .collect();
+    (ids, streams.into_iter().collect())
+}
+
+/// The insert's five arrays, one element per sealed event.
+struct Rows<'a> {
+    positions: Vec<i64>,
+    ids: Vec<Uuid>,
+    streams: Vec<&'a str>,
+    versions: Vec<i64>,
+    records: Vec<&'a [u8]>,
+}
+
+impl<'a> Rows<'a> {
+    fn of(group: &'a Group) -> Rows<'a> {
+        let capacity = group.sealed.len();
+        let mut rows = Rows {
+            positions: Vec::with_capacity(capacity),
+            ids: Vec::with_capacity(capacity),
+            streams: Vec::with_capacity(capacity),
+            versions: Vec::with_capacity(capacity),
+            records: Vec::with_capacity(capacity),
+        };
+        for (envelope, record) in &group.sealed {
+            rows.positions.push(envelope.position as i64);
+            rows.ids.push(envelope.id);
+            rows.streams.push(envelope.stream.as_str());
+            rows.versions.push(envelope.stream_version as i64);
+            rows.records.push(record.as_slice());
+        }
+        rows
+    }
+
+    fn parameters(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.positions, &self.ids, &self.streams, &self.versions, &self.records]
+    }
+}
