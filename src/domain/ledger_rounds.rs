@@ -16,10 +16,13 @@
 //!    node's appends;
 //! 4. answers every command of the round once that append committed. If
 //!    another node appended first, the round's decisions are thrown away
-//!    (back to the copy) and the round starts again from 1, at most
-//!    [`ROUND_ATTEMPTS_MAX`] times. A refusal or an answer that appends
-//!    nothing is given only with the round, so it was decided on a state
-//!    the log then confirmed.
+//!    (back to the copy) and the round starts again from 1, now holding the
+//!    database's head lock ([`crate::log::HeldHead`]) from before it folds
+//!    until its append commits: a round loses the race at most once, and
+//!    nodes that keep colliding take turns in the lock's queue instead of
+//!    one node losing round after round. A refusal or an answer that
+//!    appends nothing is given only with the round, so it was decided on a
+//!    state the log then confirmed.
 //!
 //! Batching commands into rounds is what makes a commit carry many
 //! commands, like the group commit of the single-node path.
@@ -34,7 +37,7 @@ use crate::domain::sequencer::{CommandRefused, Produced, Sequencer};
 use crate::domain::snapshot;
 use crate::error::Error;
 use crate::limits::GROUP_COMMIT_EVENTS_MAX;
-use crate::log::{Clock, Conflict, Expectations, Log};
+use crate::log::{Appended, Clock, Conflict, Expectations, HeldHead, Log};
 
 /// Most commands decided in one round (one append).
 pub const ROUND_COMMANDS_MAX: usize = 256;
@@ -43,8 +46,10 @@ pub const ROUND_COMMANDS_MAX: usize = 256;
 /// the next round), so one append stays within a group commit.
 pub const ROUND_EVENTS_TARGET: usize = GROUP_COMMIT_EVENTS_MAX / 4;
 
-/// Times a round is decided again after losing the race to another node
-/// before its commands are answered with [`LedgerError::Contended`].
+/// Times a round is decided before its commands are answered with
+/// [`LedgerError::Contended`]. A round that lost once decides again holding
+/// the head, so only a log that cannot hold its head (or an appender that
+/// does not take the lock) ever uses more than two.
 pub const ROUND_ATTEMPTS_MAX: u32 = 16;
 
 /// Commands waiting for the decider; past this, callers wait.
@@ -147,9 +152,24 @@ impl Decider {
             return Vec::new();
         }
         // The head to fold to: read from the database on a round's first
-        // attempt; after losing the race, the head the writer saw.
+        // attempt; after losing the race, the head held locked (or, where
+        // the log cannot hold it, the head the writer saw).
         let mut lost_to: Option<u64> = None;
         for _attempt in 0..ROUND_ATTEMPTS_MAX {
+            let mut held = None;
+            if lost_to.is_some() {
+                match self.log.hold_head_blocking() {
+                    Ok(hold) => {
+                        lost_to = hold.as_ref().map(|hold| hold.head().position).or(lost_to);
+                        held = hold;
+                    }
+                    Err(error) => {
+                        let why = error.to_string();
+                        answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
+                        return Vec::new();
+                    }
+                }
+            }
             if let Err(failure) = self.catch_up(&mut cell.sequencer, lost_to) {
                 let why = failure.to_string();
                 answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
@@ -159,12 +179,13 @@ impl Decider {
             let (events, taken) = decide_all(&mut cell.sequencer, &mut commands, (self.clock)());
             let rest = commands.split_off(taken);
             if events.events.is_empty() {
+                // Dropping `held` rolls its transaction back.
                 for command in commands {
                     command.answer(None);
                 }
                 return rest;
             }
-            match self.append(&cell.sequencer, &events, base.state().position) {
+            match self.append(&cell.sequencer, &events, base.state().position, held) {
                 Ok(Ok(())) => {
                     for command in commands {
                         command.answer(None);
@@ -208,6 +229,19 @@ impl Decider {
             Some(head) => head,
             None => self.log.latest_head()?.position,
         };
+        if head < sequencer.state().position {
+            // Events this node folded are no longer in the log: the
+            // database failed over to a copy that never had them (they
+            // were committed on the old primary only). Deciding on them
+            // would build on events nobody else can read.
+            let why = format!(
+                "the log's head ({head}) is behind what this node decided on ({}): the database lost events it had \
+                 committed (a failover to a standby that did not have them); restart the node to reload from the log",
+                sequencer.state().position
+            );
+            self.stopped.send_replace(Some(why.clone()));
+            return Err(LedgerError::Stopped(why));
+        }
         if head > sequencer.state().position {
             let mut state = std::mem::take(sequencer).into_state();
             let folded = fold_into(&self.log, &mut state, head);
@@ -221,17 +255,27 @@ impl Decider {
         Ok(())
     }
 
-    /// One append of the round's events, following `head`; answered once
-    /// committed. Stores a snapshot when the round crossed a boundary.
-    fn append(&self, sequencer: &Sequencer, produced: &Produced, head: u64) -> Result<Result<(), Conflict>, Error> {
+    /// One append of the round's events, following `head` (under `held`
+    /// when the round holds it); answered once committed. Stores a snapshot
+    /// when the round crossed a boundary.
+    fn append(
+        &self,
+        sequencer: &Sequencer,
+        produced: &Produced,
+        head: u64,
+        held: Option<HeldHead>,
+    ) -> Result<Result<(), Conflict>, Error> {
         let events = produced
             .events
             .iter()
             .map(|event| event.to_new_event(uuid::Uuid::now_v7()))
             .collect::<Result<Vec<_>, _>>()?;
-        let expectations = Expectations { streams: Vec::new(), head: Some(head) };
         let at = sequencer.state().last_at;
-        let appended = self.log.append_internal_blocking(events, expectations, at)?;
+        let expectations = Expectations { streams: Vec::new(), head: Some(head) };
+        let appended: Result<Appended, Conflict> = match held {
+            Some(held) => held.append_blocking(events, expectations, at)?,
+            None => self.log.append_internal_blocking(events, expectations, at)?,
+        };
         if appended.is_ok() {
             if let Some(snapshot) = snapshot::due(sequencer.state(), produced.first_position) {
                 if let Err(error) = snapshot::store(&self.log, &snapshot) {

@@ -85,3 +85,52 @@ async fn at_most_one_accepted_run_per_scope_across_nodes(nodes: &[Arc<Ledger>; 2
         nodes[(round + 1) % 2].complete(run, succeeded()).await.unwrap();
     }
 }
+
+/// Clients per node in the load test, each on a scope of its own.
+const LOADED_CLIENTS_PER_NODE: usize = 16;
+/// Full cycles each loaded client runs.
+const LOADED_CYCLES: usize = 15;
+
+/// Under sustained load from both nodes, rounds keep losing the race for
+/// the head to the other node; a round that lost decides again holding the
+/// head, so no command is ever answered `Contended`.
+#[test]
+fn two_loaded_nodes_take_turns_and_never_answer_contended() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let url = cluster.database("loaded");
+    let open =
+        || Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
+    let nodes = [open(), open()];
+    let scopes: Vec<String> = (0..2 * LOADED_CLIENTS_PER_NODE).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let rt = runtime();
+    let completed = rt.block_on(async {
+        nodes[0].record_authority(Principal::System, world(&names)).await.unwrap();
+        let mut tasks = Vec::new();
+        for (index, scope) in scopes.iter().enumerate() {
+            let node = Arc::clone(&nodes[index % 2]);
+            let scope = scope.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..LOADED_CYCLES {
+                    let run = match node.start(request("inventory_sync", Some(&scope))).await {
+                        Ok(StartAnswer::Accepted(run)) => run.id,
+                        other => panic!("a start on a scope of its own: {other:?}"),
+                    };
+                    node.begin(run).await.unwrap();
+                    node.complete(run, succeeded()).await.unwrap();
+                }
+                LOADED_CYCLES
+            }));
+        }
+        let mut completed = 0;
+        for task in tasks {
+            completed += task.await.unwrap();
+        }
+        completed
+    });
+    assert_eq!(completed, 2 * LOADED_CLIENTS_PER_NODE * LOADED_CYCLES);
+    let log = Log::open_postgres(&url, options()).unwrap();
+    let mut replay = DecisionReplay::new();
+    let report = verify(&log, None, &mut replay, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_failure);
+}

@@ -81,6 +81,12 @@ pub(crate) trait Backend: Send + Sync {
     /// database): the ledger then checks freshness before deciding.
     fn shared(&self) -> bool;
 
+    /// Locks the head for one decision ([`crate::log::HeldHead`]); `None`
+    /// where the log is not shared.
+    fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {
+        Ok(None)
+    }
+
     /// Called once the writer has ended: stops following the head, so that
     /// subscriptions end like the log.
     fn close(&self);

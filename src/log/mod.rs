@@ -8,6 +8,7 @@
 mod backend;
 #[cfg(test)]
 pub(crate) mod conformance;
+mod held;
 mod observations;
 pub mod postgres;
 mod sled;
@@ -29,6 +30,7 @@ use crate::error::Error;
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_EVENTS_MAX, READ_PAGE_EVENTS_MAX};
 
 pub(crate) use backend::Backend;
+pub use held::HeldHead;
 use observations::AtomicHistogram;
 pub use observations::{HistogramSnapshot, LogObservations, COMMIT_EVENTS_BUCKETS, LATENCY_BUCKETS_SECONDS};
 use staging::Request;
@@ -407,6 +409,14 @@ impl Log {
         PendingAppend { reply: answer }.wait_blocking()
     }
 
+    /// Locks the head for one decision (see [`HeldHead`]): on logs other
+    /// nodes append to, waits for the database's head lock and answers the
+    /// head it locked; `None` on a log only this process appends to, where
+    /// nothing can move the head between a decision and its append.
+    pub fn hold_head_blocking(&self) -> Result<Option<HeldHead>, Error> {
+        self.backend.hold_head()
+    }
+
     /// [`Log::append`] for threads outside an async runtime.
     pub fn append_blocking(
         &self,
@@ -538,7 +548,7 @@ fn check_append(events: &[NewEvent]) -> Result<(), Error> {
     check_events(events, APPEND_EVENTS_MAX)
 }
 
-fn check_events(events: &[NewEvent], most: usize) -> Result<(), Error> {
+pub(crate) fn check_events(events: &[NewEvent], most: usize) -> Result<(), Error> {
     if events.is_empty() || events.len() > most {
         return Err(Error::InvalidEvent(format!("an append holds 1 to {most} events, got {}", events.len())));
     }

@@ -2,10 +2,12 @@
 //!
 //! Cells: clients × nodes (two nodes are two `Log`s, or two `Ledger`s, in
 //! this process over the same database, each with its own connections and
-//! writer). Per cell and repeat, four runs, each on a fresh database:
+//! writer). Per cell and repeat, five runs, each on a fresh database:
 //! 1. **appends**: the ledger's log, one event per append;
 //! 2. **raw inserts**: the same rows in the ledger's mean group size,
-//!    straight into a table of the log's shape (the backend's floor);
+//!    straight into a table of the log's shape (the backend's floor), and
+//!    again one row per transaction (each client's append, committed the
+//!    plain way);
 //! 3. **cycles**: full run cycles through the ledger;
 //! 4. **plain SQL**: the same cycles as a conventional two-table design.
 //!
@@ -120,16 +122,19 @@ fn measure_cell(
     // comparison isolates per-group cost from batching luck.
     let group = (appends.mean_group.round() as usize).max(1);
     let raw = raw::measure(runtime, plan, &server.fresh(runtime)?.url, clients, group)?;
+    // And the rows as the clients append them, one per transaction: what
+    // the same clients would get from PostgreSQL without the log.
+    let raw_per_append = raw::measure(runtime, plan, &server.fresh(runtime)?.url, clients, 1)?;
     let cycles = cycles::measure(runtime, plan, &server.fresh(runtime)?.url, clients, nodes)?;
     let plain = plain::measure(runtime, plan, &server.fresh(runtime)?.url, clients)?;
-    Ok(CellSample { clients, nodes, repeat, appends, raw, cycles, plain })
+    Ok(CellSample { clients, nodes, repeat, appends, raw, raw_per_append, cycles, plain })
 }
 
 /// One line per run on stderr, so a long run shows it is alive and a noisy
 /// repeat can be spotted; stdout keeps only the report.
 fn progress(args: &PostgresArgs, s: &CellSample) {
     eprintln!(
-        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} | raw {:.0}/s | cycles {:.0}/s p50 {:.0}µs \
+        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} | raw {:.0}/s, one per transaction {:.0}/s | cycles {:.0}/s p50 {:.0}µs \
          contended {} | plain SQL {:.0}/s",
         s.repeat,
         args.repeat,
@@ -139,6 +144,7 @@ fn progress(args: &PostgresArgs, s: &CellSample) {
         s.appends.p50_us,
         s.appends.mean_group,
         s.raw.events_per_second,
+        s.raw_per_append.events_per_second,
         s.cycles.cycles_per_second,
         s.cycles.p50_us,
         s.cycles.contended,

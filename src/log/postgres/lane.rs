@@ -52,6 +52,23 @@ pub(crate) struct Prefetched {
     ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
 }
 
+impl Prefetched {
+    /// Adds the rows of the ids and versions statements.
+    fn add(&mut self, id_rows: &[tokio_postgres::Row], version_rows: &[tokio_postgres::Row]) -> Result<(), Error> {
+        for row in version_rows {
+            let stream = StreamId::new(row.get::<_, String>(0))?;
+            let version = row.get::<_, Option<i64>>(1).map_or(0, |v| u64::try_from(v).unwrap_or(0));
+            self.versions.insert(stream, version);
+        }
+        for row in id_rows {
+            let position = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            let event = Envelope::decode(position, row.get(2))?;
+            self.ids.insert(row.get(0), (position, event.recorded_at));
+        }
+        Ok(())
+    }
+}
+
 impl Committed for Prefetched {
     fn stream_version(&self, stream: &StreamId) -> Result<u64, Error> {
         self.versions.get(stream).copied().ok_or_else(|| Error::Storage(format!("stream {stream} was not prefetched")))
@@ -128,17 +145,31 @@ impl Lane {
             versions: HashMap::new(),
             ids: HashMap::new(),
         };
-        for row in &version_rows {
-            let stream = StreamId::new(row.get::<_, String>(0))?;
-            let version = row.get::<_, Option<i64>>(1).map_or(0, |v| u64::try_from(v).unwrap_or(0));
-            prefetched.versions.insert(stream, version);
-        }
-        for row in &id_rows {
-            let position = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-            let event = Envelope::decode(position, row.get(2))?;
-            prefetched.ids.insert(row.get(0), (position, event.recorded_at));
-        }
+        prefetched.add(&id_rows, &version_rows)?;
         Ok(prefetched)
+    }
+
+    /// Reads, in the transaction [`Lane::lock`] opened, what staging needs
+    /// for `batch` besides what `prefetched` holds (a held head's append,
+    /// known only once the lock was held). On an error the transaction is
+    /// rolled back.
+    pub(crate) async fn prefetch(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
+        let read = self.prefetch_more(prefetched, batch).await;
+        if read.is_err() {
+            self.roll_back();
+        }
+        read
+    }
+
+    async fn prefetch_more(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
+        let (client, statements) = self.connection().await?;
+        let (ids, streams) = named(batch);
+        let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
+        let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
+        let ids_query = client.query(&statements.ids, &id_parameters);
+        let versions_query = client.query(&statements.versions, &stream_parameters);
+        let (id_rows, version_rows) = tokio::try_join!(ids_query, versions_query).map_err(storage)?;
+        prefetched.add(&id_rows, &version_rows)
     }
 
     /// Ends the open transaction without waiting for the answer, so the

@@ -101,10 +101,24 @@ impl Shared {
 pub(crate) struct PostgresBackend {
     shared: Arc<Shared>,
     handle: Handle,
+    /// To the writer's hold lane; taken when the log closes.
+    holds: std::sync::Mutex<Option<mpsc::Sender<writer::Hold>>>,
     _runtime: Arc<RuntimeGuard>,
 }
 
 impl PostgresBackend {
+    /// Waits (bounded) for the writer's hold lane to lock the head.
+    fn hold(&self) -> Result<crate::log::HeldHead, Error> {
+        let holds = self.holds.lock().ok().and_then(|holds| holds.clone()).ok_or(Error::Closed)?;
+        let (locked, locked_answer) = tokio::sync::oneshot::channel();
+        let (append, append_request) = tokio::sync::oneshot::channel();
+        let head = self.call(async move {
+            holds.send(writer::Hold { locked, append: append_request }).await.map_err(|_| Error::Closed)?;
+            locked_answer.await.map_err(|_| Error::Closed)?
+        })?;
+        Ok(crate::log::HeldHead::new(head, append))
+    }
+
     /// Runs `work` on the backend's runtime and waits for it, bounded.
     fn call<T: Send + 'static>(
         &self,
@@ -183,6 +197,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     });
     handle.spawn(follower::follow(Arc::clone(&shared)));
     let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
+    let (holds_tx, holds_rx) = mpsc::channel(writer::HOLD_QUEUE_DEPTH_MAX);
     let writer = writer::Writer {
         shared: Arc::clone(&shared),
         last_recorded_at: std::sync::Mutex::new(last_recorded_at),
@@ -194,11 +209,12 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let thread = std::thread::Builder::new()
         .name("opledger-pg-writer".into())
         .spawn(move || {
-            writer_handle.block_on(writer.run(requests_rx, (client, heard)));
+            writer_handle.block_on(writer.run(requests_rx, holds_rx, (client, heard)));
             drop(writer_runtime);
         })
         .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL writer: {error}")))?;
-    let backend = Arc::new(PostgresBackend { shared, handle, _runtime: runtime });
+    let holds = std::sync::Mutex::new(Some(holds_tx));
+    let backend = Arc::new(PostgresBackend { shared, handle, holds, _runtime: runtime });
     Ok(Opened { backend, requests: requests_tx, head: head_rx, writer: thread })
 }
 

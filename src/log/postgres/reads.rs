@@ -220,7 +220,14 @@ impl Backend for PostgresBackend {
         true
     }
 
+    fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {
+        self.hold().map(Some)
+    }
+
     fn close(&self) {
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.take();
+        }
         self.shared.close();
     }
 }

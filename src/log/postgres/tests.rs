@@ -182,3 +182,37 @@ fn a_commit_whose_wait_for_the_standby_is_cancelled_is_not_acknowledged() {
     assert!(again.duplicate, "the retry finds the events the primary kept");
     assert_eq!((again.first_position, log.latest_head().unwrap().position), (1, 1));
 }
+
+/// A held head: another node's append waits until the hold commits, the
+/// held append lands right after the held head, and a hold dropped without
+/// an append rolls back (the other node then goes on).
+#[test]
+fn a_held_head_makes_other_appends_wait_and_rolls_back_when_dropped() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("held");
+    let holder = Log::open_postgres(&url, LogOptions::default()).unwrap();
+    let other = Arc::new(Log::open_postgres(&url, LogOptions::default()).unwrap());
+    holder.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    let held = holder.hold_head_blocking().unwrap().expect("a shared log holds its head");
+    assert_eq!(held.head().position, 1);
+    let waiting = {
+        let other = Arc::clone(&other);
+        std::thread::spawn(move || other.append_blocking(vec![event("b", 1)], Expectations::none()))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "the other node's append waits for the held head");
+    let appended = held.append_blocking(vec![event("a", 2)], Expectations::none(), None).unwrap().unwrap();
+    assert_eq!(appended.first_position, 2, "the held append follows the held head");
+    let after = waiting.join().unwrap().unwrap().unwrap();
+    assert_eq!(after.first_position, 3);
+    let stale = holder.hold_head_blocking().unwrap().unwrap();
+    assert_eq!(stale.head().position, 3);
+    let expecting_two = Expectations { streams: Vec::new(), head: Some(2) };
+    let refused = stale.append_blocking(vec![event("a", 3)], expecting_two, None).unwrap();
+    assert!(matches!(refused, Err(Conflict::Head { .. })), "a held append still checks its expectations: {refused:?}");
+    let dropped = holder.hold_head_blocking().unwrap().unwrap();
+    assert_eq!(dropped.head().position, 3);
+    drop(dropped);
+    let next = other.append_blocking(vec![event("b", 2)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(next.first_position, 4, "a dropped hold appended nothing");
+}

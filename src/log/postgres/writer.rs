@@ -12,6 +12,10 @@
 //! 3. Inserts the sealed events, moves the head, notifies listeners
 //!    (`pg_notify` is delivered on commit) and commits, in one round trip.
 //!
+//! A decider that holds the head ([`crate::log::HeldHead`]) gets a lane of
+//! its own: step 1 without appends, then the held append's prefetch once
+//! the decider sends it, then step 3.
+//!
 //! Lanes overlap: once a group is staged, the next lane gathers the appends
 //! waiting and sends its step 1, which the server holds on the head lock
 //! until the group before commits. The head is then locked for one round
@@ -29,13 +33,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
-use crate::log::postgres::lane::Lane;
+use crate::log::postgres::lane::{Lane, Prefetched};
 use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
 use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
@@ -43,6 +47,21 @@ use crate::log::{Clock, Head, StatsCounters};
 /// Connections whose groups overlap (one committing, one waiting for the
 /// head lock): more would only wait on the same lock.
 pub(crate) const WRITER_LANES: usize = 2;
+
+/// Longest a decider may hold the head locked between the lock and its
+/// append; past it the hold is rolled back (its append then fails).
+pub(crate) const HEAD_HOLD_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Holds queued for the hold lane; past this, deciders wait.
+pub(crate) const HOLD_QUEUE_DEPTH_MAX: usize = 16;
+
+/// A decider's request to hold the head locked while it decides.
+pub(crate) struct Hold {
+    /// Answered with the head once locked.
+    pub(crate) locked: oneshot::Sender<Result<Head, Error>>,
+    /// The append to commit under the lock; dropped: roll back.
+    pub(crate) append: oneshot::Receiver<Request>,
+}
 
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
@@ -70,7 +89,12 @@ enum Committing {
 impl Writer {
     /// Runs the lanes until every sender of `requests` is gone; `opened` is
     /// the connection the log opened with, the first lane's.
-    pub(crate) async fn run(self, requests: mpsc::Receiver<Request>, opened: (Client, Arc<Heard>)) {
+    pub(crate) async fn run(
+        self,
+        requests: mpsc::Receiver<Request>,
+        holds: mpsc::Receiver<Hold>,
+        opened: (Client, Arc<Heard>),
+    ) {
         let writer = Arc::new(self);
         let requests = Arc::new(Mutex::new(requests));
         let mut lanes = JoinSet::new();
@@ -79,7 +103,62 @@ impl Writer {
             let lane = Lane::new(Arc::clone(&writer.shared), first.take());
             lanes.spawn(Arc::clone(&writer).drive(lane, Arc::clone(&requests)));
         }
+        let hold_lane = Lane::new(Arc::clone(&writer.shared), None);
+        let hold_lane = tokio::spawn(Arc::clone(&writer).hold_lane(hold_lane, holds));
         while lanes.join_next().await.is_some() {}
+        // The log closed (its appends' sender is gone): a hold still waiting
+        // is answered `Closed` by dropping it.
+        hold_lane.abort();
+    }
+
+    async fn hold_lane(self: Arc<Self>, mut lane: Lane, mut holds: mpsc::Receiver<Hold>) {
+        while let Some(hold) = holds.recv().await {
+            self.hold(&mut lane, hold).await;
+        }
+    }
+
+    /// Locks the head, tells the decider, waits (bounded) for its append,
+    /// then stages and commits it in the same transaction.
+    async fn hold(&self, lane: &mut Lane, hold: Hold) {
+        let started = Instant::now();
+        let mut prefetched = match lane.lock(&[]).await {
+            Ok(prefetched) => prefetched,
+            Err(error) => {
+                let _ = hold.locked.send(Err(error));
+                return;
+            }
+        };
+        // Published before the decider folds: reads stop at the published
+        // head, and the decider must fold every event up to the held one.
+        self.shared.publish(prefetched.head);
+        if hold.locked.send(Ok(prefetched.head)).is_err() {
+            return lane.roll_back();
+        }
+        let request = match tokio::time::timeout(HEAD_HOLD_WAIT_MAX, hold.append).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(_)) => return lane.roll_back(),
+            Err(_) => {
+                tracing::warn!(
+                    seconds = HEAD_HOLD_WAIT_MAX.as_secs(),
+                    "a decider held the head lock too long; rolled back"
+                );
+                return lane.roll_back();
+            }
+        };
+        let batch = vec![request];
+        if let Err(error) = lane.prefetch(&mut prefetched, &batch).await {
+            return self.fail(batch, &error);
+        }
+        let (group, outcomes) = self.stage(&prefetched, &batch);
+        self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+    }
+
+    /// Stages `batch` on the locked head.
+    fn stage(&self, prefetched: &Prefetched, batch: &[Request]) -> (Group, Vec<Outcome>) {
+        let last_recorded_at = self.last_recorded_at.lock().map_or(prefetched.head_recorded_at, |at| *at);
+        let mut group = Group::new(prefetched.head, prefetched.head_recorded_at.max(last_recorded_at));
+        let outcomes = batch.iter().map(|request| group.stage(prefetched, request, &self.clock)).collect();
+        (group, outcomes)
     }
 
     async fn drive(self: Arc<Self>, mut lane: Lane, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
@@ -102,17 +181,28 @@ impl Writer {
                 return self.fail(batch, &error);
             }
         };
-        let last_recorded_at = self.last_recorded_at.lock().map_or(prefetched.head_recorded_at, |at| *at);
-        let mut group = Group::new(prefetched.head, prefetched.head_recorded_at.max(last_recorded_at));
-        let outcomes: Vec<Outcome> =
-            batch.iter().map(|request| group.stage(&prefetched, request, &self.clock)).collect();
+        let (group, outcomes) = self.stage(&prefetched, &batch);
         drop(turn);
+        self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+    }
+
+    /// Commits a staged group (or rolls back an empty one) and answers
+    /// every append in it.
+    async fn finish(
+        &self,
+        lane: &mut Lane,
+        batch: Vec<Request>,
+        group: Group,
+        outcomes: Vec<Outcome>,
+        locked: Head,
+        started: Instant,
+    ) {
         if group.events() == 0 {
             // Nothing to write: the rollback is sent, not awaited, so the
             // head lock goes one round trip sooner (a node whose append lost
             // the race to another is not always a round trip behind it).
             lane.roll_back();
-            self.shared.publish(prefetched.head);
+            self.shared.publish(locked);
             return self.answer_all(batch, outcomes);
         }
         let waits_cancelled = lane.replication_waits_cancelled();
