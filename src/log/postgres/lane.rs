@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
@@ -238,10 +238,9 @@ impl Lane {
 /// first poll; its answer is then read and dropped by the connection.
 fn send_now<F: Future>(future: std::pin::Pin<&mut F>) {
     let mut context = Context::from_waker(Waker::noop());
-    if let Poll::Ready(_) = future.poll(&mut context) {
-        // Already answered (or refused at once, e.g. a closed connection):
-        // either way nothing is left to send.
-    }
+    // Ready already (answered, or refused at once on a closed connection)
+    // or pending with the request sent: either way nothing is left to do.
+    let _ = future.poll(&mut context);
 }
 
 /// The event ids and streams a batch names: what the prefetch reads.
