@@ -399,8 +399,7 @@ fn an_import_of_a_sled_export_into_postgres_gives_the_identical_head() {
 fn a_node_reaches_the_log_over_tls_with_verify_full() {
     let ca = tls_certificates::Authority::new("opledger test CA");
     let server = ca.issue(&["localhost"]);
-    let tls =
-        postgres_cluster::ServerTls { certificate_pem: &server.certificate_pem, key_pem: &server.key_pem };
+    let tls = postgres_cluster::ServerTls { certificate_pem: &server.certificate_pem, key_pem: &server.key_pem };
     let cluster = Cluster::start_with_tls(&[], &tls);
     cluster.psql("CREATE DATABASE opledger");
     let dir = tempfile::tempdir().unwrap();

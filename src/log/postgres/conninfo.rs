@@ -144,7 +144,11 @@ mod tests {
     use super::*;
 
     fn of(rest: &str, sslmode: Option<&str>, sslrootcert: Option<&str>) -> Split {
-        Split { rest: rest.to_owned(), sslmode: sslmode.map(str::to_owned), sslrootcert: sslrootcert.map(str::to_owned) }
+        Split {
+            rest: rest.to_owned(),
+            sslmode: sslmode.map(str::to_owned),
+            sslrootcert: sslrootcert.map(str::to_owned),
+        }
     }
 
     #[test]
@@ -162,14 +166,23 @@ mod tests {
 
     #[test]
     fn a_question_mark_in_a_url_password_is_not_the_query() {
-        assert_eq!(split("postgres://u:pa?ss@h/db?sslmode=require"), of("postgres://u:pa?ss@h/db", Some("require"), None));
+        assert_eq!(
+            split("postgres://u:pa?ss@h/db?sslmode=require"),
+            of("postgres://u:pa?ss@h/db", Some("require"), None)
+        );
     }
 
     #[test]
     fn a_key_value_string_keeps_its_other_pairs_as_written() {
         assert_eq!(
-            split(r"host=a,b port=5432 password='it\'s' sslmode = verify-full sslrootcert='/etc/my ca.crt' target_session_attrs=read-write"),
-            of(r"host=a,b port=5432 password='it\'s' target_session_attrs=read-write", Some("verify-full"), Some("/etc/my ca.crt"))
+            split(
+                r"host=a,b port=5432 password='it\'s' sslmode = verify-full sslrootcert='/etc/my ca.crt' target_session_attrs=read-write"
+            ),
+            of(
+                r"host=a,b port=5432 password='it\'s' target_session_attrs=read-write",
+                Some("verify-full"),
+                Some("/etc/my ca.crt")
+            )
         );
         assert_eq!(split(r"user=a\ b sslmode=disable"), of(r"user=a\ b", Some("disable"), None));
     }

@@ -24,21 +24,22 @@ struct Setup {
 }
 
 impl Setup {
-    /// A URL for a fresh database reached as `host`, with `parameters`.
-    fn url(&self, host: &str, parameters: &str) -> String {
+    /// A fresh database, and its URL reached as `host` with `parameters`.
+    fn database(&self, host: &str, parameters: &str) -> (String, String) {
         let name = format!("tls_{}", DATABASES.fetch_add(1, Ordering::SeqCst));
         self.cluster.psql(&format!("CREATE DATABASE {name}"));
-        format!("postgres://postgres@{host}:{}/{name}?{parameters}", self.cluster.port)
+        (format!("postgres://postgres@{host}:{}/{name}?{parameters}", self.cluster.port), name)
     }
 
     fn refused(&self, host: &str, parameters: &str) -> String {
-        Log::open_postgres(&self.url(host, parameters), options()).unwrap_err().to_string()
+        let refused = Log::open_postgres(&self.database(host, parameters).0, options()).unwrap_err().to_string();
+        eprintln!("{host} {parameters}: {refused}");
+        refused
     }
 
-    /// How many of the server's connections to the database `url` names
-    /// are encrypted, and how many there are.
-    fn encrypted_connections(&self, url: &str) -> (u64, u64) {
-        let database = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    /// How many of the server's connections to `database` are encrypted,
+    /// and how many there are.
+    fn encrypted_connections(&self, database: &str) -> (u64, u64) {
         let counted = self.cluster.psql(&format!(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
              JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{database}'"
@@ -69,32 +70,34 @@ fn connections_over_tls_are_checked_as_libpq_checks_them() {
     plain_is_refused_by_the_server(&setup);
     a_wrong_ca_is_refused_naming_verification(&setup);
     a_host_name_the_certificate_does_not_name_is_refused_by_verify_full(&setup);
+    prefer_tries_plain_again_when_the_handshake_fails(&setup);
 }
 
 fn verify_full_with_the_right_ca_appends_and_reads(setup: &Setup) {
-    let url = setup.url("localhost", &format!("sslmode=verify-full&sslrootcert={}", root(&setup.right)));
+    let (url, database) =
+        setup.database("localhost", &format!("sslmode=verify-full&sslrootcert={}", root(&setup.right)));
     let log = Log::open_postgres(&url, options()).unwrap();
     let appended = log.append_blocking(vec![event("a", 1), event("b", 1)], Expectations::none()).unwrap().unwrap();
     assert_eq!((appended.first_position, appended.last_position), (1, 2));
     let read = log.read(1, 10).unwrap();
     assert_eq!(read.iter().map(|envelope| envelope.position).collect::<Vec<_>>(), vec![1, 2]);
-    let (encrypted, all) = setup.encrypted_connections(&url);
+    let (encrypted, all) = setup.encrypted_connections(&database);
     assert!(all > 0 && encrypted == all, "{encrypted} of {all} connections encrypted");
 }
 
 fn require_and_the_default_encrypt_without_a_root(setup: &Setup) {
     for parameters in ["sslmode=require", "sslmode=prefer", "application_name=default_mode"] {
-        let url = setup.url("127.0.0.1", parameters);
+        let (url, database) = setup.database("127.0.0.1", parameters);
         let log = Log::open_postgres(&url, options()).unwrap();
         log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
         assert_eq!(log.read(1, 10).unwrap().len(), 1, "{parameters}");
-        let (encrypted, all) = setup.encrypted_connections(&url);
+        let (encrypted, all) = setup.encrypted_connections(&database);
         assert!(all > 0 && encrypted == all, "{parameters}: {encrypted} of {all} connections encrypted");
     }
 }
 
 fn verify_ca_checks_the_chain_but_not_the_name(setup: &Setup) {
-    let url = setup.url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={}", root(&setup.right)));
+    let (url, _) = setup.database("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={}", root(&setup.right)));
     let log = Log::open_postgres(&url, options()).unwrap();
     log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
     let refused = setup.refused("localhost", &format!("sslmode=verify-ca&sslrootcert={}", root(&setup.wrong)));
@@ -151,4 +154,11 @@ fn a_described_url_names_no_password_whatever_its_tls_parameters() {
         let described = describe_url(url);
         assert_eq!(described, "postgres://db.example:6432/ledger", "{url}");
     }
+}
+
+/// libpq's `prefer`: a failed handshake is followed by a plain attempt,
+/// which this server refuses, so its refusal is the answer.
+fn prefer_tries_plain_again_when_the_handshake_fails(setup: &Setup) {
+    let refused = setup.refused("localhost", &format!("sslmode=prefer&sslrootcert={}", root(&setup.wrong)));
+    assert!(refused.contains("no encryption"), "{refused}");
 }
