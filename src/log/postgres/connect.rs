@@ -63,30 +63,42 @@ pub(crate) async fn connect(
     notifications: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Client, Error> {
     let Some(connector) = target.tls.connector.clone() else {
-        let (client, connection) = target.config.connect(NoTls).await.map_err(storage)?;
-        drive(connection, heard, notifications);
-        return Ok(client);
+        return connect_plain(&target.config, heard, notifications).await;
     };
     let mode = target.tls.mode;
-    match target.config.connect(connector).await {
+    let error = match target.config.connect(connector).await {
         Ok((client, connection)) => {
             drive(connection, heard, notifications);
-            Ok(client)
+            return Ok(client);
         }
-        Err(error) => match tls::handshake_failure(&error, mode) {
-            // libpq's prefer: a failed TLS handshake is tried again in plain.
-            Some(failure) if mode == SslMode::Prefer => {
-                tracing::warn!(%failure, "PostgreSQL: TLS failed with sslmode=prefer, connecting without TLS");
-                let mut plain = target.config.clone();
-                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, connection) = plain.connect(NoTls).await.map_err(storage)?;
-                drive(connection, heard, notifications);
-                Ok(client)
+        Err(error) => error,
+    };
+    match tls::handshake_failure(&error, mode) {
+        // libpq's prefer: a failed TLS handshake is tried again in plain.
+        Some(failure) if mode == SslMode::Prefer => {
+            tracing::warn!(%failure, "PostgreSQL: TLS failed with sslmode=prefer, connecting without TLS");
+            let mut plain = target.config.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            match connect_plain(&plain, heard, notifications).await {
+                Err(Error::Storage(message)) => {
+                    Err(Error::Storage(format!("{message}; tried without TLS after: {failure}")))
+                }
+                answer => answer,
             }
-            Some(failure) => Err(Error::Storage(format!("PostgreSQL: {failure}"))),
-            None => Err(storage(error)),
-        },
+        }
+        Some(failure) => Err(Error::Storage(format!("PostgreSQL: {failure}"))),
+        None => Err(storage(error)),
     }
+}
+
+async fn connect_plain(
+    config: &Config,
+    heard: Arc<Heard>,
+    notifications: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Client, Error> {
+    let (client, connection) = config.connect(NoTls).await.map_err(storage)?;
+    drive(connection, heard, notifications);
+    Ok(client)
 }
 
 /// Drives `connection` on the current runtime until it ends, hearing its

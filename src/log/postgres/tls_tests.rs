@@ -160,5 +160,5 @@ fn a_described_url_names_no_password_whatever_its_tls_parameters() {
 /// which this server refuses, so its refusal is the answer.
 fn prefer_tries_plain_again_when_the_handshake_fails(setup: &Setup) {
     let refused = setup.refused("localhost", &format!("sslmode=prefer&sslrootcert={}", root(&setup.wrong)));
-    assert!(refused.contains("no encryption"), "{refused}");
+    assert!(refused.contains("no encryption") && refused.contains("tried without TLS after"), "{refused}");
 }
