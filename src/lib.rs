@@ -22,3 +22,8 @@ pub use log::{
 #[cfg(test)]
 #[path = "../tests/support/postgres_cluster.rs"]
 pub(crate) mod postgres_cluster;
+
+/// A throwaway CA for the tests of TLS to PostgreSQL.
+#[cfg(test)]
+#[path = "../tests/support/tls_certificates.rs"]
+pub(crate) mod tls_certificates;

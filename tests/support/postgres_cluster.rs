@@ -5,6 +5,10 @@
 //! initdb refuses to run as root, so as root every server command runs as
 //! the `postgres` OS user (the package creates it) over a directory it owns.
 //!
+//! [`Cluster::start_with_tls`] starts one with `ssl = on`, the server
+//! certificate given (`tls_certificates.rs` makes one), and a `pg_hba.conf`
+//! that accepts TCP connections only over TLS (`hostssl`).
+//!
 //! Shared by the core's log tests and the tools' tests (`#[path]`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +20,23 @@ use std::time::{Duration, Instant};
 
 /// Longest wait for a cluster to start or stop.
 const SERVER_WAIT: Duration = Duration::from_secs(60);
+
+/// `pg_hba.conf` of a cluster started with TLS: the Unix socket as
+/// initdb's, TCP only encrypted (`hostnossl` rejected by name, so a plain
+/// connection is told why).
+const TLS_ONLY_HBA: &str = "local all all trust\n\
+     local replication all trust\n\
+     hostssl all all 127.0.0.1/32 trust\n\
+     hostssl all all ::1/128 trust\n\
+     hostssl replication postgres 127.0.0.1/32 trust\n\
+     hostnossl all all 0.0.0.0/0 reject\n\
+     hostnossl all all ::/0 reject\n";
+
+/// The server's certificate and key (PEM) for a cluster started with TLS.
+pub struct ServerTls<'a> {
+    pub certificate_pem: &'a str,
+    pub key_pem: &'a str,
+}
 
 pub struct Cluster {
     root: tempfile::TempDir,
@@ -44,6 +65,16 @@ fn is_root() -> bool {
 impl Cluster {
     /// A new cluster, started. `settings` are extra `postgresql.conf` lines.
     pub fn start(settings: &[&str]) -> Cluster {
+        Cluster::start_configured(settings, None)
+    }
+
+    /// A new cluster, started with TLS on: `tls` is its certificate, and
+    /// TCP connections without TLS are rejected.
+    pub fn start_with_tls(settings: &[&str], tls: &ServerTls<'_>) -> Cluster {
+        Cluster::start_configured(settings, Some(tls))
+    }
+
+    fn start_configured(settings: &[&str], tls: Option<&ServerTls<'_>>) -> Cluster {
         let root = tempfile::Builder::new().prefix("opledger-pg-").tempdir().unwrap();
         let run_as_postgres = is_root();
         let cluster = Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true };
@@ -55,6 +86,9 @@ impl Cluster {
         );
         assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
         cluster.configure(settings);
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls);
+        }
         let mut cluster = cluster;
         cluster.start_server();
         cluster
@@ -124,6 +158,23 @@ impl Cluster {
         let mut rules = std::fs::read_to_string(&hba).unwrap();
         rules.push_str("\nhost replication postgres 127.0.0.1/32 trust\n");
         std::fs::write(&hba, rules).unwrap();
+        self.own(self.root.path());
+    }
+
+    /// Writes the certificate and key into the data directory (the key
+    /// readable by its owner only, as the server demands), turns `ssl` on
+    /// and replaces `pg_hba.conf` with [`TLS_ONLY_HBA`].
+    fn configure_tls(&self, tls: &ServerTls<'_>) {
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), tls.certificate_pem).unwrap();
+        let key = data.join("server.key");
+        std::fs::write(&key, tls.key_pem).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let conf = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf).unwrap();
+        existing.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, existing).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), TLS_ONLY_HBA).unwrap();
         self.own(self.root.path());
     }
 

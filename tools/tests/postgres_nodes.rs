@@ -15,6 +15,8 @@
 //! - A primary with a synchronous standby: SIGKILL the primary under load,
 //!   promote the standby, the nodes reconnect; nothing acknowledged lost.
 //! - `import --log` of a sled export gives the identical head.
+//! - Over TLS (`sslmode=verify-full&sslrootcert=…`) to a cluster that
+//!   accepts TCP only encrypted: a token, a write and a read, `verify`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -33,6 +35,8 @@ mod common {
 
 #[path = "../../tests/support/postgres_cluster.rs"]
 mod postgres_cluster;
+#[path = "../../tests/support/tls_certificates.rs"]
+mod tls_certificates;
 
 use common::server_process::ServerProcess;
 use postgres_cluster::Cluster;
@@ -389,4 +393,41 @@ fn an_import_of_a_sled_export_into_postgres_gives_the_identical_head() {
     let again = opledger(&["import", "--log", &url, "--input", export.to_str().unwrap()]);
     assert!(!again.status.success(), "a second import into a log that is not empty is refused");
     verify(&url);
+}
+
+#[test]
+fn a_node_reaches_the_log_over_tls_with_verify_full() {
+    let ca = tls_certificates::Authority::new("opledger test CA");
+    let server = ca.issue(&["localhost"]);
+    let tls = postgres_cluster::ServerTls { certificate_pem: &server.certificate_pem, key_pem: &server.key_pem };
+    let cluster = Cluster::start_with_tls(&[], &tls);
+    cluster.psql("CREATE DATABASE opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let root = ca.write_root(dir.path(), "ca.crt");
+    let url = format!(
+        "postgres://postgres@localhost:{}/opledger?sslmode=verify-full&sslrootcert={}",
+        cluster.port,
+        root.display()
+    );
+    let plain = format!("postgres://postgres@localhost:{}/opledger?sslmode=disable", cluster.port);
+    let refused = opledger(&["verify", "--log", &plain]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("no encryption"),
+        "the cluster accepts TCP only over TLS: {}",
+        text(&refused)
+    );
+    let token = service_token(&url);
+    let a = node(&url, &dir.path().join("a"), "a");
+    let recorded = a.post("/v1/authority", &token, &authority());
+    assert_eq!(recorded.status, 200, "{}", recorded.text());
+    let started = a.post("/v1/runs", &token, &start_body("report_export", None));
+    assert_eq!(started.json()["result"], "accepted", "{}", started.text());
+    let run = started.json()["run"]["id"].as_str().unwrap().to_owned();
+    let read = a.get(&format!("/v1/runs/{run}?min_position={}", position_of(&started)), &token);
+    assert_eq!(read.status, 200, "{}", read.text());
+    verify(&url);
+    let encrypted = cluster.psql(
+        "SELECT bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = 'opledger'",
+    );
+    assert_eq!(encrypted, "t", "every connection of the node is encrypted");
 }

@@ -1,14 +1,40 @@
-//! Connections to the database: each one driven by a task that also hears
-//! the server's asynchronous messages (notices, notifications), and a small
-//! set of shared read connections that reconnect when theirs broke.
+//! Connections to the database: each one made through the log's TLS
+//! settings (`tls.rs`), driven by a task that also hears the server's
+//! asynchronous messages (notices, notifications), and a small set of
+//! shared read connections that reconnect when theirs broke.
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 
+use super::conninfo;
+use super::tls::{self, SslMode, Tls};
 use crate::error::Error;
+
+/// Where and how every connection of one log connects: tokio-postgres'
+/// settings and the TLS ones, parsed once when the log opens.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) config: Config,
+    tls: Tls,
+}
+
+impl Target {
+    /// Reads a connection string (URL or `key=value`), its TLS parameters
+    /// with libpq's meaning; a root file is read now.
+    pub(crate) fn parse(url: &str) -> Result<Target, Error> {
+        let split = conninfo::split(url);
+        let mut config = Config::from_str(&split.rest)
+            .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
+        let tls = Tls::from_parameters(split.sslmode.as_deref(), split.sslrootcert.as_deref())?;
+        config.ssl_mode(tls.mode.negotiation());
+        Ok(Target { config, tls })
+    }
+}
 
 /// Read connections shared by every reader of one log. Each is one
 /// `tokio_postgres::Client`, which pipelines concurrent queries.
@@ -32,11 +58,59 @@ pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
 /// Connects and drives the connection on the current runtime. Notifications
 /// go to `notifications` when given.
 pub(crate) async fn connect(
+    target: &Target,
+    heard: Arc<Heard>,
+    notifications: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Client, Error> {
+    let Some(connector) = target.tls.connector.clone() else {
+        return connect_plain(&target.config, heard, notifications).await;
+    };
+    let mode = target.tls.mode;
+    let error = match target.config.connect(connector).await {
+        Ok((client, connection)) => {
+            drive(connection, heard, notifications);
+            return Ok(client);
+        }
+        Err(error) => error,
+    };
+    match tls::handshake_failure(&error, mode) {
+        // libpq's prefer: a failed TLS handshake is tried again in plain.
+        Some(failure) if mode == SslMode::Prefer => {
+            tracing::warn!(%failure, "PostgreSQL: TLS failed with sslmode=prefer, connecting without TLS");
+            let mut plain = target.config.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            match connect_plain(&plain, heard, notifications).await {
+                Err(Error::Storage(message)) => {
+                    Err(Error::Storage(format!("{message}; tried without TLS after: {failure}")))
+                }
+                answer => answer,
+            }
+        }
+        Some(failure) => Err(Error::Storage(format!("PostgreSQL: {failure}"))),
+        None => Err(storage(error)),
+    }
+}
+
+async fn connect_plain(
     config: &Config,
     heard: Arc<Heard>,
     notifications: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<Client, Error> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(storage)?;
+    let (client, connection) = config.connect(NoTls).await.map_err(storage)?;
+    drive(connection, heard, notifications);
+    Ok(client)
+}
+
+/// Drives `connection` on the current runtime until it ends, hearing its
+/// notices and notifications.
+fn drive<S, T>(
+    mut connection: Connection<S, T>,
+    heard: Arc<Heard>,
+    notifications: Option<mpsc::UnboundedSender<String>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -60,7 +134,6 @@ pub(crate) async fn connect(
             }
         }
     });
-    Ok(client)
 }
 
 /// PostgreSQL's warning when a commit stopped waiting for its synchronous
@@ -73,15 +146,15 @@ fn is_replication_wait_cancelled(message: &str) -> bool {
 
 /// A few read connections, each replaced on its next use once it broke.
 pub(crate) struct Readers {
-    config: Config,
+    target: Target,
     slots: Vec<Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
 }
 
 impl Readers {
-    pub(crate) fn new(config: Config) -> Readers {
+    pub(crate) fn new(target: Target) -> Readers {
         let slots = (0..READ_CONNECTIONS).map(|_| Mutex::new(None)).collect();
-        Readers { config, slots, next: AtomicUsize::new(0) }
+        Readers { target, slots, next: AtomicUsize::new(0) }
     }
 
     pub(crate) async fn client(&self) -> Result<Arc<Client>, Error> {
@@ -91,7 +164,7 @@ impl Readers {
         if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
             return Ok(Arc::clone(client));
         }
-        let client = Arc::new(connect(&self.config, Arc::new(Heard::default()), None).await?);
+        let client = Arc::new(connect(&self.target, Arc::new(Heard::default()), None).await?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
     }

@@ -15,11 +15,13 @@
 //! waited for, at most [`QUERY_WAIT_MAX`].
 
 mod connect;
+mod conninfo;
 mod follower;
 mod lane;
 mod reads;
 mod schema;
 mod statements;
+mod tls;
 mod writer;
 
 use std::future::Future;
@@ -35,7 +37,7 @@ use crate::error::Error;
 use crate::limits::{APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS};
 use crate::log::backend::Opened;
 use crate::log::{Head, LogOptions, StatsCounters};
-use connect::{Heard, Readers};
+use connect::{Heard, Readers, Target};
 
 /// Longest wait for one database round of a read before it fails (a read
 /// never hangs on a database that stopped answering).
@@ -66,7 +68,8 @@ impl Drop for RuntimeGuard {
 
 /// What the backend's tasks share.
 pub(crate) struct Shared {
-    pub(crate) config: Config,
+    /// Where and how every connection connects (TLS included).
+    pub(crate) config: Target,
     pub(crate) readers: Readers,
     /// Taken when the log closes, which ends every subscription.
     head: std::sync::Mutex<Option<watch::Sender<Head>>>,
@@ -145,7 +148,7 @@ fn call<T: Send + 'static>(
 /// The database a connection string names, without user or password (for
 /// messages: the string itself may hold a password).
 pub fn describe_url(url: &str) -> String {
-    match Config::from_str(url) {
+    match Config::from_str(&conninfo::split(url).rest) {
         Ok(config) => describe(&config),
         Err(_) => "a PostgreSQL database (the connection string does not parse)".to_owned(),
     }
@@ -167,8 +170,7 @@ fn describe(config: &Config) -> String {
 
 /// Opens (or creates) the log in the database `url` names.
 pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) -> Result<Opened, Error> {
-    let config = Config::from_str(url)
-        .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
+    let target = Target::parse(url)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(RUNTIME_THREADS)
         .thread_name("opledger-postgres")
@@ -178,10 +180,10 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let handle = runtime.handle().clone();
     let runtime = Arc::new(RuntimeGuard(Some(runtime)));
     let heard = Arc::new(Heard::default());
-    let prepare_config = config.clone();
+    let prepare_target = target.clone();
     let prepare_heard = Arc::clone(&heard);
     let (client, head, last_recorded_at) = call(&handle, async move {
-        let mut client = connect::connect(&prepare_config, prepare_heard, None).await?;
+        let mut client = connect::connect(&prepare_target, prepare_heard, None).await?;
         schema::create(&mut client).await?;
         schema::check_durability(&client).await?;
         let (head, last_recorded_at) = reads::stored_head(&client).await?;
@@ -190,9 +192,9 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     })?;
     let (head_tx, head_rx) = watch::channel(head);
     let shared = Arc::new(Shared {
-        location: describe(&config),
-        readers: Readers::new(config.clone()),
-        config,
+        location: describe(&target.config),
+        readers: Readers::new(target.clone()),
+        config: target,
         head: std::sync::Mutex::new(Some(head_tx)),
     });
     handle.spawn(follower::follow(Arc::clone(&shared)));
@@ -220,6 +222,8 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
 /// end in the stored head, and nothing may be stored past it.

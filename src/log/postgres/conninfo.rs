@@ -1,0 +1,195 @@
+//! Takes libpq's TLS parameters (`sslmode`, `sslrootcert`) out of a
+//! connection string and leaves the rest for tokio-postgres, whose parser
+//! knows only `sslmode=disable|prefer|require` and no `sslrootcert`. Both
+//! forms libpq accepts are read: the URL
+//! (`postgres://host/db?sslmode=verify-full&sslrootcert=ca.crt`) and the
+//! `key=value` string (`host=db sslmode=verify-full sslrootcert='ca.crt'`).
+//! Everything else (several hosts, `target_session_attrs`, the password)
+//! is passed through as written.
+
+/// A connection string with its TLS parameters taken out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Split {
+    /// The string without `sslmode` and `sslrootcert`, for tokio-postgres.
+    pub(crate) rest: String,
+    /// The last `sslmode` given, as written.
+    pub(crate) sslmode: Option<String>,
+    /// The last `sslrootcert` given, decoded.
+    pub(crate) sslrootcert: Option<String>,
+}
+
+const SSLMODE: &str = "sslmode";
+const SSLROOTCERT: &str = "sslrootcert";
+
+/// Splits `url`. A string this reader cannot tokenize is passed through
+/// whole, so tokio-postgres reports what is wrong with it.
+pub(crate) fn split(url: &str) -> Split {
+    let split = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        split_url(url)
+    } else {
+        split_key_values(url)
+    };
+    split.unwrap_or_else(|| Split { rest: url.to_owned(), sslmode: None, sslrootcert: None })
+}
+
+/// Keeps the TLS parameters found, the last of each winning (as libpq).
+fn take(key: &str, value: String, found: &mut Split) -> bool {
+    match key {
+        SSLMODE => found.sslmode = Some(value),
+        SSLROOTCERT => found.sslrootcert = Some(value),
+        _ => return false,
+    }
+    true
+}
+
+/// The query begins at the first `?` after the credentials: tokio-postgres
+/// reads the user info up to the first `@`, so a `?` in a password is not
+/// a query.
+fn split_url(url: &str) -> Option<Split> {
+    let after_credentials = url.find('@').map_or(0, |at| at + 1);
+    let Some(question) = url[after_credentials..].find('?').map(|at| at + after_credentials) else {
+        return Some(Split { rest: url.to_owned(), sslmode: None, sslrootcert: None });
+    };
+    let mut found = Split { rest: String::new(), sslmode: None, sslrootcert: None };
+    let mut kept = Vec::new();
+    for pair in url[question + 1..].split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !take(&percent_decode(key)?, percent_decode(value)?, &mut found) {
+            kept.push(pair);
+        }
+    }
+    found.rest = url[..question].to_owned();
+    if !kept.is_empty() {
+        found.rest.push('?');
+        found.rest.push_str(&kept.join("&"));
+    }
+    Some(found)
+}
+
+/// `%XX` escapes decoded; `None` when the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes.get(index + 1..index + 3).filter(|_| bytes[index] == b'%');
+        match escaped.and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()) {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// `key = value` pairs separated by white space; a value is quoted with
+/// `'` or bare, and `\` escapes the next character in either (libpq's and
+/// tokio-postgres' rules). The kept pairs are copied as written.
+fn split_key_values(text: &str) -> Option<Split> {
+    let mut found = Split { rest: String::new(), sslmode: None, sslrootcert: None };
+    let mut kept: Vec<&str> = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else { break };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        chars.next_if(|(_, c)| *c == '=')?;
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let value = key_value(&mut chars)?;
+        let end = chars.peek().map_or(text.len(), |(at, _)| *at);
+        if !take(&key, value, &mut found) {
+            kept.push(&text[start..end]);
+        }
+    }
+    found.rest = kept.join(" ");
+    Some(found)
+}
+
+/// One value, quoted or bare; `None` when a quote or an escape is not closed.
+fn key_value(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> Option<String> {
+    let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+    let mut value = String::new();
+    loop {
+        match chars.peek().map(|(_, c)| *c) {
+            None if quoted => return None,
+            None => return Some(value),
+            Some('\'') if quoted => {
+                chars.next();
+                return Some(value);
+            }
+            Some(c) if c.is_whitespace() && !quoted => return Some(value),
+            Some('\\') => {
+                chars.next();
+                value.push(chars.next()?.1);
+            }
+            Some(c) => {
+                chars.next();
+                value.push(c);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(rest: &str, sslmode: Option<&str>, sslrootcert: Option<&str>) -> Split {
+        Split {
+            rest: rest.to_owned(),
+            sslmode: sslmode.map(str::to_owned),
+            sslrootcert: sslrootcert.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_url_keeps_its_other_parameters_and_hosts() {
+        assert_eq!(
+            split("postgres://u:p@a:5432,b:5433/db?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.crt&connect_timeout=5"),
+            of("postgres://u:p@a:5432,b:5433/db?target_session_attrs=read-write&connect_timeout=5", Some("verify-full"), Some("/etc/ca.crt"))
+        );
+        assert_eq!(
+            split("postgresql://h/db?sslmode=require&sslmode=verify-ca&sslrootcert=/tmp/ca.pem"),
+            of("postgresql://h/db", Some("verify-ca"), Some("/tmp/ca.pem"))
+        );
+        assert_eq!(split("postgres://h/db"), of("postgres://h/db", None, None));
+    }
+
+    #[test]
+    fn a_question_mark_in_a_url_password_is_not_the_query() {
+        assert_eq!(
+            split("postgres://u:pa?ss@h/db?sslmode=require"),
+            of("postgres://u:pa?ss@h/db", Some("require"), None)
+        );
+    }
+
+    #[test]
+    fn a_key_value_string_keeps_its_other_pairs_as_written() {
+        assert_eq!(
+            split(
+                r"host=a,b port=5432 password='it\'s' sslmode = verify-full sslrootcert='/etc/my ca.crt' target_session_attrs=read-write"
+            ),
+            of(
+                r"host=a,b port=5432 password='it\'s' target_session_attrs=read-write",
+                Some("verify-full"),
+                Some("/etc/my ca.crt")
+            )
+        );
+        assert_eq!(split(r"user=a\ b sslmode=disable"), of(r"user=a\ b", Some("disable"), None));
+    }
+
+    #[test]
+    fn a_string_this_reader_cannot_tokenize_is_passed_through() {
+        assert_eq!(split("host=a password='open"), of("host=a password='open", None, None));
+        assert_eq!(split("host"), of("host", None, None));
+    }
+}

@@ -1,0 +1,307 @@
+//! TLS to the database, with libpq's meanings of `sslmode` and
+//! `sslrootcert` (the connection string's parameters, taken out by
+//! `conninfo.rs`): one rustls connector per log that every connection of
+//! the backend uses (writer, readers, the follower's `LISTEN`).
+//!
+//! - `disable`: plain TCP.
+//! - `prefer` (the default, as libpq's): TLS if the server offers it, plain
+//!   otherwise, and plain again when the TLS handshake fails; the server's
+//!   certificate is verified only against an `sslrootcert` given.
+//! - `require`: TLS or nothing; with an `sslrootcert` the chain is verified
+//!   (libpq does so when a root file exists), without one it is not.
+//! - `verify-ca`: TLS, the chain verified, the host name not.
+//! - `verify-full`: TLS, the chain and the host name verified.
+//!
+//! The roots are the `sslrootcert` file's certificates (PEM), or for
+//! `verify-*` without one (and for `sslrootcert=system`, as PostgreSQL 16's
+//! libpq) the operating system's trust store. Client certificates
+//! (`sslcert`, `sslkey`) are not supported.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::Error;
+
+/// The mode when the connection string names none: libpq's, so a string
+/// that works with psql works here, and a server with `ssl = on` is
+/// reached encrypted. Production strings should say `verify-full`.
+pub(crate) const DEFAULT_SSLMODE: SslMode = SslMode::Prefer;
+
+/// `sslrootcert`'s value that names the operating system's trust store.
+const SYSTEM_ROOTS: &str = "system";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(text: &str) -> Result<SslMode, Error> {
+        match text {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => Err(settings_error(format!(
+                "unknown sslmode {other:?} (disable, prefer, require, verify-ca or verify-full)"
+            ))),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// What tokio-postgres is told: whether to ask for TLS, and whether a
+    /// server that declines it is refused.
+    pub(crate) fn negotiation(self) -> tokio_postgres::config::SslMode {
+        match self {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+        }
+    }
+
+    fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+/// The TLS settings of one log: its mode and, unless `disable`, the
+/// connector every connection uses.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) mode: SslMode,
+    pub(crate) connector: Option<MakeRustlsConnect>,
+}
+
+impl Tls {
+    /// The settings the connection string's `sslmode` and `sslrootcert`
+    /// ask for; the root file is read now, so a bad one fails the open.
+    pub(crate) fn from_parameters(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<Tls, Error> {
+        let system = sslrootcert == Some(SYSTEM_ROOTS);
+        let mode = match sslmode {
+            Some(text) => SslMode::parse(text)?,
+            // libpq 16: sslrootcert=system alone means verify-full.
+            None if system => SslMode::VerifyFull,
+            None => DEFAULT_SSLMODE,
+        };
+        if system && mode != SslMode::VerifyFull {
+            return Err(settings_error(format!(
+                "sslrootcert=system needs sslmode=verify-full (not {}), as libpq",
+                mode.name()
+            )));
+        }
+        if mode == SslMode::Disable {
+            return Ok(Tls { mode, connector: None });
+        }
+        let file = sslrootcert.filter(|_| !system);
+        let roots = match file {
+            Some(path) => Some(file_roots(Path::new(path))?),
+            None if mode.verifies() => Some(system_roots()?),
+            None => None,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = verifier(mode, roots, &provider)?;
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| settings_error(format!("no TLS protocol version available: {error}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)) })
+    }
+}
+
+fn settings_error(message: String) -> Error {
+    Error::Storage(format!("PostgreSQL TLS settings: {message}"))
+}
+
+/// What checks the server's certificate in `mode`: the full check for
+/// `verify-full`, the chain only for `verify-ca` and for the weaker modes
+/// given roots, nothing but the handshake's signatures otherwise.
+fn verifier(
+    mode: SslMode,
+    roots: Option<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    let algorithms = provider.signature_verification_algorithms;
+    let Some(roots) = roots else { return Ok(Arc::new(EncryptOnly(algorithms))) };
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+        .build()
+        .map_err(|error| settings_error(format!("cannot verify with these roots: {error}")))?;
+    if mode == SslMode::VerifyFull {
+        return Ok(webpki);
+    }
+    Ok(Arc::new(ChainOnly(webpki)))
+}
+
+/// The CA certificates of an `sslrootcert` file (PEM, one or more).
+fn file_roots(path: &Path) -> Result<RootCertStore, Error> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|error| settings_error(format!("cannot read sslrootcert {shown}: {error}")))?;
+    let mut roots = RootCertStore::empty();
+    for (index, certificate) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let certificate =
+            certificate.map_err(|error| settings_error(format!("sslrootcert {shown} is not valid PEM: {error}")))?;
+        roots.add(certificate).map_err(|error| {
+            settings_error(format!("sslrootcert {shown}: certificate {} is not a usable CA: {error}", index + 1))
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(settings_error(format!("sslrootcert {shown} holds no PEM certificate")));
+    }
+    Ok(roots)
+}
+
+/// The operating system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// when set, as OpenSSL).
+fn system_roots() -> Result<RootCertStore, Error> {
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(settings_error(format!(
+            "no CA certificate in the system's trust store ({}); name one with sslrootcert=FILE",
+            if errors.is_empty() { "it is empty".to_owned() } else { errors.join("; ") }
+        )));
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(found.certs);
+    Ok(roots)
+}
+
+/// `verify-ca`: the chain must lead to a root, the host name may be any.
+/// rustls' verifier checks the chain before the name, so a name error
+/// means the chain was good.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `prefer` and `require` without roots: encrypted, the certificate taken
+/// as presented (libpq's behaviour), the handshake's signatures checked.
+#[derive(Debug)]
+struct EncryptOnly(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// The TLS failure behind a connection error, said plainly; `None` when
+/// the error is not one. rustls' error travels inside an `io::Error`,
+/// whose `source` skips it, so each `io::Error` is opened.
+pub(crate) fn handshake_failure(error: &tokio_postgres::Error, mode: SslMode) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        let inner = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        let found = error.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|e| e.downcast_ref()));
+        if let Some(found) = found {
+            return Some(explain(found, mode));
+        }
+        current = error.source();
+    }
+    None
+}
+
+fn explain(error: &rustls::Error, mode: SslMode) -> String {
+    let mode = mode.name();
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "TLS: the server's certificate failed verification (sslmode={mode}): it is not signed by a CA of \
+             sslrootcert (or of the system's trust store without one)"
+        ),
+        rustls::Error::InvalidCertificate(cause) => {
+            format!("TLS: the server's certificate failed verification (sslmode={mode}): {cause}")
+        }
+        other => format!("TLS handshake failed (sslmode={mode}): {other}"),
+    }
+}
