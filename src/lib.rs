@@ -22,3 +22,8 @@ pub use log::{
 #[cfg(test)]
 #[path = "../tests/support/postgres_cluster.rs"]
 pub(crate) mod postgres_cluster;
+
+/// A TCP proxy that cuts a PostgreSQL connection at a chosen `COMMIT`.
+#[cfg(test)]
+#[path = "../tests/support/tcp_proxy.rs"]
+pub(crate) mod tcp_proxy;

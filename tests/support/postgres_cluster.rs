@@ -198,6 +198,12 @@ impl Cluster {
         self.stopped = true;
     }
 
+    /// Starts a killed or stopped cluster again, on the same port (after a
+    /// kill, PostgreSQL recovers from its WAL first).
+    pub fn restart(&mut self) {
+        self.start_server();
+    }
+
     /// Promotes a standby to a primary.
     pub fn promote(&self) {
         let data = self.data();

@@ -190,6 +190,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         last_recorded_at,
         clock: Arc::clone(&options.clock),
         stats: Arc::clone(stats),
+        resolve_wait: options.commit_resolve_wait,
     };
     let writer_handle = handle.clone();
     let writer_runtime = Arc::clone(&runtime);
@@ -206,6 +207,9 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fault_tests;
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
 /// end in the stored head, and nothing may be stored past it.

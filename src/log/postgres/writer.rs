@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
 use crate::log::postgres::statements::Statements;
-use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
+use crate::log::postgres::Shared;
 use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
@@ -49,6 +49,9 @@ pub(crate) struct Writer {
     pub(crate) last_recorded_at: DateTime<Utc>,
     pub(crate) clock: Clock,
     pub(crate) stats: Arc<StatsCounters>,
+    /// `LogOptions::commit_resolve_wait`: see
+    /// [`COMMIT_RESOLVE_WAIT_MAX`](crate::log::postgres::COMMIT_RESOLVE_WAIT_MAX).
+    pub(crate) resolve_wait: std::time::Duration,
 }
 
 /// What a group's transaction found stored before it staged.
@@ -195,19 +198,20 @@ impl Writer {
     /// event id is stored at its position, or it is not stored at all.
     async fn resolve(&mut self, group: &Group) -> Committing {
         let Some((first, _)) = group.sealed.first() else { return Committing::Done(group.head) };
-        let deadline = Instant::now() + COMMIT_RESOLVE_WAIT_MAX;
+        let deadline = Instant::now() + self.resolve_wait;
         loop {
             self.client = None;
             self.statements = None;
-            let found = match self.client().await {
-                Ok(client) => client
-                    .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&first.id])
-                    .await
-                    .map_err(storage),
-                Err(error) => Err(error),
+            // Bounded: a server that accepts but never answers (no
+            // `connect_timeout` in the URL) must not hold the answer past
+            // the deadline.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let found = match tokio::time::timeout(remaining, self.find_position(first.id)).await {
+                Ok(found) => found,
+                Err(_) => Err(Error::Storage("no answer before the deadline".into())),
             };
             match found {
-                Ok(Some(row)) if row.get::<_, i64>(0) == first.position as i64 => return Committing::Done(group.head),
+                Ok(Some(position)) if position == first.position as i64 => return Committing::Done(group.head),
                 Ok(_) => return Committing::Failed(Error::Storage(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
@@ -216,12 +220,22 @@ impl Writer {
                     return Committing::Failed(Error::Storage(format!(
                         "the connection broke during the commit and the database could not be reached within {} s to \
                          learn whether it committed ({error}); retrying with the same event ids is safe",
-                        COMMIT_RESOLVE_WAIT_MAX.as_secs()
+                        self.resolve_wait.as_secs_f64()
                     )))
                 }
                 Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
             }
         }
+    }
+
+    /// The position at which `id` is stored, on a fresh connection.
+    async fn find_position(&mut self, id: Uuid) -> Result<Option<i64>, Error> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|row| row.get::<_, i64>(0)))
     }
 }
 
