@@ -5,6 +5,8 @@
 //! - [`Cut::AfterCommit`]: the `COMMIT` reaches the server, the server's
 //!   answer is swallowed and both sides are cut (it committed; the client
 //!   never hears);
+//! - [`Cut::WhileCommitting`]: the `COMMIT` reaches the server and both
+//!   sides are cut at once, while the server may still be committing;
 //! - [`Cut::BeforeCommit`]: both sides are cut instead of forwarding the
 //!   `COMMIT` (the server rolls the transaction back).
 //!
@@ -43,6 +45,8 @@ const COMMIT_QUERY: &[u8] = b"COMMIT\0";
 pub enum Cut {
     /// Forward the `COMMIT`, swallow the answer, cut both sides.
     AfterCommit,
+    /// Forward the `COMMIT`, then cut both sides without waiting.
+    WhileCommitting,
     /// Cut both sides instead of forwarding the `COMMIT`.
     BeforeCommit,
 }
@@ -240,6 +244,12 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
                     return;
                 }
                 Some(Cut::AfterCommit) => swallow.store(true, Ordering::SeqCst),
+                Some(Cut::WhileCommitting) => {
+                    let _ = to.write_all(&message);
+                    pair.cut();
+                    shared.cuts.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
                 None => {}
             }
         }

@@ -218,8 +218,8 @@ impl Writer {
                 )),
                 Err(error) if Instant::now() >= deadline => {
                     return Committing::Failed(Error::Storage(format!(
-                        "the connection broke during the commit and the database could not be reached within {} s to \
-                         learn whether it committed ({error}); retrying with the same event ids is safe",
+                        "the connection broke during the commit and the database did not tell within {} s whether it \
+                         committed ({error}); retrying with the same event ids is safe",
                         self.resolve_wait.as_secs_f64()
                     )))
                 }
@@ -228,9 +228,14 @@ impl Writer {
         }
     }
 
-    /// The position at which `id` is stored, on a fresh connection.
+    /// The position at which `id` is stored, on a fresh connection, once
+    /// no transaction holds the head row: a commit the server is still
+    /// carrying out (its WAL flush, its wait for a synchronous standby)
+    /// holds the lock its group took, and would become visible after a
+    /// look that did not wait for it.
     async fn find_position(&mut self, id: Uuid) -> Result<Option<i64>, Error> {
         let client = self.client().await?;
+        client.execute("SELECT 1 FROM opledger_log_head FOR SHARE", &[]).await.map_err(storage)?;
         let row = client
             .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
             .await
