@@ -194,7 +194,7 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Orphaned backends keep the port and shared memory until they end.
-        let _ = Command::new("pkill").args(["-9", "-f", &format!("-D {}", self.data().display())]).status();
+        let _ = Command::new("pkill").args(["-9", "-f", "--", &format!("-D {}", self.data().display())]).status();
         self.stopped = true;
     }
 

@@ -250,7 +250,8 @@ fn a_node_killed_under_load_loses_no_acknowledged_write_and_the_other_keeps_serv
 }
 
 /// `GET /v1/runs/{run}?min_position=…`, retried while the node answers
-/// 503 (its store reopening after the failover), at most a minute.
+/// 503 (its read models still catching up after a failover), at most a
+/// minute.
 fn read_run(server: &ServerProcess, token: &str, run: &str, position: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
