@@ -21,7 +21,7 @@ use crate::projector::Projector;
 pub const FOLLOW_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between retries (the backoff doubles up to it): the
 /// most a follower lags behind a database that came back.
-pub const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(2);
+pub const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The wait before retry `attempt` (0 for the first): doubling from
 /// [`FOLLOW_RETRY_FIRST`], never above [`FOLLOW_RETRY_MAX`].

@@ -421,9 +421,11 @@ fn a_node_that_cannot_read_the_log_keeps_answering_reads_and_catches_up_without_
 
 /// Times the database is killed and restarted in the restart test.
 const RESTART_ROUNDS: usize = 3;
-/// The longest a node's reads may answer anything but 200 in a row while
-/// its database restarts (the restart itself takes about a second).
-const READS_UNAVAILABLE_MAX: Duration = Duration::from_secs(3);
+/// The longest a node may answer reads with anything but 200, from the
+/// first such answer to the next 200, while its database restarts (a
+/// restart with crash recovery takes a second or two on a busy machine; a
+/// store reopened instead answered 503 for about ten).
+const READS_UNAVAILABLE_MAX: Duration = Duration::from_secs(4);
 
 #[test]
 fn reads_keep_answering_while_the_database_restarts_and_no_node_reopens_its_store() {
@@ -463,7 +465,7 @@ fn reads_keep_answering_while_the_database_restarts_and_no_node_reopens_its_stor
         stop.store(true, Ordering::SeqCst);
     });
     let longest = *longest_unavailable.lock().unwrap();
-    eprintln!("the longest stretch of reads not answered 200: {longest:?}");
+    eprintln!("the longest stretch of reads answered with errors: {longest:?}");
     assert!(longest <= READS_UNAVAILABLE_MAX, "reads were unavailable for {longest:?}");
     let seen = seen.into_inner().unwrap();
     for run in &seen.completed {
@@ -479,18 +481,33 @@ fn reads_keep_answering_while_the_database_restarts_and_no_node_reopens_its_stor
 }
 
 /// Lists runs on `server` until `stop`, keeping in `longest` the longest
-/// stretch of answers other than 200.
+/// stretch from an answer other than 200 to the next 200. (A read waits up
+/// to 5 s for the node's read models to reach its head, so one answer
+/// may come late; what counts is how long the node answers errors.)
 fn reads_until(server: &ServerProcess, token: &str, stop: &AtomicBool, longest: &Mutex<Duration>) {
     let mut unavailable_since: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        let asked = Instant::now();
         let answer = server.try_call("GET", "/v1/runs?tenant_id=t1", Some(token), None);
-        if answer.is_ok_and(|answer| answer.status == 200) {
+        let answered = Instant::now();
+        let ok = match &answer {
+            Ok(answer) if answer.status == 200 => true,
+            Ok(answer) => {
+                eprintln!("read answered {}: {}", answer.status, answer.text());
+                false
+            }
+            Err(error) => {
+                eprintln!("read not answered: {error}");
+                false
+            }
+        };
+        if let Some(since) = unavailable_since {
+            let mut longest = longest.lock().unwrap();
+            *longest = (*longest).max(answered - since);
+        }
+        if ok {
             unavailable_since = None;
         } else {
-            let since = *unavailable_since.get_or_insert(asked);
-            let mut longest = longest.lock().unwrap();
-            *longest = (*longest).max(since.elapsed());
+            unavailable_since.get_or_insert(answered);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
