@@ -86,7 +86,7 @@ pub struct Projector {
     apply_lock: Mutex<()>,
     progress: watch::Sender<Progress>,
     /// See [`Projector::log_unreachable`].
-    log_unreachable: Mutex<Option<String>>,
+    log_unreachable: watch::Sender<Option<String>>,
     /// Over a shared log, the lock that keeps a second process of this
     /// node (a CLI beside the server) from writing the same file: a log in
     /// a directory is locked by its store, a log in a database is not.
@@ -160,7 +160,7 @@ impl Projector {
             authority: RwLock::new(authority),
             apply_lock: Mutex::new(()),
             progress: watch::channel(Progress::Applied(checkpoint.position)).0,
-            log_unreachable: Mutex::new(None),
+            log_unreachable: watch::channel(None).0,
             _directory_lock: directory_lock,
         })
     }
@@ -248,17 +248,11 @@ impl Projector {
     /// Why the follower cannot read the log now, while it retries (over a
     /// shared log: `following.rs`); `None` once it caught up again.
     pub fn log_unreachable(&self) -> Option<String> {
-        match self.log_unreachable.lock() {
-            Ok(why) => why.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.log_unreachable.borrow().clone()
     }
 
     pub(crate) fn set_log_unreachable(&self, why: Option<String>) {
-        match self.log_unreachable.lock() {
-            Ok(mut current) => *current = why,
-            Err(poisoned) => *poisoned.into_inner() = why,
-        }
+        self.log_unreachable.send_replace(why);
     }
 
     /// Folds the log from position 1 into a fresh file, then renames it
