@@ -27,3 +27,8 @@ pub(crate) mod postgres_cluster;
 #[cfg(test)]
 #[path = "../tests/support/tls_certificates.rs"]
 pub(crate) mod tls_certificates;
+
+/// A TCP proxy that cuts a PostgreSQL connection at a chosen `COMMIT`.
+#[cfg(test)]
+#[path = "../tests/support/tcp_proxy.rs"]
+pub(crate) mod tcp_proxy;

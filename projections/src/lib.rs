@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authority;
 pub mod error;
 pub mod explain;
+pub mod following;
 pub mod monitoring;
 pub mod notifications;
 pub mod projector;

@@ -5,9 +5,9 @@
 //! - On open, the file is checked (ours, this schema version, folded from
 //!   this log) and caught up from its checkpoint: a restart applies only
 //!   what the file has not seen. A file that does not fit is rebuilt.
-//! - [`Projector::follow`] applies new events as group commits are
-//!   acknowledged: each page of events is one transaction that also moves
-//!   the checkpoint.
+//! - [`Projector::follow`] (`following.rs`) applies new events as group
+//!   commits are acknowledged: each page of events is one transaction that
+//!   also moves the checkpoint.
 //! - [`Projector::wait_for`] lets a read wait until the projections have
 //!   applied a position, so reads see the writes acknowledged before them.
 //! - [`Projector::rebuild`] folds the log from position 1 into a fresh file
@@ -85,6 +85,8 @@ pub struct Projector {
     /// Serializes applying (the follower, catch-up and the end of a rebuild).
     apply_lock: Mutex<()>,
     progress: watch::Sender<Progress>,
+    /// See [`Projector::log_unreachable`].
+    log_unreachable: watch::Sender<Option<String>>,
     /// Over a shared log, the lock that keeps a second process of this
     /// node (a CLI beside the server) from writing the same file: a log in
     /// a directory is locked by its store, a log in a database is not.
@@ -158,6 +160,7 @@ impl Projector {
             authority: RwLock::new(authority),
             apply_lock: Mutex::new(()),
             progress: watch::channel(Progress::Applied(checkpoint.position)).0,
+            log_unreachable: watch::channel(None).0,
             _directory_lock: directory_lock,
         })
     }
@@ -242,19 +245,14 @@ impl Projector {
         }
     }
 
-    /// Follows the log until it closes, applying each acknowledged commit.
-    /// Runs the blocking work on the blocking pool.
-    pub async fn follow(self: Arc<Self>) -> Result<(), ProjectionError> {
-        let mut head = self.log.head_watch();
-        loop {
-            let projector = Arc::clone(&self);
-            tokio::task::spawn_blocking(move || projector.catch_up())
-                .await
-                .map_err(|_| ProjectionError::Poisoned)??;
-            if head.changed().await.is_err() {
-                return Ok(());
-            }
-        }
+    /// Why the follower cannot read the log now, while it retries (over a
+    /// shared log: `following.rs`); `None` once it caught up again.
+    pub fn log_unreachable(&self) -> Option<String> {
+        self.log_unreachable.borrow().clone()
+    }
+
+    pub(crate) fn set_log_unreachable(&self, why: Option<String>) {
+        self.log_unreachable.send_replace(why);
     }
 
     /// Folds the log from position 1 into a fresh file, then renames it

@@ -247,8 +247,13 @@ impl Decider {
             let folded = fold_into(&self.log, &mut state, head);
             *sequencer = Sequencer::new(state);
             if let Err(failure) = folded {
-                let why = failure.to_string();
-                self.stopped.send_replace(Some(why));
+                // A read that failed (the database restarting or failing
+                // over) left the state at the last page folded, which the
+                // next round folds on from: only an event that does not
+                // fold stops the ledger.
+                if !matches!(failure, LedgerError::Log(Error::Storage(_))) {
+                    self.stopped.send_replace(Some(failure.to_string()));
+                }
                 return Err(failure);
             }
         }

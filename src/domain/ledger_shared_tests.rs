@@ -134,3 +134,33 @@ fn two_loaded_nodes_take_turns_and_never_answer_contended() {
     let report = verify(&log, None, &mut replay, &mut |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.first_failure);
 }
+
+/// The text of the log's read of events (`log/postgres/reads.rs`).
+const EVENTS_READ: &str = "WHERE position >= $1 AND position < $2";
+
+/// A node whose reads of the log fail while it folds another node's
+/// events (the database restarting or failing over) answers the command
+/// with the error and keeps taking commands: it does not stop, which
+/// would close its store for a reopen.
+#[test]
+fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let url = cluster.database("ledger");
+    let proxy = crate::tcp_proxy::Proxy::start(cluster.port);
+    let open = |url: &str| {
+        Arc::new(Ledger::over(Arc::new(Log::open_postgres(url, options()).unwrap()), Arc::new(Utc::now)).unwrap())
+    };
+    let (cut_off, other) = (open(&proxy.url("ledger")), open(&url));
+    let rt = runtime();
+    rt.block_on(async {
+        other.record_authority(Principal::System, world(&["c1"])).await.unwrap();
+        proxy.cut_queries(Some(EVENTS_READ));
+        let failed = cut_off.start(request("restore.execute", None)).await;
+        assert!(matches!(failed, Err(LedgerError::Log(Error::Storage(_)))), "{failed:?}");
+        assert!(proxy.cuts() >= 1, "the fold's read was cut");
+        assert_eq!(cut_off.stopped(), None, "a failed read does not stop the ledger");
+        proxy.cut_queries(None);
+        let answer = cut_off.start(request("restore.execute", None)).await;
+        assert!(matches!(answer, Ok(StartAnswer::Accepted(_))), "the next round folds and decides: {answer:?}");
+    });
+}

@@ -133,11 +133,20 @@ pub struct LogOptions {
     /// sled's page cache, in bytes.
     pub cache_capacity_bytes: u64,
     pub clock: Clock,
+    /// The log on PostgreSQL only: how long a writer keeps trying to reach
+    /// the database after a commit whose answer was lost, to learn whether
+    /// it committed (default [`postgres::COMMIT_RESOLVE_WAIT_MAX`]).
+    pub commit_resolve_wait: std::time::Duration,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { durability: Durability::Fsync, cache_capacity_bytes: 64 * 1024 * 1024, clock: Arc::new(Utc::now) }
+        LogOptions {
+            durability: Durability::Fsync,
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            clock: Arc::new(Utc::now),
+            commit_resolve_wait: postgres::COMMIT_RESOLVE_WAIT_MAX,
+        }
     }
 }
 
@@ -146,6 +155,7 @@ impl std::fmt::Debug for LogOptions {
         f.debug_struct("LogOptions")
             .field("durability", &self.durability)
             .field("cache_capacity_bytes", &self.cache_capacity_bytes)
+            .field("commit_resolve_wait", &self.commit_resolve_wait)
             .finish_non_exhaustive()
     }
 }

@@ -245,8 +245,14 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Orphaned backends keep the port and shared memory until they end.
-        let _ = Command::new("pkill").args(["-9", "-f", &format!("-D {}", self.data().display())]).status();
+        let _ = Command::new("pkill").args(["-9", "-f", "--", &format!("-D {}", self.data().display())]).status();
         self.stopped = true;
+    }
+
+    /// Starts a killed or stopped cluster again, on the same port (after a
+    /// kill, PostgreSQL recovers from its WAL first).
+    pub fn restart(&mut self) {
+        self.start_server();
     }
 
     /// Promotes a standby to a primary.

@@ -9,7 +9,11 @@
 //!   `tokens`), so every node accepts the same tokens. A change is a
 //!   compare-and-swap on the document's version; a node re-reads it at
 //!   most [`SHARED_TOKENS_REFRESH`] after its last read, so a revoke on one
-//!   node holds on every node within that time.
+//!   node holds on every node within that time. While the database cannot
+//!   be read (restarting, failing over) a node authenticates from the
+//!   copy it read last, up to [`SHARED_TOKENS_STALE_MAX`] old: requests
+//!   keep being answered, and a revoke the node could not read yet holds
+//!   at most that late.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -69,6 +73,10 @@ impl FileVersion {
 
 /// Longest a node serves tokens from its cache of the shared document.
 pub const SHARED_TOKENS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Oldest copy of the shared document a node authenticates from when the
+/// database cannot be read; past it, requests fail with the read's error.
+pub const SHARED_TOKENS_STALE_MAX: Duration = Duration::from_secs(30);
 
 /// Attempts at a compare-and-swap of the shared document before giving up
 /// (each loss means another node changed the tokens meanwhile).
@@ -243,14 +251,20 @@ impl TokenStore {
                 Ok(live(&cache.1))
             }
             TokenPlace::Shared { cache, .. } => {
-                let fresh = cache
-                    .read()
-                    .map(|cache| cache.as_ref().is_some_and(|(read_at, _)| read_at.elapsed() < SHARED_TOKENS_REFRESH))
-                    .unwrap_or(false);
-                if !fresh {
-                    let (records, _) = self.read()?;
-                    if let Ok(mut cache) = cache.write() {
-                        *cache = Some((Instant::now(), records));
+                let age = cache.read().ok().and_then(|cache| cache.as_ref().map(|(read_at, _)| read_at.elapsed()));
+                if age.is_none_or(|age| age >= SHARED_TOKENS_REFRESH) {
+                    match self.read() {
+                        Ok((records, _)) => {
+                            if let Ok(mut cache) = cache.write() {
+                                *cache = Some((Instant::now(), records));
+                            }
+                        }
+                        Err(error) if age.is_some_and(|age| age < SHARED_TOKENS_STALE_MAX) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            copy_age_ms = age.map_or(0, |age| age.as_millis() as u64),
+                            "cannot read the tokens in the database; authenticating from the copy read last"
+                        ),
+                        Err(error) => return Err(error),
                     }
                 }
                 let cache = cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;

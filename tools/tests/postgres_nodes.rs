@@ -14,6 +14,12 @@
 //!   exactly one accepted non-terminal run per round.
 //! - A primary with a synchronous standby: SIGKILL the primary under load,
 //!   promote the standby, the nodes reconnect; nothing acknowledged lost.
+//! - A node that cannot read the log for a while (a fault proxy cuts its
+//!   reads of events) keeps answering reads, says `log_unreachable` on
+//!   `/readyz`, catches up after, and never closes its store to reopen it.
+//! - The database's postmaster SIGKILLed and restarted on its port under
+//!   load, 3 times: reads on a node never stop answering for long, no
+//!   node reopens its store, nothing acknowledged is lost.
 //! - `import --log` of a sled export gives the identical head.
 //! - Over TLS (`sslmode=verify-full&sslrootcert=…`) to a cluster that
 //!   accepts TCP only encrypted: a token, a write and a read, `verify`.
@@ -37,6 +43,9 @@ mod common {
 mod postgres_cluster;
 #[path = "../../tests/support/tls_certificates.rs"]
 mod tls_certificates;
+
+#[path = "../../tests/support/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use common::server_process::ServerProcess;
 use postgres_cluster::Cluster;
@@ -245,7 +254,8 @@ fn a_node_killed_under_load_loses_no_acknowledged_write_and_the_other_keeps_serv
 }
 
 /// `GET /v1/runs/{run}?min_position=…`, retried while the node answers
-/// 503 (its store reopening after the failover), at most a minute.
+/// 503 (its read models still catching up after a failover), at most a
+/// minute.
 fn read_run(server: &ServerProcess, token: &str, run: &str, position: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -358,6 +368,174 @@ fn nodes_follow_a_failover_to_a_promoted_synchronous_standby_and_lose_nothing_ac
     }
     drop(nodes);
     verify(&format!("postgres://postgres@127.0.0.1:{}/opledger", standby.port));
+}
+
+/// The log's read of events (`src/log/postgres/reads.rs`): cutting every
+/// connection that sends it keeps a node from reading the log.
+const EVENTS_READ: &str = "WHERE position >= $1 AND position < $2";
+/// How long the node cannot read the log: under the 5 s a read waits for
+/// the projections, so a read that needs the head is answered once the
+/// follower's next retry catches up.
+const READ_OUTAGE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn a_node_that_cannot_read_the_log_keeps_answering_reads_and_catches_up_without_a_reopen() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let proxy = tcp_proxy::Proxy::start(cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let a = node(&proxy.url("opledger"), &dir.path().join("a"), "a");
+    let b = node(&url, &dir.path().join("b"), "b");
+    let recorded = b.post("/v1/authority", &token, &authority());
+    assert_eq!(recorded.status, 200, "{}", recorded.text());
+    a.get(&format!("/v1/runs?tenant_id=t1&min_position={}", position_of(&recorded)), &token).expect(200);
+    proxy.cut_queries(Some(EVENTS_READ));
+    let outage = Instant::now();
+    let mut last = 0;
+    for n in 0..5 {
+        let started = b.post("/v1/runs", &token, &start_body("report_export", Some(&format!("k{n}"))));
+        assert_eq!(started.status, 201, "{}", started.text());
+        last = position_of(&started);
+    }
+    let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
+    assert!(unready["detail"].as_str().unwrap().contains("cannot read the log"), "{unready}");
+    let refused = a.post("/v1/runs", &token, &start_body("report_export", Some("during")));
+    assert_eq!(refused.status, 500, "a command that cannot fold the log fails: {}", refused.text());
+    assert!(proxy.cuts() >= 2, "the follower's and the command's reads were cut");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(READ_OUTAGE.saturating_sub(outage.elapsed()));
+            proxy.cut_queries(None);
+        });
+        let listed = a.get("/v1/runs?tenant_id=t1", &token);
+        assert_eq!(listed.status, 200, "a read waits for the follower to catch up: {}", listed.text());
+        assert_eq!(listed.json()["runs"].as_array().unwrap().len(), 5, "{}", listed.text());
+    });
+    let caught_up = a.get(&format!("/v1/runs?tenant_id=t1&min_position={last}"), &token).expect(200);
+    assert_eq!(caught_up["runs"].as_array().unwrap().len(), 5);
+    wait_for_readyz(&a, |body| body["status"] == "ok");
+    a.post("/v1/runs", &token, &start_body("report_export", Some("after"))).expect(201);
+    let metrics = a.get("/metrics", &token);
+    assert!(metrics.text().contains("opledger_store_reopen_attempts_total 0"), "{}", metrics.text());
+    assert!(a.log_text().contains("cannot read the log"), "the retries are logged");
+    drop((a, b));
+    verify(&url);
+}
+
+/// Times the database is killed and restarted in the restart test.
+const RESTART_ROUNDS: usize = 3;
+/// How much longer than the database's own outage (kill to restarted) a
+/// node may answer reads with anything but 200, from the first such answer
+/// to the next 200: its follower's retry (at most 1 s apart) and a
+/// reconnect. A store closed and reopened instead answered 503 for about
+/// ten seconds after outages of one or two.
+const READS_UNAVAILABLE_PAST_OUTAGE_MAX: Duration = Duration::from_secs(2);
+
+#[test]
+fn reads_keep_answering_while_the_database_restarts_and_no_node_reopens_its_store() {
+    let mut cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let nodes = [node(&url, &dir.path().join("a"), "a"), node(&url, &dir.path().join("b"), "b")];
+    nodes[0].post("/v1/authority", &token, &authority()).expect(200);
+    let seen = Mutex::new(Acknowledged::default());
+    let stop = AtomicBool::new(false);
+    let longest_unavailable = Mutex::new(Duration::ZERO);
+    let mut longest_outage = Duration::ZERO;
+    std::thread::scope(|scope| {
+        for client in 0..4 {
+            let (server, token, stop, seen) = (&nodes[client % 2], &token, &stop, &seen);
+            scope.spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    client_loop(server, token, format!("d{client}-{}", rand_below(1 << 30)), stop, seen, None);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+        let (reader, token, stop, longest) = (&nodes[0], &token, &stop, &longest_unavailable);
+        scope.spawn(move || reads_until(reader, token, stop, longest));
+        for _ in 0..RESTART_ROUNDS {
+            std::thread::sleep(Duration::from_millis(300 + rand_below(400)));
+            let killed = Instant::now();
+            cluster.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.restart();
+            longest_outage = longest_outage.max(killed.elapsed());
+        }
+        let before = seen.lock().unwrap().completed.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.lock().unwrap().completed.len() < before + 10 {
+            assert!(Instant::now() < deadline, "the nodes did not resume after the restarts");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let longest = *longest_unavailable.lock().unwrap();
+    eprintln!("the longest stretch of reads answered with errors: {longest:?}; longest outage {longest_outage:?}");
+    assert!(
+        longest <= longest_outage + READS_UNAVAILABLE_PAST_OUTAGE_MAX,
+        "reads were unavailable for {longest:?}, the database for at most {longest_outage:?}"
+    );
+    let seen = seen.into_inner().unwrap();
+    for run in &seen.completed {
+        let answer = nodes[0].get(&format!("/v1/runs/{run}?min_position={}", seen.position), &token).expect(200);
+        assert_eq!(answer["run"]["status"], "completed", "acknowledged around a restart: {run}");
+    }
+    for server in &nodes {
+        let metrics = server.get("/metrics", &token);
+        assert!(metrics.text().contains("opledger_store_reopen_attempts_total 0"), "{}", metrics.text());
+    }
+    drop(nodes);
+    verify(&url);
+}
+
+/// Lists runs on `server` until `stop`, keeping in `longest` the longest
+/// stretch from an answer other than 200 to the next 200. (A read waits up
+/// to 5 s for the node's read models to reach its head, so one answer
+/// may come late; what counts is how long the node answers errors.)
+fn reads_until(server: &ServerProcess, token: &str, stop: &AtomicBool, longest: &Mutex<Duration>) {
+    let mut unavailable_since: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let answer = server.try_call("GET", "/v1/runs?tenant_id=t1", Some(token), None);
+        let answered = Instant::now();
+        let ok = match &answer {
+            Ok(answer) if answer.status == 200 => true,
+            Ok(answer) => {
+                eprintln!("read answered {}: {}", answer.status, answer.text());
+                false
+            }
+            Err(error) => {
+                eprintln!("read not answered: {error}");
+                false
+            }
+        };
+        if let Some(since) = unavailable_since {
+            let mut longest = longest.lock().unwrap();
+            *longest = (*longest).max(answered - since);
+        }
+        if ok {
+            unavailable_since = None;
+        } else {
+            unavailable_since.get_or_insert(answered);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `/readyz` until its body passes `wanted`, at most 10 s.
+fn wait_for_readyz(server: &ServerProcess, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = server.try_call("GET", "/readyz", None, None).unwrap();
+        let body = answer.json();
+        if wanted(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz never became what the test waits for: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

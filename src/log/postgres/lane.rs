@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
 use crate::log::postgres::statements::Statements;
-use crate::log::postgres::Shared;
+use crate::log::postgres::{Shared, QUERY_WAIT_MAX};
 use crate::log::staging::{Committed, Group, Request};
 use crate::log::Head;
 
@@ -104,7 +104,13 @@ impl Lane {
     async fn connection(&mut self) -> Result<(&Client, &Statements), Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.disconnect();
-            let client = connect::connect(&self.shared.config, Arc::clone(&self.heard), None).await?;
+            // Bounded: a server that accepts and never answers (and a
+            // connection string without `connect_timeout`) must not hold
+            // the group's appends forever.
+            let connecting = connect::connect(&self.shared.config, Arc::clone(&self.heard), None);
+            let client = tokio::time::timeout(QUERY_WAIT_MAX, connecting).await.map_err(|_| {
+                Error::Storage(format!("PostgreSQL did not accept a connection within {} s", QUERY_WAIT_MAX.as_secs()))
+            })??;
             self.client = Some(client);
         }
         if self.statements.is_none() {
@@ -201,7 +207,9 @@ impl Lane {
         let insert = client.execute(&statements.insert, &row_parameters);
         let move_head = client.execute(&statements.move_head, &head);
         let notify = client.execute(&statements.notify, &notification);
-        let commit = client.execute(&statements.commit, &[]);
+        // A simple query, as `Transaction::commit` sends it (and as the
+        // tests' fault proxy recognises it).
+        let commit = client.batch_execute("COMMIT");
         let (inserted, moved, notified, committed) = tokio::join!(insert, move_head, notify, commit);
         if let Err(error) = inserted.and(moved).and(notified) {
             if error.as_db_error().is_some() {
@@ -212,14 +220,18 @@ impl Lane {
             // The connection broke: the `COMMIT` may have gone through.
             return Ok(Err(error));
         }
-        Ok(committed.map(|_| ()))
+        Ok(committed)
     }
 
-    /// Where the group's first event is stored, on a fresh connection:
-    /// how a commit whose answer was lost is resolved.
+    /// Where the group's first event is stored, on a fresh connection,
+    /// once no transaction holds the head row: how a commit whose answer
+    /// was lost is resolved. A commit the server is still carrying out (its
+    /// WAL flush, its wait for a synchronous standby) holds the lock its
+    /// group took, and would become visible after a look that did not wait.
     pub(crate) async fn position_of(&mut self, id: Uuid) -> Result<Option<u64>, Error> {
         self.disconnect();
         let (client, _) = self.connection().await?;
+        client.execute("SELECT 1 FROM opledger_log_head FOR SHARE", &[]).await.map_err(storage)?;
         let row = client
             .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
             .await

@@ -182,13 +182,20 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let heard = Arc::new(Heard::default());
     let prepare_target = target.clone();
     let prepare_heard = Arc::clone(&heard);
-    let (client, head, last_recorded_at) = call(&handle, async move {
+    let (client, head, last_recorded_at, lanes) = call(&handle, async move {
         let mut client = connect::connect(&prepare_target, prepare_heard, None).await?;
         schema::create(&mut client).await?;
         schema::check_durability(&client).await?;
         let (head, last_recorded_at) = reads::stored_head(&client).await?;
         check_stored_tail(&client, head).await?;
-        Ok((client, head, last_recorded_at))
+        // Every writer lane connects now: a log that opened can append
+        // without first reaching the database again.
+        let mut lanes = Vec::with_capacity(writer::WRITER_LANES);
+        for _ in 1..=writer::WRITER_LANES {
+            let heard = Arc::new(Heard::default());
+            lanes.push((connect::connect(&prepare_target, Arc::clone(&heard), None).await?, heard));
+        }
+        Ok((client, head, last_recorded_at, lanes))
     })?;
     let (head_tx, head_rx) = watch::channel(head);
     let shared = Arc::new(Shared {
@@ -205,13 +212,14 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         last_recorded_at: std::sync::Mutex::new(last_recorded_at),
         clock: Arc::clone(&options.clock),
         stats: Arc::clone(stats),
+        resolve_wait: options.commit_resolve_wait,
     };
     let writer_handle = handle.clone();
     let writer_runtime = Arc::clone(&runtime);
     let thread = std::thread::Builder::new()
         .name("opledger-pg-writer".into())
         .spawn(move || {
-            writer_handle.block_on(writer.run(requests_rx, holds_rx, (client, heard)));
+            writer_handle.block_on(writer.run(requests_rx, holds_rx, std::iter::once((client, heard)).chain(lanes)));
             drop(writer_runtime);
         })
         .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL writer: {error}")))?;
@@ -224,6 +232,9 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+
+#[cfg(test)]
+mod fault_tests;
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
 /// end in the stored head, and nothing may be stored past it.

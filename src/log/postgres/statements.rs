@@ -10,8 +10,6 @@ use crate::log::postgres::connect::storage;
 
 const BEGIN: &str = "BEGIN";
 
-const COMMIT: &str = "COMMIT";
-
 const HEAD: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_head FOR UPDATE";
 
 const IDS: &str = "SELECT event_id, position, record FROM opledger_log_events WHERE event_id = ANY($1)";
@@ -30,7 +28,6 @@ const NOTIFY: &str = "SELECT pg_notify('opledger_log_appended', $1)";
 /// Valid on the connection that prepared them only.
 pub(crate) struct Statements {
     pub(crate) begin: Statement,
-    pub(crate) commit: Statement,
     /// Locks the head row and reads it.
     pub(crate) head: Statement,
     /// Which of the group's event ids are stored, with their records.
@@ -46,9 +43,8 @@ pub(crate) struct Statements {
 impl Statements {
     /// Prepares all of them, pipelined in one round trip.
     pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
-        let (begin, commit, head, ids, versions, insert, move_head, notify) = tokio::try_join!(
+        let (begin, head, ids, versions, insert, move_head, notify) = tokio::try_join!(
             client.prepare(BEGIN),
-            client.prepare(COMMIT),
             client.prepare(HEAD),
             client.prepare(IDS),
             client.prepare(VERSIONS),
@@ -57,6 +53,6 @@ impl Statements {
             client.prepare(NOTIFY),
         )
         .map_err(storage)?;
-        Ok(Statements { begin, commit, head, ids, versions, insert, move_head, notify })
+        Ok(Statements { begin, head, ids, versions, insert, move_head, notify })
     }
 }

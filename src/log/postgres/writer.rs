@@ -40,7 +40,7 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
 use crate::log::postgres::lane::{Lane, Prefetched};
-use crate::log::postgres::{Shared, COMMIT_RESOLVE_WAIT_MAX};
+use crate::log::postgres::Shared;
 use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
@@ -72,6 +72,9 @@ pub(crate) struct Writer {
     pub(crate) last_recorded_at: std::sync::Mutex<DateTime<Utc>>,
     pub(crate) clock: Clock,
     pub(crate) stats: Arc<StatsCounters>,
+    /// `LogOptions::commit_resolve_wait`: see
+    /// [`COMMIT_RESOLVE_WAIT_MAX`](crate::log::postgres::COMMIT_RESOLVE_WAIT_MAX).
+    pub(crate) resolve_wait: std::time::Duration,
 }
 
 /// The turn to gather the appends waiting: held by one lane from the
@@ -87,23 +90,24 @@ enum Committing {
 }
 
 impl Writer {
-    /// Runs the lanes until every sender of `requests` is gone; `opened` is
-    /// the connection the log opened with, the first lane's.
+    /// Runs the lanes until every sender of `requests` is gone; `opened`
+    /// are the connections the log opened with, one per lane (a lane
+    /// without one connects on first use).
     pub(crate) async fn run(
         self,
         requests: mpsc::Receiver<Request>,
         holds: mpsc::Receiver<Hold>,
-        opened: (Client, Arc<Heard>),
+        opened: impl IntoIterator<Item = (Client, Arc<Heard>)>,
     ) {
         let writer = Arc::new(self);
         let requests = Arc::new(Mutex::new(requests));
         let mut lanes = JoinSet::new();
-        let mut first = Some(opened);
+        let mut opened = opened.into_iter();
         for _ in 0..WRITER_LANES {
-            let lane = Lane::new(Arc::clone(&writer.shared), first.take());
+            let lane = Lane::new(Arc::clone(&writer.shared), opened.next());
             lanes.spawn(Arc::clone(&writer).drive(lane, Arc::clone(&requests)));
         }
-        let hold_lane = Lane::new(Arc::clone(&writer.shared), None);
+        let hold_lane = Lane::new(Arc::clone(&writer.shared), opened.next());
         let hold_lane = tokio::spawn(Arc::clone(&writer).hold_lane(hold_lane, holds));
         while lanes.join_next().await.is_some() {}
         // The log closed (its appends' sender is gone): a hold still waiting
@@ -233,7 +237,11 @@ impl Writer {
     /// Answers every append of a group that did not commit with `error`.
     fn fail(&self, batch: Vec<Request>, error: &Error) {
         tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
-        let why = error.to_string();
+        // The message alone: `Error::Storage` adds its own prefix again.
+        let why = match error {
+            Error::Storage(message) => message.clone(),
+            other => other.to_string(),
+        };
         for request in batch {
             answer(&self.stats, request.reply, Err(Error::Storage(why.clone())), request.submitted);
         }
@@ -259,19 +267,28 @@ impl Writer {
             }
             Err(error) => {
                 tracing::warn!(%error, "the answer to a commit was lost; resolving it by event id");
-                resolve(lane, group).await
+                resolve(lane, group, self.resolve_wait).await
             }
         }
     }
 }
 
 /// Learns whether a commit whose answer was lost went through: its first
-/// event id is stored at its position, or it is not stored at all.
-async fn resolve(lane: &mut Lane, group: &Group) -> Committing {
+/// event id is stored at its position, or it is not stored at all. Every
+/// attempt, and all of them together, end within `wait`.
+async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> Committing {
     let Some((first, _)) = group.sealed.first() else { return Committing::Done(group.head) };
-    let deadline = Instant::now() + COMMIT_RESOLVE_WAIT_MAX;
+    let deadline = Instant::now() + wait;
     loop {
-        match lane.position_of(first.id).await {
+        // Bounded: a server that accepts but never answers (no
+        // `connect_timeout` in the URL) must not hold the answer past the
+        // deadline.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let found = match tokio::time::timeout(remaining, lane.position_of(first.id)).await {
+            Ok(found) => found,
+            Err(_) => Err(Error::Storage("no answer before the deadline".into())),
+        };
+        match found {
             Ok(Some(position)) if position == first.position => return Committing::Done(group.head),
             Ok(_) => {
                 return Committing::Failed(Error::Storage(
@@ -281,9 +298,9 @@ async fn resolve(lane: &mut Lane, group: &Group) -> Committing {
             }
             Err(error) if Instant::now() >= deadline => {
                 return Committing::Failed(Error::Storage(format!(
-                    "the connection broke during the commit and the database could not be reached within {} s to \
-                     learn whether it committed ({error}); retrying with the same event ids is safe",
-                    COMMIT_RESOLVE_WAIT_MAX.as_secs()
+                    "the connection broke during the commit and the database did not tell within {} s whether it \
+                     committed ({error}); retrying with the same event ids is safe",
+                    wait.as_secs_f64()
                 )))
             }
             Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,

@@ -19,8 +19,9 @@ use super::DataDir;
 
 /// The read models of a data directory, opened one of two ways.
 pub enum ReadModels {
-    /// No server holds the directory: the projections caught up with the log.
-    Projected { log: Arc<Log>, projector: Projector },
+    /// No server holds the directory: the projections caught up with the log
+    /// (boxed: a projector is several times the size of a reader).
+    Projected { log: Arc<Log>, projector: Box<Projector> },
     /// A server holds the directory: its file, read as of `position`.
     Shared { reader: Reader, position: u64 },
 }
@@ -47,7 +48,7 @@ impl DataDir {
                     Projector::open_in(&self.read_models_dir(), Arc::clone(&log), opledger_projections::all())
                         .context("opening the projections")?;
                 spinner.finish_and_clear();
-                Ok(ReadModels::Projected { log, projector })
+                Ok(ReadModels::Projected { log, projector: Box::new(projector) })
             }
             Err(error) if is_locked(&error) => self.shared_read_models(),
             Err(error) => Err(error),

@@ -1,5 +1,6 @@
 //! Health: `/livez` (the process runs and answers) and `/readyz` (the
-//! ledger takes writes and the projections are close to the head);
+//! ledger takes writes and the projections are close to the head and can
+//! read the log);
 //! `/healthz` is `/readyz`.
 //!
 //! Readiness is a pure function of what the server observes, so every
@@ -30,6 +31,9 @@ pub enum NotReady {
     LedgerStopped(String),
     /// A projection met an event it cannot apply.
     ProjectionsStopped { position: u64, detail: String },
+    /// The projections cannot read the shared log (the database restarting
+    /// or failing over) and retry; reads answer what they applied.
+    LogUnreachable { applied: u64, head: u64, why: String },
     /// The projections are more than [`READY_PROJECTION_LAG_EVENTS_MAX`] behind.
     ProjectionsBehind { head: u64, applied: u64 },
 }
@@ -41,6 +45,7 @@ impl NotReady {
             NotReady::LedgerStopped(_) => "ledger_stopped",
             NotReady::ProjectionsStopped { .. } => "projections_stopped",
             NotReady::ProjectionsBehind { .. } => "projections_behind",
+            NotReady::LogUnreachable { .. } => "log_unreachable",
         }
     }
 
@@ -55,6 +60,10 @@ impl NotReady {
                 "projections applied position {applied}, {} behind the head {head} (at most \
                  {READY_PROJECTION_LAG_EVENTS_MAX})",
                 head - applied
+            ),
+            NotReady::LogUnreachable { applied, head, why } => format!(
+                "the projections cannot read the log and retry (applied position {applied}, head {head}; reads \
+                 answer what was applied): {why}"
             ),
         }
     }
@@ -74,6 +83,8 @@ pub struct CoreObserved {
     pub ledger_stopped: Option<String>,
     pub head: u64,
     pub projections: Progress,
+    /// Why the projections cannot read the log, while they retry.
+    pub log_unreachable: Option<String>,
 }
 
 /// Ready, or the first reason not to be, in the order an operator fixes them.
@@ -86,6 +97,9 @@ pub fn readiness(observed: &Observed) -> Result<(), NotReady> {
     };
     if let Some(why) = &core.ledger_stopped {
         return Err(NotReady::LedgerStopped(why.clone()));
+    }
+    if let (Progress::Applied(applied), Some(why)) = (&core.projections, &core.log_unreachable) {
+        return Err(NotReady::LogUnreachable { applied: *applied, head: core.head, why: why.clone() });
     }
     match &core.projections {
         Progress::Stopped { position, detail } => {
@@ -133,6 +147,7 @@ pub fn observe(state: &AppState) -> Observed {
         ledger_stopped: core.ledger.stopped(),
         head: core.ledger.log().head().position,
         projections: core.projector.progress(),
+        log_unreachable: core.projector.log_unreachable(),
     });
     Observed { reopening: state.reopening.reason(), core }
 }
@@ -169,6 +184,7 @@ pub enum NotReadyReason {
     LedgerStopped,
     ProjectionsStopped,
     ProjectionsBehind,
+    LogUnreachable,
 }
 
 /// The 503 answer of `/readyz`.
@@ -188,6 +204,7 @@ impl NotReady {
             NotReady::LedgerStopped(_) => NotReadyReason::LedgerStopped,
             NotReady::ProjectionsStopped { .. } => NotReadyReason::ProjectionsStopped,
             NotReady::ProjectionsBehind { .. } => NotReadyReason::ProjectionsBehind,
+            NotReady::LogUnreachable { .. } => NotReadyReason::LogUnreachable,
         }
     }
 }
@@ -219,7 +236,7 @@ mod tests {
     use super::*;
 
     fn core(stopped: Option<&str>, head: u64, projections: Progress) -> Option<CoreObserved> {
-        Some(CoreObserved { ledger_stopped: stopped.map(str::to_owned), head, projections })
+        Some(CoreObserved { ledger_stopped: stopped.map(str::to_owned), head, projections, log_unreachable: None })
     }
 
     #[test]
@@ -229,6 +246,7 @@ mod tests {
             NotReady::LedgerStopped("x".into()),
             NotReady::ProjectionsStopped { position: 1, detail: "x".into() },
             NotReady::ProjectionsBehind { head: 2, applied: 1 },
+            NotReady::LogUnreachable { applied: 1, head: 2, why: "x".into() },
         ];
         for not_ready in all {
             assert_eq!(serde_json::to_value(not_ready.reason()).ok(), Some(serde_json::json!(not_ready.code())));
@@ -259,6 +277,18 @@ mod tests {
         let not_ready = readiness(&observed).unwrap_err();
         assert_eq!(not_ready, NotReady::LedgerStopped("disk full".into()));
         assert_eq!(not_ready.code(), "ledger_stopped");
+    }
+
+    #[test]
+    fn projections_that_cannot_read_the_log_are_not_ready_and_say_how_far_they_got() {
+        let mut observed = Observed { reopening: None, core: core(None, 12, Progress::Applied(9)) };
+        if let Some(core) = observed.core.as_mut() {
+            core.log_unreachable = Some("connection refused".into());
+        }
+        let not_ready = readiness(&observed).unwrap_err();
+        assert_eq!(not_ready.code(), "log_unreachable");
+        let detail = not_ready.detail();
+        assert!(detail.contains("applied position 9, head 12") && detail.contains("connection refused"), "{detail}");
     }
 
     #[test]

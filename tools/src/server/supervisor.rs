@@ -2,6 +2,9 @@
 //! fails (the ledger stops after a failed append, or the follower fails on
 //! a storage error), closes the store and reopens it with the same checks
 //! as a restart, retrying with capped exponential backoff until it opens.
+//! Over a shared log neither happens when the database is briefly away: the
+//! follower retries its reads itself (`opledger_projections::following`)
+//! and the ledger answers the commands it could not decide with the error.
 //!
 //! Nothing acknowledged is lost by a reopen: an append is acknowledged only
 //! once durable, and the reopen checks the stored head, the tail of the

@@ -141,7 +141,12 @@ impl Api {
     /// An empty ledger whose log reads `clock` (lease tests move time on).
     pub async fn empty_with_clock(clock: opledger::log::Clock) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, clock };
+        let options = LogOptions {
+            durability: Durability::Flush,
+            cache_capacity_bytes: 4 * 1024 * 1024,
+            clock,
+            ..LogOptions::default()
+        };
         let state = open_state(dir.path(), options).unwrap();
         let follower = tokio::spawn({
             let projector = state.projector().unwrap();
