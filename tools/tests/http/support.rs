@@ -10,7 +10,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use opledger::{Durability, LogOptions};
-use opledger_tools::server::{open_state, router, AppState};
+use opledger_tools::server::{router, AppState};
 use opledger_tools::tokens::Grant;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -115,8 +115,9 @@ pub fn request(method: Method, uri: &str, token: Option<&str>, body: Option<Vec<
     builder.body(body).unwrap()
 }
 
-/// A server state on its own temporary data directory, with the projector
-/// following the log as `opledger serve` runs it, and a service token.
+/// A server state on its own temporary data directory (and its log where
+/// the test run puts it: `backend.rs`), with the projector following the
+/// log as `opledger serve` runs it, and a service token.
 pub struct Api {
     pub state: AppState,
     app: Router,
@@ -142,7 +143,7 @@ impl Api {
     pub async fn empty_with_clock(clock: opledger::log::Clock) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, clock };
-        let state = open_state(dir.path(), options).unwrap();
+        let state = crate::backend::open_state(dir.path(), options);
         let follower = tokio::spawn({
             let projector = state.projector().unwrap();
             async move {
