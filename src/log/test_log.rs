@@ -3,23 +3,28 @@
 //! directory (sled), or a fresh database of the test process's one shared
 //! PostgreSQL cluster. A test that opens, closes and reopens "the same log"
 //! holds one of these, so the domain's tests run unchanged on both
-//! backends.
+//! backends. Dropping it removes the directory or drops the database.
 
 use std::path::PathBuf;
 
 use crate::log::{Log, LogOptions};
 use crate::postgres_cluster::{test_log_on_postgres, Cluster};
 
+/// Removed when dropped: the directory, or the database.
 pub(crate) enum TestLog {
     Directory(tempfile::TempDir),
-    Postgres { url: String },
+    Postgres { name: String, url: String },
 }
 
 impl TestLog {
     /// A new, empty place on the backend the switch names.
     pub(crate) fn fresh() -> TestLog {
         match test_log_on_postgres() {
-            true => TestLog::Postgres { url: Cluster::shared().fresh_database() },
+            true => {
+                let cluster = Cluster::shared();
+                let name = cluster.fresh_database();
+                TestLog::Postgres { url: cluster.url(&name), name }
+            }
             false => TestLog::Directory(tempfile::tempdir().unwrap()),
         }
     }
@@ -27,7 +32,7 @@ impl TestLog {
     pub(crate) fn open(&self, options: LogOptions) -> Log {
         match self {
             TestLog::Directory(dir) => Log::open(dir.path(), options).unwrap(),
-            TestLog::Postgres { url } => Log::open_postgres(url, options).unwrap(),
+            TestLog::Postgres { url, .. } => Log::open_postgres(url, options).unwrap(),
         }
     }
 
@@ -37,7 +42,7 @@ impl TestLog {
     pub(crate) fn stored(&self) -> Vec<(String, Vec<u8>)> {
         match self {
             TestLog::Directory(dir) => files(dir.path().to_path_buf()),
-            TestLog::Postgres { url } => {
+            TestLog::Postgres { url, .. } => {
                 let cluster = Cluster::shared();
                 let tables = cluster.psql_at(url, &["SELECT tablename FROM pg_tables WHERE schemaname = 'public'"]);
                 let tables = String::from_utf8(tables).unwrap();
@@ -47,6 +52,14 @@ impl TestLog {
                 };
                 tables.lines().map(|table| (format!("table {table}"), dump(table))).collect()
             }
+        }
+    }
+}
+
+impl Drop for TestLog {
+    fn drop(&mut self) {
+        if let TestLog::Postgres { name, .. } = self {
+            Cluster::shared().drop_database(name);
         }
     }
 }

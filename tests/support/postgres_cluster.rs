@@ -40,7 +40,8 @@ pub const TEST_LOG_SWITCH: &str = "OPLEDGER_TEST_LOG";
 /// in the arguments) and remove the directory. Terminal signals are
 /// ignored so that a Ctrl-C which ends the tests does not end the guardian
 /// before it cleaned up.
-const GUARDIAN_SCRIPT: &str = r#"trap '' INT HUP TERM QUIT; cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf "$CLUSTER_ROOT""#;
+const GUARDIAN_SCRIPT: &str =
+    r#"trap '' INT HUP TERM QUIT; cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf "$CLUSTER_ROOT""#;
 
 pub struct Cluster {
     root: tempfile::TempDir,
@@ -141,18 +142,33 @@ impl Cluster {
     /// The one cluster of this test process, started on first use and
     /// shared by its tests (each in a database of its own:
     /// [`Cluster::fresh_database`]); its guardian removes it when the
-    /// process ends.
+    /// process ends. Its WAL is kept small: every new database is written
+    /// to it whole (about 8 MB each), and a hundred tests would otherwise
+    /// leave a gigabyte of WAL to remove.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
-        SHARED.get_or_init(|| Cluster::start(&[]))
+        SHARED.get_or_init(|| Cluster::start(&["max_wal_size = 64MB", "min_wal_size = 32MB"]))
     }
 
     /// A new empty database with a name no other call in this process
-    /// gave; returns its URL.
+    /// gave; returns its name ([`Cluster::url`] gives its URL).
     pub fn fresh_database(&self) -> String {
         static DATABASES: AtomicU64 = AtomicU64::new(0);
-        let name = format!("test_{}_{}", self.port, DATABASES.fetch_add(1, Ordering::SeqCst));
-        self.database(&name)
+        let name = format!("test_{}", DATABASES.fetch_add(1, Ordering::SeqCst));
+        self.database(&name);
+        name
+    }
+
+    /// Drops the database `name`, ending the connections still open to it:
+    /// a test that is done gives its space back at once. Never panics (it
+    /// runs in `Drop`, maybe while a failed test unwinds); a database left
+    /// goes with the cluster.
+    pub fn drop_database(&self, name: &str) {
+        let _ = Command::new(self.bindir.join("psql"))
+            .args(["-d", &self.url("postgres"), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Starts the guardian (module comment) for this cluster's directory.

@@ -3,7 +3,8 @@
 //! directory (sled, the default), or with `OPLEDGER_TEST_LOG=postgres` in a
 //! fresh database of this test process's one PostgreSQL cluster. Tests
 //! that open a server state or start the binary go through here, so the
-//! suite runs unchanged on both backends.
+//! suite runs unchanged on both backends. A test's database is dropped
+//! with its [`TestLog`], so the cluster stays small.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,16 +17,19 @@ use crate::postgres_cluster::{test_log_on_postgres, Cluster};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
 
-/// One test's log: `None` in the data directory, or a database's URL.
-#[derive(Debug, Clone)]
+/// One test's log: `None` in the data directory, or a database (its name
+/// and URL), dropped with this.
+#[derive(Debug)]
 pub struct TestLog {
     pub url: Option<String>,
+    database: Option<String>,
 }
 
 impl TestLog {
     /// A new, empty log on the backend the switch names.
     pub fn fresh() -> TestLog {
-        TestLog { url: test_log_on_postgres().then(|| Cluster::shared().fresh_database()) }
+        let database = test_log_on_postgres().then(|| Cluster::shared().fresh_database());
+        TestLog { url: database.as_deref().map(|name| Cluster::shared().url(name)), database }
     }
 
     /// The server state on `data` over this log, as `opledger serve` opens it.
@@ -64,7 +68,10 @@ impl TestLog {
     }
 }
 
-/// [`TestLog::open_state`] on a fresh log.
-pub fn open_state(data: &Path, options: LogOptions) -> AppState {
-    TestLog::fresh().open_state(data, options)
+impl Drop for TestLog {
+    fn drop(&mut self) {
+        if let Some(name) = &self.database {
+            Cluster::shared().drop_database(name);
+        }
+    }
 }

@@ -25,13 +25,15 @@ struct Served {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
+    _log: crate::backend::TestLog,
 }
 
 impl Served {
     async fn start(config: ServeConfig) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 << 20, ..Default::default() };
-        let state = crate::backend::open_state(dir.path(), options);
+        let log = crate::backend::TestLog::fresh();
+        let state = log.open_state(dir.path(), options);
         let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -39,7 +41,7 @@ impl Served {
         let task = tokio::spawn(serve_on(state, listener, config, async move {
             let _ = stopped.await;
         }));
-        Served { address, service, stop: Some(stop), task: Some(task), _dir: dir }
+        Served { address, service, stop: Some(stop), task: Some(task), _dir: dir, _log: log }
     }
 
     async fn connect(&self) -> TcpStream {

@@ -59,8 +59,13 @@ pub(crate) fn start_server(data: &Path, store: &TestLog, log_dir: &Path, name: &
 }
 
 pub(crate) fn verify(data: &Path, store: &TestLog) -> (ExitStatus, String) {
-    let output =
-        Command::new(BINARY).args(["verify", "--data"]).arg(data).args(store.args()).stdin(Stdio::null()).output().unwrap();
+    let output = Command::new(BINARY)
+        .args(["verify", "--data"])
+        .arg(data)
+        .args(store.args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status, text)
 }

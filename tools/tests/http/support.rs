@@ -124,6 +124,7 @@ pub struct Api {
     pub service: String,
     follower: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
+    _log: crate::backend::TestLog,
 }
 
 impl Drop for Api {
@@ -143,7 +144,8 @@ impl Api {
     pub async fn empty_with_clock(clock: opledger::log::Clock) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 * 1024 * 1024, clock };
-        let state = crate::backend::open_state(dir.path(), options);
+        let log = crate::backend::TestLog::fresh();
+        let state = log.open_state(dir.path(), options);
         let follower = tokio::spawn({
             let projector = state.projector().unwrap();
             async move {
@@ -152,7 +154,7 @@ impl Api {
         });
         let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
         let app = router(state.clone());
-        Api { state, app, service, follower, _dir: dir }
+        Api { state, app, service, follower, _dir: dir, _log: log }
     }
 
     /// The ledger with the authority fixture ([`fixture_changes`]) recorded.
