@@ -49,8 +49,8 @@ pub struct Cluster {
     bindir: PathBuf,
     run_as_postgres: bool,
     stopped: bool,
-    /// Cleans up after this process (module comment); `None` until the
-    /// data directory exists.
+    /// Cleans up after this process (module comment); `None` only while
+    /// the cluster is being built.
     guardian: Option<Child>,
 }
 
