@@ -152,7 +152,7 @@ impl Ledger {
         if let Some(rounds) = &self.rounds {
             let (command, answer) = rounds::Command::new(Box::new(decide));
             rounds.send(Box::new(command)).await.map_err(|_| LedgerError::Log(Error::Closed))?;
-            return answer.await.unwrap_or(Err(LedgerError::Log(Error::Closed)));
+            return self.stop_if_closed(answer.await.unwrap_or(Err(LedgerError::Log(Error::Closed))));
         }
         let (value, pending, snapshot) = {
             let mut cell = self.cell.lock().await;
@@ -190,6 +190,22 @@ impl Ledger {
         let _cell = self.cell.lock().await;
         self.stop(failure.clone());
         Err(LedgerError::Stopped(failure))
+    }
+
+    /// Over a shared log a round whose log call failed is thrown away and
+    /// the ledger goes on: the next round folds what the database holds.
+    /// A closed log never answers again, though, so the ledger stops as it
+    /// does after a failed append on one node, and a supervisor reopens
+    /// the store (without this, every command would fail until a restart).
+    fn stop_if_closed<T>(&self, answered: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        match answered {
+            Err(LedgerError::Log(error)) if self.log.is_closed() => {
+                let why = error.to_string();
+                self.stop(why.clone());
+                Err(LedgerError::Stopped(why))
+            }
+            answered => answered,
+        }
     }
 
     /// A snapshot only shortens the next open; failing to store one is

@@ -29,9 +29,9 @@ fn old_event(event: &DomainEvent) -> NewEvent {
 
 #[test]
 fn a_log_from_before_leases_opens_verifies_and_its_runs_get_the_default_lease() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
-    let log = Arc::new(Log::open(dir.path(), options()).unwrap());
+    let log = Arc::new(place.open(options()));
     let mut sequencer = Sequencer::default();
     let authority = sequencer.record_authority(&Principal::System, &world(&["c1"]), Utc::now()).unwrap();
     let (answer, start) = sequencer.start(&request("inventory_sync", None), &mut Uuid::now_v7, Utc::now()).unwrap();
@@ -51,7 +51,7 @@ fn a_log_from_before_leases_opens_verifies_and_its_runs_get_the_default_lease() 
 
 #[test]
 fn a_reopen_keeps_the_lease_a_heartbeat_made_durable() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
     let offset = Arc::new(AtomicU64::new(0));
     let clock_offset = Arc::clone(&offset);
@@ -59,7 +59,7 @@ fn a_reopen_keeps_the_lease_a_heartbeat_made_durable() {
         Arc::new(move || Utc::now() + chrono::Duration::seconds(clock_offset.load(Ordering::SeqCst) as i64));
     let with_clock = || LogOptions { clock: Arc::clone(&clock), ..options() };
     let run_id = {
-        let ledger = Ledger::open(dir.path(), with_clock()).unwrap();
+        let ledger = ledger_at(&place, with_clock());
         rt.block_on(async {
             ledger.record_authority(Principal::System, world(&["c1"])).await.unwrap();
             let id = ledger.start(request("inventory_sync", None)).await.unwrap().run().id;
@@ -72,7 +72,7 @@ fn a_reopen_keeps_the_lease_a_heartbeat_made_durable() {
         })
     };
     offset.store(400, Ordering::SeqCst);
-    let ledger = Ledger::open(dir.path(), with_clock()).unwrap();
+    let ledger = ledger_at(&place, with_clock());
     let reaped = rt.block_on(ledger.reap_lapsed_leases()).unwrap();
     assert!(reaped.is_empty(), "the renewal is in the log: the lease holds after the reopen");
     assert_eq!(rt.block_on(ledger.run_status(run_id)), Some(RunStatus::Running));

@@ -1,5 +1,7 @@
 //! Tests of the ledger facade over a real log: races, random interleavings
 //! replayed by `verify`, redaction down to the stored bytes, reopening.
+//! Each runs on the log the test run's switch names (`log/test_log.rs`):
+//! sled, or PostgreSQL with `OPLEDGER_TEST_LOG=postgres`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use crate::domain::lifecycle::FailureReport;
 use crate::domain::model::{ConnectionStatus, Lifecycle, OperationTypeSpec, RunOutcome, WorkerOutcome};
 use crate::domain::replay::DecisionReplay;
 use crate::domain::sequencer::StartAnswer;
+use crate::log::test_log::TestLog;
 use crate::log::Durability;
 use crate::verify::verify;
 use chrono::Utc;
@@ -22,6 +25,12 @@ fn s(v: &str) -> String {
 
 pub(super) fn options() -> LogOptions {
     LogOptions { durability: Durability::Flush, ..LogOptions::default() }
+}
+
+/// A ledger over the log at `place`, as a node opens it.
+pub(super) fn ledger_at(place: &TestLog, options: LogOptions) -> Ledger {
+    let clock = Arc::clone(&options.clock);
+    Ledger::over(Arc::new(place.open(options)), clock).unwrap()
 }
 
 pub(super) fn runtime() -> tokio::runtime::Runtime {
@@ -87,8 +96,8 @@ fn replay(log: &Log) -> DecisionReplay {
 
 #[test]
 fn eight_racing_tasks_never_get_two_accepted_runs_on_one_scope() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(Ledger::open(dir.path(), options()).unwrap());
+    let place = TestLog::fresh();
+    let ledger = Arc::new(ledger_at(&place, options()));
     let scopes = ["c1", "c2", "c3", "c4"];
     let rt = runtime();
     let tally: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -137,8 +146,8 @@ fn eight_racing_tasks_never_get_two_accepted_runs_on_one_scope() {
 
 #[test]
 fn canary_secrets_never_reach_the_stored_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let place = TestLog::fresh();
+    let ledger = ledger_at(&place, options());
     let rt = runtime();
     rt.block_on(async {
         ledger.record_authority(Principal::System, world(&["c1"])).await.unwrap();
@@ -169,28 +178,25 @@ fn canary_secrets_never_reach_the_stored_bytes() {
     });
     ledger.log().close();
     drop(ledger);
-    let mut files = vec![dir.path().to_path_buf()];
     let mut scanned = 0;
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
+    let mut readable = false;
+    for (location, bytes) in place.stored() {
         scanned += bytes.len();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains("CANARY"), "a canary reached {}", path.display());
-        assert!(!text.contains("Q0FOQVJZ"), "a base64 canary reached {}", path.display());
+        assert!(!text.contains("CANARY"), "a canary reached {location}");
+        assert!(!text.contains("Q0FOQVJZ"), "a base64 canary reached {location}");
+        readable |= text.contains("inventory_sync");
     }
     assert!(scanned > 0);
+    assert!(readable, "the scan reads the stored events' text, so a canary there would be found");
 }
 
 #[test]
 fn reopening_folds_the_log_back_into_the_same_state() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
     let (before, run_id) = {
-        let ledger = Ledger::open(dir.path(), options()).unwrap();
+        let ledger = ledger_at(&place, options());
         rt.block_on(async {
             ledger.record_authority(Principal::System, world(&["c1", "c2"])).await.unwrap();
             let done = ledger.start(request("inventory_sync", Some("c1"))).await.unwrap().run().id;
@@ -201,7 +207,7 @@ fn reopening_folds_the_log_back_into_the_same_state() {
             (ledger.state().await, live)
         })
     };
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let ledger = ledger_at(&place, options());
     let after = rt.block_on(ledger.state());
     assert_eq!(after, before);
     let from_log = ledger.run(run_id).unwrap().unwrap();
@@ -210,8 +216,8 @@ fn reopening_folds_the_log_back_into_the_same_state() {
 
 #[test]
 fn illegal_transitions_and_unknown_runs_are_errors_that_append_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let place = TestLog::fresh();
+    let ledger = ledger_at(&place, options());
     let rt = runtime();
     rt.block_on(async {
         ledger.record_authority(Principal::System, world(&["c1"])).await.unwrap();
@@ -233,8 +239,8 @@ fn illegal_transitions_and_unknown_runs_are_errors_that_append_nothing() {
 
 #[test]
 fn the_answer_equals_the_run_folded_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let place = TestLog::fresh();
+    let ledger = ledger_at(&place, options());
     let rt = runtime();
     rt.block_on(async {
         ledger.record_authority(Principal::System, world(&["c1"])).await.unwrap();
@@ -249,10 +255,10 @@ fn the_answer_equals_the_run_folded_from_the_log() {
 
 #[test]
 fn a_reopen_from_the_snapshot_equals_a_full_fold() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
     let before = {
-        let ledger = Arc::new(Ledger::open(dir.path(), options()).unwrap());
+        let ledger = Arc::new(ledger_at(&place, options()));
         rt.block_on(async {
             ledger.record_authority(Principal::System, world(&["c1", "c2", "c3"])).await.unwrap();
             let mut tasks = Vec::new();
@@ -284,7 +290,7 @@ fn a_reopen_from_the_snapshot_equals_a_full_fold() {
         })
     };
     assert!(before.position > crate::domain::snapshot::SNAPSHOT_EVERY_EVENTS);
-    let log = Arc::new(Log::open(dir.path(), options()).unwrap());
+    let log = Arc::new(place.open(options()));
     let stored = crate::domain::snapshot::load(&log).unwrap().expect("a snapshot was stored");
     assert!(stored.position >= crate::domain::snapshot::SNAPSHOT_EVERY_EVENTS && stored.position <= before.position);
     let restored = crate::domain::snapshot::restore(&log, &stored).unwrap().expect("the snapshot fits the log");
@@ -297,9 +303,9 @@ fn a_reopen_from_the_snapshot_equals_a_full_fold() {
 
 #[test]
 fn a_snapshot_that_does_not_fit_the_log_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
-    let log = Arc::new(Log::open(dir.path(), options()).unwrap());
+    let log = Arc::new(place.open(options()));
     let ledger = Ledger::over(Arc::clone(&log), Arc::new(Utc::now)).unwrap();
     rt.block_on(ledger.record_authority(Principal::System, world(&["c1"]))).unwrap();
     let wrong = crate::domain::snapshot::Snapshot { position: 3, runs: vec![Uuid::now_v7()] };
@@ -404,8 +410,8 @@ proptest! {
     /// per scope at most, blocked never counted as failed.
     #[test]
     fn random_interleavings_keep_every_invariant(steps in prop::collection::vec(step(), 1..60)) {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), options()).unwrap();
+        let place = TestLog::fresh();
+        let ledger = ledger_at(&place, options());
         let rt = runtime();
         rt.block_on(async {
             ledger.record_authority(Principal::System, world(&["c1", "c2"])).await.unwrap();
@@ -431,9 +437,9 @@ proptest! {
 /// command: `stopped()` and the watch say so once an append fails.
 #[test]
 fn a_failed_append_is_observable_as_stopped() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = TestLog::fresh();
     let rt = runtime();
-    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    let ledger = ledger_at(&place, options());
     let mut watch = ledger.stopped_watch();
     assert_eq!(ledger.stopped(), None);
     rt.block_on(async {

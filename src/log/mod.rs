@@ -14,6 +14,8 @@ pub mod postgres;
 mod sled;
 mod staging;
 mod subscription;
+#[cfg(test)]
+pub(crate) mod test_log;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -516,6 +518,12 @@ impl Log {
             sync_latency: s.sync_latency.snapshot(),
             commit_events: s.commit_events.snapshot(),
         }
+    }
+
+    /// Whether no append can succeed any more: the log was closed, or its
+    /// writer ended. Only opening the log again helps then.
+    pub fn is_closed(&self) -> bool {
+        self.sender().map_or(true, |sender| sender.is_closed())
     }
 
     /// Stops taking appends, lets the writer finish what it has, and waits for it.

@@ -9,13 +9,26 @@
 //! certificate given (`tls_certificates.rs` makes one), and a `pg_hba.conf`
 //! that accepts TCP connections only over TLS (`hostssl`).
 //!
+//! Every cluster has a guardian: a small shell process that holds the read
+//! end of a pipe only this test process writes to. When the test process
+//! ends, however it ends (a panic, an abort, SIGKILL), the pipe closes and
+//! the guardian stops the server and removes the directory. That is what
+//! cleans up [`Cluster::shared`], the one cluster of a test process kept in
+//! a static (Rust never drops statics), and any cluster whose `Drop` never
+//! ran.
+//!
+//! [`test_log_on_postgres`] reads the switch that runs the domain and HTTP
+//! suites on PostgreSQL (`OPLEDGER_TEST_LOG=postgres`, `scripts/test`).
+//!
 //! Shared by the core's log tests and the tools' tests (`#[path]`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Longest wait for a cluster to start or stop.
@@ -38,12 +51,40 @@ pub struct ServerTls<'a> {
     pub key_pem: &'a str,
 }
 
+/// The environment variable that picks the log of the domain and HTTP
+/// suites: unset or `sled` for a directory, `postgres` for a fresh database
+/// of [`Cluster::shared`].
+pub const TEST_LOG_SWITCH: &str = "OPLEDGER_TEST_LOG";
+
+/// The guardian's script: wait for the end of the pipe (the test process
+/// is gone, or the cluster was dropped), then stop the server (the command
+/// in the arguments) and remove the directory. Terminal signals are
+/// ignored so that a Ctrl-C which ends the tests does not end the guardian
+/// before it cleaned up.
+const GUARDIAN_SCRIPT: &str =
+    r#"trap '' INT HUP TERM QUIT; cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf "$CLUSTER_ROOT""#;
+
 pub struct Cluster {
     root: tempfile::TempDir,
     pub port: u16,
     bindir: PathBuf,
     run_as_postgres: bool,
     stopped: bool,
+    /// Cleans up after this process (module comment); `None` only while
+    /// the cluster is being built.
+    guardian: Option<Child>,
+}
+
+/// Whether the domain and HTTP suites run on PostgreSQL in this test
+/// process ([`TEST_LOG_SWITCH`]). Any other value than the two known ones
+/// fails the test, so a typo never runs the suites on sled unnoticed.
+pub fn test_log_on_postgres() -> bool {
+    match std::env::var(TEST_LOG_SWITCH) {
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(value) if value.is_empty() || value == "sled" => false,
+        Ok(value) if value == "postgres" => true,
+        other => panic!("{TEST_LOG_SWITCH} must be `sled` or `postgres`, not {other:?}"),
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -77,8 +118,10 @@ impl Cluster {
     fn start_configured(settings: &[&str], tls: Option<&ServerTls<'_>>) -> Cluster {
         let root = tempfile::Builder::new().prefix("opledger-pg-").tempdir().unwrap();
         let run_as_postgres = is_root();
-        let cluster = Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true };
+        let mut cluster =
+            Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true, guardian: None };
         cluster.own(cluster.root.path());
+        cluster.guard();
         let data = cluster.data();
         let init = cluster.server_command(
             "initdb",
@@ -99,8 +142,10 @@ impl Cluster {
     pub fn standby_of(primary: &Cluster, settings: &[&str]) -> Cluster {
         let root = tempfile::Builder::new().prefix("opledger-pg-standby-").tempdir().unwrap();
         let run_as_postgres = is_root();
-        let cluster = Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true };
+        let mut cluster =
+            Cluster { root, port: free_port(), bindir: bindir(), run_as_postgres, stopped: true, guardian: None };
         cluster.own(cluster.root.path());
+        cluster.guard();
         let data = cluster.data();
         let port = primary.port.to_string();
         let backup = cluster.server_command(
@@ -126,6 +171,58 @@ impl Cluster {
         let mut cluster = cluster;
         cluster.start_server();
         cluster
+    }
+
+    /// The one cluster of this test process, started on first use and
+    /// shared by its tests (each in a database of its own:
+    /// [`Cluster::fresh_database`]); its guardian removes it when the
+    /// process ends. Its WAL is kept small: every new database is written
+    /// to it whole (about 8 MB each), and a hundred tests would otherwise
+    /// leave a gigabyte of WAL to remove.
+    pub fn shared() -> &'static Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(|| Cluster::start(&["max_wal_size = 64MB", "min_wal_size = 32MB"]))
+    }
+
+    /// A new empty database with a name no other call in this process
+    /// gave; returns its name ([`Cluster::url`] gives its URL).
+    pub fn fresh_database(&self) -> String {
+        static DATABASES: AtomicU64 = AtomicU64::new(0);
+        let name = format!("test_{}", DATABASES.fetch_add(1, Ordering::SeqCst));
+        self.database(&name);
+        name
+    }
+
+    /// Drops the database `name`, ending the connections still open to it:
+    /// a test that is done gives its space back at once. Never panics (it
+    /// runs in `Drop`, maybe while a failed test unwinds); a database left
+    /// goes with the cluster.
+    pub fn drop_database(&self, name: &str) {
+        let _ = Command::new(self.bindir.join("psql"))
+            .args(["-d", &self.url("postgres"), "-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Starts the guardian (module comment) for this cluster's directory.
+    fn guard(&mut self) {
+        let data = self.data();
+        let pg_ctl = self.bindir.join("pg_ctl");
+        let mut command = Command::new("sh");
+        command.args(["-c", GUARDIAN_SCRIPT, "opledger-pg-guardian"]);
+        if self.run_as_postgres {
+            command.args(["runuser", "-u", "postgres", "--"]);
+        }
+        command.arg(&pg_ctl).arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]);
+        let guardian = command
+            .env("CLUSTER_ROOT", self.root.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the cluster's guardian (sh)");
+        self.guardian = Some(guardian);
     }
 
     fn data(&self) -> PathBuf {
@@ -219,13 +316,20 @@ impl Cluster {
 
     /// Runs SQL through psql against the `postgres` database.
     pub fn psql(&self, sql: &str) -> String {
-        let output = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        String::from_utf8_lossy(&self.psql_at(&self.url("postgres"), &[sql])).trim().to_owned()
+    }
+
+    /// Runs each statement of `sql` through psql against the database `url`
+    /// names (one session); the unaligned output, as bytes.
+    pub fn psql_at(&self, url: &str, sql: &[&str]) -> Vec<u8> {
+        let mut command = Command::new(self.bindir.join("psql"));
+        command.args(["-d", url, "-v", "ON_ERROR_STOP=1", "-q", "-At"]);
+        for statement in sql {
+            command.args(["-c", statement]);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
     }
 
     /// A new empty database; returns its URL.
@@ -275,5 +379,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+        // Closing the pipe lets the guardian remove the directory now;
+        // waiting for it leaves no process behind.
+        if let Some(mut guardian) = self.guardian.take() {
+            drop(guardian.stdin.take());
+            let _ = guardian.wait();
+        }
     }
 }

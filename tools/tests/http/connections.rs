@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use opledger::{Durability, LogOptions};
-use opledger_tools::server::{open_state, serve_on, ServeConfig};
+use opledger_tools::server::{serve_on, ServeConfig};
 use opledger_tools::tokens::Grant;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,20 +17,23 @@ use tokio::net::TcpStream;
 /// reached when the server applies its bounds, which are far shorter).
 const CLIENT_WAIT: Duration = Duration::from_secs(20);
 
-/// A server on 127.0.0.1:0 on its own data directory, stopped on drop.
+/// A server on 127.0.0.1:0 on its own data directory (and log:
+/// `backend.rs`), stopped on drop.
 struct Served {
     address: SocketAddr,
     service: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
+    _log: crate::backend::TestLog,
 }
 
 impl Served {
     async fn start(config: ServeConfig) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let options = LogOptions { durability: Durability::Flush, cache_capacity_bytes: 4 << 20, ..Default::default() };
-        let state = open_state(dir.path(), options).unwrap();
+        let log = crate::backend::TestLog::fresh();
+        let state = log.open_state(dir.path(), options);
         let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -38,7 +41,7 @@ impl Served {
         let task = tokio::spawn(serve_on(state, listener, config, async move {
             let _ = stopped.await;
         }));
-        Served { address, service, stop: Some(stop), task: Some(task), _dir: dir }
+        Served { address, service, stop: Some(stop), task: Some(task), _dir: dir, _log: log }
     }
 
     async fn connect(&self) -> TcpStream {

@@ -1,6 +1,7 @@
 //! The real binary: `opledger serve` on a loopback port, driven over HTTP/1.1
 //! by a small blocking client; killed with SIGKILL under load and restarted;
-//! stopped with SIGTERM; then `opledger verify` on its data directory.
+//! stopped with SIGTERM; then `opledger verify` on its data directory (or,
+//! on PostgreSQL, its log's database: `backend.rs`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opledger_tools::tokens::{Grant, TokenStore};
+use opledger_tools::tokens::Grant;
 use serde_json::{json, Value};
 
+use crate::backend::TestLog;
 use crate::raw_http::{Answer, Call};
 use crate::server_process::{ServerProcess, SERVER_WAIT};
 use crate::support::{actor, fixture_changes, start_body, system};
@@ -39,9 +41,11 @@ fn call(
 
 /// `opledger serve` on `data` (flush durability), its log in
 /// `log_dir/NAME.log`, once it is ready (`/healthz` answers ok).
-pub(crate) fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerProcess {
+pub(crate) fn start_server(data: &Path, store: &TestLog, log_dir: &Path, name: &str) -> ServerProcess {
     let log = log_dir.join(format!("{name}.log"));
-    let server = ServerProcess::start(BINARY, data, &["--durability", "flush"], log, REQUEST_TIMEOUT);
+    let mut args = vec!["--durability", "flush"];
+    args.extend(store.args());
+    let server = ServerProcess::start(BINARY, data, &args, log, REQUEST_TIMEOUT);
     let deadline = Instant::now() + SERVER_WAIT;
     loop {
         let health = server.call("GET", "/healthz", None, None);
@@ -54,8 +58,14 @@ pub(crate) fn start_server(data: &Path, log_dir: &Path, name: &str) -> ServerPro
     }
 }
 
-pub(crate) fn verify(data: &Path) -> (ExitStatus, String) {
-    let output = Command::new(BINARY).args(["verify", "--data"]).arg(data).stdin(Stdio::null()).output().unwrap();
+pub(crate) fn verify(data: &Path, store: &TestLog) -> (ExitStatus, String) {
+    let output = Command::new(BINARY)
+        .args(["verify", "--data"])
+        .arg(data)
+        .args(store.args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status, text)
 }
@@ -66,11 +76,11 @@ fn the_binary_survives_a_kill_under_load_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let logs = tempfile::tempdir().unwrap();
-    let tokens = TokenStore::new(&data);
-    let service = tokens.create(Grant::Service { name: "e2e".into() }).unwrap().0;
-    let u1 = tokens.create(Grant::Actor { actor_id: "u1".into() }).unwrap().0;
+    let store = TestLog::fresh();
+    let service = store.token(&data, Grant::Service { name: "e2e".into() });
+    let u1 = store.token(&data, Grant::Actor { actor_id: "u1".into() });
 
-    let server = start_server(&data, logs.path(), "first");
+    let server = start_server(&data, &store, logs.path(), "first");
     let unauthorized = server.call("GET", "/v1/runs", None, None);
     assert_eq!(unauthorized.status, 401);
     assert!(unauthorized.json()["error"]["code"].is_string());
@@ -156,7 +166,7 @@ fn the_binary_survives_a_kill_under_load_and_verifies() {
     assert!(!acked.is_empty(), "some starts were acknowledged before the kill");
 
     // Restart on the same data directory: every acknowledged run is there.
-    let server = start_server(&data, logs.path(), "second");
+    let server = start_server(&data, &store, logs.path(), "second");
     for id in &acked {
         let answer = server.get(&format!("/v1/runs/{id}"), &service);
         let detail = answer.expect(200);
@@ -182,7 +192,7 @@ fn the_binary_survives_a_kill_under_load_and_verifies() {
 
     let stopped = server.terminate();
     assert_eq!(stopped.code(), Some(0), "SIGTERM is a clean stop");
-    let (status, report) = verify(&data);
+    let (status, report) = verify(&data, &store);
     assert!(status.success(), "opledger verify after the restart: {status}: {report}");
 }
 
@@ -192,8 +202,9 @@ fn sigterm_stops_the_binary_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let logs = tempfile::tempdir().unwrap();
-    let service = TokenStore::new(&data).create(Grant::Service { name: "e2e".into() }).unwrap().0;
-    let server = start_server(&data, logs.path(), "graceful");
+    let store = TestLog::fresh();
+    let service = store.token(&data, Grant::Service { name: "e2e".into() });
+    let server = start_server(&data, &store, logs.path(), "graceful");
     let setup = json!({"changed_by": {"kind": "system"}, "changes": fixture_changes()});
     server.post("/v1/authority", &service, &setup).expect(200);
     let run = server.post("/v1/runs", &service, &start_body("report", "t1", actor("u1"))).expect(201);
@@ -203,12 +214,12 @@ fn sigterm_stops_the_binary_cleanly() {
 
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}");
-    let (verified, report) = verify(&data);
+    let (verified, report) = verify(&data, &store);
     assert!(verified.success(), "{report}");
     assert!(report.contains(&format!("checked {head} events")), "{report}");
 
     // The run is there after a restart.
-    let server = start_server(&data, logs.path(), "after");
+    let server = start_server(&data, &store, logs.path(), "after");
     let detail = server.get(&format!("/v1/runs/{run_id}"), &service).expect(200);
     assert_eq!(detail["run"]["status"], "queued");
     assert_eq!(server.terminate().code(), Some(0));

@@ -9,7 +9,9 @@ use axum::Router;
 use http_body_util::BodyExt;
 use opledger::domain::model::Principal;
 use opledger::{Durability, LogOptions};
-use opledger_tools::server::{open_state, router, supervisor, AppState};
+use opledger_tools::server::{router, supervisor, AppState};
+
+use crate::backend::TestLog;
 use opledger_tools::tokens::Grant;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -47,7 +49,8 @@ fn authority() -> Value {
 #[tokio::test]
 async fn livez_and_readyz_answer_ok_on_a_healthy_server() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open_state(dir.path(), options()).unwrap();
+    let log = TestLog::fresh();
+    let state = log.open_state(dir.path(), options());
     let app = router(state.clone());
     let (status, live) = call(&app, Method::GET, "/livez", None, None).await;
     assert_eq!((status, live), (StatusCode::OK, json!({"status": "ok"})));
@@ -65,7 +68,8 @@ async fn livez_and_readyz_answer_ok_on_a_healthy_server() {
 #[tokio::test]
 async fn a_read_the_projections_cannot_serve_answers_503_within_its_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let mut state = open_state(dir.path(), options()).unwrap();
+    let log = TestLog::fresh();
+    let mut state = log.open_state(dir.path(), options());
     state.read_projection_wait = Duration::from_millis(200);
     let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
     let actor = state.tokens.create(Grant::Actor { actor_id: "u1".into() }).unwrap().0;
@@ -92,7 +96,8 @@ async fn a_read_the_projections_cannot_serve_answers_503_within_its_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_ledger_is_reopened_by_the_supervisor() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open_state(dir.path(), options()).unwrap();
+    let log = TestLog::fresh();
+    let state = log.open_state(dir.path(), options());
     let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
     let app = router(state.clone());
     let (status, _) = call(&app, Method::POST, "/v1/authority", Some(&service), Some(&authority())).await;
@@ -160,7 +165,8 @@ fn close(state: &AppState) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_event_stream_does_not_hold_up_the_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open_state(dir.path(), options()).unwrap();
+    let log = TestLog::fresh();
+    let state = log.open_state(dir.path(), options());
     let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
     let app = router(state.clone());
     assert_eq!(call(&app, Method::POST, "/v1/authority", Some(&service), Some(&authority())).await.0, StatusCode::OK);

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use opledger_tools::server::leases::LEASE_REAPER_INTERVAL;
-use opledger_tools::tokens::{Grant, TokenStore};
+use opledger_tools::tokens::Grant;
 use serde_json::{json, Value};
 
+use crate::backend::TestLog;
 use crate::e2e::{start_server, verify};
 use crate::server_process::ServerProcess;
 use crate::support::{actor, fixture_changes, start_body};
@@ -64,8 +65,9 @@ fn a_worker_killed_after_begin_loses_its_lease_and_the_run_is_begun_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let logs = tempfile::tempdir().unwrap();
-    let service = TokenStore::new(&data).create(Grant::Service { name: "e2e".into() }).unwrap().0;
-    let server = start_server(&data, logs.path(), "leases");
+    let store = TestLog::fresh();
+    let service = store.token(&data, Grant::Service { name: "e2e".into() });
+    let server = start_server(&data, &store, logs.path(), "leases");
     let mut changes = fixture_changes().as_array().cloned().unwrap();
     changes.push(json!({"type": "operation_type_registered", "operation_type": "leased_sync",
         "required_capability": "tenant.sync", "provider_backed": true, "writes": false,
@@ -121,6 +123,6 @@ fn a_worker_killed_after_begin_loses_its_lease_and_the_run_is_begun_again() {
     server.post("/v1/runs", &service, &start_body("inventory_sync", "t1", actor("u1"))).expect(201);
 
     assert!(server.terminate().success());
-    let (status, report) = verify(&data);
+    let (status, report) = verify(&data, &store);
     assert!(status.success(), "verify: {report}");
 }

@@ -10,7 +10,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use opledger::{Durability, LogOptions};
-use opledger_tools::server::{open_state, router, AppState};
+use opledger_tools::server::{router, AppState};
 use opledger_tools::tokens::Grant;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -115,14 +115,16 @@ pub fn request(method: Method, uri: &str, token: Option<&str>, body: Option<Vec<
     builder.body(body).unwrap()
 }
 
-/// A server state on its own temporary data directory, with the projector
-/// following the log as `opledger serve` runs it, and a service token.
+/// A server state on its own temporary data directory (and its log where
+/// the test run puts it: `backend.rs`), with the projector following the
+/// log as `opledger serve` runs it, and a service token.
 pub struct Api {
     pub state: AppState,
     app: Router,
     pub service: String,
     follower: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
+    _log: crate::backend::TestLog,
 }
 
 impl Drop for Api {
@@ -147,7 +149,8 @@ impl Api {
             clock,
             ..LogOptions::default()
         };
-        let state = open_state(dir.path(), options).unwrap();
+        let log = crate::backend::TestLog::fresh();
+        let state = log.open_state(dir.path(), options);
         let follower = tokio::spawn({
             let projector = state.projector().unwrap();
             async move {
@@ -156,7 +159,7 @@ impl Api {
         });
         let (service, _) = state.tokens.create(Grant::Service { name: "tests".into() }).unwrap();
         let app = router(state.clone());
-        Api { state, app, service, follower, _dir: dir }
+        Api { state, app, service, follower, _dir: dir, _log: log }
     }
 
     /// The ledger with the authority fixture ([`fixture_changes`]) recorded.
