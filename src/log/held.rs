@@ -11,9 +11,8 @@ use tokio::sync::oneshot;
 
 use crate::envelope::NewEvent;
 use crate::error::Error;
-use crate::limits::GROUP_COMMIT_EVENTS_MAX;
 use crate::log::staging::Request;
-use crate::log::{check_events, Appended, Conflict, Expectations, Head, PendingAppend};
+use crate::log::{internal_request, Appended, Conflict, Expectations, Head};
 
 /// The head, locked until [`HeldHead::append_blocking`] commits or the value
 /// is dropped (which rolls back, appending nothing).
@@ -49,12 +48,10 @@ impl HeldHead {
         expectations: Expectations,
         recorded_at: Option<DateTime<Utc>>,
     ) -> Result<Result<Appended, Conflict>, Error> {
-        check_events(&events, GROUP_COMMIT_EVENTS_MAX)?;
-        let (reply, answer) = oneshot::channel();
-        let request = Request { events, expectations, recorded_at, reply, submitted: std::time::Instant::now() };
+        let (request, pending) = internal_request(events, expectations, recorded_at)?;
         self.append
             .send(request)
             .map_err(|_| Error::Storage("the head lock was released before the append reached it".into()))?;
-        PendingAppend { reply: answer }.wait_blocking()
+        pending.wait_blocking()
     }
 }

@@ -413,12 +413,9 @@ impl Log {
         expectations: Expectations,
         recorded_at: Option<DateTime<Utc>>,
     ) -> Result<Result<Appended, Conflict>, Error> {
-        check_events(&events, GROUP_COMMIT_EVENTS_MAX)?;
-        let (reply, answer) = oneshot::channel();
-        let submitted = std::time::Instant::now();
-        let request = Request { events, expectations, recorded_at, reply, submitted };
+        let (request, pending) = internal_request(events, expectations, recorded_at)?;
         self.sender()?.blocking_send(request).map_err(|_| Error::Closed)?;
-        PendingAppend { reply: answer }.wait_blocking()
+        pending.wait_blocking()
     }
 
     /// Locks the head for one decision (see [`HeldHead`]): on logs other
@@ -566,7 +563,20 @@ fn check_append(events: &[NewEvent]) -> Result<(), Error> {
     check_events(events, APPEND_EVENTS_MAX)
 }
 
-pub(crate) fn check_events(events: &[NewEvent], most: usize) -> Result<(), Error> {
+/// An append of the ledger's own decided events (up to a group commit's
+/// [`GROUP_COMMIT_EVENTS_MAX`]), and where its answer comes.
+pub(crate) fn internal_request(
+    events: Vec<NewEvent>,
+    expectations: Expectations,
+    recorded_at: Option<DateTime<Utc>>,
+) -> Result<(Request, PendingAppend), Error> {
+    check_events(&events, GROUP_COMMIT_EVENTS_MAX)?;
+    let (reply, answer) = oneshot::channel();
+    let submitted = std::time::Instant::now();
+    Ok((Request { events, expectations, recorded_at, reply, submitted }, PendingAppend { reply: answer }))
+}
+
+fn check_events(events: &[NewEvent], most: usize) -> Result<(), Error> {
     if events.is_empty() || events.len() > most {
         return Err(Error::InvalidEvent(format!("an append holds 1 to {most} events, got {}", events.len())));
     }
