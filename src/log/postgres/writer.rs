@@ -290,7 +290,15 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
         };
         match found {
             Ok(Some(position)) if position == first.position => return Committing::Done(group.head),
-            Ok(_) => {
+            Ok(Some(position)) => {
+                // Rolled back, and the same ids appended since by another
+                // writer (a client's retry on another node).
+                return Committing::Failed(Error::Storage(format!(
+                    "the connection broke during the commit, which did not go through; the same event ids were \
+                     appended since at position {position} (a retry answers them as a duplicate)"
+                )));
+            }
+            Ok(None) => {
                 return Committing::Failed(Error::Storage(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
