@@ -237,8 +237,8 @@ fn backend_to_client(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
         held.extend_from_slice(&buffer[..read]);
         if let Some(at) = held.windows(COMMIT_COMPLETE.len()).position(|window| window == COMMIT_COMPLETE) {
             let _ = to.write_all(&held[..at]);
-            let _ = pair.client.shutdown(Shutdown::Both);
             shared.cuts.fetch_add(1, Ordering::SeqCst);
+            let _ = pair.client.shutdown(Shutdown::Both);
             draining = true;
             continue;
         }
@@ -261,6 +261,8 @@ fn shared_draining(pair: &Pair) -> bool {
 }
 
 /// Forwards the client's messages one by one, cutting at an armed COMMIT.
+/// A cut is counted before it is made: a test that learns of the broken
+/// connection from the client may read the count at once.
 fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
     let mut from = &pair.client;
     let mut to = &pair.server;
@@ -275,14 +277,14 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
             let code = message.get(4..8).map_or(0, |code| u32::from_be_bytes(code.try_into().unwrap()));
             starting = code == SSL_REQUEST_CODE || code == GSSENC_REQUEST_CODE;
         } else if cuts_query(shared, &message) {
-            pair.cut();
             shared.cuts.fetch_add(1, Ordering::SeqCst);
+            pair.cut();
             return;
         } else if message[0] == b'Q' && &message[5..] == COMMIT_QUERY {
             match shared.armed.lock().unwrap().take() {
                 Some(Cut::BeforeCommit) => {
-                    pair.cut();
                     shared.cuts.fetch_add(1, Ordering::SeqCst);
+                    pair.cut();
                     return;
                 }
                 Some(Cut::AfterCommit) => swallow.store(true, Ordering::SeqCst),
@@ -294,8 +296,8 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
                     pair.draining.store(true, Ordering::SeqCst);
                     let _ = to.write_all(&message);
                     let _ = pair.server.shutdown(Shutdown::Write);
-                    let _ = pair.client.shutdown(Shutdown::Both);
                     shared.cuts.fetch_add(1, Ordering::SeqCst);
+                    let _ = pair.client.shutdown(Shutdown::Both);
                     return;
                 }
                 None => {}
