@@ -236,7 +236,7 @@ impl Decider {
             // would build on events nobody else can read.
             let why = format!(
                 "the log's head ({head}) is behind what this node decided on ({}): the database lost events it had \
-                 committed (a failover to a standby that did not have them); restart the node to reload from the log",
+                 committed (a failover to a standby that did not have them); the ledger must be reloaded from the log",
                 sequencer.state().position
             );
             self.stopped.send_replace(Some(why.clone()));
