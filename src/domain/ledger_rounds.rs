@@ -171,8 +171,13 @@ impl Decider {
                 }
             }
             if let Err(failure) = self.catch_up(&mut cell.sequencer, lost_to) {
-                let why = failure.to_string();
-                answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
+                match failure {
+                    LedgerError::Stopped(why) => answer_all(commands, || LedgerError::Stopped(why.clone())),
+                    other => {
+                        let why = other.to_string();
+                        answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
+                    }
+                }
                 return Vec::new();
             }
             let base = cell.sequencer.clone();

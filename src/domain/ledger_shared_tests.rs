@@ -164,3 +164,39 @@ fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger
         assert!(matches!(answer, Ok(StartAnswer::Accepted(_))), "the next round folds and decides: {answer:?}");
     });
 }
+
+/// The database loses commits a node already decided on (what a failover
+/// to a standby that never had them does; here the rows are removed and
+/// the head row set back): the node's next round finds the head behind its
+/// state and stops the ledger instead of deciding on events nobody else
+/// can read.
+#[test]
+fn a_database_head_behind_the_node_stops_its_ledger() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let url = cluster.database("rewound");
+    let node =
+        Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
+    let rt = runtime();
+    rt.block_on(async {
+        node.record_authority(Principal::System, world(&["c1"])).await.unwrap();
+    });
+    cluster.psql_at(&url, &["CREATE TABLE saved_head AS SELECT * FROM opledger_log_head"]);
+    let saved: u64 =
+        String::from_utf8(cluster.psql_at(&url, &["SELECT position FROM saved_head"])).unwrap().trim().parse().unwrap();
+    rt.block_on(async {
+        let started = node.start(request("inventory_sync", Some("c1"))).await;
+        assert!(matches!(started, Ok(StartAnswer::Accepted(_))), "{started:?}");
+    });
+    cluster.psql_at(
+        &url,
+        &[
+            &format!("DELETE FROM opledger_log_events WHERE position > {saved}"),
+            "UPDATE opledger_log_head h SET position = s.position, hash = s.hash, \
+             recorded_at_micros = s.recorded_at_micros FROM saved_head s",
+        ],
+    );
+    let answer = rt.block_on(node.start(request("restore.execute", None)));
+    assert!(matches!(answer, Err(LedgerError::Stopped(_))), "{answer:?}");
+    let why = node.stopped().expect("the ledger stopped");
+    assert!(why.contains("behind what this node decided on"), "{why}");
+}
