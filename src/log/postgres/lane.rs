@@ -136,15 +136,10 @@ impl Lane {
 
     async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
         let (client, statements) = self.connection().await?;
-        let (ids, streams) = named(batch);
-        let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
-        let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
-        let begin = client.execute(&statements.begin, &[]);
-        let head_query = client.query_one(&statements.head, &[]);
-        let ids_query = client.query(&statements.ids, &id_parameters);
-        let versions_query = client.query(&statements.versions, &stream_parameters);
-        let (_, head_row, id_rows, version_rows) =
-            tokio::try_join!(begin, head_query, ids_query, versions_query).map_err(storage)?;
+        let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
+        let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
+        let (_, head_row, (id_rows, version_rows)) =
+            tokio::try_join!(begin, head_query, stored(client, statements, batch))?;
         let mut prefetched = Prefetched {
             head: row_head(&head_row)?,
             head_recorded_at: micros_to_time(head_row.get(2)),
@@ -169,12 +164,7 @@ impl Lane {
 
     async fn prefetch_more(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
         let (client, statements) = self.connection().await?;
-        let (ids, streams) = named(batch);
-        let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
-        let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
-        let ids_query = client.query(&statements.ids, &id_parameters);
-        let versions_query = client.query(&statements.versions, &stream_parameters);
-        let (id_rows, version_rows) = tokio::try_join!(ids_query, versions_query).map_err(storage)?;
+        let (id_rows, version_rows) = stored(client, statements, batch).await?;
         prefetched.add(&id_rows, &version_rows)
     }
 
@@ -253,6 +243,22 @@ fn send_now<F: Future>(future: std::pin::Pin<&mut F>) {
     // Ready already (answered, or refused at once on a closed connection)
     // or pending with the request sent: either way nothing is left to do.
     let _ = future.poll(&mut context);
+}
+
+/// Which of the batch's event ids are stored (with their records), and each
+/// stream it names with its stored version: two statements, pipelined (both
+/// are sent on the first poll, in order, behind whatever was sent before).
+async fn stored(
+    client: &Client,
+    statements: &Statements,
+    batch: &[Request],
+) -> Result<(Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>), Error> {
+    let (ids, streams) = named(batch);
+    let id_parameters: [&(dyn ToSql + Sync); 1] = [&ids];
+    let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
+    let ids_query = client.query(&statements.ids, &id_parameters);
+    let versions_query = client.query(&statements.versions, &stream_parameters);
+    tokio::try_join!(ids_query, versions_query).map_err(storage)
 }
 
 /// The event ids and streams a batch names: what the prefetch reads.
