@@ -268,7 +268,7 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// `prefer` and `require` without roots: encrypted, the certificate taken
+/// `allow`, `prefer` and `require` without roots: encrypted, the certificate taken
 /// as presented (libpq's behaviour), the handshake's signatures checked.
 #[derive(Debug)]
 struct EncryptOnly(WebPkiSupportedAlgorithms);
