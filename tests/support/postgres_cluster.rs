@@ -7,7 +7,9 @@
 //!
 //! [`Cluster::start_with_tls`] starts one with `ssl = on`, the server
 //! certificate given (`tls_certificates.rs` makes one), and a `pg_hba.conf`
-//! that accepts TCP connections only over TLS (`hostssl`).
+//! that accepts TCP connections only over TLS (`hostssl`);
+//! [`Cluster::start_with_client_certificates`] besides asks one user for a
+//! client certificate (`cert` authentication).
 //!
 //! Every cluster has a guardian: a small shell process that holds the read
 //! end of a pipe only this test process writes to. When the test process
@@ -45,10 +47,31 @@ const TLS_ONLY_HBA: &str = "local all all trust\n\
      hostnossl all all 0.0.0.0/0 reject\n\
      hostnossl all all ::/0 reject\n";
 
+/// `pg_hba.conf` of a cluster started with client certificates: as
+/// [`TLS_ONLY_HBA`], but `USER` must present a certificate (`cert`, which
+/// verifies it and matches its common name with the user name) on every
+/// database but `postgres`, the one this file's helpers (`psql`) use.
+const CLIENT_CERTIFICATE_HBA: &str = "local all all trust\n\
+     local replication all trust\n\
+     hostssl postgres all 127.0.0.1/32 trust\n\
+     hostssl replication postgres 127.0.0.1/32 trust\n\
+     hostssl all USER 127.0.0.1/32 cert\n\
+     hostssl all all 127.0.0.1/32 trust\n\
+     hostnossl all all 0.0.0.0/0 reject\n\
+     hostnossl all all ::/0 reject\n";
+
 /// The server's certificate and key (PEM) for a cluster started with TLS.
 pub struct ServerTls<'a> {
     pub certificate_pem: &'a str,
     pub key_pem: &'a str,
+}
+
+/// Client-certificate authentication for a cluster started with TLS.
+pub struct ClientCertificates<'a> {
+    /// The CA (PEM) whose certificates the server accepts (`ssl_ca_file`).
+    pub ca_pem: &'a str,
+    /// The user who must present one, its common name.
+    pub user: &'a str,
 }
 
 /// The environment variable that picks the log of the domain and HTTP
@@ -112,10 +135,21 @@ impl Cluster {
     /// A new cluster, started with TLS on: `tls` is its certificate, and
     /// TCP connections without TLS are rejected.
     pub fn start_with_tls(settings: &[&str], tls: &ServerTls<'_>) -> Cluster {
-        Cluster::start_configured(settings, Some(tls))
+        Cluster::start_configured(settings, Some((tls, None)))
     }
 
-    fn start_configured(settings: &[&str], tls: Option<&ServerTls<'_>>) -> Cluster {
+    /// A new cluster, started with TLS on as [`Cluster::start_with_tls`],
+    /// where `clients.user` must present a certificate `clients.ca_pem`
+    /// issued (on every database but `postgres`).
+    pub fn start_with_client_certificates(
+        settings: &[&str],
+        tls: &ServerTls<'_>,
+        clients: &ClientCertificates<'_>,
+    ) -> Cluster {
+        Cluster::start_configured(settings, Some((tls, Some(clients))))
+    }
+
+    fn start_configured(settings: &[&str], tls: Option<(&ServerTls<'_>, Option<&ClientCertificates<'_>>)>) -> Cluster {
         let root = tempfile::Builder::new().prefix("opledger-pg-").tempdir().unwrap();
         let run_as_postgres = is_root();
         let mut cluster =
@@ -129,8 +163,11 @@ impl Cluster {
         );
         assert!(init.status.success(), "initdb failed: {}", String::from_utf8_lossy(&init.stderr));
         cluster.configure(settings);
-        if let Some(tls) = tls {
+        if let Some((tls, clients)) = tls {
             cluster.configure_tls(tls);
+            if let Some(clients) = clients {
+                cluster.configure_client_certificates(clients);
+            }
         }
         let mut cluster = cluster;
         cluster.start_server();
@@ -272,6 +309,20 @@ impl Cluster {
         existing.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         std::fs::write(&conf, existing).unwrap();
         std::fs::write(data.join("pg_hba.conf"), TLS_ONLY_HBA).unwrap();
+        self.own(self.root.path());
+    }
+
+    /// Writes the clients' CA into the data directory, names it the
+    /// server's `ssl_ca_file` and replaces `pg_hba.conf` with
+    /// [`CLIENT_CERTIFICATE_HBA`].
+    fn configure_client_certificates(&self, clients: &ClientCertificates<'_>) {
+        let data = self.data();
+        std::fs::write(data.join("client_ca.crt"), clients.ca_pem).unwrap();
+        let conf = data.join("postgresql.conf");
+        let mut existing = std::fs::read_to_string(&conf).unwrap();
+        existing.push_str("\nssl_ca_file = 'client_ca.crt'\n");
+        std::fs::write(&conf, existing).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), CLIENT_CERTIFICATE_HBA.replace("USER", clients.user)).unwrap();
         self.own(self.root.path());
     }
 

@@ -1,7 +1,9 @@
 //! A throwaway certificate authority for the TLS tests: a CA made with
-//! rcgen in the test (no system tool), and server certificates it issues
-//! for chosen host names. The CA certificate is written as a PEM file, the
-//! `sslrootcert` a client is given.
+//! rcgen in the test (no system tool), server certificates it issues for
+//! chosen host names, and client certificates for a database user (the
+//! user name as the common name, as PostgreSQL's `cert` authentication
+//! reads it). The CA certificate is written as a PEM file, the
+//! `sslrootcert` a client is given (or a server's `ssl_ca_file`).
 //!
 //! Shared by the core's log tests and the tools' tests (`#[path]`).
 
@@ -9,12 +11,35 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
 
 /// A server's certificate and its private key, both PEM.
 pub struct ServerCertificate {
     pub certificate_pem: String,
     pub key_pem: String,
+}
+
+/// A client's certificate and its private key (PKCS#8), both PEM.
+pub struct ClientCertificate {
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
+impl ClientCertificate {
+    /// Writes the certificate to `dir/NAME.crt` and the key to
+    /// `dir/NAME.key` (readable by its owner only, as libpq wants it);
+    /// returns both paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let certificate = dir.join(format!("{name}.crt"));
+        std::fs::write(&certificate, &self.certificate_pem).unwrap();
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&key, &self.key_pem).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        (certificate, key)
+    }
 }
 
 pub struct Authority {
@@ -47,5 +72,21 @@ impl Authority {
         let path = dir.join(file);
         std::fs::write(&path, self.issuer.pem()).unwrap();
         path
+    }
+
+    /// A client certificate for the database user `user` (its common
+    /// name), for client authentication only.
+    pub fn issue_client(&self, user: &str) -> ClientCertificate {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        ClientCertificate { certificate_pem: certificate.pem(), key_pem: key.serialize_pem() }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn certificate_pem(&self) -> String {
+        self.issuer.pem()
     }
 }

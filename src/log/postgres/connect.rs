@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo;
 use super::tls::{self, SslMode, Tls};
@@ -25,12 +26,18 @@ pub(crate) struct Target {
 
 impl Target {
     /// Reads a connection string (URL or `key=value`), its TLS parameters
-    /// with libpq's meaning; a root file is read now.
+    /// with libpq's meaning, completed from this process' environment
+    /// (`PGSSLMODE`, …, `HOME`); the TLS files are read now.
     pub(crate) fn parse(url: &str) -> Result<Target, Error> {
+        Target::parse_in(url, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Target::parse`] in the `environment` given.
+    pub(crate) fn parse_in(url: &str, environment: tls::sources::Environment<'_>) -> Result<Target, Error> {
         let split = conninfo::split(url);
         let mut config = Config::from_str(&split.rest)
             .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
-        let tls = Tls::from_parameters(split.sslmode.as_deref(), split.sslrootcert.as_deref())?;
+        let tls = Tls::from_sources(&tls::sources::resolve(&split.tls, environment))?;
         config.ssl_mode(tls.mode.negotiation());
         Ok(Target { config, tls })
     }
@@ -49,9 +56,13 @@ pub(crate) struct Heard {
 }
 
 pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
+    Error::Storage(storage_message(&error))
+}
+
+fn storage_message(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
-        Some(db) => Error::Storage(format!("PostgreSQL: {} ({})", db.message(), db.code().code())),
-        None => Error::Storage(format!("PostgreSQL: {error}")),
+        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
+        None => format!("PostgreSQL: {error}"),
     }
 }
 
@@ -66,6 +77,9 @@ pub(crate) async fn connect(
         return connect_plain(&target.config, heard, notifications).await;
     };
     let mode = target.tls.mode;
+    if mode == SslMode::Allow {
+        return connect_allow(target, connector, heard, notifications).await;
+    }
     let error = match target.config.connect(connector).await {
         Ok((client, connection)) => {
             drive(connection, heard, notifications);
@@ -73,7 +87,7 @@ pub(crate) async fn connect(
         }
         Err(error) => error,
     };
-    match tls::handshake_failure(&error, mode) {
+    match tls::handshake_failure(&error, &target.tls) {
         // libpq's prefer: a failed TLS handshake is tried again in plain.
         Some(failure) if mode == SslMode::Prefer => {
             tracing::warn!(%failure, "PostgreSQL: TLS failed with sslmode=prefer, connecting without TLS");
@@ -88,6 +102,38 @@ pub(crate) async fn connect(
         }
         Some(failure) => Err(Error::Storage(format!("PostgreSQL: {failure}"))),
         None => Err(storage(error)),
+    }
+}
+
+/// libpq's `allow`: plain first, and TLS when the server answered the
+/// plain attempt with an error (a `pg_hba.conf` that wants TLS); a server
+/// out of reach is not tried again.
+async fn connect_allow(
+    target: &Target,
+    connector: MakeRustlsConnect,
+    heard: Arc<Heard>,
+    notifications: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Client, Error> {
+    let refused = match target.config.connect(NoTls).await {
+        Ok((client, connection)) => {
+            drive(connection, heard, notifications);
+            return Ok(client);
+        }
+        Err(error) if error.as_db_error().is_some() => storage_message(&error),
+        Err(error) => return Err(storage(error)),
+    };
+    let mut encrypted = target.config.clone();
+    encrypted.ssl_mode(tokio_postgres::config::SslMode::Require);
+    match encrypted.connect(connector).await {
+        Ok((client, connection)) => {
+            drive(connection, heard, notifications);
+            Ok(client)
+        }
+        Err(error) => {
+            let failure = tls::handshake_failure(&error, &target.tls)
+                .map_or_else(|| storage_message(&error), |failure| format!("PostgreSQL: {failure}"));
+            Err(Error::Storage(format!("{failure}; tried with TLS after the server refused plain: {refused}")))
+        }
     }
 }
 

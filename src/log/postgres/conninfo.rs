@@ -1,25 +1,34 @@
-//! Takes libpq's TLS parameters (`sslmode`, `sslrootcert`) out of a
-//! connection string and leaves the rest for tokio-postgres, whose parser
-//! knows only `sslmode=disable|prefer|require` and no `sslrootcert`. Both
-//! forms libpq accepts are read: the URL
+//! Takes libpq's TLS parameters (`sslmode`, `sslrootcert`, `sslcert`,
+//! `sslkey`) out of a connection string and leaves the rest for
+//! tokio-postgres, whose parser knows only `sslmode=disable|prefer|require`
+//! and none of the files. Both forms libpq accepts are read: the URL
 //! (`postgres://host/db?sslmode=verify-full&sslrootcert=ca.crt`) and the
 //! `key=value` string (`host=db sslmode=verify-full sslrootcert='ca.crt'`).
 //! Everything else (several hosts, `target_session_attrs`, the password)
 //! is passed through as written.
 
+/// libpq's TLS parameters as one connection string names them: the last
+/// of each given, decoded (`sslmode` as written).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsParameters {
+    pub(crate) sslmode: Option<String>,
+    pub(crate) sslrootcert: Option<String>,
+    pub(crate) sslcert: Option<String>,
+    pub(crate) sslkey: Option<String>,
+}
+
 /// A connection string with its TLS parameters taken out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Split {
-    /// The string without `sslmode` and `sslrootcert`, for tokio-postgres.
+    /// The string without the TLS parameters, for tokio-postgres.
     pub(crate) rest: String,
-    /// The last `sslmode` given, as written.
-    pub(crate) sslmode: Option<String>,
-    /// The last `sslrootcert` given, decoded.
-    pub(crate) sslrootcert: Option<String>,
+    pub(crate) tls: TlsParameters,
 }
 
 const SSLMODE: &str = "sslmode";
 const SSLROOTCERT: &str = "sslrootcert";
+const SSLCERT: &str = "sslcert";
+const SSLKEY: &str = "sslkey";
 
 /// Splits `url`. A string this reader cannot tokenize is passed through
 /// whole, so tokio-postgres reports what is wrong with it.
@@ -29,14 +38,16 @@ pub(crate) fn split(url: &str) -> Split {
     } else {
         split_key_values(url)
     };
-    split.unwrap_or_else(|| Split { rest: url.to_owned(), sslmode: None, sslrootcert: None })
+    split.unwrap_or_else(|| Split { rest: url.to_owned(), tls: TlsParameters::default() })
 }
 
 /// Keeps the TLS parameters found, the last of each winning (as libpq).
-fn take(key: &str, value: String, found: &mut Split) -> bool {
+fn take(key: &str, value: String, found: &mut TlsParameters) -> bool {
     match key {
         SSLMODE => found.sslmode = Some(value),
         SSLROOTCERT => found.sslrootcert = Some(value),
+        SSLCERT => found.sslcert = Some(value),
+        SSLKEY => found.sslkey = Some(value),
         _ => return false,
     }
     true
@@ -48,13 +59,13 @@ fn take(key: &str, value: String, found: &mut Split) -> bool {
 fn split_url(url: &str) -> Option<Split> {
     let after_credentials = url.find('@').map_or(0, |at| at + 1);
     let Some(question) = url[after_credentials..].find('?').map(|at| at + after_credentials) else {
-        return Some(Split { rest: url.to_owned(), sslmode: None, sslrootcert: None });
+        return Some(Split { rest: url.to_owned(), tls: TlsParameters::default() });
     };
-    let mut found = Split { rest: String::new(), sslmode: None, sslrootcert: None };
+    let mut found = Split { rest: String::new(), tls: TlsParameters::default() };
     let mut kept = Vec::new();
     for pair in url[question + 1..].split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !take(&percent_decode(key)?, percent_decode(value)?, &mut found) {
+        if !take(&percent_decode(key)?, percent_decode(value)?, &mut found.tls) {
             kept.push(pair);
         }
     }
@@ -91,7 +102,7 @@ fn percent_decode(text: &str) -> Option<String> {
 /// `'` or bare, and `\` escapes the next character in either (libpq's and
 /// tokio-postgres' rules). The kept pairs are copied as written.
 fn split_key_values(text: &str) -> Option<Split> {
-    let mut found = Split { rest: String::new(), sslmode: None, sslrootcert: None };
+    let mut found = Split { rest: String::new(), tls: TlsParameters::default() };
     let mut kept: Vec<&str> = Vec::new();
     let mut chars = text.char_indices().peekable();
     loop {
@@ -106,7 +117,7 @@ fn split_key_values(text: &str) -> Option<Split> {
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let value = key_value(&mut chars)?;
         let end = chars.peek().map_or(text.len(), |(at, _)| *at);
-        if !take(&key, value, &mut found) {
+        if !take(&key, value, &mut found.tls) {
             kept.push(&text[start..end]);
         }
     }
@@ -144,11 +155,16 @@ mod tests {
     use super::*;
 
     fn of(rest: &str, sslmode: Option<&str>, sslrootcert: Option<&str>) -> Split {
-        Split {
-            rest: rest.to_owned(),
+        let tls = TlsParameters {
             sslmode: sslmode.map(str::to_owned),
             sslrootcert: sslrootcert.map(str::to_owned),
-        }
+            ..TlsParameters::default()
+        };
+        Split { rest: rest.to_owned(), tls }
+    }
+
+    fn files(cert: &str, key: &str) -> TlsParameters {
+        TlsParameters { sslcert: Some(cert.to_owned()), sslkey: Some(key.to_owned()), ..TlsParameters::default() }
     }
 
     #[test]
@@ -191,5 +207,16 @@ mod tests {
     fn a_string_this_reader_cannot_tokenize_is_passed_through() {
         assert_eq!(split("host=a password='open"), of("host=a password='open", None, None));
         assert_eq!(split("host"), of("host", None, None));
+    }
+
+    #[test]
+    fn client_certificate_files_are_taken_out_of_both_forms() {
+        let url =
+            split("postgres://u@h/db?sslcert=%2Fetc%2Fclient%20one.crt&application_name=x&sslkey=/etc/client.key");
+        assert_eq!(url.rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(url.tls, files("/etc/client one.crt", "/etc/client.key"));
+        let pairs = split(r"host=h sslcert='/etc/client one.crt' dbname=db sslkey=/etc/client.key");
+        assert_eq!(pairs.rest, "host=h dbname=db");
+        assert_eq!(pairs.tls, files("/etc/client one.crt", "/etc/client.key"));
     }
 }

@@ -1,34 +1,45 @@
-//! TLS to the database, with libpq's meanings of `sslmode` and
-//! `sslrootcert` (the connection string's parameters, taken out by
-//! `conninfo.rs`): one rustls connector per log that every connection of
-//! the backend uses (writer, readers, the follower's `LISTEN`).
+//! TLS to the database, with libpq's meanings of `sslmode`, `sslrootcert`,
+//! `sslcert` and `sslkey` (the connection string's parameters, taken out by
+//! `conninfo.rs`, else their environment variables or libpq's default
+//! files: `tls/sources.rs`): one rustls connector per log that every
+//! connection of the backend uses (writer, readers, the follower's
+//! `LISTEN`).
 //!
 //! - `disable`: plain TCP.
+//! - `allow`: plain first; TLS when the server refuses the plain
+//!   connection (`connect.rs`).
 //! - `prefer` (the default, as libpq's): TLS if the server offers it, plain
-//!   otherwise, and plain again when the TLS handshake fails; the server's
-//!   certificate is verified only against an `sslrootcert` given.
-//! - `require`: TLS or nothing; with an `sslrootcert` the chain is verified
-//!   (libpq does so when a root file exists), without one it is not.
+//!   otherwise, and plain again when the TLS handshake fails.
+//! - `require`: TLS or nothing.
 //! - `verify-ca`: TLS, the chain verified, the host name not.
 //! - `verify-full`: TLS, the chain and the host name verified.
 //!
-//! The roots are the `sslrootcert` file's certificates (PEM), or for
-//! `verify-*` without one (and for `sslrootcert=system`, as PostgreSQL 16's
-//! libpq) the operating system's trust store. Client certificates
-//! (`sslcert`, `sslkey`) are not supported.
+//! The roots are, first found: the `sslrootcert` named (the string, else
+//! `PGSSLROOTCERT`; `system` names the operating system's trust store, as
+//! PostgreSQL 16's libpq), libpq's `~/.postgresql/root.crt` when present,
+//! and for `verify-*` only the operating system's trust store (where
+//! libpq would refuse). Under `allow`, `prefer` and `require` a chain is
+//! verified when a root file was found (libpq does so), and not otherwise.
+//!
+//! A client certificate (`tls/client_identity.rs`) is presented in every
+//! mode but `disable` when `sslcert` and `sslkey` name one, or when
+//! neither is named and libpq's `~/.postgresql/postgresql.crt` exists.
 
+mod client_identity;
+pub(crate) mod sources;
+mod verifiers;
+
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::CertificateDer;
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::Error;
+use sources::{TlsFile, TlsSources};
 
 /// The mode when the connection string names none: libpq's, so a string
 /// that works with psql works here, and a server with `ssl = on` is
@@ -41,6 +52,7 @@ const SYSTEM_ROOTS: &str = "system";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SslMode {
     Disable,
+    Allow,
     Prefer,
     Require,
     VerifyCa,
@@ -51,12 +63,13 @@ impl SslMode {
     fn parse(text: &str) -> Result<SslMode, Error> {
         match text {
             "disable" => Ok(SslMode::Disable),
+            "allow" => Ok(SslMode::Allow),
             "prefer" => Ok(SslMode::Prefer),
             "require" => Ok(SslMode::Require),
             "verify-ca" => Ok(SslMode::VerifyCa),
             "verify-full" => Ok(SslMode::VerifyFull),
             other => Err(settings_error(format!(
-                "unknown sslmode {other:?} (disable, prefer, require, verify-ca or verify-full)"
+                "unknown sslmode {other:?} (disable, allow, prefer, require, verify-ca or verify-full)"
             ))),
         }
     }
@@ -64,6 +77,7 @@ impl SslMode {
     pub(crate) fn name(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
             SslMode::VerifyCa => "verify-ca",
@@ -72,10 +86,11 @@ impl SslMode {
     }
 
     /// What tokio-postgres is told: whether to ask for TLS, and whether a
-    /// server that declines it is refused.
+    /// server that declines it is refused. `allow` asks first for none;
+    /// its TLS attempt says `Require` itself (`connect.rs`).
     pub(crate) fn negotiation(self) -> tokio_postgres::config::SslMode {
         match self {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         }
@@ -92,14 +107,16 @@ impl SslMode {
 pub(crate) struct Tls {
     pub(crate) mode: SslMode,
     pub(crate) connector: Option<MakeRustlsConnect>,
+    /// The client certificate's file when one is presented, for messages.
+    pub(crate) client_certificate: Option<String>,
 }
 
 impl Tls {
-    /// The settings the connection string's `sslmode` and `sslrootcert`
-    /// ask for; the root file is read now, so a bad one fails the open.
-    pub(crate) fn from_parameters(sslmode: Option<&str>, sslrootcert: Option<&str>) -> Result<Tls, Error> {
-        let system = sslrootcert == Some(SYSTEM_ROOTS);
-        let mode = match sslmode {
+    /// The settings `sources` ask for; the files are read now, so a bad
+    /// one fails the open.
+    pub(crate) fn from_sources(sources: &TlsSources) -> Result<Tls, Error> {
+        let system = matches!(&sources.sslrootcert, Some(TlsFile::Named(path)) if path.as_os_str() == SYSTEM_ROOTS);
+        let mode = match sources.sslmode.as_deref() {
             Some(text) => SslMode::parse(text)?,
             // libpq 16: sslrootcert=system alone means verify-full.
             None if system => SslMode::VerifyFull,
@@ -112,47 +129,41 @@ impl Tls {
             )));
         }
         if mode == SslMode::Disable {
-            return Ok(Tls { mode, connector: None });
+            return Ok(Tls { mode, connector: None, client_certificate: None });
         }
-        let file = sslrootcert.filter(|_| !system);
-        let roots = match file {
-            Some(path) => Some(file_roots(Path::new(path))?),
-            None if mode.verifies() => Some(system_roots()?),
-            None => None,
+        let roots = match &sources.sslrootcert {
+            Some(TlsFile::Named(_)) if system => Some(system_roots()?),
+            Some(TlsFile::Named(path)) => Some(file_roots(path)?),
+            Some(TlsFile::Default(path)) if present(path)? => Some(file_roots(path)?),
+            _ if mode.verifies() => Some(system_roots()?),
+            _ => None,
         };
+        let identity = client_identity::load(sources.sslcert.as_ref(), sources.sslkey.as_ref())?;
+        let client_certificate = identity.as_ref().map(|identity| identity.certificate.clone());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = verifier(mode, roots, &provider)?;
-        let config = ClientConfig::builder_with_provider(provider)
+        let verifier = verifiers::verifier(mode, roots, &provider)?;
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| settings_error(format!("no TLS protocol version available: {error}")))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)) })
+            .with_custom_certificate_verifier(verifier);
+        let config = client_identity::apply(builder, identity)?;
+        Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)), client_certificate })
+    }
+}
+
+/// Whether one of libpq's default files is there: absent, it is skipped
+/// (as libpq); there but unreadable, it is an error.
+fn present(path: &Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(false),
+        Err(error) => Err(settings_error(format!("cannot read {}: {error}", path.display()))),
     }
 }
 
 fn settings_error(message: String) -> Error {
     Error::Storage(format!("PostgreSQL TLS settings: {message}"))
-}
-
-/// What checks the server's certificate in `mode`: the full check for
-/// `verify-full`, the chain only for `verify-ca` and for the weaker modes
-/// given roots, nothing but the handshake's signatures otherwise.
-fn verifier(
-    mode: SslMode,
-    roots: Option<RootCertStore>,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>, Error> {
-    let algorithms = provider.signature_verification_algorithms;
-    let Some(roots) = roots else { return Ok(Arc::new(EncryptOnly(algorithms))) };
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-        .build()
-        .map_err(|error| settings_error(format!("cannot verify with these roots: {error}")))?;
-    if mode == SslMode::VerifyFull {
-        return Ok(webpki);
-    }
-    Ok(Arc::new(ChainOnly(webpki)))
 }
 
 /// The CA certificates of an `sslrootcert` file (PEM, one or more).
@@ -190,110 +201,24 @@ fn system_roots() -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// `verify-ca`: the chain must lead to a root, the host name may be any.
-/// rustls' verifier checks the chain before the name, so a name error
-/// means the chain was good.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without roots: encrypted, the certificate taken
-/// as presented (libpq's behaviour), the handshake's signatures checked.
-#[derive(Debug)]
-struct EncryptOnly(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// The TLS failure behind a connection error, said plainly; `None` when
 /// the error is not one. rustls' error travels inside an `io::Error`,
 /// whose `source` skips it, so each `io::Error` is opened.
-pub(crate) fn handshake_failure(error: &tokio_postgres::Error, mode: SslMode) -> Option<String> {
+pub(crate) fn handshake_failure(error: &tokio_postgres::Error, tls: &Tls) -> Option<String> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
         let inner = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
         let found = error.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|e| e.downcast_ref()));
         if let Some(found) = found {
-            return Some(explain(found, mode));
+            return Some(explain(found, tls));
         }
         current = error.source();
     }
     None
 }
 
-fn explain(error: &rustls::Error, mode: SslMode) -> String {
-    let mode = mode.name();
+fn explain(error: &rustls::Error, tls: &Tls) -> String {
+    let mode = tls.mode.name();
     match error {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
             "TLS: the server's certificate failed verification (sslmode={mode}): it is not signed by a CA of \
@@ -302,6 +227,42 @@ fn explain(error: &rustls::Error, mode: SslMode) -> String {
         rustls::Error::InvalidCertificate(cause) => {
             format!("TLS: the server's certificate failed verification (sslmode={mode}): {cause}")
         }
+        rustls::Error::AlertReceived(alert) if refuses_client_certificate(*alert) => {
+            client_certificate_refused(*alert, tls)
+        }
         other => format!("TLS handshake failed (sslmode={mode}): {other}"),
     }
+}
+
+/// The alerts a server sends when it does not accept the client's
+/// certificate (or wanted one).
+fn refuses_client_certificate(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateRequired
+    )
+}
+
+fn client_certificate_refused(alert: AlertDescription, tls: &Tls) -> String {
+    let mode = tls.mode.name();
+    let Some(certificate) = &tls.client_certificate else {
+        return format!(
+            "TLS: the server wants a client certificate and none was presented (sslmode={mode}, alert {alert:?}): \
+             name one with sslcert and sslkey"
+        );
+    };
+    let why = if alert == AlertDescription::UnknownCA {
+        ": it is not signed by a CA the server trusts (its ssl_ca_file)".to_owned()
+    } else {
+        String::new()
+    };
+    format!(
+        "TLS: the server refused the client certificate sslcert {certificate} (sslmode={mode}, alert {alert:?}){why}"
+    )
 }

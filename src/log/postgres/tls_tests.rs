@@ -12,6 +12,8 @@ use crate::log::{Expectations, Log};
 use crate::postgres_cluster::{Cluster, ServerTls};
 use crate::tls_certificates::Authority;
 
+mod client_certificates;
+
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 struct Setup {
@@ -71,6 +73,7 @@ fn connections_over_tls_are_checked_as_libpq_checks_them() {
     a_wrong_ca_is_refused_naming_verification(&setup);
     a_host_name_the_certificate_does_not_name_is_refused_by_verify_full(&setup);
     prefer_tries_plain_again_when_the_handshake_fails(&setup);
+    allow_tries_tls_after_the_server_refuses_plain(&setup);
 }
 
 fn verify_full_with_the_right_ca_appends_and_reads(setup: &Setup) {
@@ -161,4 +164,38 @@ fn a_described_url_names_no_password_whatever_its_tls_parameters() {
 fn prefer_tries_plain_again_when_the_handshake_fails(setup: &Setup) {
     let refused = setup.refused("localhost", &format!("sslmode=prefer&sslrootcert={}", root(&setup.wrong)));
     assert!(refused.contains("no encryption") && refused.contains("tried without TLS after"), "{refused}");
+}
+
+/// libpq's `allow`: the plain attempt is refused by this server
+/// (`hostnossl … reject`), so every connection ends up encrypted.
+fn allow_tries_tls_after_the_server_refuses_plain(setup: &Setup) {
+    let (url, database) = setup.database("localhost", "sslmode=allow");
+    let log = Log::open_postgres(&url, options()).unwrap();
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(log.read(1, 10).unwrap().len(), 1);
+    let (encrypted, all) = setup.encrypted_connections(&database);
+    assert!(all > 0 && encrypted == all, "{encrypted} of {all} connections encrypted");
+    // Its TLS attempt checks as `require` does: a root given is used.
+    let refused = setup.refused("localhost", &format!("sslmode=allow&sslrootcert={}", root(&setup.wrong)));
+    assert!(
+        refused.contains("not signed by a CA") && refused.contains("tried with TLS after the server refused plain"),
+        "{refused}"
+    );
+}
+
+/// Against a server without TLS, `allow` connects plain at once.
+#[test]
+fn allow_connects_plain_to_a_server_without_tls() {
+    let cluster = Cluster::shared();
+    let database = cluster.fresh_database();
+    let url = format!("{}?sslmode=allow", cluster.url(&database));
+    let log = Log::open_postgres(&url, options()).unwrap();
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(log.read(1, 10).unwrap().len(), 1);
+    let counted = cluster.psql(&format!(
+        "SELECT count(*) FILTER (WHERE NOT s.ssl), count(*) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{database}'"
+    ));
+    let (plain, all) = counted.split_once('|').unwrap();
+    assert!(all != "0" && plain == all, "{plain} of {all} connections plain");
 }

@@ -1,0 +1,272 @@
+//! Client certificates (`sslcert`, `sslkey`, their environment variables
+//! and libpq's default files) against a cluster whose `pg_hba.conf` asks
+//! the user `postgres` for one (`cert`), and the settings refused before
+//! any connection.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivatePkcs8KeyDer;
+
+use crate::log::conformance::{event, options};
+use crate::log::postgres::connect::{self, Heard, Target};
+use crate::log::{Expectations, Log};
+use crate::postgres_cluster::{ClientCertificates, Cluster, ServerTls};
+use crate::tls_certificates::Authority;
+
+struct Setup {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+    /// The CA of the server's certificate and of the accepted clients'.
+    root: PathBuf,
+    /// A certificate for `postgres` the CA issued, and its key.
+    certificate: (PathBuf, PathBuf),
+    /// A certificate for `postgres` another CA issued, and its key.
+    stranger: (PathBuf, PathBuf),
+}
+
+impl Setup {
+    /// A URL of a database (not `postgres`: there the user needs no
+    /// certificate) with `parameters`.
+    fn url(&self, parameters: &str) -> String {
+        format!("postgres://postgres@localhost:{}/tls_clients?{parameters}", self.cluster.port)
+    }
+
+    fn files(&self, (certificate, key): &(PathBuf, PathBuf)) -> String {
+        format!("sslcert={}&sslkey={}", certificate.display(), key.display())
+    }
+}
+
+/// Connects once as a log's connections do, in `environment` (not this
+/// process'), and answers whether the server sees TLS and the subject of
+/// the client certificate it verified (empty without one).
+fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
+    let variables: HashMap<String, String> =
+        environment.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
+    let target = Target::parse_in(url, &|name| variables.get(name).cloned()).map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answer = runtime.block_on(async {
+        let client =
+            connect::connect(&target, Arc::new(Heard::default()), None).await.map_err(|error| error.to_string())?;
+        let row = client
+            .query_one("SELECT ssl, coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        Ok((row.get(0), row.get(1)))
+    });
+    eprintln!("{url} in {environment:?}: {answer:?}");
+    answer
+}
+
+#[test]
+fn client_certificates_are_presented_and_checked_as_libpq_would() {
+    let authority = Authority::new("opledger test CA");
+    let server = authority.issue(&["localhost"]);
+    let tls = ServerTls { certificate_pem: &server.certificate_pem, key_pem: &server.key_pem };
+    let ca_pem = authority.certificate_pem();
+    let clients = ClientCertificates { ca_pem: &ca_pem, user: "postgres" };
+    let cluster = Cluster::start_with_client_certificates(&[], &tls, &clients);
+    cluster.psql("CREATE DATABASE tls_clients");
+    let dir = tempfile::tempdir().unwrap();
+    let root = authority.write_root(dir.path(), "root.crt");
+    let certificate = authority.issue_client("postgres").write(dir.path(), "postgres");
+    let stranger = Authority::new("another CA").issue_client("postgres").write(dir.path(), "stranger");
+    let setup = Setup { cluster, dir, root, certificate, stranger };
+
+    a_certificate_of_the_ca_connects_and_appends(&setup);
+    without_a_certificate_the_server_refuses(&setup);
+    a_certificate_of_another_ca_is_refused(&setup);
+    the_environment_names_what_the_string_does_not(&setup);
+    libpqs_default_files_are_used_when_present(&setup);
+    allow_presents_the_certificate_on_its_tls_attempt(&setup);
+}
+
+fn a_certificate_of_the_ca_connects_and_appends(setup: &Setup) {
+    let url = setup.url(&format!(
+        "sslmode=verify-full&sslrootcert={}&{}",
+        setup.root.display(),
+        setup.files(&setup.certificate)
+    ));
+    let log = Log::open_postgres(&url, options()).unwrap();
+    let appended = log.append_blocking(vec![event("a", 1), event("b", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!((appended.first_position, appended.last_position), (1, 2));
+    assert_eq!(log.read(1, 10).unwrap().len(), 2);
+    let counted = setup.cluster.psql(
+        "SELECT count(*) FILTER (WHERE s.client_dn = '/CN=postgres'), count(*) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = 'tls_clients'",
+    );
+    let (presented, all) = counted.split_once('|').unwrap();
+    assert!(all != "0" && presented == all, "{presented} of {all} connections presented the certificate");
+}
+
+fn without_a_certificate_the_server_refuses(setup: &Setup) {
+    let url = setup.url(&format!("sslmode=verify-full&sslrootcert={}", setup.root.display()));
+    let refused = connect_in(&url, &[]).unwrap_err();
+    assert!(refused.contains("connection requires a valid client certificate"), "{refused}");
+}
+
+fn a_certificate_of_another_ca_is_refused(setup: &Setup) {
+    for mode in ["verify-full", "require"] {
+        let url =
+            setup.url(&format!("sslmode={mode}&sslrootcert={}&{}", setup.root.display(), setup.files(&setup.stranger)));
+        let refused = connect_in(&url, &[]).unwrap_err();
+        assert!(
+            refused.contains("the server refused the client certificate")
+                && refused.contains("stranger.crt")
+                && refused.contains("not signed by a CA the server trusts"),
+            "{mode}: {refused}"
+        );
+    }
+}
+
+fn the_environment_names_what_the_string_does_not(setup: &Setup) {
+    let (certificate, key) = (setup.certificate.0.display().to_string(), setup.certificate.1.display().to_string());
+    let root = setup.root.display().to_string();
+    let environment = [
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", root.as_str()),
+        ("PGSSLCERT", certificate.as_str()),
+        ("PGSSLKEY", key.as_str()),
+    ];
+    assert_eq!(connect_in(&setup.url("application_name=env"), &environment), Ok((true, "/CN=postgres".to_owned())));
+    // The string wins: its stranger is presented, and refused.
+    let refused = connect_in(&setup.url(&setup.files(&setup.stranger)), &environment).unwrap_err();
+    assert!(refused.contains("stranger.crt"), "{refused}");
+}
+
+fn libpqs_default_files_are_used_when_present(setup: &Setup) {
+    let home = setup.dir.path().join("home");
+    let files = home.join(".postgresql");
+    std::fs::create_dir_all(&files).unwrap();
+    let home_text = home.display().to_string();
+    let environment = [("HOME", home_text.as_str())];
+    // No ~/.postgresql/root.crt: verify-ca falls back to the system's
+    // trust store, which does not know the test CA (or is empty).
+    let unknown = connect_in(&setup.url("sslmode=verify-ca"), &environment).unwrap_err();
+    assert!(
+        unknown.contains("failed verification") || unknown.contains("no CA certificate in the system's trust store"),
+        "{unknown}"
+    );
+    std::fs::copy(&setup.root, files.join("root.crt")).unwrap();
+    let refused = connect_in(&setup.url("sslmode=verify-full"), &environment).unwrap_err();
+    assert!(refused.contains("connection requires a valid client certificate"), "{refused}");
+    std::fs::copy(&setup.certificate.0, files.join("postgresql.crt")).unwrap();
+    let keyless = connect_in(&setup.url("sslmode=verify-full"), &environment).unwrap_err();
+    assert!(keyless.contains("cannot read sslkey") && keyless.contains("postgresql.key"), "{keyless}");
+    std::fs::copy(&setup.certificate.1, files.join("postgresql.key")).unwrap();
+    assert_eq!(connect_in(&setup.url("sslmode=verify-full"), &environment), Ok((true, "/CN=postgres".to_owned())));
+    // A file named wins over the default one.
+    let refused = connect_in(&setup.url(&setup.files(&setup.stranger)), &environment).unwrap_err();
+    assert!(refused.contains("stranger.crt"), "{refused}");
+}
+
+/// `allow` tries plain first; this server refuses it (`hostnossl reject`),
+/// so the TLS attempt follows, with the certificate.
+fn allow_presents_the_certificate_on_its_tls_attempt(setup: &Setup) {
+    let url = setup.url(&format!("sslmode=allow&{}", setup.files(&setup.certificate)));
+    assert_eq!(connect_in(&url, &[]), Ok((true, "/CN=postgres".to_owned())));
+    let refused = connect_in(&setup.url(&format!("sslmode=allow&{}", setup.files(&setup.stranger))), &[]).unwrap_err();
+    assert!(
+        refused.contains("refused the client certificate")
+            && refused.contains("tried with TLS after the server refused plain")
+            && refused.contains("no encryption"),
+        "{refused}"
+    );
+}
+
+/// Settings refused when the log opens, before any connection.
+#[test]
+fn bad_client_certificate_settings_are_refused_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new("opledger test CA");
+    let (certificate, key) = authority.issue_client("postgres").write(dir.path(), "client");
+    let (_, other_key) = authority.issue_client("postgres").write(dir.path(), "other");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let refused = |parameters: String| {
+        let url = format!("postgres://u:secret@127.0.0.1:1/db?sslmode=require&{parameters}");
+        let refused = Target::parse_in(&url, &|_| None).err().map(|error| error.to_string()).unwrap();
+        assert!(!refused.contains("secret"), "{refused}");
+        refused
+    };
+    let shown = |path: &Path| path.display().to_string();
+
+    let alone = refused(format!("sslcert={}", shown(&certificate)));
+    assert!(alone.contains("sslcert is given without sslkey"), "{alone}");
+    let alone = refused(format!("sslkey={}", shown(&key)));
+    assert!(alone.contains("sslkey is given without sslcert"), "{alone}");
+    let absent = refused(format!("sslcert={}&sslkey={}", shown(&missing), shown(&key)));
+    assert!(absent.contains("cannot read sslcert") && absent.contains("missing.pem"), "{absent}");
+    let absent = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&missing)));
+    assert!(absent.contains("cannot read sslkey") && absent.contains("missing.pem"), "{absent}");
+    let no_certificate = refused(format!("sslcert={}&sslkey={}", shown(&garbage), shown(&key)));
+    assert!(no_certificate.contains("holds no PEM certificate"), "{no_certificate}");
+    let no_key = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&certificate)));
+    assert!(no_key.contains("holds no PEM private key"), "{no_key}");
+    let mismatch = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&other_key)));
+    assert!(mismatch.contains("is not the private key of sslcert"), "{mismatch}");
+
+    // sslmode=disable reads nothing, as libpq.
+    let url = format!("postgres://u@127.0.0.1:1/db?sslmode=disable&sslcert={}", shown(&missing));
+    assert!(Target::parse_in(&url, &|_| None).is_ok());
+}
+
+/// rcgen writes PKCS#8; the same EC key as SEC1 (`EC PRIVATE KEY`, what
+/// `openssl ecparam -genkey` writes) is read too.
+#[test]
+fn an_ec_key_in_sec1_form_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Authority::new("opledger test CA").issue_client("postgres");
+    let (certificate, _) = client.write(dir.path(), "client");
+    let pkcs8 = PrivatePkcs8KeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
+    let sec1 = dir.path().join("client.sec1.key");
+    std::fs::write(&sec1, pem("EC PRIVATE KEY", &sec1_of_pkcs8(pkcs8.secret_pkcs8_der()))).unwrap();
+    // Read, and found to be the certificate's key (rustls compares them).
+    let url = format!(
+        "postgres://u@127.0.0.1:1/db?sslmode=require&sslcert={}&sslkey={}",
+        certificate.display(),
+        sec1.display()
+    );
+    Target::parse_in(&url, &|_| None).map_err(|error| error.to_string()).unwrap();
+}
+
+/// The ECPrivateKey (SEC1) a PKCS#8 `PrivateKeyInfo` wraps: its last
+/// element, an OCTET STRING.
+fn sec1_of_pkcs8(der: &[u8]) -> Vec<u8> {
+    let (tag, info, _) = der_element(der);
+    assert_eq!(tag, 0x30);
+    let (_, _, rest) = der_element(info); // version
+    let (_, _, rest) = der_element(rest); // algorithm
+    let (tag, key, _) = der_element(rest);
+    assert_eq!(tag, 0x04);
+    key.to_vec()
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der_element(der: &[u8]) -> (u8, &[u8], &[u8]) {
+    let (tag, first) = (der[0], der[1]);
+    let (length, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let bytes = usize::from(first & 0x7f);
+        (der[2..2 + bytes].iter().fold(0, |length, byte| (length << 8) | usize::from(*byte)), 2 + bytes)
+    };
+    (tag, &der[header..header + length], &der[header + length..])
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in der.chunks(3) {
+        let bits = chunk.iter().enumerate().fold(0u32, |bits, (at, byte)| bits | u32::from(*byte) << (16 - 8 * at));
+        for at in 0..4 {
+            let sextet = usize::try_from((bits >> (18 - 6 * at)) & 0x3f).unwrap();
+            encoded.push(if at <= chunk.len() { char::from(ALPHABET[sextet]) } else { '=' });
+        }
+    }
+    let lines: Vec<&str> = encoded.as_bytes().chunks(64).map(|line| std::str::from_utf8(line).unwrap()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
