@@ -29,7 +29,12 @@ where
     Fut: Future<Output = anyhow::Result<Vec<f64>>> + Send + 'static,
 {
     let connections = connect_all(url, clients).await?;
-    connections.first().context("no connection")?.batch_execute(tables).await.context("creating the baseline's tables")?;
+    connections
+        .first()
+        .context("no connection")?
+        .batch_execute(tables)
+        .await
+        .context("creating the baseline's tables")?;
     let mut wal = WalMeter::connect(url).await?;
     let window = Window::starting_in(plan.warmup, plan.duration);
     let mut tasks = JoinSet::new();

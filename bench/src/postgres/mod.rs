@@ -134,7 +134,8 @@ fn measure_cell(
     let ledger_first = repeat % 2 == 1;
     // The rows as the clients append them, one per transaction: what the
     // same clients would get from PostgreSQL without the log.
-    let per_append = |server: &mut Server| on_fresh(server, runtime, |url| raw::measure(runtime, plan, url, clients, 1));
+    let per_append =
+        |server: &mut Server| on_fresh(server, runtime, |url| raw::measure(runtime, plan, url, clients, 1));
     let early_per_append = if ledger_first { None } else { Some(per_append(server)?) };
     let appends = on_fresh(server, runtime, |url| appends::measure(runtime, plan, url, clients, nodes))?;
     // The baseline commits the groups the ledger's writers formed, so the
@@ -145,10 +146,10 @@ fn measure_cell(
         Some(sample) => sample,
         None => per_append(server)?,
     };
-    let ledger_cycles = |server: &mut Server| {
-        on_fresh(server, runtime, |url| cycles::measure(runtime, plan, url, clients, nodes))
-    };
-    let plain_cycles = |server: &mut Server| on_fresh(server, runtime, |url| plain::measure(runtime, plan, url, clients));
+    let ledger_cycles =
+        |server: &mut Server| on_fresh(server, runtime, |url| cycles::measure(runtime, plan, url, clients, nodes));
+    let plain_cycles =
+        |server: &mut Server| on_fresh(server, runtime, |url| plain::measure(runtime, plan, url, clients));
     let (cycles, plain) = if ledger_first {
         let cycles = ledger_cycles(server)?;
         (cycles, plain_cycles(server)?)

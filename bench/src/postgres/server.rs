@@ -115,8 +115,9 @@ impl Server {
             Ok(()) => Ok(()),
             Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 self.checkpoint_refused.store(true, Ordering::Relaxed);
+                let reason = error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned());
                 tracing::warn!(
-                    %error,
+                    %reason,
                     "CHECKPOINT refused (it needs superuser or pg_checkpoint): every run starts from the state the \
                      runs before left, as with --settle none"
                 );
@@ -136,7 +137,9 @@ impl Server {
 
     /// A connection to the admin database and the task driving it (which
     /// ends once the client is dropped).
-    async fn connect_admin(&self) -> anyhow::Result<(Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>)> {
+    async fn connect_admin(
+        &self,
+    ) -> anyhow::Result<(Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>)> {
         let (client, connection) =
             tokio_postgres::connect(&self.admin_url, NoTls).await.context("connecting to the PostgreSQL server")?;
         Ok((client, tokio::spawn(connection)))
