@@ -21,9 +21,11 @@ use postgres_cluster::Cluster;
 const ADMIN_DATABASE: &str = "postgres";
 
 /// How the server is brought to the same state before every run, so that
-/// no run pays for the WAL and dirty buffers of the runs before it (a
-/// checkpoint the server starts by itself, on `checkpoint_timeout` or
-/// `max_wal_size`, spreads its writes over the runs that follow).
+/// no run pays for dirty buffers and WAL it did not make: the copy of the
+/// template `CREATE DATABASE` leaves dirty, and, on a server whose `DROP
+/// DATABASE` does not checkpoint (PostgreSQL 15's does), the runs before
+/// it, whose checkpoint would spread its writes over the runs that follow.
+/// BENCHMARKS.md has what each measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Settle {
@@ -86,10 +88,7 @@ impl Server {
     pub fn fresh(&mut self, runtime: &Runtime) -> anyhow::Result<Database<'_>> {
         // The first run has the cluster `start` just made.
         if self.settle == Settle::Cluster && self.created.load(Ordering::Relaxed) > 0 {
-            self.cluster = None;
-            let cluster = Cluster::start(&[]);
-            self.admin_url = cluster.url(ADMIN_DATABASE);
-            self.cluster = Some(cluster);
+            self.renew_cluster();
         }
         let name = format!("opledger_bench_{}_{}", std::process::id(), self.created.fetch_add(1, Ordering::Relaxed));
         let url = with_database(&self.admin_url, &name)?;
@@ -103,6 +102,17 @@ impl Server {
         Ok(database)
     }
 
+    /// Replaces the bench's own cluster with a new one (the old one is
+    /// stopped and removed first, so two never share the disk).
+    fn renew_cluster(&mut self) {
+        self.cluster = None;
+        let cluster = Cluster::start(&[]);
+        self.admin_url = cluster.url(ADMIN_DATABASE);
+        self.cluster = Some(cluster);
+    }
+
+    /// `CHECKPOINT`, which returns once the checkpoint is done; a refusal
+    /// for want of privilege is warned about once and not asked again.
     async fn checkpoint(&self) -> anyhow::Result<()> {
         if self.checkpoint_refused.load(Ordering::Relaxed) {
             return Ok(());
