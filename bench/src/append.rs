@@ -10,7 +10,7 @@
 //! noise on a shared machine spoils one repeat of a few cells rather than
 //! every repeat of one; the report shows medians.
 
-mod ledger;
+pub(crate) mod ledger;
 mod raw_sled;
 mod report;
 pub(crate) mod workload;

@@ -262,37 +262,48 @@ async fn workers(ledger: &Arc<Ledger>, count: usize, deadline: Duration) -> anyh
     Ok(results)
 }
 
+/// Cycle `cycle` of client `worker`: on tenant `worker` (so scopes never
+/// collide while there are fewer clients than tenants), by the tenant's
+/// first member, with a dedupe key no other cycle has. The postgres
+/// bench's cycles too.
+pub(crate) fn start_request(worker: usize, cycle: u64) -> StartRequest {
+    let tenant = worker % TENANTS;
+    StartRequest {
+        operation_type: s("inventory_sync"),
+        tenant_id: format!("t{tenant}"),
+        initiator: Principal::actor(format!("u{}", tenant * 5)),
+        provider_connection_id: None,
+        context: serde_json::json!({"requested_from": "bench", "cycle": cycle}),
+        dedupe_key: Some(format!("{worker}-{cycle}")),
+    }
+}
+
+/// A worker's report that it did the run's work.
+pub(crate) fn completion() -> Completion {
+    Completion {
+        outcome: WorkerOutcome::Succeeded,
+        summary_counts: Some(serde_json::json!({"total": 10, "processed": 10, "succeeded": 10})),
+        failure: None,
+        retryable: None,
+    }
+}
+
 /// Whole cycles on a tenant of its own (so scopes never collide), with a
 /// unique dedupe key per cycle.
 async fn worker_loop(ledger: &Ledger, worker: usize, deadline: Duration) -> anyhow::Result<WorkerResult> {
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut cycles = 0u64;
-    let tenant = worker % TENANTS;
     while started.elapsed() < deadline {
-        let request = StartRequest {
-            operation_type: s("inventory_sync"),
-            tenant_id: format!("t{tenant}"),
-            initiator: Principal::actor(format!("u{}", tenant * 5)),
-            provider_connection_id: None,
-            context: serde_json::json!({"requested_from": "bench", "cycle": cycles}),
-            dedupe_key: Some(format!("{worker}-{cycles}")),
-        };
         let t = Instant::now();
-        let answer = ledger.start(request).await?;
+        let answer = ledger.start(start_request(worker, cycles)).await?;
         latencies.push(micros(t.elapsed()));
         let run_id = answer.run().id;
         let t = Instant::now();
         ledger.begin(run_id).await?;
         latencies.push(micros(t.elapsed()));
-        let completion = Completion {
-            outcome: WorkerOutcome::Succeeded,
-            summary_counts: Some(serde_json::json!({"total": 10, "processed": 10, "succeeded": 10})),
-            failure: None,
-            retryable: None,
-        };
         let t = Instant::now();
-        ledger.complete(run_id, completion).await?;
+        ledger.complete(run_id, completion()).await?;
         latencies.push(micros(t.elapsed()));
         cycles += 1;
     }

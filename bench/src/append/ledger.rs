@@ -73,7 +73,14 @@ async fn drive(log: &Arc<Log>, appenders: usize, length: Duration, streams: Stre
     Ok(latencies)
 }
 
-async fn appender(log: Arc<Log>, index: usize, until: Instant, streams: StreamLayout) -> anyhow::Result<Vec<f64>> {
+/// One client: appends one event at a time to `log` until `until`; each
+/// append's latency in microseconds. The postgres bench's clients too.
+pub(crate) async fn appender(
+    log: Arc<Log>,
+    index: usize,
+    until: Instant,
+    streams: StreamLayout,
+) -> anyhow::Result<Vec<f64>> {
     let mut source = EventSource::new(index, streams)?;
     let mut latencies = Vec::new();
     while Instant::now() < until {

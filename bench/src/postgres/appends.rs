@@ -6,16 +6,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
-use opledger::{Expectations, Log, LogOptions, LogStats};
+use anyhow::Context;
+use opledger::{Log, LogOptions, LogStats};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+use super::wal::WalMeter;
 use super::Plan;
-use crate::append::workload::EventSource;
+use crate::append::ledger::appender;
 use crate::append::StreamLayout;
-use crate::stats::{micros, percentile, ratio};
+use crate::stats::{percentile, ratio};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendSample {
@@ -26,6 +27,8 @@ pub struct AppendSample {
     pub commits: u64,
     /// Events per group commit while measuring, over every node.
     pub mean_group: f64,
+    /// WAL the cluster wrote while measured ([`super::wal`]).
+    pub wal_bytes: u64,
 }
 
 pub fn measure(
@@ -41,12 +44,15 @@ pub fn measure(
         .context("opening the bench log on PostgreSQL")?;
     // The warm-up opens the writers' first transactions and the runtime's
     // workers outside the measured window.
+    let mut wal = runtime.block_on(WalMeter::connect(url))?;
     runtime.block_on(drive(&logs, clients, plan.warmup))?;
+    runtime.block_on(wal.start())?;
     let before = total(&logs);
     let started = Instant::now();
     let mut latencies = runtime.block_on(drive(&logs, clients, plan.duration))?;
     let seconds = started.elapsed().as_secs_f64();
     let after = total(&logs);
+    let wal_bytes = runtime.block_on(wal.written())?;
     for log in &logs {
         log.close();
     }
@@ -59,6 +65,7 @@ pub fn measure(
         p99_us: percentile(&mut latencies, 0.99),
         commits,
         mean_group: ratio(events as f64, commits as f64),
+        wal_bytes,
     })
 }
 
@@ -87,25 +94,11 @@ async fn drive(logs: &[Arc<Log>], clients: usize, length: Duration) -> anyhow::R
     let until = Instant::now() + length;
     let mut tasks = JoinSet::new();
     for (index, log) in (0..clients).zip(logs.iter().cycle()) {
-        tasks.spawn(client(Arc::clone(log), index, until));
+        tasks.spawn(appender(Arc::clone(log), index, until, StreamLayout::Appender));
     }
     let mut latencies = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         latencies.extend(joined.context("an appender task failed")??);
-    }
-    Ok(latencies)
-}
-
-async fn client(log: Arc<Log>, index: usize, until: Instant) -> anyhow::Result<Vec<f64>> {
-    let mut source = EventSource::new(index, StreamLayout::Appender)?;
-    let mut latencies = Vec::new();
-    while Instant::now() < until {
-        // Built before the clock starts: the caller's cost, not the log's.
-        let event = source.next_event()?;
-        let submitted = Instant::now();
-        let outcome = log.append(vec![event], Expectations::none()).await?;
-        latencies.push(micros(submitted.elapsed()));
-        outcome.map_err(|conflict| anyhow!("unexpected conflict: {conflict:?}"))?;
     }
     Ok(latencies)
 }

@@ -10,19 +10,18 @@ use std::time::Instant;
 
 use anyhow::Context;
 use opledger::domain::ledger::{Ledger, LedgerError};
-use opledger::domain::lifecycle::Completion;
-use opledger::domain::model::{Principal, WorkerOutcome};
+use opledger::domain::model::Principal;
 use opledger::domain::sequencer::AUTHORITY_BATCH_CHANGES_MAX;
-use opledger::domain::start_gate::StartRequest;
 use opledger::log::Clock;
 use opledger::{Log, LogOptions};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+use super::wal::WalMeter;
 use super::window::Window;
 use super::Plan;
-use crate::cycles::{s, world, TENANTS};
+use crate::cycles::{completion, start_request, world};
 use crate::stats::{micros, percentile, ratio};
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +37,8 @@ pub struct CycleSample {
     /// head every time the round was decided again) and sent again; over
     /// the whole run, warm-up included.
     pub contended: u64,
+    /// WAL the cluster wrote while measured ([`super::wal`]).
+    pub wal_bytes: u64,
 }
 
 pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, nodes: usize) -> anyhow::Result<CycleSample> {
@@ -64,7 +65,9 @@ pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, nodes:
     }
     // The commits of the warm-up are left out as well as can be from
     // outside: counted from the start of the measured part.
+    let mut wal = runtime.block_on(WalMeter::connect(url))?;
     runtime.block_on(async { tokio::time::sleep_until(window.from.into()).await });
+    runtime.block_on(wal.start())?;
     let (commits_before, events_before) = counted(&ledgers);
     let mut latencies = Vec::new();
     let mut contended = 0;
@@ -78,6 +81,7 @@ pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, nodes:
     })?;
     let seconds = window.measured_seconds();
     let (commits, events) = counted(&ledgers);
+    let wal_bytes = runtime.block_on(wal.written())?;
     for ledger in &ledgers {
         ledger.log().close();
     }
@@ -88,6 +92,7 @@ pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, nodes:
         p99_us: percentile(&mut latencies, 0.99),
         events_per_commit: ratio((events - events_before) as f64, (commits - commits_before) as f64),
         contended,
+        wal_bytes,
     })
 }
 
@@ -105,17 +110,9 @@ async fn client(ledger: &Ledger, worker: usize, window: Window) -> anyhow::Resul
     let mut latencies = Vec::new();
     let mut contended = 0u64;
     let mut cycles = 0u64;
-    let tenant = worker % TENANTS;
     while window.open() {
         let started = Instant::now();
-        let request = StartRequest {
-            operation_type: s("inventory_sync"),
-            tenant_id: format!("t{tenant}"),
-            initiator: Principal::actor(format!("u{}", tenant * 5)),
-            provider_connection_id: None,
-            context: serde_json::json!({"requested_from": "bench", "cycle": cycles}),
-            dedupe_key: Some(format!("{worker}-{cycles}")),
-        };
+        let request = start_request(worker, cycles);
         let run_id = retried(&mut contended, || ledger.start(request.clone())).await?.run().id;
         retried(&mut contended, || ledger.begin(run_id)).await?;
         retried(&mut contended, || ledger.complete(run_id, completion())).await?;
@@ -125,15 +122,6 @@ async fn client(ledger: &Ledger, worker: usize, window: Window) -> anyhow::Resul
         cycles += 1;
     }
     Ok((latencies, contended))
-}
-
-fn completion() -> Completion {
-    Completion {
-        outcome: WorkerOutcome::Succeeded,
-        summary_counts: Some(serde_json::json!({"total": 10, "processed": 10, "succeeded": 10})),
-        failure: None,
-        retryable: None,
-    }
 }
 
 /// Sends `command` again while it is answered `Contended`, counting those

@@ -11,16 +11,25 @@
 //! 3. **cycles**: full run cycles through the ledger;
 //! 4. **plain SQL**: the same cycles as a conventional two-table design.
 //!
+//! Before every run the server is brought to the same state (by default a
+//! `CHECKPOINT` once the run's database is created: [`server::Settle`]), so
+//! no run pays for the WAL and dirty buffers of the runs before it.
+//!
 //! Cells are repeated round-robin (every cell once, then again), so a burst
 //! of noise on a shared machine spoils one repeat of a few cells rather than
-//! every repeat of one; the report shows medians.
+//! every repeat of one; the report shows medians. Within a cell, odd
+//! repeats run each ledger side before its baselines and even repeats
+//! after, except the same-groups raw inserts, which always follow the
+//! appends whose mean group they take.
 
 mod appends;
+mod baseline;
 mod cycles;
 mod plain;
 mod raw;
 mod report;
 mod server;
+mod wal;
 mod window;
 
 use std::process::ExitCode;
@@ -31,7 +40,7 @@ use serde::Serialize;
 use tokio::runtime::Runtime;
 
 use report::CellSample;
-use server::Server;
+use server::{Server, Settle};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct PostgresArgs {
@@ -56,6 +65,9 @@ pub struct PostgresArgs {
     /// Runs of every cell; the tables show medians.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// How the server is brought to the same state before every run.
+    #[arg(long, value_enum, default_value_t = Settle::Checkpoint)]
+    settle: Settle,
     /// Print every sample and the medians as JSON instead of the tables.
     #[arg(long)]
     json: bool,
@@ -90,15 +102,15 @@ impl Plan {
 pub fn run(args: PostgresArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let server = match &args.url {
-        Some(url) => Server::existing(url),
-        None => Server::start(),
+    let mut server = match &args.url {
+        Some(url) => Server::existing(url, args.settle)?,
+        None => Server::start(args.settle),
     };
     let mut samples = Vec::new();
     for repeat in 1..=args.repeat {
         for &clients in &args.clients {
             for &nodes in &args.nodes {
-                let sample = measure_cell(&runtime, &server, &plan, clients, nodes, repeat)?;
+                let sample = measure_cell(&runtime, &mut server, &plan, clients, nodes, repeat)?;
                 progress(&args, &sample);
                 samples.push(sample);
             }
@@ -111,31 +123,59 @@ pub fn run(args: PostgresArgs) -> anyhow::Result<ExitCode> {
 
 fn measure_cell(
     runtime: &Runtime,
-    server: &Server,
+    server: &mut Server,
     plan: &Plan,
     clients: usize,
     nodes: usize,
     repeat: usize,
 ) -> anyhow::Result<CellSample> {
-    let appends = appends::measure(runtime, plan, &server.fresh(runtime)?.url, clients, nodes)?;
+    // Alternating which side runs first cancels whatever drift is left
+    // between a ledger run and the baseline it is paired with.
+    let ledger_first = repeat % 2 == 1;
+    // The rows as the clients append them, one per transaction: what the
+    // same clients would get from PostgreSQL without the log.
+    let per_append =
+        |server: &mut Server| on_fresh(server, runtime, |url| raw::measure(runtime, plan, url, clients, 1));
+    let early_per_append = if ledger_first { None } else { Some(per_append(server)?) };
+    let appends = on_fresh(server, runtime, |url| appends::measure(runtime, plan, url, clients, nodes))?;
     // The baseline commits the groups the ledger's writers formed, so the
     // comparison isolates per-group cost from batching luck.
     let group = (appends.mean_group.round() as usize).max(1);
-    let raw = raw::measure(runtime, plan, &server.fresh(runtime)?.url, clients, group)?;
-    // And the rows as the clients append them, one per transaction: what
-    // the same clients would get from PostgreSQL without the log.
-    let raw_per_append = raw::measure(runtime, plan, &server.fresh(runtime)?.url, clients, 1)?;
-    let cycles = cycles::measure(runtime, plan, &server.fresh(runtime)?.url, clients, nodes)?;
-    let plain = plain::measure(runtime, plan, &server.fresh(runtime)?.url, clients)?;
+    let raw = on_fresh(server, runtime, |url| raw::measure(runtime, plan, url, clients, group))?;
+    let raw_per_append = match early_per_append {
+        Some(sample) => sample,
+        None => per_append(server)?,
+    };
+    let ledger_cycles =
+        |server: &mut Server| on_fresh(server, runtime, |url| cycles::measure(runtime, plan, url, clients, nodes));
+    let plain_cycles =
+        |server: &mut Server| on_fresh(server, runtime, |url| plain::measure(runtime, plan, url, clients));
+    let (cycles, plain) = if ledger_first {
+        let cycles = ledger_cycles(server)?;
+        (cycles, plain_cycles(server)?)
+    } else {
+        let plain = plain_cycles(server)?;
+        (ledger_cycles(server)?, plain)
+    };
     Ok(CellSample { clients, nodes, repeat, appends, raw, raw_per_append, cycles, plain })
+}
+
+/// Runs `measure` on a fresh database of `server`, dropped right after.
+fn on_fresh<T>(
+    server: &mut Server,
+    runtime: &Runtime,
+    measure: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let database = server.fresh(runtime)?;
+    measure(&database.url)
 }
 
 /// One line per run on stderr, so a long run shows it is alive and a noisy
 /// repeat can be spotted; stdout keeps only the report.
 fn progress(args: &PostgresArgs, s: &CellSample) {
     eprintln!(
-        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} | raw {:.0}/s, one per transaction {:.0}/s | cycles {:.0}/s p50 {:.0}µs \
-         contended {} | plain SQL {:.0}/s",
+        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} WAL {:.0} B/event | raw {:.0}/s WAL {:.0} B/event, \
+         one per transaction {:.0}/s | cycles {:.0}/s p50 {:.0}µs contended {} | plain SQL {:.0}/s",
         s.repeat,
         args.repeat,
         s.clients,
@@ -143,7 +183,9 @@ fn progress(args: &PostgresArgs, s: &CellSample) {
         s.appends.appends_per_second,
         s.appends.p50_us,
         s.appends.mean_group,
+        s.append_wal_per_event(),
         s.raw.events_per_second,
+        s.raw_wal_per_event(),
         s.raw_per_append.events_per_second,
         s.cycles.cycles_per_second,
         s.cycles.p50_us,

@@ -8,14 +8,12 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
 use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
-use super::raw::connect_all;
+use super::baseline;
 use super::window::Window;
 use super::Plan;
 use crate::stats::{micros, percentile, ratio};
@@ -44,30 +42,21 @@ pub struct PlainSample {
     pub cycles_per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// WAL the cluster wrote while measured ([`super::wal`]).
+    pub wal_bytes: u64,
 }
 
 pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize) -> anyhow::Result<PlainSample> {
-    runtime.block_on(async {
-        let connections = connect_all(url, clients).await?;
-        let first = connections.first().context("no connection")?;
-        first.batch_execute(CREATE).await.context("creating the plain SQL tables")?;
-        let window = Window::starting_in(plan.warmup, plan.duration);
-        let mut tasks = JoinSet::new();
-        for (index, client) in connections.into_iter().enumerate() {
-            let payload = plan.record.clone();
-            tasks.spawn(async move { worker(client, index, &payload, window).await });
-        }
-        let mut latencies = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            latencies.extend(joined.context("a plain SQL client failed")??);
-        }
-        let seconds = window.measured_seconds();
-        Ok(PlainSample {
-            cycles: latencies.len() as u64,
-            cycles_per_second: ratio(latencies.len() as f64, seconds),
-            p50_us: percentile(&mut latencies, 0.50),
-            p99_us: percentile(&mut latencies, 0.99),
-        })
+    let mut measured = runtime.block_on(baseline::run(plan, url, clients, CREATE, |client, index, window| {
+        let payload = plan.record.clone();
+        async move { worker(client, index, &payload, window).await }
+    }))?;
+    Ok(PlainSample {
+        cycles: measured.latencies.len() as u64,
+        cycles_per_second: ratio(measured.latencies.len() as f64, measured.seconds),
+        p50_us: percentile(&mut measured.latencies, 0.50),
+        p99_us: percentile(&mut measured.latencies, 0.99),
+        wal_bytes: measured.wal_bytes,
     })
 }
 

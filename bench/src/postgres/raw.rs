@@ -12,10 +12,10 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use tokio::runtime::Runtime;
-use tokio::task::JoinSet;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::baseline;
 use super::window::Window;
 use super::Plan;
 use crate::stats::{micros, percentile, ratio};
@@ -44,46 +44,25 @@ pub struct RawSample {
     /// Per transaction (one group).
     pub p50_us: f64,
     pub p99_us: f64,
+    /// WAL the cluster wrote while measured ([`super::wal`]).
+    pub wal_bytes: u64,
 }
 
 pub fn measure(runtime: &Runtime, plan: &Plan, url: &str, clients: usize, group: usize) -> anyhow::Result<RawSample> {
-    runtime.block_on(async {
-        let connections = connect_all(url, clients).await?;
-        let first = connections.first().context("no connection")?;
-        first.batch_execute(CREATE).await.context("creating the raw table")?;
-        let window = Window::starting_in(plan.warmup, plan.duration);
-        let shared = Arc::new(Counters::default());
-        let mut tasks = JoinSet::new();
-        for (index, client) in connections.into_iter().enumerate() {
-            let (shared, record) = (Arc::clone(&shared), plan.record.clone());
-            tasks.spawn(async move { inserter(client, index, &shared, group, &record, window).await });
-        }
-        let mut latencies = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            latencies.extend(joined.context("an inserter task failed")??);
-        }
-        let seconds = window.measured_seconds();
-        let events = shared.measured.load(Ordering::Relaxed);
-        Ok(RawSample {
-            group,
-            events,
-            events_per_second: ratio(events as f64, seconds),
-            p50_us: percentile(&mut latencies, 0.50),
-            p99_us: percentile(&mut latencies, 0.99),
-        })
+    let shared = Arc::new(Counters::default());
+    let mut measured = runtime.block_on(baseline::run(plan, url, clients, CREATE, |client, index, window| {
+        let (shared, record) = (Arc::clone(&shared), plan.record.clone());
+        async move { inserter(client, index, &shared, group, &record, window).await }
+    }))?;
+    let events = shared.measured.load(Ordering::Relaxed);
+    Ok(RawSample {
+        group,
+        events,
+        events_per_second: ratio(events as f64, measured.seconds),
+        p50_us: percentile(&mut measured.latencies, 0.50),
+        p99_us: percentile(&mut measured.latencies, 0.99),
+        wal_bytes: measured.wal_bytes,
     })
-}
-
-/// `count` connections to `url`, each driven by a task of its own.
-pub async fn connect_all(url: &str, count: usize) -> anyhow::Result<Vec<Client>> {
-    let mut clients = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (client, connection) =
-            tokio_postgres::connect(url, NoTls).await.context("connecting to the bench database")?;
-        tokio::spawn(connection);
-        clients.push(client);
-    }
-    Ok(clients)
 }
 
 #[derive(Debug, Default)]

@@ -18,8 +18,9 @@ pub const TARGET_APPEND_RATIO: f64 = 0.5;
 /// Ledger cycles ÷ plain SQL cycles at [`TARGET_CLIENTS`], more than.
 pub const TARGET_CYCLE_RATIO: f64 = 1.0;
 
-/// One repeat of one cell: each of its four runs on a database of its own,
-/// the baselines right after the ledger runs they are paired with.
+/// One repeat of one cell: each of its five runs on a database of its own,
+/// each baseline next to the ledger run it is paired with (before it or
+/// after it: `mod.rs`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CellSample {
     pub clients: usize,
@@ -43,13 +44,23 @@ impl CellSample {
         ratio(self.appends.appends_per_second, self.raw_per_append.events_per_second)
     }
 
+    /// The cluster's WAL per ledger append while measured (one event each).
+    pub fn append_wal_per_event(&self) -> f64 {
+        ratio(self.appends.wal_bytes as f64, self.appends.appends as f64)
+    }
+
+    /// The cluster's WAL per row of the same-groups raw inserts.
+    pub fn raw_wal_per_event(&self) -> f64 {
+        ratio(self.raw.wal_bytes as f64, self.raw.events as f64)
+    }
+
     fn cycle_ratio(&self) -> f64 {
         ratio(self.cycles.cycles_per_second, self.plain.cycles_per_second)
     }
 }
 
 /// Medians of one cell. The ratios are medians of the per-repeat ratios
-/// (each ledger run paired with the baseline run after it), so they can
+/// (each ledger run paired with the baseline run next to it), so they can
 /// differ a little from the ratio of the medians shown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cell {
@@ -59,9 +70,11 @@ pub struct Cell {
     pub append_p50_us: f64,
     pub append_p99_us: f64,
     pub mean_group: f64,
+    pub append_wal_bytes_per_event: f64,
     pub raw_group: f64,
     pub raw_events_per_second: f64,
     pub raw_p50_us: f64,
+    pub raw_wal_bytes_per_event: f64,
     pub append_ratio: f64,
     pub raw_per_append_events_per_second: f64,
     pub per_append_ratio: f64,
@@ -97,9 +110,11 @@ fn cell(clients: usize, nodes: usize, of: &[&CellSample]) -> Cell {
         append_p50_us: m(|s| s.appends.p50_us),
         append_p99_us: m(|s| s.appends.p99_us),
         mean_group: m(|s| s.appends.mean_group),
+        append_wal_bytes_per_event: m(CellSample::append_wal_per_event),
         raw_group: m(|s| s.raw.group as f64),
         raw_events_per_second: m(|s| s.raw.events_per_second),
         raw_p50_us: m(|s| s.raw.p50_us),
+        raw_wal_bytes_per_event: m(CellSample::raw_wal_per_event),
         append_ratio: m(CellSample::append_ratio),
         raw_per_append_events_per_second: m(|s| s.raw_per_append.events_per_second),
         per_append_ratio: m(CellSample::per_append_ratio),
@@ -131,36 +146,71 @@ pub fn print(config: &impl Serialize, cells: &[Cell], samples: &[CellSample], js
 }
 
 fn write_tables(out: &mut impl Write, cells: &[Cell]) -> anyhow::Result<()> {
-    writeln!(
+    write_appends(out, cells)?;
+    writeln!(out)?;
+    write_cycles(out, cells)
+}
+
+/// The appends table: the ledger's, then the same-groups and the one per
+/// transaction raw inserts.
+fn write_appends(out: &mut impl Write, cells: &[Cell]) -> anyhow::Result<()> {
+    write_header(
         out,
-        "| clients | nodes | ledger appends/s | p50 µs | p99 µs | mean group | raw inserts events/s (same groups) | \
-         raw p50 µs per group | ratio | raw inserts events/s (one per transaction) | ratio |"
+        &[
+            "clients",
+            "nodes",
+            "ledger appends/s",
+            "p50 µs",
+            "p99 µs",
+            "mean group",
+            "WAL bytes per event",
+            "raw inserts events/s (same groups)",
+            "raw p50 µs per group",
+            "raw WAL bytes per event",
+            "ratio",
+            "raw inserts events/s (one per transaction)",
+            "ratio",
+        ],
     )?;
-    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for c in cells {
         writeln!(
             out,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
             c.clients,
             c.nodes,
             c.appends_per_second,
             c.append_p50_us,
             c.append_p99_us,
             c.mean_group,
+            c.append_wal_bytes_per_event,
             c.raw_events_per_second,
             c.raw_p50_us,
+            c.raw_wal_bytes_per_event,
             c.append_ratio,
             c.raw_per_append_events_per_second,
             c.per_append_ratio
         )?;
     }
-    writeln!(out)?;
-    writeln!(
+    Ok(())
+}
+
+/// The cycles table: the ledger's beside the plain SQL cycle.
+fn write_cycles(out: &mut impl Write, cells: &[Cell]) -> anyhow::Result<()> {
+    write_header(
         out,
-        "| clients | nodes | ledger cycles/s | cycle p50 µs | cycle p99 µs | events per commit | \
-         contended | plain SQL cycles/s | plain p50 µs | ratio |"
+        &[
+            "clients",
+            "nodes",
+            "ledger cycles/s",
+            "cycle p50 µs",
+            "cycle p99 µs",
+            "events per commit",
+            "contended",
+            "plain SQL cycles/s",
+            "plain p50 µs",
+            "ratio",
+        ],
     )?;
-    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for c in cells {
         writeln!(
             out,
@@ -177,6 +227,14 @@ fn write_tables(out: &mut impl Write, cells: &[Cell]) -> anyhow::Result<()> {
             c.cycle_ratio
         )?;
     }
+    Ok(())
+}
+
+/// A markdown table's header row and its separator, every column right
+/// aligned (they are all numbers).
+fn write_header(out: &mut impl Write, columns: &[&str]) -> anyhow::Result<()> {
+    writeln!(out, "| {} |", columns.join(" | "))?;
+    writeln!(out, "|{}", "---:|".repeat(columns.len()))?;
     Ok(())
 }
 
@@ -225,9 +283,24 @@ mod tests {
                 p99_us: 200.0,
                 commits: 1,
                 mean_group: 20.0,
+                wal_bytes: 900,
             },
-            raw: RawSample { group: 20, events: 1, events_per_second: raw, p50_us: 50.0, p99_us: 90.0 },
-            raw_per_append: RawSample { group: 1, events: 1, events_per_second: raw / 4.0, p50_us: 5.0, p99_us: 9.0 },
+            raw: RawSample {
+                group: 20,
+                events: 2,
+                events_per_second: raw,
+                p50_us: 50.0,
+                p99_us: 90.0,
+                wal_bytes: 1400,
+            },
+            raw_per_append: RawSample {
+                group: 1,
+                events: 1,
+                events_per_second: raw / 4.0,
+                p50_us: 5.0,
+                p99_us: 9.0,
+                wal_bytes: 800,
+            },
             cycles: CycleSample {
                 cycles: 1,
                 cycles_per_second: cycles,
@@ -235,8 +308,9 @@ mod tests {
                 p99_us: 900.0,
                 events_per_commit: 12.0,
                 contended: 3,
+                wal_bytes: 5000,
             },
-            plain: PlainSample { cycles: 1, cycles_per_second: plain, p50_us: 400.0, p99_us: 800.0 },
+            plain: PlainSample { cycles: 1, cycles_per_second: plain, p50_us: 400.0, p99_us: 800.0, wal_bytes: 4000 },
         }
     }
 
@@ -256,6 +330,8 @@ mod tests {
         assert_eq!(cell.append_ratio, 0.5);
         assert_eq!(cell.cycle_ratio, 1.5);
         assert_eq!(cell.cycles_per_second, 300.0);
+        assert_eq!(cell.append_wal_bytes_per_event, 900.0, "900 bytes over 1 append");
+        assert_eq!(cell.raw_wal_bytes_per_event, 700.0, "1,400 bytes over 2 rows");
     }
 
     #[test]
@@ -282,7 +358,13 @@ mod tests {
         let mut out = Vec::new();
         write_tables(&mut out, &cells).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("| 64 | 1 | 500 | 100 | 200 | 20.0 | 1000 | 50 | 0.50 | 250 | 2.00 |"), "{text}");
+        assert!(
+            text.contains("| 64 | 1 | 500 | 100 | 200 | 20.0 | 900 | 1000 | 50 | 700 | 0.50 | 250 | 2.00 |"),
+            "{text}"
+        );
         assert!(text.contains("| 64 | 1 | 300 | 300 | 900 | 12.0 | 3 | 200 | 400 | 1.50 |"), "{text}");
+        assert!(text.contains("| mean group | WAL bytes per event | raw inserts events/s (same groups) |"), "{text}");
+        assert!(text.contains("\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"), "{text}");
+        assert!(text.contains("\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"), "{text}");
     }
 }
