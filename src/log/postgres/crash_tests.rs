@@ -8,12 +8,17 @@
 //! - with a synchronous standby, both hold on the standby promoted after
 //!   the primary was killed, and the log appends on it.
 //!
+//! The server dies by SIGKILL to its postmaster alone, or to all its
+//! processes at once (which loses WAL not yet written out of shared
+//! memory: the harsher test of a commit acknowledged or shown too early).
 //! After each check the stored log must verify and be gapless. The kill
 //! comes at a moment drawn from a seeded generator; the seed is printed and
 //! named in every failure, and `OPLEDGER_CRASH_SEED` replays it (the
 //! threads' interleaving, of course, is not replayed).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -110,6 +115,40 @@ fn open(url: &str, resolve_wait: Duration) -> Arc<Log> {
     Arc::new(Log::open_postgres(url, LogOptions { commit_resolve_wait: resolve_wait, ..options() }).unwrap())
 }
 
+/// How the database dies.
+#[derive(Debug, Clone, Copy)]
+enum Death {
+    /// SIGKILL to the postmaster alone ([`Cluster::kill`]): its backends
+    /// end when they notice, finishing what they were doing.
+    Postmaster,
+    /// SIGKILL to the postmaster and every process it started at once, as
+    /// a container's kill or the OOM killer of a cgroup: WAL not yet
+    /// written out of shared memory is lost with them.
+    EveryProcess,
+}
+
+/// The server's data directory, asked while it runs (the cluster does not
+/// say it), to find its postmaster's pid at the kill.
+fn data_directory(cluster: &Cluster) -> PathBuf {
+    PathBuf::from(cluster.psql("SHOW data_directory"))
+}
+
+/// Kills the server as `death` says; the cluster then counts as stopped.
+fn kill(cluster: &mut Cluster, data: &std::path::Path, death: Death) {
+    if let Death::EveryProcess = death {
+        let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        // Stopped first, the postmaster forks no backend between the list
+        // of its children and the kill.
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success(), "SIGSTOP {pid}");
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let children = String::from_utf8(children.stdout).unwrap();
+        let killed = Command::new("kill").arg("-9").arg(&pid).args(children.split_whitespace()).status().unwrap();
+        assert!(killed.success(), "SIGKILL to {pid} and its children {children:?}");
+    }
+    cluster.kill();
+}
+
 /// Threads that run until told to stop, each answering one result.
 struct Workers<T> {
     stop: Arc<AtomicBool>,
@@ -143,7 +182,7 @@ impl<T: Send + 'static> Workers<T> {
             .map(|_| {
                 let left = deadline.saturating_duration_since(Instant::now());
                 self.results.recv_timeout(left).unwrap_or_else(|error| {
-                    panic!("a thread of the {what} did not stop within {STOP_WAIT_MAX:?}: {error}")
+                    panic!("a thread of the {what} did not answer within {STOP_WAIT_MAX:?} (hung, or panicked above): {error}")
                 })
             })
             .collect()
@@ -254,7 +293,7 @@ fn follow_subscription(reader: &'static str, log: &Log, from: u64, stop: &Atomic
     let mut subscription = log.subscribe(from);
     let mut shown = Shown { reader, events: Vec::new(), errors: 0 };
     while !stop.load(Ordering::SeqCst) {
-        match runtime.block_on(tokio::time::timeout(READER_POLL, subscription.next())) {
+        match runtime.block_on(async { tokio::time::timeout(READER_POLL, subscription.next()).await }) {
             Ok(Some(Ok(event))) => shown.events.push(Placed { position: event.position, id: event.id }),
             Ok(Some(Err(_))) => {
                 shown.errors += 1;
@@ -367,7 +406,7 @@ fn assert_no_anomalies(tally: &Tally, context: &str) {
 }
 
 /// Rounds of: load (and readers when `observe`) on one log, SIGKILL of the
-/// postmaster at a random moment, restart, and the checks against the log
+/// server at a random moment (each [`Death`] in turn), restart, and the checks against the log
 /// opened afresh. The same appending node goes on from round to round (it
 /// reconnects), so each round appends on the ones before.
 fn kill_under_load(test: &str, rounds: usize, observe: bool) {
@@ -375,6 +414,7 @@ fn kill_under_load(test: &str, rounds: usize, observe: bool) {
     let mut rng = Rng::new(seed);
     let mut cluster = Cluster::start(&[]);
     let url = cluster.database("crash");
+    let data = data_directory(&cluster);
     let log = open(&url, RESOLVE_WAIT);
     let observer = observe.then(|| open(&url, RESOLVE_WAIT));
     let mut acknowledged = Vec::new();
@@ -387,8 +427,10 @@ fn kill_under_load(test: &str, rounds: usize, observe: bool) {
         let load = Load::start(&log, round, &mut rng);
         let readers = observe.then(|| start_readers(&log, observer.as_ref(), stored_head + 1));
         let kill_after = KILL_AFTER_LEAST + Duration::from_millis(rng.below(KILL_AFTER_SPAN_MS));
+        // Both deaths, the one that loses the most first.
+        let death = if round % 2 == 1 { Death::EveryProcess } else { Death::Postmaster };
         std::thread::sleep(kill_after);
-        cluster.kill();
+        kill(&mut cluster, &data, death);
         let tally = load.stop();
         let round_shown = readers.map(|readers| readers.stop("readers")).unwrap_or_default();
         cluster.restart();
@@ -403,7 +445,7 @@ fn kill_under_load(test: &str, rounds: usize, observe: bool) {
         }
         assert_stored(&ids, &shown, "shown in earlier rounds", &context);
         eprintln!(
-            "{context}: killed after {kill_after:?}; {} events acknowledged, {} appends failed, readers shown {:?}; \
+            "{context}: {death:?} killed after {kill_after:?}; {} events acknowledged, {} appends failed, readers shown {:?}; \
              {} stored; round took {:?}",
             tally.acknowledged.len(),
             tally.errors,
@@ -454,6 +496,7 @@ fn acknowledged_appends_survive_failover_to_a_promoted_synchronous_standby() {
     let mut rng = Rng::new(seed);
     let mut primary = Cluster::start(&[]);
     primary.psql("CREATE DATABASE crash");
+    let data = data_directory(&primary);
     let standby = Cluster::standby_of(&primary, &[]);
     make_synchronous(&primary, &standby);
     let url = format!(
@@ -467,7 +510,7 @@ fn acknowledged_appends_survive_failover_to_a_promoted_synchronous_standby() {
     let readers = start_readers(&log, None, 1);
     let kill_after = KILL_AFTER_LEAST + Duration::from_millis(rng.below(KILL_AFTER_SPAN_MS));
     std::thread::sleep(kill_after);
-    primary.kill();
+    kill(&mut primary, &data, Death::EveryProcess);
     standby.promote();
     let failed_over = Instant::now();
     let before = load.acknowledged.load(Ordering::SeqCst);
