@@ -353,11 +353,11 @@ fn start_readers(log: &Arc<Log>, observer: Option<&Arc<Log>>, from: u64) -> Work
 
 /// Appends one event, retrying until the log answers (it reconnects after
 /// a restart or a failover), within [`RESUME_WAIT_MAX`].
-fn append_once_resumed(log: &Log, context: &str) -> Placed {
+fn append_once_resumed(log: &Arc<Log>, context: &str) -> Placed {
     let deadline = Instant::now() + RESUME_WAIT_MAX;
     let appended = event("resumed", 1);
     loop {
-        match log.append_blocking(vec![appended.clone()], Expectations::none()) {
+        match append_bounded(log, &appended, deadline, context) {
             Ok(Ok(done)) => return Placed { position: done.first_position, id: appended.event_id },
             Ok(Err(conflict)) => panic!("{context}: a conflict without expectations: {conflict:?}"),
             Err(error) => {
@@ -366,6 +366,26 @@ fn append_once_resumed(log: &Log, context: &str) -> Placed {
             }
         }
     }
+}
+
+/// One append on another thread, its answer awaited until `deadline` (the
+/// writer bounds its connects, not every statement: a test must not hang
+/// on one that never ends).
+fn append_bounded(
+    log: &Arc<Log>,
+    event: &NewEvent,
+    deadline: Instant,
+    context: &str,
+) -> Result<Result<Appended, crate::log::Conflict>, crate::error::Error> {
+    let (log, events) = (Arc::clone(log), vec![event.clone()]);
+    let (answer, answered) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = answer.send(log.append_blocking(events, Expectations::none()));
+    });
+    let left = deadline.saturating_duration_since(Instant::now());
+    answered
+        .recv_timeout(left)
+        .unwrap_or_else(|error| panic!("{context}: an append was not answered within {RESUME_WAIT_MAX:?}: {error}"))
 }
 
 /// The log `url` names, opened afresh, and the id at each of its positions
