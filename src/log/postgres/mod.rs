@@ -260,6 +260,8 @@ mod tests;
 mod tls_tests;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod fault_tests;
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
