@@ -68,6 +68,13 @@ pub struct PostgresArgs {
     /// How the server is brought to the same state before every run.
     #[arg(long, value_enum, default_value_t = Settle::Checkpoint)]
     settle: Settle,
+    /// Give the bench's own cluster a synchronous standby (a second cluster
+    /// on this machine, `synchronous_standby_names = '*'`): every
+    /// synchronous commit then also waits for the standby's flush, as in
+    /// the setup the README recommends for surviving the primary's loss.
+    /// Not with `--url` or `--settle cluster`.
+    #[arg(long)]
+    standby: bool,
     /// Print every sample and the medians as JSON instead of the tables.
     #[arg(long)]
     json: bool,
@@ -103,8 +110,12 @@ pub fn run(args: PostgresArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::new(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut server = match &args.url {
+        Some(_) if args.standby => bail!("--standby gives the bench's own cluster a standby: not with --url"),
         Some(url) => Server::existing(url, args.settle)?,
-        None => Server::start(args.settle),
+        None if args.standby && args.settle == Settle::Cluster => {
+            bail!("--standby keeps one primary and its standby for the whole bench: not with --settle cluster")
+        }
+        None => Server::start(args.settle, args.standby),
     };
     let mut samples = Vec::new();
     for repeat in 1..=args.repeat {

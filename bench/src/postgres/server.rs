@@ -48,6 +48,8 @@ pub struct Server {
     /// Kept until the bench ends (or the next run, with [`Settle::Cluster`]):
     /// dropping it stops and removes the cluster.
     cluster: Option<Cluster>,
+    /// The synchronous standby of `cluster`, with `--standby`.
+    _standby: Option<Cluster>,
     settle: Settle,
     created: AtomicUsize,
     /// The server refused `CHECKPOINT` once: it is not asked again, so the
@@ -56,12 +58,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// A cluster of the bench's own, started now.
-    pub fn start(settle: Settle) -> Server {
+    /// A cluster of the bench's own, started now (with a synchronous
+    /// standby when `standby`).
+    pub fn start(settle: Settle, standby: bool) -> Server {
         let cluster = Cluster::start(&[]);
+        let standby = standby.then(|| synchronous_standby_of(&cluster));
         Server {
             admin_url: cluster.url(ADMIN_DATABASE),
             cluster: Some(cluster),
+            _standby: standby,
             settle,
             created: AtomicUsize::new(0),
             checkpoint_refused: AtomicBool::new(false),
@@ -76,6 +81,7 @@ impl Server {
         Ok(Server {
             admin_url: url.to_owned(),
             cluster: None,
+            _standby: None,
             settle,
             created: AtomicUsize::new(0),
             checkpoint_refused: AtomicBool::new(false),
@@ -172,6 +178,23 @@ impl Drop for Database<'_> {
             tracing::warn!(%error, database = %self.name, "bench database not dropped");
         }
     }
+}
+
+/// Longest wait for a new standby to stream as the synchronous one.
+const STANDBY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts a standby of `primary` and makes it the synchronous one: every
+/// synchronous commit on the primary then waits for its flush.
+fn synchronous_standby_of(primary: &Cluster) -> Cluster {
+    let standby = Cluster::standby_of(primary, &[]);
+    primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+    primary.psql("SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + STANDBY_WAIT_MAX;
+    while primary.psql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") != "1" {
+        assert!(std::time::Instant::now() < deadline, "the standby never became synchronous: {}", standby.server_log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    standby
 }
 
 /// `url` naming database `name` instead of its own: a `postgres://` URL
