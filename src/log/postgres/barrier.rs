@@ -17,19 +17,19 @@
 //! lanes and nodes never wait for each other's row lock: their flushes
 //! overlap, and PostgreSQL writes them out together.
 //!
-//! The barrier is its own transaction: `BEGIN`, the row, `COMMIT` sent as a
-//! simple query, whose answer PostgreSQL sends once the commit is flushed
-//! (an extended-protocol statement outside a transaction reports complete
-//! before it commits at `Sync`). It also notifies other nodes of the
-//! durable head (`pg_notify` is delivered on commit).
+//! The barrier is one simple-protocol statement in an implicit transaction:
+//! PostgreSQL commits such a statement before it reports it complete, so
+//! its answer is the commit's (an extended-protocol statement reports
+//! complete before its transaction commits at `Sync`). It also notifies
+//! other nodes of the durable head (`pg_notify` is delivered on commit).
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 use uuid::Uuid;
 
+use crate::envelope::Hash;
 use crate::error::Error;
-use crate::log::postgres::reads::{micros_to_time, row_head};
-use crate::log::postgres::statements::Statements;
+use crate::log::postgres::reads::micros_to_time;
 use crate::log::Head;
 
 /// Why an append whose barrier's wait for the synchronous standby was
@@ -42,20 +42,6 @@ pub(crate) fn is_unreplicated(error: &Error) -> bool {
     matches!(error, Error::Storage(message) if message == UNREPLICATED)
 }
 
-/// Writes barrier row `$1` with the head the table holds, and notifies its
-/// digest (`Head::digest`'s `position:hexhash`).
-pub(crate) const STATEMENT: &str = "
-    WITH head AS (SELECT position, hash, recorded_at_micros FROM opledger_log_head),
-    made AS (
-        INSERT INTO opledger_log_durable (barrier, position, hash, recorded_at_micros, made_at)
-        SELECT $1, position, hash, recorded_at_micros, now() FROM head
-        ON CONFLICT (barrier) DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash,
-            recorded_at_micros = EXCLUDED.recorded_at_micros, made_at = EXCLUDED.made_at
-        RETURNING position, hash, recorded_at_micros)
-    SELECT position, hash, recorded_at_micros,
-           pg_notify('opledger_log_appended', position || ':' || encode(hash, 'hex'))::text
-    FROM made";
-
 /// A head made durable, with the recording time of its event.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Durable {
@@ -63,37 +49,58 @@ pub(crate) struct Durable {
     pub(crate) recorded_at: DateTime<Utc>,
 }
 
-/// One barrier row.
-#[derive(Debug, Clone, Copy)]
+/// One barrier row and the statement that writes it.
+#[derive(Debug, Clone)]
 pub(crate) struct Barrier {
-    id: Uuid,
+    sql: String,
 }
 
 impl Barrier {
     /// A barrier with a row of its own.
     pub(crate) fn new() -> Barrier {
-        Barrier { id: Uuid::now_v7() }
+        Barrier { sql: statement(Uuid::now_v7()) }
     }
 
-    /// Commits the barrier synchronously: `BEGIN`, the row, and a
-    /// simple-protocol `COMMIT`, whose answer comes once the commit is
-    /// flushed (and replicated to a synchronous standby). The outer error:
-    /// the server's refusal or a lost connection (whether it committed is
-    /// unknown); the inner one: an answer that does not read as a head.
-    pub(crate) async fn run(
-        &self,
-        client: &Client,
-        statements: &Statements,
-    ) -> Result<Result<Durable, Error>, tokio_postgres::Error> {
-        let begin = client.execute(&statements.begin, &[]);
-        let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.id];
-        let row = client.query_one(&statements.barrier, &parameters);
-        let commit = client.batch_execute("COMMIT");
-        let (begun, row, committed) = tokio::join!(begin, row, commit);
-        let row = begun.and(row)?;
-        committed?;
-        Ok(row_head(&row).map(|head| Durable { head, recorded_at: micros_to_time(row.get(2)) }))
+    /// Commits the barrier synchronously. The outer error: the server's
+    /// refusal or a lost connection (whether it committed is unknown); the
+    /// inner one: an answer that does not read as a head.
+    pub(crate) async fn run(&self, client: &Client) -> Result<Result<Durable, Error>, tokio_postgres::Error> {
+        let messages = client.simple_query(&self.sql).await?;
+        Ok(durable_of(&messages))
     }
+}
+
+/// The barrier's statement for row `id` (a UUID: nothing to escape).
+fn statement(id: Uuid) -> String {
+    format!(
+        "WITH head AS (SELECT position, hash, recorded_at_micros FROM opledger_log_head),
+         made AS (
+            INSERT INTO opledger_log_durable (barrier, position, hash, recorded_at_micros, made_at)
+            SELECT '{id}', position, hash, recorded_at_micros, now() FROM head
+            ON CONFLICT (barrier) DO UPDATE SET position = EXCLUDED.position, hash = EXCLUDED.hash,
+                recorded_at_micros = EXCLUDED.recorded_at_micros, made_at = EXCLUDED.made_at
+            RETURNING position, hash, recorded_at_micros)
+         SELECT position, encode(hash, 'hex'), recorded_at_micros,
+                pg_notify('opledger_log_appended', position || ':' || encode(hash, 'hex'))
+         FROM made"
+    )
+}
+
+/// The one row a barrier answers.
+fn durable_of(messages: &[SimpleQueryMessage]) -> Result<Durable, Error> {
+    let row = messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Storage("the durability barrier answered no row (is the head row missing?)".into()))?;
+    let text = |index: usize| row.get(index).unwrap_or_default();
+    let malformed = || Error::Storage("the durability barrier answered a head that does not parse".into());
+    let position: u64 = text(0).parse().map_err(|_| malformed())?;
+    let hash = Hash::from_hex(text(1)).ok_or_else(malformed)?;
+    let recorded_at: i64 = text(2).parse().map_err(|_| malformed())?;
+    Ok(Durable { head: Head { position, hash }, recorded_at: micros_to_time(recorded_at) })
 }
 
 /// Barrier rows not written for this long are removed when a log opens,
@@ -115,13 +122,15 @@ pub(crate) async fn remove_idle(client: &Client) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Hash;
 
     #[test]
-    fn the_notification_carries_the_head_digest_format() {
+    fn the_statement_names_its_row_and_notifies_the_head_digest_format() {
+        let id = Uuid::now_v7();
+        let sql = statement(id);
+        assert!(sql.contains(&format!("'{id}'")));
         // `Head::digest` is `position:hexhash`, which the notification repeats.
         let head = Head { position: 7, hash: Hash([0xab; 32]) };
         assert_eq!(head.digest(), format!("7:{}", "ab".repeat(32)));
-        assert!(STATEMENT.contains("position || ':' || encode(hash, 'hex')"));
+        assert!(sql.contains("position || ':' || encode(hash, 'hex')"));
     }
 }

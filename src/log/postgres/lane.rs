@@ -221,7 +221,7 @@ impl Lane {
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        let made_durable = barrier.run(client, statements);
+        let made_durable = barrier.run(client);
         let (inserted, moved, committed, made_durable) = tokio::join!(insert, move_head, commit, made_durable);
         if let Err(error) = inserted.and(moved).and(committed) {
             if error.as_db_error().is_some() {
@@ -246,8 +246,8 @@ impl Lane {
     pub(crate) async fn barrier(&mut self) -> Result<Durable, Error> {
         let waits_cancelled = self.replication_waits_cancelled();
         let barrier = Arc::clone(&self.barrier);
-        let (client, statements) = self.connection().await?;
-        let durable = barrier.run(client, statements).await.map_err(storage)??;
+        let (client, _) = self.connection().await?;
+        let durable = barrier.run(client).await.map_err(storage)??;
         if self.replication_waits_cancelled() != waits_cancelled {
             return Err(Error::Storage(UNREPLICATED.into()));
         }

@@ -205,8 +205,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         // it: a node that crashed may have left groups committed and never
         // acknowledged (their appenders retry them by event id).
         let barrier = Barrier::new();
-        let statements = statements::Statements::prepare(&client).await?;
-        let durable = barrier.run(&client, &statements).await.map_err(connect::storage)??;
+        let durable = barrier.run(&client).await.map_err(connect::storage)??;
         let (head, last_recorded_at) = (durable.head, durable.recorded_at);
         check_stored_tail(&client, head).await?;
         // Every writer lane connects now: a log that opened can append

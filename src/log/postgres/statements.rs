@@ -40,14 +40,12 @@ pub(crate) struct Statements {
     pub(crate) versions: Statement,
     pub(crate) insert: Statement,
     pub(crate) move_head: Statement,
-    /// Writes a durability barrier's row (`barrier.rs`).
-    pub(crate) barrier: Statement,
 }
 
 impl Statements {
     /// Prepares all of them, pipelined in one round trip.
     pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
-        let (begin, asynchronous, head, ids, versions, insert, move_head, barrier) = tokio::try_join!(
+        let (begin, asynchronous, head, ids, versions, insert, move_head) = tokio::try_join!(
             client.prepare(BEGIN),
             client.prepare(ASYNCHRONOUS),
             client.prepare(HEAD),
@@ -55,9 +53,8 @@ impl Statements {
             client.prepare(VERSIONS),
             client.prepare(INSERT),
             client.prepare(MOVE_HEAD),
-            client.prepare(crate::log::postgres::barrier::STATEMENT),
         )
         .map_err(storage)?;
-        Ok(Statements { begin, asynchronous, head, ids, versions, insert, move_head, barrier })
+        Ok(Statements { begin, asynchronous, head, ids, versions, insert, move_head })
     }
 }
