@@ -1,15 +1,14 @@
 //! Follows the head other nodes move: listens for the notification every
-//! durability barrier sends (`opledger_log_appended`, the digest of the head
-//! it made durable), and reads the furthest durable head every
-//! [`HEAD_POLL_INTERVAL`] besides, since notifications sent while the
-//! listening connection reconnects are lost.
+//! group commit sends (`opledger_log_appended`, the new head's digest), and
+//! reads the head every [`HEAD_POLL_INTERVAL`] besides, since notifications
+//! sent while the listening connection reconnects are lost.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::log::postgres::connect::{self, Heard};
-use crate::log::postgres::reads::stored_heads;
+use crate::log::postgres::reads::stored_head;
 use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL};
 use crate::log::Head;
 
@@ -43,8 +42,8 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
 }
 
 async fn poll(client: &tokio_postgres::Client, shared: &Shared) {
-    match stored_heads(client).await {
-        Ok(heads) => shared.publish(heads.readable()),
+    match stored_head(client).await {
+        Ok((head, _)) => shared.publish(head),
         Err(error) => tracing::warn!(%error, "cannot read the head"),
     }
 }

@@ -1,15 +1,12 @@
 //! One connection of the writer, with its prepared statements, and the two
 //! pipelined steps of a group's transaction on it:
 //!
-//! 1. [`Lane::lock`]: `BEGIN`, `SET LOCAL synchronous_commit TO off`, the
-//!    head `FOR UPDATE`, and the prefetch of what staging needs, sent
-//!    together. The server runs them in order, so the prefetch reads what
-//!    was committed before the lock was granted.
-//! 2. [`Lane::commit`]: the insert, the head's move and `COMMIT`, then the
-//!    lane's durability barrier (`barrier.rs`), sent together: the head
-//!    stays locked for one round trip after staging, not three, and not
-//!    while the commit is flushed: the barrier waits for the flush after
-//!    the lock is gone.
+//! 1. [`Lane::lock`]: `BEGIN`, the head `FOR UPDATE`, and the prefetch of
+//!    what staging needs, sent together. The server runs them in order, so
+//!    the prefetch reads what was committed before the lock was granted.
+//! 2. [`Lane::commit`]: the insert, the head's move, the notification and
+//!    `COMMIT`, sent together: the head stays locked for one round trip
+//!    (plus the commit's flush) after staging, not three.
 //!
 //! tokio-postgres sends a request when its future is first polled and
 //! answers requests in order, so futures joined together are one round
@@ -29,35 +26,17 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, StreamId};
 use crate::error::Error;
-use crate::log::postgres::barrier::{Barrier, Durable, UNREPLICATED};
-use crate::log::postgres::connect::{self, storage, Heard, Target};
+use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
 use crate::log::postgres::statements::Statements;
-use crate::log::postgres::QUERY_WAIT_MAX;
+use crate::log::postgres::{Shared, QUERY_WAIT_MAX};
 use crate::log::staging::{Committed, Group, Request};
 use crate::log::Head;
 
-/// How a group's commit ended, as its lane saw it.
-pub(crate) enum Commit {
-    /// Committed, and made durable by the barrier behind it: the head the
-    /// barrier made durable (this group's or a later one).
-    Durable(Durable),
-    /// The server refused a statement: rolled back, nothing stored.
-    Refused(Error),
-    /// Committed, but the barrier's wait for the synchronous standby was
-    /// cancelled: on the primary only, not acknowledged.
-    Unreplicated,
-    /// The `COMMIT` was sent and then an answer was lost (or the barrier
-    /// failed): whether the group is in the log, and durable, is unknown.
-    Unknown(String),
-}
-
 /// One writer connection and what was prepared on it.
 pub(crate) struct Lane {
-    target: Target,
+    shared: Arc<Shared>,
     client: Option<Client>,
-    /// This lane's barrier row: lanes never wait for each other's.
-    barrier: Arc<Barrier>,
     /// Prepared on `client`; dropped with it.
     statements: Option<Statements>,
     /// Notices of this connection only: a cancelled wait for the standby
@@ -107,11 +86,10 @@ impl Committed for Prefetched {
 impl Lane {
     /// A lane that connects on first use, or starts on `opened` (a
     /// connection and the notices its driver hears).
-    pub(crate) fn new(target: Target, barrier: Barrier, opened: Option<(Client, Arc<Heard>)>) -> Lane {
-        let barrier = Arc::new(barrier);
+    pub(crate) fn new(shared: Arc<Shared>, opened: Option<(Client, Arc<Heard>)>) -> Lane {
         match opened {
-            Some((client, heard)) => Lane { target, client: Some(client), barrier, statements: None, heard },
-            None => Lane { target, client: None, barrier, statements: None, heard: Arc::new(Heard::default()) },
+            Some((client, heard)) => Lane { shared, client: Some(client), statements: None, heard },
+            None => Lane { shared, client: None, statements: None, heard: Arc::new(Heard::default()) },
         }
     }
 
@@ -129,7 +107,7 @@ impl Lane {
             // Bounded: a server that accepts and never answers (and a
             // connection string without `connect_timeout`) must not hold
             // the group's appends forever.
-            let connecting = connect::connect(&self.target, Arc::clone(&self.heard), None);
+            let connecting = connect::connect(&self.shared.config, Arc::clone(&self.heard), None);
             let client = tokio::time::timeout(QUERY_WAIT_MAX, connecting).await.map_err(|_| {
                 Error::Storage(format!("PostgreSQL did not accept a connection within {} s", QUERY_WAIT_MAX.as_secs()))
             })??;
@@ -159,10 +137,9 @@ impl Lane {
     async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
         let (client, statements) = self.connection().await?;
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
-        let asynchronous = async { client.execute(&statements.asynchronous, &[]).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
-        let (_, _, head_row, (id_rows, version_rows)) =
-            tokio::try_join!(begin, asynchronous, head_query, stored(client, statements, batch))?;
+        let (_, head_row, (id_rows, version_rows)) =
+            tokio::try_join!(begin, head_query, stored(client, statements, batch))?;
         let mut prefetched = Prefetched {
             head: row_head(&head_row)?,
             head_recorded_at: micros_to_time(head_row.get(2)),
@@ -203,55 +180,37 @@ impl Lane {
         send_now(rollback);
     }
 
-    /// Inserts the group's events, moves the head and commits (without
-    /// waiting for the flush), then commits the lane's barrier, which waits
-    /// for it: one round trip. `Err`: nothing was sent.
-    pub(crate) async fn commit(&mut self, group: &Group) -> Result<Commit, Error> {
-        let waits_cancelled = self.replication_waits_cancelled();
-        let barrier = Arc::clone(&self.barrier);
+    /// Inserts the group's events, moves the head, queues the notification
+    /// and commits, in one round trip. `Err` of the outer result: the
+    /// statements failed before `COMMIT` (nothing stored, the transaction
+    /// ended). `Ok(Err)`: the commit's own answer, which may have been lost.
+    pub(crate) async fn commit(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Error> {
         let (client, statements) = self.connection().await?;
         let rows = Rows::of(group);
+        let digest = group.head.digest();
         let position = group.head.position as i64;
         let hash = group.head.hash.0.as_slice();
         let recorded_at = group.last_recorded_at.timestamp_micros();
         let head: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
+        let notification: [&(dyn ToSql + Sync); 1] = [&digest];
         let row_parameters = rows.parameters();
         let insert = client.execute(&statements.insert, &row_parameters);
         let move_head = client.execute(&statements.move_head, &head);
+        let notify = client.execute(&statements.notify, &notification);
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        let made_durable = barrier.run(client);
-        let (inserted, moved, committed, made_durable) = tokio::join!(insert, move_head, commit, made_durable);
-        if let Err(error) = inserted.and(moved).and(committed) {
+        let (inserted, moved, notified, committed) = tokio::join!(insert, move_head, notify, commit);
+        if let Err(error) = inserted.and(moved).and(notified) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
                 // rolled the transaction back.
-                return Ok(Commit::Refused(storage(error)));
+                return Err(storage(error));
             }
             // The connection broke: the `COMMIT` may have gone through.
-            return Ok(Commit::Unknown(error.to_string()));
+            return Ok(Err(error));
         }
-        Ok(match made_durable {
-            Ok(Ok(_)) if self.replication_waits_cancelled() != waits_cancelled => Commit::Unreplicated,
-            Ok(Ok(durable)) => Commit::Durable(durable),
-            // Committed; whether it is durable is for the resolution to learn.
-            Ok(Err(error)) => Commit::Unknown(error.to_string()),
-            Err(error) => Commit::Unknown(error.to_string()),
-        })
-    }
-
-    /// Commits the lane's barrier on its own: every event committed before
-    /// is durable once it returns.
-    pub(crate) async fn barrier(&mut self) -> Result<Durable, Error> {
-        let waits_cancelled = self.replication_waits_cancelled();
-        let barrier = Arc::clone(&self.barrier);
-        let (client, _) = self.connection().await?;
-        let durable = barrier.run(client).await.map_err(storage)??;
-        if self.replication_waits_cancelled() != waits_cancelled {
-            return Err(Error::Storage(UNREPLICATED.into()));
-        }
-        Ok(durable)
+        Ok(committed)
     }
 
     /// Where the group's first event is stored, on a fresh connection,

@@ -6,18 +6,14 @@
 //! row, stages its appends on the head it found (the shared
 //! [`staging`](crate::log::staging) code), inserts the events and moves the
 //! head in the same transaction. Positions are therefore gapless and commit
-//! order is position order, whichever node commits. Groups commit without
-//! waiting for their flush; acknowledged means a durability barrier
-//! committed synchronously after the group (`barrier.rs`), and readers,
-//! subscriptions and other nodes see only heads a barrier made durable (see
-//! also `schema::check_durability` and the replication warning in
+//! order is position order, whichever node commits. Acknowledged means
+//! committed (see `schema::check_durability` and the replication warning in
 //! `writer.rs`).
 //!
 //! The backend runs its own small tokio runtime, so its synchronous reads
 //! can be called from any thread, async or not: a read is spawned there and
 //! waited for, at most [`QUERY_WAIT_MAX`].
 
-mod barrier;
 mod connect;
 mod conninfo;
 mod follower;
@@ -41,9 +37,7 @@ use crate::error::Error;
 use crate::limits::{APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS};
 use crate::log::backend::Opened;
 use crate::log::{Head, LogOptions, StatsCounters};
-use barrier::Barrier;
 use connect::{Heard, Readers, Target};
-use lane::Lane;
 
 /// Longest wait for one database round of a read before it fails (a read
 /// never hangs on a database that stopped answering).
@@ -79,9 +73,6 @@ pub(crate) struct Shared {
     pub(crate) readers: Readers,
     /// Taken when the log closes, which ends every subscription.
     head: std::sync::Mutex<Option<watch::Sender<Head>>>,
-    /// Commits barriers for whoever needs a head made durable outside a
-    /// group: a hold, and a decider's fresh head.
-    pub(crate) fresh: tokio::sync::Mutex<Lane>,
     pub(crate) location: String,
 }
 
@@ -97,11 +88,6 @@ impl Shared {
             }
             newer
         });
-    }
-
-    /// The head published last: durable, as every published head is.
-    pub(crate) fn published(&self) -> Head {
-        self.head.lock().ok().and_then(|sender| sender.as_ref().map(|sender| *sender.borrow())).unwrap_or(Head::EMPTY)
     }
 
     pub(crate) fn closed(&self) -> bool {
@@ -196,32 +182,25 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let heard = Arc::new(Heard::default());
     let prepare_target = target.clone();
     let prepare_heard = Arc::clone(&heard);
-    let (client, barrier, head, last_recorded_at, lanes) = call(&handle, async move {
+    let (client, head, last_recorded_at, lanes) = call(&handle, async move {
         let mut client = connect::connect(&prepare_target, prepare_heard, None).await?;
         schema::create(&mut client).await?;
         schema::check_durability(&client).await?;
-        barrier::remove_idle(&client).await?;
-        // Whatever is committed now is made durable before the node reads
-        // it: a node that crashed may have left groups committed and never
-        // acknowledged (their appenders retry them by event id).
-        let barrier = Barrier::new();
-        let durable = barrier.run(&client).await.map_err(connect::storage)??;
-        let (head, last_recorded_at) = (durable.head, durable.recorded_at);
+        let (head, last_recorded_at) = reads::stored_head(&client).await?;
         check_stored_tail(&client, head).await?;
         // Every writer lane connects now: a log that opened can append
         // without first reaching the database again.
         let mut lanes = Vec::with_capacity(writer::WRITER_LANES);
         for _ in 1..=writer::WRITER_LANES {
             let heard = Arc::new(Heard::default());
-            lanes.push((connect::connect(&prepare_target, Arc::clone(&heard), None).await?, heard, Barrier::new()));
+            lanes.push((connect::connect(&prepare_target, Arc::clone(&heard), None).await?, heard));
         }
-        Ok((client, barrier, head, last_recorded_at, lanes))
+        Ok((client, head, last_recorded_at, lanes))
     })?;
     let (head_tx, head_rx) = watch::channel(head);
     let shared = Arc::new(Shared {
         location: describe(&target.config),
         readers: Readers::new(target.clone()),
-        fresh: tokio::sync::Mutex::new(Lane::new(target.clone(), Barrier::new(), None)),
         config: target,
         head: std::sync::Mutex::new(Some(head_tx)),
     });
@@ -240,11 +219,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
     let thread = std::thread::Builder::new()
         .name("opledger-pg-writer".into())
         .spawn(move || {
-            writer_handle.block_on(writer.run(
-                requests_rx,
-                holds_rx,
-                std::iter::once((client, heard, barrier)).chain(lanes),
-            ));
+            writer_handle.block_on(writer.run(requests_rx, holds_rx, std::iter::once((client, heard)).chain(lanes)));
             drop(writer_runtime);
         })
         .map_err(|error| Error::Storage(format!("cannot start the PostgreSQL writer: {error}")))?;

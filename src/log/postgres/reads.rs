@@ -41,10 +41,8 @@ pub(crate) fn row_event(row: &Row) -> Result<Envelope, Error> {
 }
 
 pub(crate) fn row_head(row: &Row) -> Result<Head, Error> {
-    head_of(to_u64(row.get(0)), row.get(1))
-}
-
-fn head_of(position: u64, hash: &[u8]) -> Result<Head, Error> {
+    let position = to_u64(row.get(0));
+    let hash: &[u8] = row.get(1);
     let hash: [u8; 32] =
         hash.try_into().map_err(|_| Error::corrupt(position, "the stored head hash is not 32 bytes"))?;
     Ok(Head { position, hash: Hash(hash) })
@@ -54,49 +52,16 @@ pub(crate) fn micros_to_time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The head the table holds (committed, durable or not) and the furthest
-/// head a barrier made durable, read together.
-pub(crate) struct StoredHeads {
-    pub(crate) written: Head,
-    pub(crate) durable: Option<Head>,
-}
-
-impl StoredHeads {
-    /// The written head when a barrier made it (or more) durable: what a
-    /// reader may see and a decider decide on without another barrier.
-    pub(crate) fn durable_written(&self) -> Option<Head> {
-        self.durable.filter(|durable| durable.position >= self.written.position).map(|_| self.written)
-    }
-
-    /// The furthest head known durable that the table still holds (a
-    /// barrier row ahead of the table's head is read as the table's head).
-    pub(crate) fn readable(&self) -> Head {
-        match self.durable {
-            Some(durable) if durable.position < self.written.position => durable,
-            _ => self.written,
-        }
-    }
-}
-
-/// Both heads in one statement. `query_typed`, here and in [`events`]:
-/// parsed, bound and run in one round trip, where `query` waits for a
-/// Parse first (the decider over a shared log reads the head every round).
-pub(crate) async fn stored_heads(client: &Client) -> Result<StoredHeads, Error> {
+/// The stored head and the recording time of its event. `query_typed`
+/// here and in [`events`]: parsed, bound and run in one round trip, where
+/// `query` waits for a Parse first (the decider over a shared log makes
+/// both reads every round).
+pub(crate) async fn stored_head(client: &Client) -> Result<(Head, DateTime<Utc>), Error> {
     let row = client
-        .query_typed_one(
-            "SELECT h.position, h.hash, d.position, d.hash FROM opledger_log_head h
-             LEFT JOIN LATERAL (SELECT position, hash FROM opledger_log_durable ORDER BY position DESC LIMIT 1) d
-             ON true",
-            &[],
-        )
+        .query_typed_one("SELECT position, hash, recorded_at_micros FROM opledger_log_head", &[])
         .await
         .map_err(storage)?;
-    let written = row_head(&row)?;
-    let durable = match (row.get::<_, Option<i64>>(2), row.get::<_, Option<&[u8]>>(3)) {
-        (Some(position), Some(hash)) => Some(head_of(to_u64(position), hash)?),
-        _ => None,
-    };
-    Ok(StoredHeads { written, durable })
+    Ok((row_head(&row)?, micros_to_time(row.get(2))))
 }
 
 pub(crate) async fn last_position(client: &Client) -> Result<u64, Error> {
@@ -213,17 +178,10 @@ impl Backend for PostgresBackend {
         Ok((rows != head).then(|| format!("the table holds {rows} events for a head at position {head}")))
     }
 
-    /// The head the database has now, durable: read with the furthest
-    /// barrier's head; when groups committed past it, a barrier first (a
-    /// decider folds only what a crash cannot take back).
     fn latest_head(&self) -> Result<Head, Error> {
         let shared = Arc::clone(&self.shared);
         self.call(async move {
-            let heads = stored_heads(&*shared.readers.client().await?).await?;
-            let head = match heads.durable_written() {
-                Some(head) => head,
-                None => shared.fresh.lock().await.barrier().await?.head,
-            };
+            let (head, _) = stored_head(&*shared.readers.client().await?).await?;
             shared.publish(head);
             Ok(head)
         })

@@ -10,11 +10,6 @@
 //!   UPDATE`) in the transaction that inserts the events, so appends from
 //!   every node are serialized by the database and commit order is
 //!   position order.
-//! - `opledger_log_durable`: one row per durability barrier
-//!   (`barrier.rs`), the head it made durable. The furthest is what
-//!   readers and other nodes may see: groups commit without waiting for
-//!   their flush, and only a barrier's synchronous commit makes them
-//!   durable.
 //! - `opledger_restart_snapshot`: one row, a hint of where the ledger may
 //!   start folding (never a fact).
 //! - `opledger_documents`: small named documents every node shares (the
@@ -27,13 +22,7 @@ use crate::error::Error;
 use crate::log::postgres::connect::storage;
 
 /// The layout this code reads and writes; another one is refused.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
-
-/// The version before the barrier rows, which opening moves to this one
-/// (adding the table is all it takes). Stop every node of the older build
-/// first: it would append without writing barrier rows, and the other
-/// nodes' readers would not see its appends until their own next barrier.
-const SCHEMA_VERSION_BEFORE_BARRIERS: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 1;
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS opledger_log_events (
@@ -50,13 +39,6 @@ CREATE TABLE IF NOT EXISTS opledger_log_head (
     position BIGINT NOT NULL,
     hash BYTEA NOT NULL,
     recorded_at_micros BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS opledger_log_durable (
-    barrier UUID PRIMARY KEY,
-    position BIGINT NOT NULL,
-    hash BYTEA NOT NULL,
-    recorded_at_micros BIGINT NOT NULL,
-    made_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS opledger_restart_snapshot (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
@@ -83,12 +65,7 @@ pub(crate) async fn create(client: &mut Client) -> Result<(), Error> {
     )
     .await
     .map_err(storage)?;
-    let mut version: i32 =
-        tx.query_one("SELECT schema_version FROM opledger_log_head", &[]).await.map_err(storage)?.get(0);
-    if version == SCHEMA_VERSION_BEFORE_BARRIERS {
-        tx.execute("UPDATE opledger_log_head SET schema_version = $1", &[&SCHEMA_VERSION]).await.map_err(storage)?;
-        version = SCHEMA_VERSION;
-    }
+    let version: i32 = tx.query_one("SELECT schema_version FROM opledger_log_head", &[]).await.map_err(storage)?.get(0);
     if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "the database holds an opledger log of schema version {version}; this build reads version {SCHEMA_VERSION}"
@@ -97,10 +74,9 @@ pub(crate) async fn create(client: &mut Client) -> Result<(), Error> {
     tx.commit().await.map_err(storage)
 }
 
-/// An acknowledgement means a durability barrier committed synchronously
-/// after the group (`barrier.rs`); with `synchronous_commit = off` for the
-/// connection PostgreSQL would answer the barrier before its WAL is
-/// flushed, so an acknowledged event could be lost. Refused.
+/// An acknowledgement means the transaction committed; with
+/// `synchronous_commit = off` PostgreSQL answers a commit before its WAL
+/// is flushed, so an acknowledged event could be lost. Refused.
 pub(crate) async fn check_durability(client: &Client) -> Result<(), Error> {
     let setting: String = client.query_one("SHOW synchronous_commit", &[]).await.map_err(storage)?.get(0);
     if setting == "off" {

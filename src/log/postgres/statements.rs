@@ -10,10 +10,6 @@ use crate::log::postgres::connect::storage;
 
 const BEGIN: &str = "BEGIN";
 
-/// The group's commit does not wait for its flush: a durability barrier
-/// after it does (`barrier.rs`), outside the head lock.
-const ASYNCHRONOUS: &str = "SET LOCAL synchronous_commit TO off";
-
 const HEAD: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_head FOR UPDATE";
 
 const IDS: &str = "SELECT event_id, position, record FROM opledger_log_events WHERE event_id = ANY($1)";
@@ -27,11 +23,11 @@ const INSERT: &str = "INSERT INTO opledger_log_events (position, event_id, strea
 
 const MOVE_HEAD: &str = "UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3";
 
+const NOTIFY: &str = "SELECT pg_notify('opledger_log_appended', $1)";
+
 /// Valid on the connection that prepared them only.
 pub(crate) struct Statements {
     pub(crate) begin: Statement,
-    /// Commits the transaction without waiting for its flush.
-    pub(crate) asynchronous: Statement,
     /// Locks the head row and reads it.
     pub(crate) head: Statement,
     /// Which of the group's event ids are stored, with their records.
@@ -40,21 +36,23 @@ pub(crate) struct Statements {
     pub(crate) versions: Statement,
     pub(crate) insert: Statement,
     pub(crate) move_head: Statement,
+    /// Queues the notification other nodes listen for (sent on commit).
+    pub(crate) notify: Statement,
 }
 
 impl Statements {
     /// Prepares all of them, pipelined in one round trip.
     pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
-        let (begin, asynchronous, head, ids, versions, insert, move_head) = tokio::try_join!(
+        let (begin, head, ids, versions, insert, move_head, notify) = tokio::try_join!(
             client.prepare(BEGIN),
-            client.prepare(ASYNCHRONOUS),
             client.prepare(HEAD),
             client.prepare(IDS),
             client.prepare(VERSIONS),
             client.prepare(INSERT),
             client.prepare(MOVE_HEAD),
+            client.prepare(NOTIFY),
         )
         .map_err(storage)?;
-        Ok(Statements { begin, asynchronous, head, ids, versions, insert, move_head })
+        Ok(Statements { begin, head, ids, versions, insert, move_head, notify })
     }
 }

@@ -4,17 +4,13 @@
 //!
 //! One group, on one of the writer's [`WRITER_LANES`] connections
 //! ([`Lane`]):
-//! 1. `BEGIN` (committing without waiting for the flush),
-//!    `SELECT … FROM opledger_log_head FOR UPDATE` (which waits for any
-//!    other group, of this node or another, to commit), and the prefetch of
-//!    what staging needs (which event ids are stored already, each named
-//!    stream's version), in one round trip.
+//! 1. `BEGIN`, `SELECT … FROM opledger_log_head FOR UPDATE` (which waits
+//!    for any other group, of this node or another, to commit), and the
+//!    prefetch of what staging needs (which event ids are stored already,
+//!    each named stream's version), in one round trip.
 //! 2. Stages every append with the shared staging code.
-//! 3. Inserts the sealed events, moves the head and commits, then commits
-//!    the lane's durability barrier (`barrier.rs`), which waits for the
-//!    flush (and the synchronous standby) and notifies listeners, in one
-//!    round trip. Only then is anyone answered, and the head the barrier
-//!    made durable published.
+//! 3. Inserts the sealed events, moves the head, notifies listeners
+//!    (`pg_notify` is delivered on commit) and commits, in one round trip.
 //!
 //! A decider that holds the head ([`crate::log::HeldHead`]) gets a lane of
 //! its own: step 1 without appends, then the held append's prefetch once
@@ -24,17 +20,14 @@
 //! waiting and sends its step 1, which the server holds on the head lock
 //! until the group before commits. The head is then locked for one round
 //! trip after the previous commit instead of for the whole exchange, and
-//! not while a commit is flushed: the flushes of the lanes' barriers
-//! overlap with the next groups and with each other. Each
+//! commits follow each other as fast as the database flushes them. Each
 //! group still stages on the head it locked, so nothing is decided ahead of
 //! the database: a group that failed is simply not seen by the next.
 //!
 //! A commit whose answer was lost (the connection broke) is resolved by
-//! event id, and made durable by a barrier, before anyone is answered. A
-//! barrier PostgreSQL answers with the warning that its wait for a
-//! synchronous standby was cancelled acknowledges nothing: the standby may
-//! not have it. Answers that append nothing (duplicates, conflicts) wait
-//! for a barrier too when they were decided on a head not yet durable.
+//! event id before anyone is answered. A commit PostgreSQL answers with the
+//! warning that its wait for a synchronous standby was cancelled is not
+//! acknowledged: the standby may not have it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,17 +38,15 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::log::postgres::barrier::{is_unreplicated, Barrier, UNREPLICATED};
 use crate::log::postgres::connect::Heard;
-use crate::log::postgres::lane::{Commit, Lane, Prefetched};
+use crate::log::postgres::lane::{Lane, Prefetched};
 use crate::log::postgres::Shared;
 use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
-/// Connections whose groups overlap: one waiting for its barrier's flush,
-/// one committing, one waiting for the head lock; more would only wait on
-/// the same lock.
-pub(crate) const WRITER_LANES: usize = 3;
+/// Connections whose groups overlap (one committing, one waiting for the
+/// head lock): more would only wait on the same lock.
+pub(crate) const WRITER_LANES: usize = 2;
 
 /// Longest a decider may hold the head locked between the lock and its
 /// append; past it the hold is rolled back (its append then fails).
@@ -100,30 +91,23 @@ enum Committing {
 
 impl Writer {
     /// Runs the lanes until every sender of `requests` is gone; `opened`
-    /// are the connections the log opened with, one per lane, with the
-    /// barrier each has used (a lane without one connects on first use).
+    /// are the connections the log opened with, one per lane (a lane
+    /// without one connects on first use).
     pub(crate) async fn run(
         self,
         requests: mpsc::Receiver<Request>,
         holds: mpsc::Receiver<Hold>,
-        opened: impl IntoIterator<Item = (Client, Arc<Heard>, Barrier)>,
+        opened: impl IntoIterator<Item = (Client, Arc<Heard>)>,
     ) {
         let writer = Arc::new(self);
         let requests = Arc::new(Mutex::new(requests));
         let mut lanes = JoinSet::new();
         let mut opened = opened.into_iter();
-        let mut next_lane = || {
-            let target = writer.shared.config.clone();
-            match opened.next() {
-                Some((client, heard, barrier)) => Lane::new(target, barrier, Some((client, heard))),
-                None => Lane::new(target, Barrier::new(), None),
-            }
-        };
         for _ in 0..WRITER_LANES {
-            let lane = next_lane();
+            let lane = Lane::new(Arc::clone(&writer.shared), opened.next());
             lanes.spawn(Arc::clone(&writer).drive(lane, Arc::clone(&requests)));
         }
-        let hold_lane = next_lane();
+        let hold_lane = Lane::new(Arc::clone(&writer.shared), opened.next());
         let hold_lane = tokio::spawn(Arc::clone(&writer).hold_lane(hold_lane, holds));
         while lanes.join_next().await.is_some() {}
         // The log closed (its appends' sender is gone): a hold still waiting
@@ -148,17 +132,8 @@ impl Writer {
                 return;
             }
         };
-        // Durable and published before the decider folds: reads stop at the
-        // published head, and the decider must fold every event up to the
-        // held one, and decide on nothing a crash could still take back.
-        if prefetched.head.position > self.shared.published().position {
-            let made_durable = self.shared.fresh.lock().await.barrier().await;
-            if let Err(error) = made_durable {
-                lane.roll_back();
-                let _ = hold.locked.send(Err(error));
-                return;
-            }
-        }
+        // Published before the decider folds: reads stop at the published
+        // head, and the decider must fold every event up to the held one.
         self.shared.publish(prefetched.head);
         if hold.locked.send(Ok(prefetched.head)).is_err() {
             return lane.roll_back();
@@ -231,22 +206,13 @@ impl Writer {
             // head lock goes one round trip sooner (a node whose append lost
             // the race to another is not always a round trip behind it).
             lane.roll_back();
-            return self.answer_unwritten(lane, batch, outcomes, locked).await;
+            self.shared.publish(locked);
+            return self.answer_all(batch, outcomes);
         }
+        let waits_cancelled = lane.replication_waits_cancelled();
         let ended = match lane.commit(&group).await {
-            Err(error) | Ok(Commit::Refused(error)) => Committing::Failed(error),
-            Ok(Commit::Unreplicated) => Committing::Failed(Error::Storage(UNREPLICATED.into())),
-            Ok(Commit::Durable(durable)) if durable.head.position >= group.head.position => {
-                Committing::Done(durable.head)
-            }
-            Ok(Commit::Durable(_)) => {
-                tracing::warn!("a barrier made a head durable behind the group it followed; resolving by event id");
-                resolve(lane, &group, self.resolve_wait).await
-            }
-            Ok(Commit::Unknown(why)) => {
-                tracing::warn!(%why, "the answer to a commit was lost; resolving it by event id");
-                resolve(lane, &group, self.resolve_wait).await
-            }
+            Err(error) => Committing::Failed(error),
+            Ok(committed) => self.after_commit(lane, committed, &group, waits_cancelled).await,
         };
         match ended {
             Committing::Done(head) => {
@@ -260,19 +226,6 @@ impl Writer {
             }
             Committing::Failed(error) => self.fail(batch, &error),
         }
-    }
-
-    /// Answers a group that wrote nothing (duplicates, conflicts): decided
-    /// on `locked`, which may hold events committed and not yet durable, so
-    /// a barrier makes it durable first.
-    async fn answer_unwritten(&self, lane: &mut Lane, batch: Vec<Request>, outcomes: Vec<Outcome>, locked: Head) {
-        if locked.position > self.shared.published().position {
-            match lane.barrier().await {
-                Ok(durable) => self.shared.publish(durable.head),
-                Err(error) => return self.fail(batch, &error),
-            }
-        }
-        self.answer_all(batch, outcomes);
     }
 
     fn answer_all(&self, batch: Vec<Request>, outcomes: Vec<Outcome>) {
@@ -293,31 +246,36 @@ impl Writer {
             answer(&self.stats, request.reply, Err(Error::Storage(why.clone())), request.submitted);
         }
     }
-}
 
-/// What a look for a group's first event found.
-enum Found {
-    /// At its position, and made durable by a barrier since.
-    Durable(Head),
-    /// At another position: appended since by another writer.
-    Elsewhere(u64),
-    Absent,
-}
-
-/// Looks for the group's first event, on a fresh connection, and makes
-/// what it found durable.
-async fn look(lane: &mut Lane, id: uuid::Uuid, position: u64) -> Result<Found, Error> {
-    match lane.position_of(id).await? {
-        Some(found) if found == position => Ok(Found::Durable(lane.barrier().await?.head)),
-        Some(found) => Ok(Found::Elsewhere(found)),
-        None => Ok(Found::Absent),
+    /// What a commit's answer means for the group.
+    async fn after_commit(
+        &self,
+        lane: &mut Lane,
+        committed: Result<(), tokio_postgres::Error>,
+        group: &Group,
+        waits_cancelled: u64,
+    ) -> Committing {
+        match committed {
+            Ok(()) if lane.replication_waits_cancelled() != waits_cancelled => Committing::Failed(Error::Storage(
+                "PostgreSQL committed on the primary but its wait for the synchronous standby was cancelled: \
+                 not acknowledged (the events may be in the log; retrying with the same event ids is safe)"
+                    .into(),
+            )),
+            Ok(()) => Committing::Done(group.head),
+            Err(error) if error.as_db_error().is_some() => {
+                Committing::Failed(crate::log::postgres::connect::storage(error))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the answer to a commit was lost; resolving it by event id");
+                resolve(lane, group, self.resolve_wait).await
+            }
+        }
     }
 }
 
 /// Learns whether a commit whose answer was lost went through: its first
-/// event id is stored at its position (then a barrier makes it durable),
-/// or it is not stored at all. Every attempt, and all of them together,
-/// end within `wait`.
+/// event id is stored at its position, or it is not stored at all. Every
+/// attempt, and all of them together, end within `wait`.
 async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> Committing {
     let Some((first, _)) = group.sealed.first() else { return Committing::Done(group.head) };
     let deadline = Instant::now() + wait;
@@ -326,20 +284,13 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
         // `connect_timeout` in the URL) must not hold the answer past the
         // deadline.
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let found = match tokio::time::timeout(remaining, look(lane, first.id, first.position)).await {
+        let found = match tokio::time::timeout(remaining, lane.position_of(first.id)).await {
             Ok(found) => found,
             Err(_) => Err(Error::Storage("no answer before the deadline".into())),
         };
         match found {
-            Ok(Found::Durable(head)) if head.position >= group.head.position => return Committing::Done(head),
-            Ok(Found::Durable(head)) => {
-                return Committing::Failed(Error::Storage(format!(
-                    "the connection broke during the commit; the events are stored but the database's head ({}) is \
-                     behind them: not acknowledged (retrying with the same event ids is safe)",
-                    head.position
-                )))
-            }
-            Ok(Found::Elsewhere(position)) => {
+            Ok(Some(position)) if position == first.position => return Committing::Done(group.head),
+            Ok(Some(position)) => {
                 // Rolled back, and the same ids appended since by another
                 // writer (a client's retry on another node).
                 return Committing::Failed(Error::Storage(format!(
@@ -347,13 +298,12 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
                      appended since at position {position} (a retry answers them as a duplicate)"
                 )));
             }
-            Ok(Found::Absent) => {
+            Ok(None) => {
                 return Committing::Failed(Error::Storage(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
                 ))
             }
-            Err(error) if is_unreplicated(&error) => return Committing::Failed(error),
             Err(error) if Instant::now() >= deadline => {
                 return Committing::Failed(Error::Storage(format!(
                     "the connection broke during the commit and the database did not tell within {} s whether it \
