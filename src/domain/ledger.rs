@@ -111,6 +111,7 @@ impl Ledger {
                 cell: Arc::clone(&cell),
                 clock: Arc::clone(&clock),
                 stopped: Arc::clone(&stopped),
+                contended: std::sync::atomic::AtomicBool::new(false),
             })?),
             false => None,
         };

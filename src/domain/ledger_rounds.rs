@@ -23,10 +23,17 @@
 //!    one node losing round after round. A refusal or an answer that
 //!    appends nothing is given only with the round, so it was decided on a
 //!    state the log then confirmed.
+//! 5. While the nodes keep colliding (a held round found another node's
+//!    events under the lock), the next round holds the head from its first
+//!    attempt: an optimistic attempt would only lose again, after a read of
+//!    the head, a fold, a decision and an append spent for nothing. The
+//!    first held round that finds no other node's events goes back to
+//!    optimistic rounds.
 //!
 //! Batching commands into rounds is what makes a commit carry many
 //! commands, like the group commit of the single-node path.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -109,6 +116,9 @@ pub(super) struct Decider {
     pub(super) cell: Arc<Mutex<Cell>>,
     pub(super) clock: Clock,
     pub(super) stopped: Arc<watch::Sender<Option<String>>>,
+    /// Whether the next round holds the head from its first attempt (step
+    /// 5 above); only the decider thread reads and writes it.
+    pub(super) contended: AtomicBool,
 }
 
 /// Starts the decider thread; commands go in through the returned sender.
@@ -152,9 +162,10 @@ impl Decider {
             return Vec::new();
         }
         // The head to fold to: read from the database on a round's first
-        // attempt; after losing the race, the head held locked (or, where
-        // the log cannot hold it, the head the writer saw).
-        let mut lost_to: Option<u64> = None;
+        // attempt; after losing the race (or while the nodes keep
+        // colliding), the head held locked (or, where the log cannot hold
+        // it, the head the writer saw).
+        let mut lost_to: Option<u64> = self.contended.load(Ordering::Relaxed).then(|| self.log.head().position);
         for _attempt in 0..ROUND_ATTEMPTS_MAX {
             let mut held = None;
             if lost_to.is_some() {
@@ -170,6 +181,7 @@ impl Decider {
                     }
                 }
             }
+            let folded_from = cell.sequencer.state().position;
             if let Err(failure) = self.catch_up(&mut cell.sequencer, lost_to) {
                 match failure {
                     LedgerError::Stopped(why) => answer_all(commands, || LedgerError::Stopped(why.clone())),
@@ -179,6 +191,11 @@ impl Decider {
                     }
                 }
                 return Vec::new();
+            }
+            if held.is_some() {
+                // Another node's events under the lock: the nodes are still
+                // colliding, and the next round holds from the start.
+                self.contended.store(cell.sequencer.state().position > folded_from, Ordering::Relaxed);
             }
             let base = cell.sequencer.clone();
             let (events, taken) = decide_all(&mut cell.sequencer, &mut commands, (self.clock)());
@@ -198,6 +215,7 @@ impl Decider {
                     return rest;
                 }
                 Ok(Err(Conflict::Head { .. })) => {
+                    self.contended.store(true, Ordering::Relaxed);
                     cell.sequencer = base;
                     lost_to = Some(self.log.head().position);
                     commands.extend(rest);
