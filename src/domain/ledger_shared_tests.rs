@@ -98,9 +98,8 @@ const LOADED_CYCLES: usize = 15;
 fn two_loaded_nodes_take_turns_and_never_answer_contended() {
     let cluster = postgres_cluster::Cluster::start(&[]);
     let url = cluster.database("loaded");
-    let open =
-        || Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
-    let nodes = [open(), open()];
+    let logs = [0, 1].map(|_| Arc::new(Log::open_postgres(&url, options()).unwrap()));
+    let nodes = logs.clone().map(|log| Arc::new(Ledger::over(log, Arc::new(Utc::now)).unwrap()));
     let scopes: Vec<String> = (0..2 * LOADED_CLIENTS_PER_NODE).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let rt = runtime();
@@ -129,6 +128,13 @@ fn two_loaded_nodes_take_turns_and_never_answer_contended() {
         completed
     });
     assert_eq!(completed, 2 * LOADED_CLIENTS_PER_NODE * LOADED_CYCLES);
+    // A round that lost the race retries holding the head, and while the
+    // nodes keep colliding the next rounds hold from their first attempt:
+    // more holds than lost races.
+    let lost: u64 = logs.iter().map(|log| log.stats().appends_conflicted).sum();
+    let held: u64 = logs.iter().map(|log| log.stats().heads_held).sum();
+    assert!(lost > 0, "two loaded nodes collided at least once");
+    assert!(held > lost, "colliding nodes hold from the first attempt: {held} holds for {lost} lost races");
     let log = Log::open_postgres(&url, options()).unwrap();
     let mut replay = DecisionReplay::new();
     let report = verify(&log, None, &mut replay, &mut |_| {}).unwrap();

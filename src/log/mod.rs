@@ -171,6 +171,7 @@ pub(crate) struct StatsCounters {
     duplicates: AtomicU64,
     conflicts: AtomicU64,
     largest_commit_events: AtomicU64,
+    heads_held: AtomicU64,
     append_latency: AtomicHistogram,
     sync_latency: AtomicHistogram,
     commit_events: AtomicHistogram,
@@ -185,6 +186,7 @@ impl Default for StatsCounters {
             duplicates: AtomicU64::default(),
             conflicts: AtomicU64::default(),
             largest_commit_events: AtomicU64::default(),
+            heads_held: AtomicU64::default(),
             append_latency: AtomicHistogram::latency(),
             sync_latency: AtomicHistogram::latency(),
             commit_events: AtomicHistogram::commit_events(),
@@ -228,6 +230,10 @@ pub struct LogStats {
     pub appends_duplicate: u64,
     pub appends_conflicted: u64,
     pub largest_commit_events: u64,
+    /// Heads held for a decision ([`Log::hold_head_blocking`]): on a log
+    /// many nodes append to, rounds that lost the race to another node or
+    /// that hold while the nodes keep colliding.
+    pub heads_held: u64,
 }
 
 /// An append handed to the writer; await it for the answer.
@@ -423,7 +429,11 @@ impl Log {
     /// head it locked; `None` on a log only this process appends to, where
     /// nothing can move the head between a decision and its append.
     pub fn hold_head_blocking(&self) -> Result<Option<HeldHead>, Error> {
-        self.backend.hold_head()
+        let held = self.backend.hold_head()?;
+        if held.is_some() {
+            self.stats.heads_held.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(held)
     }
 
     /// [`Log::append`] for threads outside an async runtime.
@@ -504,6 +514,7 @@ impl Log {
             appends_duplicate: s.duplicates.load(Ordering::Relaxed),
             appends_conflicted: s.conflicts.load(Ordering::Relaxed),
             largest_commit_events: s.largest_commit_events.load(Ordering::Relaxed),
+            heads_held: s.heads_held.load(Ordering::Relaxed),
         }
     }
 

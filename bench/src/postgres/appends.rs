@@ -78,6 +78,7 @@ fn total(logs: &[Arc<Log>]) -> LogStats {
         appends_duplicate: 0,
         appends_conflicted: 0,
         largest_commit_events: 0,
+        heads_held: 0,
     };
     for stats in logs.iter().map(|log| log.stats()) {
         sum.commits += stats.commits;

@@ -109,6 +109,13 @@ impl Collector for CoreSample {
             s.appends_duplicate,
         )?;
         counter(e, "opledger_log_appends_conflicted", "Appends refused on a version conflict.", s.appends_conflicted)?;
+        counter(
+            e,
+            "opledger_log_heads_held",
+            "Heads held locked for a decision (a log on PostgreSQL: rounds that lost the race to another node, \
+             or that hold while the nodes keep colliding).",
+            s.heads_held,
+        )?;
         gauge(e, "opledger_log_largest_commit_events", "Events in the largest group commit.", s.largest_commit_events)?;
         let o = &self.observations;
         let seconds = Some(&Unit::Seconds);
