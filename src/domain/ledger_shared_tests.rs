@@ -11,6 +11,16 @@ use crate::domain::start_gate::StartRejected;
 use crate::verify::verify;
 
 use crate::postgres_cluster;
+
+/// A node over the log at `url`: a ledger on a log of its own.
+fn node(url: &str) -> Arc<Ledger> {
+    node_over(Arc::new(Log::open_postgres(url, options()).unwrap()))
+}
+
+fn node_over(log: Arc<Log>) -> Arc<Ledger> {
+    Arc::new(Ledger::over(log, Arc::new(Utc::now)).unwrap())
+}
+
 /// Rounds of the race on one protected scope.
 const SCOPE_RACE_ROUNDS: usize = 50;
 /// Racing starts per node in each round.
@@ -20,9 +30,7 @@ const STARTS_PER_NODE: usize = 8;
 fn two_nodes_over_one_database_decide_on_fresh_state() {
     let cluster = postgres_cluster::Cluster::start(&[]);
     let url = cluster.database("ledger");
-    let open =
-        || Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
-    let nodes = [open(), open()];
+    let nodes = [node(&url), node(&url)];
     let rt = runtime();
     rt.block_on(async {
         a_tenant_registered_on_one_node_is_known_at_once_on_the_other(&nodes).await;
@@ -99,7 +107,7 @@ fn two_loaded_nodes_take_turns_and_never_answer_contended() {
     let cluster = postgres_cluster::Cluster::start(&[]);
     let url = cluster.database("loaded");
     let logs = [0, 1].map(|_| Arc::new(Log::open_postgres(&url, options()).unwrap()));
-    let nodes = logs.clone().map(|log| Arc::new(Ledger::over(log, Arc::new(Utc::now)).unwrap()));
+    let nodes = logs.clone().map(node_over);
     let scopes: Vec<String> = (0..2 * LOADED_CLIENTS_PER_NODE).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let rt = runtime();
@@ -153,10 +161,7 @@ fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger
     let cluster = postgres_cluster::Cluster::start(&[]);
     let url = cluster.database("ledger");
     let proxy = crate::tcp_proxy::Proxy::start(cluster.port);
-    let open = |url: &str| {
-        Arc::new(Ledger::over(Arc::new(Log::open_postgres(url, options()).unwrap()), Arc::new(Utc::now)).unwrap())
-    };
-    let (cut_off, other) = (open(&proxy.url("ledger")), open(&url));
+    let (cut_off, other) = (node(&proxy.url("ledger")), node(&url));
     let rt = runtime();
     rt.block_on(async {
         other.record_authority(Principal::System, world(&["c1"])).await.unwrap();
@@ -180,8 +185,7 @@ fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger
 fn a_database_head_behind_the_node_stops_its_ledger() {
     let cluster = postgres_cluster::Cluster::start(&[]);
     let url = cluster.database("rewound");
-    let node =
-        Arc::new(Ledger::over(Arc::new(Log::open_postgres(&url, options()).unwrap()), Arc::new(Utc::now)).unwrap());
+    let node = node(&url);
     let rt = runtime();
     rt.block_on(async {
         node.record_authority(Principal::System, world(&["c1"])).await.unwrap();
