@@ -172,6 +172,8 @@ pub(crate) struct StatsCounters {
     conflicts: AtomicU64,
     largest_commit_events: AtomicU64,
     heads_held: AtomicU64,
+    pub(crate) speculative_groups_committed: AtomicU64,
+    pub(crate) speculative_groups_missed: AtomicU64,
     append_latency: AtomicHistogram,
     sync_latency: AtomicHistogram,
     commit_events: AtomicHistogram,
@@ -187,6 +189,8 @@ impl Default for StatsCounters {
             conflicts: AtomicU64::default(),
             largest_commit_events: AtomicU64::default(),
             heads_held: AtomicU64::default(),
+            speculative_groups_committed: AtomicU64::default(),
+            speculative_groups_missed: AtomicU64::default(),
             append_latency: AtomicHistogram::latency(),
             sync_latency: AtomicHistogram::latency(),
             commit_events: AtomicHistogram::commit_events(),
@@ -222,7 +226,7 @@ impl StatsCounters {
 }
 
 /// A snapshot of the writer's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct LogStats {
     pub commits: u64,
     pub events_appended: u64,
@@ -234,6 +238,12 @@ pub struct LogStats {
     /// many nodes append to, rounds that lost the race to another node or
     /// that hold while the nodes keep colliding.
     pub heads_held: u64,
+    /// Group commits on PostgreSQL staged on the head this node expected
+    /// and inserted before locking it (`src/log/postgres/speculation.rs`).
+    pub speculative_groups_committed: u64,
+    /// Speculative groups that found the head moved (or waited too long
+    /// for it), rolled back and were staged again on the locked head.
+    pub speculative_groups_missed: u64,
 }
 
 /// An append handed to the writer; await it for the answer.
@@ -515,6 +525,8 @@ impl Log {
             appends_conflicted: s.conflicts.load(Ordering::Relaxed),
             largest_commit_events: s.largest_commit_events.load(Ordering::Relaxed),
             heads_held: s.heads_held.load(Ordering::Relaxed),
+            speculative_groups_committed: s.speculative_groups_committed.load(Ordering::Relaxed),
+            speculative_groups_missed: s.speculative_groups_missed.load(Ordering::Relaxed),
         }
     }
 

@@ -29,6 +29,10 @@ pub struct AppendSample {
     pub mean_group: f64,
     /// WAL the cluster wrote while measured ([`super::wal`]).
     pub wal_bytes: u64,
+    /// Groups committed speculatively, and speculative groups that missed
+    /// and were committed again on the locked head, while measured.
+    pub speculative_commits: u64,
+    pub speculative_misses: u64,
 }
 
 pub fn measure(
@@ -66,24 +70,20 @@ pub fn measure(
         commits,
         mean_group: ratio(events as f64, commits as f64),
         wal_bytes,
+        speculative_commits: after.speculative_groups_committed - before.speculative_groups_committed,
+        speculative_misses: after.speculative_groups_missed - before.speculative_groups_missed,
     })
 }
 
 /// The nodes' counters added up (each node has its own writer).
 fn total(logs: &[Arc<Log>]) -> LogStats {
-    let mut sum = LogStats {
-        commits: 0,
-        events_appended: 0,
-        appends_acknowledged: 0,
-        appends_duplicate: 0,
-        appends_conflicted: 0,
-        largest_commit_events: 0,
-        heads_held: 0,
-    };
+    let mut sum = LogStats::default();
     for stats in logs.iter().map(|log| log.stats()) {
         sum.commits += stats.commits;
         sum.events_appended += stats.events_appended;
         sum.appends_acknowledged += stats.appends_acknowledged;
+        sum.speculative_groups_committed += stats.speculative_groups_committed;
+        sum.speculative_groups_missed += stats.speculative_groups_missed;
         sum.largest_commit_events = sum.largest_commit_events.max(stats.largest_commit_events);
     }
     sum

@@ -284,6 +284,8 @@ mod tests {
                 commits: 1,
                 mean_group: 20.0,
                 wal_bytes: 900,
+                speculative_commits: 1,
+                speculative_misses: 0,
             },
             raw: RawSample {
                 group: 20,

@@ -28,6 +28,7 @@ use crate::envelope::{Envelope, StreamId};
 use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
+use crate::log::postgres::speculation::{self, Settled};
 use crate::log::postgres::statements::Statements;
 use crate::log::postgres::{Shared, QUERY_WAIT_MAX};
 use crate::log::staging::{Committed, Group, Request};
@@ -39,6 +40,12 @@ pub(crate) struct Lane {
     client: Option<Client>,
     /// Prepared on `client`; dropped with it.
     statements: Option<Statements>,
+    /// The server process of `client` (its pid and start time), read once
+    /// it connected: the process to end when a commit's answer was lost.
+    backend: Option<(i32, String)>,
+    /// A process [`Lane::position_of`] has yet to see ended (kept across
+    /// its attempts, which reconnect).
+    ended: Option<(i32, String)>,
     /// Notices of this connection only: a cancelled wait for the standby
     /// is charged to the commit it ended.
     pub(crate) heard: Arc<Heard>,
@@ -53,6 +60,34 @@ pub(crate) struct Prefetched {
 }
 
 impl Prefetched {
+    /// From the rows of the head, ids and versions statements.
+    fn read(
+        head_row: &tokio_postgres::Row,
+        id_rows: &[tokio_postgres::Row],
+        version_rows: &[tokio_postgres::Row],
+    ) -> Result<Prefetched, Error> {
+        let mut prefetched = Prefetched {
+            head: row_head(head_row)?,
+            head_recorded_at: micros_to_time(head_row.get(2)),
+            versions: HashMap::new(),
+            ids: HashMap::new(),
+        };
+        prefetched.add(id_rows, version_rows)?;
+        Ok(prefetched)
+    }
+
+    /// What a read found: the head, and stored stream versions and event
+    /// ids (with where and when they were recorded).
+    #[cfg(test)]
+    pub(crate) fn found(
+        head: Head,
+        head_recorded_at: DateTime<Utc>,
+        versions: HashMap<StreamId, u64>,
+        ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
+    ) -> Prefetched {
+        Prefetched { head, head_recorded_at, versions, ids }
+    }
+
     /// Adds the rows of the ids and versions statements.
     fn add(&mut self, id_rows: &[tokio_postgres::Row], version_rows: &[tokio_postgres::Row]) -> Result<(), Error> {
         for row in version_rows {
@@ -88,8 +123,17 @@ impl Lane {
     /// connection and the notices its driver hears).
     pub(crate) fn new(shared: Arc<Shared>, opened: Option<(Client, Arc<Heard>)>) -> Lane {
         match opened {
-            Some((client, heard)) => Lane { shared, client: Some(client), statements: None, heard },
-            None => Lane { shared, client: None, statements: None, heard: Arc::new(Heard::default()) },
+            Some((client, heard)) => {
+                Lane { shared, client: Some(client), statements: None, backend: None, ended: None, heard }
+            }
+            None => Lane {
+                shared,
+                client: None,
+                statements: None,
+                backend: None,
+                ended: None,
+                heard: Arc::new(Heard::default()),
+            },
         }
     }
 
@@ -97,6 +141,7 @@ impl Lane {
     pub(crate) fn disconnect(&mut self) {
         self.client = None;
         self.statements = None;
+        self.backend = None;
     }
 
     /// The connection and its prepared statements, reconnecting and
@@ -115,11 +160,27 @@ impl Lane {
         }
         if self.statements.is_none() {
             let client = self.client.as_ref().ok_or(Error::Closed)?;
-            self.statements = Some(Statements::prepare(client).await?);
+            let statements = Statements::prepare(client).await?;
+            let backend = client.query_opt(&statements.backend, &[]).await.map_err(storage)?;
+            self.backend = backend.map(|row| (row.get(0), row.get(1)));
+            self.statements = Some(statements);
         }
         match (self.client.as_ref(), self.statements.as_ref()) {
             (Some(client), Some(statements)) => Ok((client, statements)),
             _ => Err(Error::Closed),
+        }
+    }
+
+    /// The connection of the transaction a step before opened. Never a new
+    /// one: statements sent on a new connection would run outside that
+    /// transaction, each committed on its own. A transaction whose
+    /// connection broke ended without storing anything.
+    fn in_transaction(&self) -> Result<(&Client, &Statements), Error> {
+        match (self.client.as_ref(), self.statements.as_ref()) {
+            (Some(client), Some(statements)) if !client.is_closed() => Ok((client, statements)),
+            _ => Err(Error::Storage(
+                "the connection to PostgreSQL broke before the commit was sent: nothing was appended".into(),
+            )),
         }
     }
 
@@ -140,14 +201,36 @@ impl Lane {
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
         let (_, head_row, (id_rows, version_rows)) =
             tokio::try_join!(begin, head_query, stored(client, statements, batch))?;
-        let mut prefetched = Prefetched {
-            head: row_head(&head_row)?,
-            head_recorded_at: micros_to_time(head_row.get(2)),
-            versions: HashMap::new(),
-            ids: HashMap::new(),
-        };
-        prefetched.add(&id_rows, &version_rows)?;
-        Ok(prefetched)
+        Prefetched::read(&head_row, &id_rows, &version_rows)
+    }
+
+    /// Opens a speculative group's transaction and reads the head as
+    /// committed, without locking it, and what staging needs, in one round
+    /// trip. The transaction's lock waits are bounded by `lock_wait`. On an
+    /// error the transaction is rolled back.
+    pub(crate) async fn read_unlocked(
+        &mut self,
+        batch: &[Request],
+        lock_wait: std::time::Duration,
+    ) -> Result<Prefetched, Error> {
+        let read = self.begin_and_read(batch, lock_wait).await;
+        if read.is_err() {
+            self.roll_back();
+        }
+        read
+    }
+
+    async fn begin_and_read(&mut self, batch: &[Request], lock_wait: std::time::Duration) -> Result<Prefetched, Error> {
+        let (client, statements) = self.connection().await?;
+        let timeout = format!("{}ms", lock_wait.as_millis().max(1));
+        let timeout_parameters: [&(dyn ToSql + Sync); 1] = [&timeout];
+        let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
+        let bound =
+            async { client.execute(&statements.speculative_lock_timeout, &timeout_parameters).await.map_err(storage) };
+        let head_query = async { client.query_one(&statements.head_unlocked, &[]).await.map_err(storage) };
+        let (_, _, head_row, (id_rows, version_rows)) =
+            tokio::try_join!(begin, bound, head_query, stored(client, statements, batch))?;
+        Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
     /// Reads, in the transaction [`Lane::lock`] opened, what staging needs
@@ -163,7 +246,7 @@ impl Lane {
     }
 
     async fn prefetch_more(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
-        let (client, statements) = self.connection().await?;
+        let (client, statements) = self.in_transaction()?;
         let (id_rows, version_rows) = stored(client, statements, batch).await?;
         prefetched.add(&id_rows, &version_rows)
     }
@@ -184,33 +267,87 @@ impl Lane {
     /// and commits, in one round trip. `Err` of the outer result: the
     /// statements failed before `COMMIT` (nothing stored, the transaction
     /// ended). `Ok(Err)`: the commit's own answer, which may have been lost.
-    pub(crate) async fn commit(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Error> {
-        let (client, statements) = self.connection().await?;
+    ///
+    /// A [`Speculative`] group, whose head was not locked when it was
+    /// staged, inserts first, while the group before it commits; then,
+    /// once that one committed, it locks the head and moves it only from
+    /// the head it was staged on, else nothing is stored and the answer is
+    /// [`Refused::Missed`].
+    pub(crate) async fn commit(
+        &mut self,
+        group: &Group,
+        speculative: Option<Speculative>,
+    ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
         let rows = Rows::of(group);
+        let from = speculative.as_ref().map(|speculative| speculative.from);
+        if let Some(speculative) = speculative {
+            let inserted = self.insert_ahead(&rows, speculative.awaits).await;
+            if let Err(refused) = inserted {
+                self.roll_back();
+                return Err(refused);
+            }
+        }
+        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
         let digest = group.head.digest();
         let position = group.head.position as i64;
         let hash = group.head.hash.0.as_slice();
         let recorded_at = group.last_recorded_at.timestamp_micros();
-        let head: [&(dyn ToSql + Sync); 3] = [&position, &hash, &recorded_at];
+        let from_position = from.map_or(0, |head| head.position as i64);
+        let from_hash = from.map_or([0; 32], |head| head.hash.0);
+        let from_hash = from_hash.as_slice();
+        let head: [&(dyn ToSql + Sync); 5] = [&position, &hash, &recorded_at, &from_position, &from_hash];
         let notification: [&(dyn ToSql + Sync); 1] = [&digest];
         let row_parameters = rows.parameters();
-        let insert = client.execute(&statements.insert, &row_parameters);
-        let move_head = client.execute(&statements.move_head, &head);
+        // Every statement's future is created here and joined below, so
+        // all are sent on the first poll, in this order: a statement
+        // awaited before the next is built would reach the server after
+        // the `COMMIT`.
+        let (first, move_head) = match from {
+            // A speculative group inserted already; it locks the head now,
+            // and its move reads the head as committed once the lock was
+            // granted (a statement of its own: a new snapshot).
+            Some(_) => (client.execute(&statements.head, &[]), client.execute(&statements.move_head_from, &head)),
+            None => {
+                (client.execute(&statements.insert, &row_parameters), client.execute(&statements.move_head, &head[..3]))
+            }
+        };
         let notify = client.execute(&statements.notify, &notification);
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        let (inserted, moved, notified, committed) = tokio::join!(insert, move_head, notify, commit);
-        if let Err(error) = inserted.and(moved).and(notified) {
+        let (first, moved, notified, committed) = tokio::join!(first, move_head, notify, commit);
+        if let Err(error) = first.and(moved).and(notified) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
                 // rolled the transaction back.
-                return Err(storage(error));
+                return Err(refusal(error, from.is_some()));
             }
             // The connection broke: the `COMMIT` may have gone through.
             return Ok(Err(error));
         }
         Ok(committed)
+    }
+
+    /// A speculative group's insert, sent at once, and the wait for the
+    /// group it was staged on to commit. Nothing is committed here.
+    async fn insert_ahead(&mut self, rows: &Rows<'_>, awaits: Option<Settled>) -> Result<(), Refused> {
+        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
+        let row_parameters = rows.parameters();
+        let insert = client.execute(&statements.insert, &row_parameters);
+        let before = async {
+            match awaits {
+                Some(settled) => speculation::committed(settled, QUERY_WAIT_MAX).await,
+                None => true,
+            }
+        };
+        let (inserted, before_committed) = tokio::join!(insert, before);
+        if let Err(error) = inserted {
+            return Err(refusal(error, true));
+        }
+        if !before_committed {
+            return Err(Refused::Missed(Error::Storage("the group it was staged on did not commit".into())));
+        }
+        Ok(())
     }
 
     /// Where the group's first event is stored, on a fresh connection,
@@ -219,13 +356,25 @@ impl Lane {
     /// WAL flush, its wait for a synchronous standby) holds the lock its
     /// group took, and would become visible after a look that did not wait.
     pub(crate) async fn position_of(&mut self, id: Uuid) -> Result<Option<u64>, Error> {
+        // The connection that sent the commit may still be alive on the
+        // server: a speculative group waiting for the head lock would
+        // commit after this look. Its process is ended first, and the look
+        // waits until it is gone. Kept across attempts, which reconnect.
+        if self.ended.is_none() {
+            self.ended = self.backend.take();
+        }
         self.disconnect();
+        let ended = self.ended.clone();
         let (client, _) = self.connection().await?;
+        if let Some((pid, started)) = &ended {
+            end_backend(client, *pid, started).await?;
+        }
         client.execute("SELECT 1 FROM opledger_log_head FOR SHARE", &[]).await.map_err(storage)?;
         let row = client
             .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
             .await
             .map_err(storage)?;
+        self.ended = None;
         Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
     }
 
@@ -234,6 +383,47 @@ impl Lane {
     pub(crate) fn replication_waits_cancelled(&self) -> u64 {
         self.heard.replication_waits_cancelled.load(Ordering::SeqCst)
     }
+}
+
+/// A group staged on the head its writer expects, not on a locked one.
+pub(crate) struct Speculative {
+    /// The head it was staged on: the only one it may move the head from.
+    pub(crate) from: Head,
+    /// Whether the group in flight it was staged on committed, if any.
+    pub(crate) awaits: Option<Settled>,
+}
+
+/// What a refused statement means for the group; the transaction ended
+/// (or the connection broke) without storing anything.
+fn refusal(error: tokio_postgres::Error, speculative: bool) -> Refused {
+    match error.as_db_error() {
+        Some(refused) if speculative && speculation::missed(refused) => Refused::Missed(storage(error)),
+        _ => Refused::Failed(storage(error)),
+    }
+}
+
+/// How a group's statements were refused; either way nothing is stored.
+pub(crate) enum Refused {
+    /// A speculative group found the head moved, or waited too long for it:
+    /// stage the appends again on the locked head.
+    Missed(Error),
+    Failed(Error),
+}
+
+/// Pause between looks at whether an ended server process is gone.
+const BACKEND_GONE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Ends the server process `pid` started at `started` (if it still runs)
+/// and waits until it is gone, so nothing it was sent can still commit.
+/// The caller bounds the wait.
+async fn end_backend(client: &Client, pid: i32, started: &str) -> Result<(), Error> {
+    const SAME: &str = "FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2";
+    let parameters: [&(dyn ToSql + Sync); 2] = [&pid, &started];
+    client.query(&format!("SELECT pg_terminate_backend(pid) {SAME}"), &parameters).await.map_err(storage)?;
+    while client.query_opt(&format!("SELECT 1 {SAME}"), &parameters).await.map_err(storage)?.is_some() {
+        tokio::time::sleep(BACKEND_GONE_POLL).await;
+    }
+    Ok(())
 }
 
 /// Polls a request's future once: tokio-postgres sends the request on the

@@ -20,6 +20,7 @@ mod follower;
 mod lane;
 mod reads;
 mod schema;
+mod speculation;
 mod statements;
 mod tls;
 mod writer;
@@ -213,6 +214,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         clock: Arc::clone(&options.clock),
         stats: Arc::clone(stats),
         resolve_wait: options.commit_resolve_wait,
+        speculation: std::sync::Mutex::default(),
     };
     let writer_handle = handle.clone();
     let writer_runtime = Arc::clone(&runtime);

@@ -23,6 +23,30 @@ const INSERT: &str = "INSERT INTO opledger_log_events (position, event_id, strea
 
 const MOVE_HEAD: &str = "UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3";
 
+/// The head as committed, without locking it: a speculative group's start.
+const HEAD_UNLOCKED: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_head";
+
+/// Moves the head only from the head the group was staged on. Sent after
+/// the group's `HEAD` lock, as a statement of its own, so it reads the head
+/// as committed once the lock was granted: in one statement, PostgreSQL
+/// checks the new row's constraints on the version of its snapshot, before
+/// it waits for the lock. Any other head sets `position` to NULL, which the
+/// column refuses (`23502` on `opledger_log_head`), so the transaction, and
+/// the events it inserted before the lock, roll back. A `WHERE` would only
+/// match no row and let the `COMMIT` pipelined behind it store the events.
+const MOVE_HEAD_FROM: &str = "UPDATE opledger_log_head
+     SET position = CASE WHEN position = $4::bigint AND hash = $5::bytea THEN $1::bigint END,
+         hash = $2, recorded_at_micros = $3";
+
+/// Bounds how long a speculative group waits for a lock (see
+/// [`crate::log::postgres::speculation::SPECULATIVE_LOCK_WAIT_MAX`]), for
+/// its transaction only.
+const SPECULATIVE_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+
+/// The connection's server process, to end it when a commit's answer was
+/// lost: `backend_start` tells it from a later process given the same pid.
+const BACKEND: &str = "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
 const NOTIFY: &str = "SELECT pg_notify('opledger_log_appended', $1)";
 
 /// Valid on the connection that prepared them only.
@@ -38,12 +62,28 @@ pub(crate) struct Statements {
     pub(crate) move_head: Statement,
     /// Queues the notification other nodes listen for (sent on commit).
     pub(crate) notify: Statement,
+    pub(crate) head_unlocked: Statement,
+    pub(crate) move_head_from: Statement,
+    pub(crate) speculative_lock_timeout: Statement,
+    pub(crate) backend: Statement,
 }
 
 impl Statements {
     /// Prepares all of them, pipelined in one round trip.
     pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
-        let (begin, head, ids, versions, insert, move_head, notify) = tokio::try_join!(
+        let (
+            begin,
+            head,
+            ids,
+            versions,
+            insert,
+            move_head,
+            notify,
+            head_unlocked,
+            move_head_from,
+            speculative_lock_timeout,
+            backend,
+        ) = tokio::try_join!(
             client.prepare(BEGIN),
             client.prepare(HEAD),
             client.prepare(IDS),
@@ -51,8 +91,24 @@ impl Statements {
             client.prepare(INSERT),
             client.prepare(MOVE_HEAD),
             client.prepare(NOTIFY),
+            client.prepare(HEAD_UNLOCKED),
+            client.prepare(MOVE_HEAD_FROM),
+            client.prepare(SPECULATIVE_LOCK_TIMEOUT),
+            client.prepare(BACKEND),
         )
         .map_err(storage)?;
-        Ok(Statements { begin, head, ids, versions, insert, move_head, notify })
+        Ok(Statements {
+            begin,
+            head,
+            ids,
+            versions,
+            insert,
+            move_head,
+            notify,
+            head_unlocked,
+            move_head_from,
+            speculative_lock_timeout,
+            backend,
+        })
     }
 }

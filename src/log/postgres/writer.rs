@@ -24,6 +24,11 @@
 //! group still stages on the head it locked, so nothing is decided ahead of
 //! the database: a group that failed is simply not seen by the next.
 //!
+//! While this writer has the head to itself, a group does not lock the
+//! head first: it is staged on the head the writer expects, inserted, and
+//! moves the head only from that one (see [`super::speculation`]). The
+//! lock is then held for the head's move and the flush alone.
+//!
 //! A commit whose answer was lost (the connection broke) is resolved by
 //! event id before anyone is answered. A commit PostgreSQL answers with the
 //! warning that its wait for a synchronous standby was cancelled is not
@@ -39,9 +44,10 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
-use crate::log::postgres::lane::{Lane, Prefetched};
+use crate::log::postgres::lane::{Lane, Refused, Speculative};
+use crate::log::postgres::speculation::{Chain, Switch, SPECULATIVE_LOCK_WAIT_MAX};
 use crate::log::postgres::Shared;
-use crate::log::staging::{gather, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
 /// Connections whose groups overlap (one committing, one waiting for the
@@ -75,6 +81,15 @@ pub(crate) struct Writer {
     /// `LogOptions::commit_resolve_wait`: see
     /// [`COMMIT_RESOLVE_WAIT_MAX`](crate::log::postgres::COMMIT_RESOLVE_WAIT_MAX).
     pub(crate) resolve_wait: std::time::Duration,
+    /// The groups staged lately and whether to speculate.
+    pub(crate) speculation: std::sync::Mutex<Speculation>,
+}
+
+/// What speculative groups are staged on, and whether they pay.
+#[derive(Default)]
+pub(crate) struct Speculation {
+    chain: Chain,
+    switch: Switch,
 }
 
 /// The turn to gather the appends waiting: held by one lane from the
@@ -85,6 +100,9 @@ type Turn<'a> = MutexGuard<'a, mpsc::Receiver<Request>>;
 enum Committing {
     /// Committed (or nothing to commit): the head after it.
     Done(Head),
+    /// A speculative group that found the head not as staged; nothing of
+    /// it is in the log, and its appends are to be staged again.
+    Missed,
     /// Not committed; nothing of the group is in the log.
     Failed(Error),
 }
@@ -125,6 +143,9 @@ impl Writer {
     /// then stages and commits it in the same transaction.
     async fn hold(&self, lane: &mut Lane, hold: Hold) {
         let started = Instant::now();
+        // Groups inserted before the lock would wait behind the held head,
+        // and deadlock with the held append's rows.
+        self.with_speculation(|speculation| speculation.switch.held());
         let mut prefetched = match lane.lock(&[]).await {
             Ok(prefetched) => prefetched,
             Err(error) => {
@@ -153,16 +174,26 @@ impl Writer {
         if let Err(error) = lane.prefetch(&mut prefetched, &batch).await {
             return self.fail(batch, &error);
         }
-        let (group, outcomes) = self.stage(&prefetched, &batch);
+        let (group, outcomes) = self.stage(&prefetched, prefetched.head, prefetched.head_recorded_at, &batch);
         self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
     }
 
-    /// Stages `batch` on the locked head.
-    fn stage(&self, prefetched: &Prefetched, batch: &[Request]) -> (Group, Vec<Outcome>) {
-        let last_recorded_at = self.last_recorded_at.lock().map_or(prefetched.head_recorded_at, |at| *at);
-        let mut group = Group::new(prefetched.head, prefetched.head_recorded_at.max(last_recorded_at));
-        let outcomes = batch.iter().map(|request| group.stage(prefetched, request, &self.clock)).collect();
+    /// Stages `batch` on `head`, with `stored` what the log holds there.
+    fn stage(
+        &self,
+        stored: &dyn Committed,
+        head: Head,
+        head_recorded_at: DateTime<Utc>,
+        batch: &[Request],
+    ) -> (Group, Vec<Outcome>) {
+        let last_recorded_at = self.last_recorded_at.lock().map_or(head_recorded_at, |at| *at);
+        let mut group = Group::new(head, head_recorded_at.max(last_recorded_at));
+        let outcomes = batch.iter().map(|request| group.stage(stored, request, &self.clock)).collect();
         (group, outcomes)
+    }
+
+    fn with_speculation<T>(&self, change: impl FnOnce(&mut Speculation) -> T) -> Option<T> {
+        self.speculation.lock().ok().map(|mut speculation| change(&mut speculation))
     }
 
     async fn drive(self: Arc<Self>, mut lane: Lane, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
@@ -170,13 +201,18 @@ impl Writer {
             let mut turn = requests.lock().await;
             let Some(first) = turn.recv().await else { return };
             let batch = gather(first, &mut turn);
-            self.commit_group(&mut lane, batch, turn).await;
+            if self.with_speculation(|speculation| speculation.switch.on()).unwrap_or(false) {
+                self.speculate(&mut lane, batch, turn).await;
+            } else {
+                self.commit_group(&mut lane, batch, Some(turn)).await;
+            }
         }
     }
 
-    /// Commits one group and answers every append in it. The turn goes to
-    /// the next lane as soon as the group is staged.
-    async fn commit_group(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
+    /// Commits one group on the head it locks first, and answers every
+    /// append in it. The turn, if this lane has it, goes to the next lane
+    /// as soon as the group is staged.
+    async fn commit_group(&self, lane: &mut Lane, batch: Vec<Request>, turn: Option<Turn<'_>>) {
         let started = Instant::now();
         let prefetched = match lane.lock(&batch).await {
             Ok(prefetched) => prefetched,
@@ -185,13 +221,74 @@ impl Writer {
                 return self.fail(batch, &error);
             }
         };
-        let (group, outcomes) = self.stage(&prefetched, &batch);
+        let (group, outcomes) = self.stage(&prefetched, prefetched.head, prefetched.head_recorded_at, &batch);
+        let ticket = self.with_speculation(|speculation| {
+            speculation.switch.locked(speculation.chain.left(prefetched.head));
+            (group.events() > 0).then(|| speculation.chain.push(&group))
+        });
         drop(turn);
-        self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+        let committed = self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+        if let Some(Some(ticket)) = ticket {
+            self.with_speculation(|speculation| speculation.chain.settle(ticket, committed));
+        }
     }
 
-    /// Commits a staged group (or rolls back an empty one) and answers
-    /// every append in it.
+    /// Commits one group staged on the head this writer expects, before
+    /// locking it; a group that misses is committed again on the locked
+    /// head.
+    async fn speculate(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
+        let started = Instant::now();
+        let read = match lane.read_unlocked(&batch, SPECULATIVE_LOCK_WAIT_MAX).await {
+            Ok(read) => read,
+            Err(error) => {
+                drop(turn);
+                return self.fail(batch, &error);
+            }
+        };
+        let Some(view) = self.with_speculation(|speculation| speculation.chain.view(&read)) else {
+            drop(turn);
+            return self.fail(batch, &Error::Storage("the writer's speculation state is poisoned".into()));
+        };
+        let (group, outcomes) = self.stage(&view, view.head, view.head_recorded_at, &batch);
+        if group.events() == 0 {
+            // Its answers (replays, conflicts) rest on the groups still in
+            // flight; only a commit would prove them. Staged again on the
+            // locked head instead.
+            lane.roll_back();
+            drop(turn);
+            return self.commit_group(lane, batch, None).await;
+        }
+        let ticket = self.with_speculation(|speculation| speculation.chain.push(&group));
+        drop(turn);
+        let speculative = Speculative { from: group.base, awaits: view.awaits };
+        let ended = self.settle(lane, &group, Some(speculative)).await;
+        // Told before the answers: the group staged on this one waits for
+        // it to lock the head.
+        self.with_speculation(|speculation| {
+            if let Some(ticket) = ticket {
+                speculation.chain.settle(ticket, matches!(ended, Committing::Done(_)));
+            }
+            match ended {
+                Committing::Done(_) => speculation.switch.hit(),
+                Committing::Missed => speculation.switch.missed(),
+                Committing::Failed(_) => {}
+            }
+        });
+        match ended {
+            Committing::Done(head) => {
+                self.stats.speculative_groups_committed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.done(batch, &group, outcomes, head, started);
+            }
+            Committing::Missed => {
+                self.stats.speculative_groups_missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.commit_group(lane, batch, None).await;
+            }
+            Committing::Failed(error) => self.fail(batch, &error),
+        }
+    }
+
+    /// Commits a staged group (or rolls back an empty one) on the head it
+    /// locked, and answers every append in it; whether it committed.
     async fn finish(
         &self,
         lane: &mut Lane,
@@ -200,32 +297,56 @@ impl Writer {
         outcomes: Vec<Outcome>,
         locked: Head,
         started: Instant,
-    ) {
+    ) -> bool {
         if group.events() == 0 {
             // Nothing to write: the rollback is sent, not awaited, so the
             // head lock goes one round trip sooner (a node whose append lost
             // the race to another is not always a round trip behind it).
             lane.roll_back();
             self.shared.publish(locked);
-            return self.answer_all(batch, outcomes);
+            self.answer_all(batch, outcomes);
+            return true;
         }
-        let waits_cancelled = lane.replication_waits_cancelled();
-        let ended = match lane.commit(&group).await {
-            Err(error) => Committing::Failed(error),
-            Ok(committed) => self.after_commit(lane, committed, &group, waits_cancelled).await,
-        };
-        match ended {
+        match self.settle(lane, &group, None).await {
             Committing::Done(head) => {
-                if let Ok(mut at) = self.last_recorded_at.lock() {
-                    *at = (*at).max(group.last_recorded_at);
-                }
-                self.stats.record_sync(started.elapsed());
-                self.stats.record_commit(group.events());
-                self.shared.publish(head);
-                self.answer_all(batch, outcomes);
+                self.done(batch, &group, outcomes, head, started);
+                true
             }
-            Committing::Failed(error) => self.fail(batch, &error),
+            Committing::Failed(error) => {
+                self.fail(batch, &error);
+                false
+            }
+            Committing::Missed => {
+                // Only a speculative group can miss.
+                self.fail(batch, &Error::Storage("a group that locked the head found it moved".into()));
+                false
+            }
         }
+    }
+
+    /// Commits a staged group: on the locked head (`from` is `None`), or
+    /// moving the head only from `from`.
+    async fn settle(&self, lane: &mut Lane, group: &Group, speculative: Option<Speculative>) -> Committing {
+        let waits_cancelled = lane.replication_waits_cancelled();
+        match lane.commit(group, speculative).await {
+            Err(Refused::Missed(why)) => {
+                tracing::debug!(%why, "a speculative group missed; staging it again on the locked head");
+                Committing::Missed
+            }
+            Err(Refused::Failed(error)) => Committing::Failed(error),
+            Ok(committed) => self.after_commit(lane, committed, group, waits_cancelled).await,
+        }
+    }
+
+    /// A committed group: published, counted, answered.
+    fn done(&self, batch: Vec<Request>, group: &Group, outcomes: Vec<Outcome>, head: Head, started: Instant) {
+        if let Ok(mut at) = self.last_recorded_at.lock() {
+            *at = (*at).max(group.last_recorded_at);
+        }
+        self.stats.record_sync(started.elapsed());
+        self.stats.record_commit(group.events());
+        self.shared.publish(head);
+        self.answer_all(batch, outcomes);
     }
 
     fn answer_all(&self, batch: Vec<Request>, outcomes: Vec<Outcome>) {

@@ -116,6 +116,20 @@ impl Collector for CoreSample {
              or that hold while the nodes keep colliding).",
             s.heads_held,
         )?;
+        counter(
+            e,
+            "opledger_log_speculative_groups_committed",
+            "Group commits staged on the head this node expected and inserted before locking it (a log on \
+             PostgreSQL).",
+            s.speculative_groups_committed,
+        )?;
+        counter(
+            e,
+            "opledger_log_speculative_groups_missed",
+            "Speculative groups that found the head moved or waited too long for its lock, rolled back and \
+             were staged again on the locked head.",
+            s.speculative_groups_missed,
+        )?;
         gauge(e, "opledger_log_largest_commit_events", "Events in the largest group commit.", s.largest_commit_events)?;
         let o = &self.observations;
         let seconds = Some(&Unit::Seconds);
