@@ -373,14 +373,24 @@ impl Cluster {
     /// Runs each statement of `sql` through psql against the database `url`
     /// names (one session); the unaligned output, as bytes.
     pub fn psql_at(&self, url: &str, sql: &[&str]) -> Vec<u8> {
+        let output = self.psql_command(url, sql).output().unwrap();
+        assert!(output.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
+    /// [`Cluster::psql_at`] for statements that may fail: whether psql
+    /// succeeded.
+    pub fn psql_result(&self, url: &str, sql: &[&str]) -> bool {
+        self.psql_command(url, sql).output().is_ok_and(|output| output.status.success())
+    }
+
+    fn psql_command(&self, url: &str, sql: &[&str]) -> Command {
         let mut command = Command::new(self.bindir.join("psql"));
         command.args(["-d", url, "-v", "ON_ERROR_STOP=1", "-q", "-At"]);
         for statement in sql {
             command.args(["-c", statement]);
         }
-        let output = command.output().unwrap();
-        assert!(output.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&output.stderr));
-        output.stdout
+        command
     }
 
     /// A new empty database; returns its URL.

@@ -216,3 +216,103 @@ fn a_held_head_makes_other_appends_wait_and_rolls_back_when_dropped() {
     let next = other.append_blocking(vec![event("b", 2)], Expectations::none()).unwrap().unwrap();
     assert_eq!(next.first_position, 4, "a dropped hold appended nothing");
 }
+
+/// Holds the head row locked from another session for `seconds`, and
+/// returns once the lock is held.
+fn lock_head_for(cluster: &Arc<Cluster>, url: &str, seconds: f64) -> std::thread::JoinHandle<()> {
+    let (cluster_for_thread, url_for_thread) = (Arc::clone(cluster), url.to_owned());
+    let holder = std::thread::spawn(move || {
+        let sleep = format!("SELECT pg_sleep({seconds}) /* head lock holder */");
+        let sql = ["BEGIN", "SELECT position FROM opledger_log_head FOR UPDATE", sleep.as_str(), "COMMIT"];
+        // Ends with an error when the test cancels the sleep instead.
+        let _ = cluster_for_thread.psql_result(&url_for_thread, &sql);
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let holding = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%head lock holder%' AND state = 'active' \
+                   AND pid <> pg_backend_pid()";
+    while cluster.psql(holding) != "1" {
+        assert!(std::time::Instant::now() < deadline, "the head lock holder never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    holder
+}
+
+/// A speculative group whose wait for the head lock passes
+/// `SPECULATIVE_LOCK_WAIT_MAX` misses: rolled back and committed again on
+/// the locked head, acknowledged once, at the next position. The writer
+/// then locks first, and speculates again after enough locked groups that
+/// found only its own groups before them.
+#[test]
+fn a_speculative_group_that_misses_is_committed_again_on_the_locked_head() {
+    let cluster = Arc::new(Cluster::start(&[]));
+    let url = cluster.database("missed");
+    let log = Log::open_postgres(&url, options()).unwrap();
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!((log.stats().speculative_groups_committed, log.stats().speculative_groups_missed), (1, 0));
+
+    let holder = lock_head_for(&cluster, &url, 0.5);
+    let appended = log.append_blocking(vec![event("a", 2), event("b", 1)], Expectations::none()).unwrap().unwrap();
+    holder.join().unwrap();
+
+    assert_eq!((appended.first_position, appended.last_position), (2, 3));
+    assert_eq!(log.stats().speculative_groups_missed, 1, "{:?}", log.stats());
+    let stored = log.read(1, 10).unwrap();
+    assert_eq!(stored.len(), 3, "stored once, with no gap");
+    assert_verifies(&log);
+
+    // Locked groups until enough found only this writer's groups (the
+    // missed group's own retry is the first of them).
+    for n in 0..15 {
+        log.append_blocking(vec![event("c", n)], Expectations::none()).unwrap().unwrap();
+    }
+    assert_eq!(log.stats().speculative_groups_committed, 1, "locked while returning");
+    log.append_blocking(vec![event("c", 15)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(log.stats().speculative_groups_committed, 2, "speculating again");
+    assert_eq!(log.head().position, 19);
+    assert_verifies(&log);
+}
+
+/// A speculative group staged before another node's append moved the head
+/// misses (a row at its positions is another group's), and is committed
+/// after that append: both acknowledged, gapless.
+#[test]
+fn a_speculative_group_behind_another_nodes_append_misses_and_lands_after_it() {
+    let cluster = Arc::new(Cluster::start(&[]));
+    let url = cluster.database("overtaken");
+    let first = Arc::new(Log::open_postgres(&url, options()).unwrap());
+    let second = Arc::new(Log::open_postgres(&url, options()).unwrap());
+    first.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+
+    // Both nodes read head 1 and stage on it while the head is locked: one
+    // inserts at position 2 and waits for the head, the other waits for
+    // that row. The lock then goes (well within the speculative lock
+    // wait): the one waiting for the head moves it, the other misses.
+    let holder = lock_head_for(&cluster, &url, 5.0);
+    let appending: Vec<_> = [(Arc::clone(&first), "b"), (Arc::clone(&second), "c")]
+        .into_iter()
+        .map(|(log, stream)| {
+            std::thread::spawn(move || log.append_blocking(vec![event(stream, 1)], Expectations::none()))
+        })
+        .collect();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query NOT LIKE '%head lock holder%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cluster.psql_at(&url, &[waiting]) != b"2\n" {
+        assert!(std::time::Instant::now() < deadline, "the two appends never waited");
+    }
+    cluster.psql_at(
+        &url,
+        &["SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%head lock holder%' \
+                             AND pid <> pg_backend_pid()"],
+    );
+    let _ = holder.join();
+    let mut positions: Vec<u64> =
+        appending.into_iter().map(|thread| thread.join().unwrap().unwrap().unwrap().first_position).collect();
+    positions.sort_unstable();
+
+    assert_eq!(positions, vec![2, 3]);
+    let missed = (first.stats().speculative_groups_missed, second.stats().speculative_groups_missed);
+    assert!(matches!(missed, (1, 0) | (0, 1)), "exactly one of the two could not move the head: {missed:?}");
+    assert_eq!(first.read(1, 10).unwrap().len(), 3);
+    assert_verifies(&first);
+}
