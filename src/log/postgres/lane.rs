@@ -28,7 +28,7 @@ use crate::envelope::{Envelope, StreamId};
 use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
-use crate::log::postgres::speculation::{self, Settled};
+use crate::log::postgres::speculation;
 use crate::log::postgres::statements::Statements;
 use crate::log::postgres::{Shared, QUERY_WAIT_MAX};
 use crate::log::staging::{Committed, Group, Request};
@@ -204,32 +204,41 @@ impl Lane {
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
-    /// Opens a speculative group's transaction and reads the head as
-    /// committed, without locking it, and what staging needs, in one round
-    /// trip. The transaction's lock waits are bounded by `lock_wait`. On an
+    /// Opens a speculative group's transaction, takes its advisory lock
+    /// `key` (a group staged on this one waits for it), and reads the head
+    /// as committed, without locking it, and what staging needs, in one
+    /// round trip. The transaction's lock waits are bounded by `lock_wait`. On an
     /// error the transaction is rolled back.
     pub(crate) async fn read_unlocked(
         &mut self,
         batch: &[Request],
         lock_wait: std::time::Duration,
+        key: i64,
     ) -> Result<Prefetched, Error> {
-        let read = self.begin_and_read(batch, lock_wait).await;
+        let read = self.begin_and_read(batch, lock_wait, key).await;
         if read.is_err() {
             self.roll_back();
         }
         read
     }
 
-    async fn begin_and_read(&mut self, batch: &[Request], lock_wait: std::time::Duration) -> Result<Prefetched, Error> {
+    async fn begin_and_read(
+        &mut self,
+        batch: &[Request],
+        lock_wait: std::time::Duration,
+        key: i64,
+    ) -> Result<Prefetched, Error> {
         let (client, statements) = self.connection().await?;
         let timeout = format!("{}ms", lock_wait.as_millis().max(1));
         let timeout_parameters: [&(dyn ToSql + Sync); 1] = [&timeout];
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
         let bound =
             async { client.execute(&statements.speculative_lock_timeout, &timeout_parameters).await.map_err(storage) };
+        let key_parameters: [&(dyn ToSql + Sync); 1] = [&key];
+        let locked = async { client.execute(&statements.lock_group, &key_parameters).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head_unlocked, &[]).await.map_err(storage) };
-        let (_, _, head_row, (id_rows, version_rows)) =
-            tokio::try_join!(begin, bound, head_query, stored(client, statements, batch))?;
+        let (_, _, _, head_row, (id_rows, version_rows)) =
+            tokio::try_join!(begin, bound, locked, head_query, stored(client, statements, batch))?;
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
@@ -269,25 +278,19 @@ impl Lane {
     /// ended). `Ok(Err)`: the commit's own answer, which may have been lost.
     ///
     /// A [`Speculative`] group, whose head was not locked when it was
-    /// staged, inserts first, while the group before it commits; then,
-    /// once that one committed, it locks the head and moves it only from
-    /// the head it was staged on, else nothing is stored and the answer is
-    /// [`Refused::Missed`].
+    /// staged, inserts first; then waits for the speculative group it was
+    /// staged on to end (its advisory lock), locks the head, and moves it
+    /// only from the head it was staged on, else nothing is stored and the
+    /// answer is [`Refused::Missed`].
     pub(crate) async fn commit(
         &mut self,
         group: &Group,
         speculative: Option<Speculative>,
     ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
+        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let from = speculative.as_ref().map(|speculative| speculative.from);
-        if let Some(speculative) = speculative {
-            let inserted = self.insert_ahead(&rows, speculative.awaits).await;
-            if let Err(refused) = inserted {
-                self.roll_back();
-                return Err(refused);
-            }
-        }
-        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
+        let awaits = speculative.and_then(|speculative| speculative.awaits);
         let digest = group.head.digest();
         let position = group.head.position as i64;
         let hash = group.head.hash.0.as_slice();
@@ -296,27 +299,40 @@ impl Lane {
         let from_hash = from.map_or([0; 32], |head| head.hash.0);
         let from_hash = from_hash.as_slice();
         let head: [&(dyn ToSql + Sync); 5] = [&position, &hash, &recorded_at, &from_position, &from_hash];
+        let awaited = awaits.unwrap_or(0);
+        let group_before: [&(dyn ToSql + Sync); 1] = [&awaited];
         let notification: [&(dyn ToSql + Sync); 1] = [&digest];
         let row_parameters = rows.parameters();
         // Every statement's future is created here and joined below, so
         // all are sent on the first poll, in this order: a statement
         // awaited before the next is built would reach the server after
         // the `COMMIT`.
-        let (first, move_head) = match from {
-            // A speculative group inserted already; it locks the head now,
-            // and its move reads the head as committed once the lock was
-            // granted (a statement of its own: a new snapshot).
-            Some(_) => (client.execute(&statements.head, &[]), client.execute(&statements.move_head_from, &head)),
-            None => {
-                (client.execute(&statements.insert, &row_parameters), client.execute(&statements.move_head, &head[..3]))
+        let insert = client.execute(&statements.insert, &row_parameters);
+        let wait = async {
+            match awaits {
+                Some(_) => client.execute(&statements.await_group, &group_before).await,
+                None => Ok(0),
             }
+        };
+        // A speculative group's move reads the head as committed once the
+        // lock was granted: a statement of its own, a new snapshot.
+        let lock = async {
+            match from {
+                Some(_) => client.execute(&statements.head, &[]).await,
+                None => Ok(0),
+            }
+        };
+        let move_head = match from {
+            Some(_) => client.execute(&statements.move_head_from, &head),
+            None => client.execute(&statements.move_head, &head[..3]),
         };
         let notify = client.execute(&statements.notify, &notification);
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        let (first, moved, notified, committed) = tokio::join!(first, move_head, notify, commit);
-        if let Err(error) = first.and(moved).and(notified) {
+        let (inserted, waited, locked, moved, notified, committed) =
+            tokio::join!(insert, wait, lock, move_head, notify, commit);
+        if let Err(error) = inserted.and(waited).and(locked).and(moved).and(notified) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
                 // rolled the transaction back.
@@ -326,28 +342,6 @@ impl Lane {
             return Ok(Err(error));
         }
         Ok(committed)
-    }
-
-    /// A speculative group's insert, sent at once, and the wait for the
-    /// group it was staged on to commit. Nothing is committed here.
-    async fn insert_ahead(&mut self, rows: &Rows<'_>, awaits: Option<Settled>) -> Result<(), Refused> {
-        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
-        let row_parameters = rows.parameters();
-        let insert = client.execute(&statements.insert, &row_parameters);
-        let before = async {
-            match awaits {
-                Some(settled) => speculation::committed(settled, QUERY_WAIT_MAX).await,
-                None => true,
-            }
-        };
-        let (inserted, before_committed) = tokio::join!(insert, before);
-        if let Err(error) = inserted {
-            return Err(refusal(error, true));
-        }
-        if !before_committed {
-            return Err(Refused::Missed(Error::Storage("the group it was staged on did not commit".into())));
-        }
-        Ok(())
     }
 
     /// Where the group's first event is stored, on a fresh connection,
@@ -389,8 +383,9 @@ impl Lane {
 pub(crate) struct Speculative {
     /// The head it was staged on: the only one it may move the head from.
     pub(crate) from: Head,
-    /// Whether the group in flight it was staged on committed, if any.
-    pub(crate) awaits: Option<Settled>,
+    /// The advisory lock of the speculative group in flight it was staged
+    /// on, if any ([`speculation::Chain::view`]).
+    pub(crate) awaits: Option<i64>,
 }
 
 /// What a refused statement means for the group; the transaction ended

@@ -215,6 +215,8 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         stats: Arc::clone(stats),
         resolve_wait: options.commit_resolve_wait,
         speculation: std::sync::Mutex::default(),
+        key_prefix: (uuid::Uuid::now_v7().as_u128() & 0x7fff_ffff) as i64,
+        speculative_groups: std::sync::atomic::AtomicU32::default(),
     };
     let writer_handle = handle.clone();
     let writer_runtime = Arc::clone(&runtime);

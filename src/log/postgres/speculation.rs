@@ -13,14 +13,15 @@
 //! 2. is staged on the head this writer's own groups still in flight will
 //!    leave ([`Chain::view`]): the head it read, plus each group staged on
 //!    top of it;
-//! 3. inserts its rows, then moves the head only from the head it was
-//!    staged on (`MOVE_HEAD_FROM`, in `statements.rs`), which waits for the
-//!    group before it to commit. Any other head, a row another writer
-//!    stored first, or a lock wait past [`SPECULATIVE_LOCK_WAIT_MAX`] rolls
-//!    the whole transaction back: the group *missed*, and its appends are
-//!    staged again on the locked head. Nothing is answered from a
-//!    speculative view unless the commit proved it: the head the group
-//!    moved from is the chain the view was built on.
+//! 3. in one round trip: inserts its rows; waits for the speculative group
+//!    it was staged on to end (that group's advisory lock, see
+//!    [`Chain::view`]); locks the head; moves it only from the head it was
+//!    staged on (`MOVE_HEAD_FROM`, in `statements.rs`); commits. Any other
+//!    head, a row another writer stored first, or a lock wait past
+//!    [`SPECULATIVE_LOCK_WAIT_MAX`] rolls the whole transaction back: the
+//!    group *missed*, and its appends are staged again on the locked head.
+//!    Nothing is answered from a speculative view unless the commit proved
+//!    it: the head the group moved from is the chain the view was built on.
 //!
 //! A miss turns speculation off ([`Switch`]); it comes back after enough
 //! locked groups in a row found only this writer's own groups before them.
@@ -30,7 +31,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use tokio_postgres::error::{DbError, SqlState};
 use uuid::Uuid;
 
@@ -73,25 +73,14 @@ pub(crate) fn missed(refusal: &DbError) -> bool {
         || *code == SqlState::T_R_DEADLOCK_DETECTED
 }
 
-/// Whether a staged group committed: `None` while in flight.
-pub(crate) type Settled = watch::Receiver<Option<bool>>;
-
-/// Waits (bounded) until the group behind `settled` committed or will
-/// not: whether it committed. A group forgotten unsettled counts as not.
-pub(crate) async fn committed(mut settled: Settled, wait: Duration) -> bool {
-    match tokio::time::timeout(wait, settled.wait_for(Option::is_some)).await {
-        Ok(Ok(settlement)) => settlement.unwrap_or(false),
-        Ok(Err(_)) | Err(_) => false,
-    }
-}
-
 /// One group a writer staged, as a group staged after it sees it.
 struct Staged {
     ticket: u64,
     base: Head,
     after: Head,
-    /// `Some(true)` once committed, `Some(false)` once it will not be.
-    settled: watch::Sender<Option<bool>>,
+    /// A speculative group's advisory lock, held until its transaction
+    /// ends; `None` for a group that locked the head first.
+    key: Option<i64>,
     last_recorded_at: DateTime<Utc>,
     ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
     versions: HashMap<StreamId, u64>,
@@ -105,15 +94,16 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    /// Remembers a staged group; the ticket forgets it if it fails.
-    pub(crate) fn push(&mut self, group: &Group) -> u64 {
+    /// Remembers a staged group (with its advisory lock if speculative);
+    /// the ticket settles it.
+    pub(crate) fn push(&mut self, group: &Group, key: Option<i64>) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let mut staged = Staged {
             ticket,
             base: group.base,
             after: group.head,
-            settled: watch::Sender::new(None),
+            key,
             last_recorded_at: group.last_recorded_at,
             ids: HashMap::with_capacity(group.sealed.len()),
             versions: HashMap::new(),
@@ -129,12 +119,9 @@ impl Chain {
         ticket
     }
 
-    /// Tells the groups staged on `ticket`'s group whether it committed; a
-    /// group that did not is forgotten, so no view builds on it.
+    /// Whether `ticket`'s group committed; one that did not is forgotten,
+    /// so no view builds on it.
     pub(crate) fn settle(&mut self, ticket: u64, committed: bool) {
-        if let Some(staged) = self.staged.iter().find(|staged| staged.ticket == ticket) {
-            staged.settled.send_replace(Some(committed));
-        }
         if !committed {
             self.staged.retain(|staged| staged.ticket != ticket);
         }
@@ -149,10 +136,13 @@ impl Chain {
     /// What the log will hold once the groups staged on top of the head
     /// `read` found have committed.
     ///
-    /// A group staged on one still in flight locks the head only once
-    /// that one committed ([`Speculated::awaits`]): lanes that locked in
-    /// another order than they staged would miss, and a group that locked
-    /// first would deadlock with the rows of the other's retry.
+    /// A group staged on a speculative one still in flight locks the head
+    /// only once that one's transaction ended ([`Speculated::awaits`]): a
+    /// later group's lock granted first would find the head not as staged
+    /// (a smaller group inserts sooner), and miss. The earlier group took
+    /// its advisory lock before it was staged, so before the later group
+    /// can ask for it. A group that locked the head first needs no wait:
+    /// it held the head before anything was staged on it.
     pub(crate) fn view<'a>(&self, read: &'a Prefetched) -> Speculated<'a> {
         let mut view = Speculated {
             read,
@@ -164,7 +154,7 @@ impl Chain {
         };
         while let Some(next) = self.staged.iter().rev().find(|staged| staged.base == view.head) {
             view.head = next.after;
-            view.awaits = Some(next.settled.subscribe());
+            view.awaits = next.key;
             view.head_recorded_at = view.head_recorded_at.max(next.last_recorded_at);
             view.ids.extend(next.ids.iter().map(|(id, stored)| (*id, *stored)));
             for (stream, version) in &next.versions {
@@ -182,8 +172,9 @@ pub(crate) struct Speculated<'a> {
     read: &'a Prefetched,
     pub(crate) head: Head,
     pub(crate) head_recorded_at: DateTime<Utc>,
-    /// Whether the last group this view builds on committed, once known.
-    pub(crate) awaits: Option<Settled>,
+    /// The advisory lock of the speculative group in flight this view ends
+    /// on, if any.
+    pub(crate) awaits: Option<i64>,
     ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
     versions: HashMap<StreamId, u64>,
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
@@ -41,12 +40,12 @@ fn given_a_group_in_flight_when_a_read_does_not_see_it_then_the_view_ends_on_it(
     let read = empty_read();
     let mut chain = Chain::default();
     let first = staged_group(&read, read.head, 3);
-    chain.push(&first);
+    chain.push(&first, Some(7));
 
     let view = chain.view(&read);
 
     assert_eq!(view.head, first.head);
-    assert!(view.awaits.is_some(), "a group staged on the view must wait for the one in flight");
+    assert_eq!(view.awaits, Some(7), "a group staged on the view waits for the one in flight");
     assert_eq!(view.stream_version(&stream("a")).unwrap(), 3);
     let (first_event, _) = &first.sealed[0];
     assert_eq!(view.position_of_id(&first_event.id).unwrap(), Some(1));
@@ -58,20 +57,17 @@ fn given_two_groups_in_flight_then_the_view_ends_on_the_second_and_waits_for_it(
     let read = empty_read();
     let mut chain = Chain::default();
     let first = staged_group(&read, read.head, 2);
-    chain.push(&first);
+    chain.push(&first, Some(7));
     let after_first = chain.view(&read);
     let second = staged_group(&after_first, after_first.head, 4);
-    let second_ticket = chain.push(&second);
+    chain.push(&second, Some(8));
 
     let view = chain.view(&read);
     assert_eq!(view.head, second.head);
     assert_eq!(view.head.position, 6);
     assert_eq!(view.stream_version(&stream("a")).unwrap(), 6);
 
-    // The view waits for the second group, not the first.
-    let awaits = view.awaits.unwrap();
-    chain.settle(second_ticket, true);
-    assert_eq!(*awaits.borrow(), Some(true));
+    assert_eq!(view.awaits, Some(8), "the view waits for the second group, which waits for the first");
 }
 
 #[test]
@@ -79,7 +75,7 @@ fn given_a_read_that_sees_the_group_committed_then_the_view_is_the_read() {
     let read = empty_read();
     let mut chain = Chain::default();
     let first = staged_group(&read, read.head, 2);
-    let ticket = chain.push(&first);
+    let ticket = chain.push(&first, Some(7));
     chain.settle(ticket, true);
     let newer = Prefetched::found(first.head, at(), HashMap::from([(stream("a"), 2)]), HashMap::new());
 
@@ -95,12 +91,10 @@ fn given_a_group_that_did_not_commit_then_no_view_builds_on_it() {
     let read = empty_read();
     let mut chain = Chain::default();
     let first = staged_group(&read, read.head, 2);
-    let ticket = chain.push(&first);
-    let awaits = chain.view(&read).awaits.unwrap();
+    let ticket = chain.push(&first, Some(7));
 
     chain.settle(ticket, false);
 
-    assert_eq!(*awaits.borrow(), Some(false), "the group staged on it is told");
     let view = chain.view(&read);
     assert_eq!(view.head, read.head);
     assert!(!chain.left(first.head));
@@ -110,7 +104,7 @@ fn given_a_group_that_did_not_commit_then_no_view_builds_on_it() {
 fn given_a_stream_expectation_then_the_view_checks_it_against_the_group_in_flight() {
     let read = empty_read();
     let mut chain = Chain::default();
-    chain.push(&staged_group(&read, read.head, 2));
+    chain.push(&staged_group(&read, read.head, 2), Some(7));
     let view = chain.view(&read);
     let mut group = Group::new(view.head, view.head_recorded_at);
     let stale = Expectations {
@@ -124,27 +118,17 @@ fn given_a_stream_expectation_then_the_view_checks_it_against_the_group_in_fligh
     assert!(outcome.is_err(), "version 0 expected while the group in flight makes it 2: {outcome:?}");
 }
 
-#[tokio::test]
-async fn a_group_forgotten_unsettled_counts_as_not_committed() {
+#[test]
+fn a_group_that_locked_the_head_first_needs_no_wait() {
     let read = empty_read();
     let mut chain = Chain::default();
-    let first = staged_group(&read, read.head, 1);
-    chain.push(&first);
-    let awaits = chain.view(&read).awaits.unwrap();
-    // Pushed out of the chain's bound while still unsettled.
-    drop(chain);
+    let locked = staged_group(&read, read.head, 1);
+    chain.push(&locked, None);
 
-    assert!(!committed(awaits, Duration::from_secs(1)).await);
-}
+    let view = chain.view(&read);
 
-#[tokio::test]
-async fn the_wait_for_a_group_in_flight_is_bounded() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    chain.push(&staged_group(&read, read.head, 1));
-    let awaits = chain.view(&read).awaits.unwrap();
-
-    assert!(!committed(awaits, Duration::from_millis(20)).await);
+    assert_eq!(view.head, locked.head);
+    assert_eq!(view.awaits, None, "its head lock orders the group staged on it");
 }
 
 #[test]

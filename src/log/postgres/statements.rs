@@ -23,6 +23,16 @@ const INSERT: &str = "INSERT INTO opledger_log_events (position, event_id, strea
 
 const MOVE_HEAD: &str = "UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3";
 
+/// A speculative group's own advisory lock, taken when its transaction
+/// opens and held until it ends: the group staged on it waits for it with
+/// `AWAIT_GROUP` before it locks the head, so the two lock the head in the
+/// order they were staged (see
+/// [`crate::log::postgres::speculation::Chain::view`]).
+const LOCK_GROUP: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Waits until the transaction holding the advisory lock `$1` ended.
+const AWAIT_GROUP: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
 /// The head as committed, without locking it: a speculative group's start.
 const HEAD_UNLOCKED: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_head";
 
@@ -63,6 +73,8 @@ pub(crate) struct Statements {
     /// Queues the notification other nodes listen for (sent on commit).
     pub(crate) notify: Statement,
     pub(crate) head_unlocked: Statement,
+    pub(crate) lock_group: Statement,
+    pub(crate) await_group: Statement,
     pub(crate) move_head_from: Statement,
     pub(crate) speculative_lock_timeout: Statement,
     pub(crate) backend: Statement,
@@ -83,6 +95,8 @@ impl Statements {
             move_head_from,
             speculative_lock_timeout,
             backend,
+            lock_group,
+            await_group,
         ) = tokio::try_join!(
             client.prepare(BEGIN),
             client.prepare(HEAD),
@@ -95,6 +109,8 @@ impl Statements {
             client.prepare(MOVE_HEAD_FROM),
             client.prepare(SPECULATIVE_LOCK_TIMEOUT),
             client.prepare(BACKEND),
+            client.prepare(LOCK_GROUP),
+            client.prepare(AWAIT_GROUP),
         )
         .map_err(storage)?;
         Ok(Statements {
@@ -109,6 +125,8 @@ impl Statements {
             move_head_from,
             speculative_lock_timeout,
             backend,
+            lock_group,
+            await_group,
         })
     }
 }

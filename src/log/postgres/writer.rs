@@ -83,6 +83,12 @@ pub(crate) struct Writer {
     pub(crate) resolve_wait: std::time::Duration,
     /// The groups staged lately and whether to speculate.
     pub(crate) speculation: std::sync::Mutex<Speculation>,
+    /// The high half of this writer's advisory lock keys, random, so that
+    /// writers of several nodes do not share keys (a shared key would only
+    /// make one group wait for another's end).
+    pub(crate) key_prefix: i64,
+    /// Speculative groups started: the low half of their keys.
+    pub(crate) speculative_groups: std::sync::atomic::AtomicU32,
 }
 
 /// What speculative groups are staged on, and whether they pay.
@@ -192,6 +198,13 @@ impl Writer {
         (group, outcomes)
     }
 
+    /// A new advisory lock key for a speculative group: this writer's
+    /// random half, and a count.
+    fn group_key(&self) -> i64 {
+        let count = self.speculative_groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.key_prefix << 32) | i64::from(count)
+    }
+
     fn with_speculation<T>(&self, change: impl FnOnce(&mut Speculation) -> T) -> Option<T> {
         self.speculation.lock().ok().map(|mut speculation| change(&mut speculation))
     }
@@ -224,7 +237,7 @@ impl Writer {
         let (group, outcomes) = self.stage(&prefetched, prefetched.head, prefetched.head_recorded_at, &batch);
         let ticket = self.with_speculation(|speculation| {
             speculation.switch.locked(speculation.chain.left(prefetched.head));
-            (group.events() > 0).then(|| speculation.chain.push(&group))
+            (group.events() > 0).then(|| speculation.chain.push(&group, None))
         });
         drop(turn);
         let committed = self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
@@ -238,7 +251,8 @@ impl Writer {
     /// head.
     async fn speculate(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
         let started = Instant::now();
-        let read = match lane.read_unlocked(&batch, SPECULATIVE_LOCK_WAIT_MAX).await {
+        let key = self.group_key();
+        let read = match lane.read_unlocked(&batch, SPECULATIVE_LOCK_WAIT_MAX, key).await {
             Ok(read) => read,
             Err(error) => {
                 drop(turn);
@@ -258,7 +272,7 @@ impl Writer {
             drop(turn);
             return self.commit_group(lane, batch, None).await;
         }
-        let ticket = self.with_speculation(|speculation| speculation.chain.push(&group));
+        let ticket = self.with_speculation(|speculation| speculation.chain.push(&group, Some(key)));
         drop(turn);
         let speculative = Speculative { from: group.base, awaits: view.awaits };
         let ended = self.settle(lane, &group, Some(speculative)).await;
