@@ -59,74 +59,41 @@ const BACKEND: &str = "SELECT pid, backend_start::text FROM pg_stat_activity WHE
 
 const NOTIFY: &str = "SELECT pg_notify('opledger_log_appended', $1)";
 
-/// Valid on the connection that prepared them only.
-pub(crate) struct Statements {
-    pub(crate) begin: Statement,
-    /// Locks the head row and reads it.
-    pub(crate) head: Statement,
-    /// Which of the group's event ids are stored, with their records.
-    pub(crate) ids: Statement,
-    /// Each named stream's stored version.
-    pub(crate) versions: Statement,
-    pub(crate) insert: Statement,
-    pub(crate) move_head: Statement,
-    /// Queues the notification other nodes listen for (sent on commit).
-    pub(crate) notify: Statement,
-    pub(crate) head_unlocked: Statement,
-    pub(crate) lock_group: Statement,
-    pub(crate) await_group: Statement,
-    pub(crate) move_head_from: Statement,
-    pub(crate) speculative_lock_timeout: Statement,
-    pub(crate) backend: Statement,
+/// The statements, each named once: the struct of prepared statements and
+/// the one round trip that prepares them all.
+macro_rules! statements {
+    ($($(#[$doc:meta])* $field:ident = $sql:ident,)*) => {
+        /// Valid on the connection that prepared them only.
+        pub(crate) struct Statements {
+            $($(#[$doc])* pub(crate) $field: Statement,)*
+        }
+
+        impl Statements {
+            /// Prepares all of them, pipelined in one round trip.
+            pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
+                let ($($field,)*) = tokio::try_join!($(client.prepare($sql),)*).map_err(storage)?;
+                Ok(Statements { $($field,)* })
+            }
+        }
+    };
 }
 
-impl Statements {
-    /// Prepares all of them, pipelined in one round trip.
-    pub(crate) async fn prepare(client: &Client) -> Result<Statements, Error> {
-        let (
-            begin,
-            head,
-            ids,
-            versions,
-            insert,
-            move_head,
-            notify,
-            head_unlocked,
-            move_head_from,
-            speculative_lock_timeout,
-            backend,
-            lock_group,
-            await_group,
-        ) = tokio::try_join!(
-            client.prepare(BEGIN),
-            client.prepare(HEAD),
-            client.prepare(IDS),
-            client.prepare(VERSIONS),
-            client.prepare(INSERT),
-            client.prepare(MOVE_HEAD),
-            client.prepare(NOTIFY),
-            client.prepare(HEAD_UNLOCKED),
-            client.prepare(MOVE_HEAD_FROM),
-            client.prepare(SPECULATIVE_LOCK_TIMEOUT),
-            client.prepare(BACKEND),
-            client.prepare(LOCK_GROUP),
-            client.prepare(AWAIT_GROUP),
-        )
-        .map_err(storage)?;
-        Ok(Statements {
-            begin,
-            head,
-            ids,
-            versions,
-            insert,
-            move_head,
-            notify,
-            head_unlocked,
-            move_head_from,
-            speculative_lock_timeout,
-            backend,
-            lock_group,
-            await_group,
-        })
-    }
+statements! {
+    begin = BEGIN,
+    /// Locks the head row and reads it.
+    head = HEAD,
+    /// Which of the group's event ids are stored, with their records.
+    ids = IDS,
+    /// Each named stream's stored version.
+    versions = VERSIONS,
+    insert = INSERT,
+    move_head = MOVE_HEAD,
+    /// Queues the notification other nodes listen for (sent on commit).
+    notify = NOTIFY,
+    head_unlocked = HEAD_UNLOCKED,
+    move_head_from = MOVE_HEAD_FROM,
+    speculative_lock_timeout = SPECULATIVE_LOCK_TIMEOUT,
+    backend = BACKEND,
+    lock_group = LOCK_GROUP,
+    await_group = AWAIT_GROUP,
 }
