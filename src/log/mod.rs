@@ -172,8 +172,8 @@ pub(crate) struct StatsCounters {
     conflicts: AtomicU64,
     largest_commit_events: AtomicU64,
     heads_held: AtomicU64,
-    pub(crate) speculative_groups_committed: AtomicU64,
-    pub(crate) speculative_groups_missed: AtomicU64,
+    speculative_groups_committed: AtomicU64,
+    speculative_groups_missed: AtomicU64,
     append_latency: AtomicHistogram,
     sync_latency: AtomicHistogram,
     commit_events: AtomicHistogram,
@@ -205,6 +205,12 @@ impl StatsCounters {
 
     fn record_answer(&self, submitted: std::time::Instant) {
         self.append_latency.observe_duration(submitted.elapsed());
+    }
+
+    /// A speculative group (PostgreSQL) that committed, or missed.
+    fn record_speculative(&self, committed: bool) {
+        let counter = if committed { &self.speculative_groups_committed } else { &self.speculative_groups_missed };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_commit(&self, events: u64) {

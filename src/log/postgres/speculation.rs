@@ -166,6 +166,33 @@ impl Chain {
     }
 }
 
+/// What a group is staged on: a head, when its newest event was recorded,
+/// and what the log holds there.
+pub(crate) trait StagingBase {
+    fn head(&self) -> (Head, DateTime<Utc>);
+    fn stored(&self) -> &dyn Committed;
+}
+
+impl StagingBase for Prefetched {
+    fn head(&self) -> (Head, DateTime<Utc>) {
+        (self.head, self.head_recorded_at)
+    }
+
+    fn stored(&self) -> &dyn Committed {
+        self
+    }
+}
+
+impl StagingBase for Speculated<'_> {
+    fn head(&self) -> (Head, DateTime<Utc>) {
+        (self.head, self.head_recorded_at)
+    }
+
+    fn stored(&self) -> &dyn Committed {
+        self
+    }
+}
+
 /// The stored state a speculative group is staged on: what was read, and
 /// the groups this writer has in flight on top of it.
 pub(crate) struct Speculated<'a> {

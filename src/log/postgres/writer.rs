@@ -45,9 +45,9 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
 use crate::log::postgres::lane::{Lane, Refused, Speculative};
-use crate::log::postgres::speculation::{Chain, Switch, SPECULATIVE_LOCK_WAIT_MAX};
+use crate::log::postgres::speculation::{Chain, StagingBase, Switch, SPECULATIVE_LOCK_WAIT_MAX};
 use crate::log::postgres::Shared;
-use crate::log::staging::{gather, Committed, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
 /// Connections whose groups overlap (one committing, one waiting for the
@@ -180,20 +180,16 @@ impl Writer {
         if let Err(error) = lane.prefetch(&mut prefetched, &batch).await {
             return self.fail(batch, &error);
         }
-        let (group, outcomes) = self.stage(&prefetched, prefetched.head, prefetched.head_recorded_at, &batch);
+        let (group, outcomes) = self.stage(&prefetched, &batch);
         self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
     }
 
-    /// Stages `batch` on `head`, with `stored` what the log holds there.
-    fn stage(
-        &self,
-        stored: &dyn Committed,
-        head: Head,
-        head_recorded_at: DateTime<Utc>,
-        batch: &[Request],
-    ) -> (Group, Vec<Outcome>) {
+    /// Stages `batch` on `base`: a locked head, or a predicted one.
+    fn stage(&self, base: &dyn StagingBase, batch: &[Request]) -> (Group, Vec<Outcome>) {
+        let (head, head_recorded_at) = base.head();
         let last_recorded_at = self.last_recorded_at.lock().map_or(head_recorded_at, |at| *at);
         let mut group = Group::new(head, head_recorded_at.max(last_recorded_at));
+        let stored = base.stored();
         let outcomes = batch.iter().map(|request| group.stage(stored, request, &self.clock)).collect();
         (group, outcomes)
     }
@@ -234,7 +230,7 @@ impl Writer {
                 return self.fail(batch, &error);
             }
         };
-        let (group, outcomes) = self.stage(&prefetched, prefetched.head, prefetched.head_recorded_at, &batch);
+        let (group, outcomes) = self.stage(&prefetched, &batch);
         let ticket = self.with_speculation(|speculation| {
             speculation.switch.locked(speculation.chain.left(prefetched.head));
             (group.events() > 0).then(|| speculation.chain.push(&group, None))
@@ -263,7 +259,7 @@ impl Writer {
             drop(turn);
             return self.fail(batch, &Error::Storage("the writer's speculation state is poisoned".into()));
         };
-        let (group, outcomes) = self.stage(&view, view.head, view.head_recorded_at, &batch);
+        let (group, outcomes) = self.stage(&view, &batch);
         if group.events() == 0 {
             // Its answers (replays, conflicts) rest on the groups still in
             // flight; only a commit would prove them. Staged again on the
@@ -290,11 +286,11 @@ impl Writer {
         });
         match ended {
             Committing::Done(head) => {
-                self.stats.speculative_groups_committed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.record_speculative(true);
                 self.done(batch, &group, outcomes, head, started);
             }
             Committing::Missed => {
-                self.stats.speculative_groups_missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.record_speculative(false);
                 self.commit_group(lane, batch, None).await;
             }
             Committing::Failed(error) => self.fail(batch, &error),
