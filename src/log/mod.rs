@@ -174,6 +174,7 @@ pub(crate) struct StatsCounters {
     heads_held: AtomicU64,
     speculative_groups_committed: AtomicU64,
     speculative_groups_missed: AtomicU64,
+    speculative_groups_unread: AtomicU64,
     append_latency: AtomicHistogram,
     sync_latency: AtomicHistogram,
     commit_events: AtomicHistogram,
@@ -191,6 +192,7 @@ impl Default for StatsCounters {
             heads_held: AtomicU64::default(),
             speculative_groups_committed: AtomicU64::default(),
             speculative_groups_missed: AtomicU64::default(),
+            speculative_groups_unread: AtomicU64::default(),
             append_latency: AtomicHistogram::latency(),
             sync_latency: AtomicHistogram::latency(),
             commit_events: AtomicHistogram::commit_events(),
@@ -211,6 +213,11 @@ impl StatsCounters {
     fn record_speculative(&self, committed: bool) {
         let counter = if committed { &self.speculative_groups_committed } else { &self.speculative_groups_missed };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A speculative group staged without a read (PostgreSQL).
+    fn record_unread(&self) {
+        self.speculative_groups_unread.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_commit(&self, events: u64) {
@@ -250,6 +257,12 @@ pub struct LogStats {
     /// Speculative groups that found the head moved (or waited too long
     /// for it), rolled back and were staged again on the locked head.
     pub speculative_groups_missed: u64,
+    /// Speculative groups staged on the stream versions this node knew,
+    /// without reading them first: their transaction was opened behind
+    /// the lane's previous commit, and all their statements went in one
+    /// round trip. Counted when staged; a miss counts in
+    /// `speculative_groups_missed` too.
+    pub speculative_groups_staged_without_read: u64,
 }
 
 /// An append handed to the writer; await it for the answer.
@@ -533,6 +546,7 @@ impl Log {
             heads_held: s.heads_held.load(Ordering::Relaxed),
             speculative_groups_committed: s.speculative_groups_committed.load(Ordering::Relaxed),
             speculative_groups_missed: s.speculative_groups_missed.load(Ordering::Relaxed),
+            speculative_groups_staged_without_read: s.speculative_groups_unread.load(Ordering::Relaxed),
         }
     }
 

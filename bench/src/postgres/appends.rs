@@ -33,6 +33,8 @@ pub struct AppendSample {
     /// and were committed again on the locked head, while measured.
     pub speculative_commits: u64,
     pub speculative_misses: u64,
+    /// Speculative groups staged without a read, while measured.
+    pub speculative_unread: u64,
 }
 
 pub fn measure(
@@ -72,6 +74,8 @@ pub fn measure(
         wal_bytes,
         speculative_commits: after.speculative_groups_committed - before.speculative_groups_committed,
         speculative_misses: after.speculative_groups_missed - before.speculative_groups_missed,
+        speculative_unread: after.speculative_groups_staged_without_read
+            - before.speculative_groups_staged_without_read,
     })
 }
 
@@ -84,6 +88,7 @@ fn total(logs: &[Arc<Log>]) -> LogStats {
         sum.appends_acknowledged += stats.appends_acknowledged;
         sum.speculative_groups_committed += stats.speculative_groups_committed;
         sum.speculative_groups_missed += stats.speculative_groups_missed;
+        sum.speculative_groups_staged_without_read += stats.speculative_groups_staged_without_read;
         sum.largest_commit_events = sum.largest_commit_events.max(stats.largest_commit_events);
     }
     sum

@@ -185,7 +185,7 @@ fn on_fresh<T>(
 /// repeat can be spotted; stdout keeps only the report.
 fn progress(args: &PostgresArgs, s: &CellSample) {
     eprintln!(
-        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} speculative {}/{} missed WAL {:.0} B/event | raw {:.0}/s WAL {:.0} B/event, \
+        "[{}/{}] x{} {} node(s): appends {:.0}/s p50 {:.0}µs group {:.1} speculative {}/{} missed ({} without a read) WAL {:.0} B/event | raw {:.0}/s WAL {:.0} B/event, \
          one per transaction {:.0}/s | cycles {:.0}/s p50 {:.0}µs contended {} | plain SQL {:.0}/s",
         s.repeat,
         args.repeat,
@@ -196,6 +196,7 @@ fn progress(args: &PostgresArgs, s: &CellSample) {
         s.appends.mean_group,
         s.appends.speculative_commits,
         s.appends.speculative_misses,
+        s.appends.speculative_unread,
         s.append_wal_per_event(),
         s.raw.events_per_second,
         s.raw_wal_per_event(),

@@ -286,6 +286,7 @@ mod tests {
                 wal_bytes: 900,
                 speculative_commits: 1,
                 speculative_misses: 0,
+                speculative_unread: 0,
             },
             raw: RawSample {
                 group: 20,

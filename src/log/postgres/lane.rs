@@ -46,6 +46,10 @@ pub(crate) struct Lane {
     /// A process [`Lane::position_of`] has yet to see ended (kept across
     /// its attempts, which reconnect).
     ended: Option<(i32, String)>,
+    /// The advisory lock key of the speculative transaction this lane
+    /// opened ahead of its next group ([`Lane::commit`]'s `next`), if one
+    /// is open.
+    preopened: Option<i64>,
     /// Notices of this connection only: a cancelled wait for the standby
     /// is charged to the commit it ended.
     pub(crate) heard: Arc<Heard>,
@@ -55,7 +59,7 @@ pub(crate) struct Lane {
 pub(crate) struct Prefetched {
     pub(crate) head: Head,
     pub(crate) head_recorded_at: DateTime<Utc>,
-    versions: HashMap<StreamId, u64>,
+    pub(crate) versions: HashMap<StreamId, u64>,
     ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
 }
 
@@ -76,9 +80,9 @@ impl Prefetched {
         Ok(prefetched)
     }
 
-    /// What a read found: the head, and stored stream versions and event
-    /// ids (with where and when they were recorded).
-    #[cfg(test)]
+    /// What a read found (or what a writer knows without one): the head,
+    /// and stored stream versions and event ids (with where and when they
+    /// were recorded).
     pub(crate) fn found(
         head: Head,
         head_recorded_at: DateTime<Utc>,
@@ -123,15 +127,22 @@ impl Lane {
     /// connection and the notices its driver hears).
     pub(crate) fn new(shared: Arc<Shared>, opened: Option<(Client, Arc<Heard>)>) -> Lane {
         match opened {
-            Some((client, heard)) => {
-                Lane { shared, client: Some(client), statements: None, backend: None, ended: None, heard }
-            }
+            Some((client, heard)) => Lane {
+                shared,
+                client: Some(client),
+                statements: None,
+                backend: None,
+                ended: None,
+                preopened: None,
+                heard,
+            },
             None => Lane {
                 shared,
                 client: None,
                 statements: None,
                 backend: None,
                 ended: None,
+                preopened: None,
                 heard: Arc::new(Heard::default()),
             },
         }
@@ -142,6 +153,22 @@ impl Lane {
         self.client = None;
         self.statements = None;
         self.backend = None;
+        self.preopened = None;
+    }
+
+    /// The key of the speculative transaction opened ahead of this group,
+    /// if one is open on a live connection; the group takes it over.
+    pub(crate) fn take_preopened(&mut self) -> Option<i64> {
+        let key = self.preopened.take()?;
+        match self.client.as_ref() {
+            Some(client) if !client.is_closed() => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether a speculative transaction is open, waiting for a group.
+    pub(crate) fn is_preopened(&self) -> bool {
+        self.preopened.is_some()
     }
 
     /// The connection and its prepared statements, reconnecting and
@@ -196,6 +223,10 @@ impl Lane {
     }
 
     async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
+        if self.preopened.is_some() {
+            // Sent ahead of the `BEGIN`, in order: one round trip still.
+            self.roll_back();
+        }
         let (client, statements) = self.connection().await?;
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
@@ -204,41 +235,35 @@ impl Lane {
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
-    /// Opens a speculative group's transaction, takes its advisory lock
-    /// `key` (a group staged on this one waits for it), and reads the head
+    /// Opens a speculative group's transaction, unless `opened` (the lane
+    /// opened it ahead, see [`Lane::take_preopened`]), and reads the head
     /// as committed, without locking it, and what staging needs, in one
-    /// round trip. The transaction's lock waits are bounded by `lock_wait`. On an
-    /// error the transaction is rolled back.
+    /// round trip. On an error the transaction is rolled back.
     pub(crate) async fn read_unlocked(
         &mut self,
         batch: &[Request],
-        lock_wait: std::time::Duration,
-        key: i64,
+        opening: Opening,
+        opened: bool,
     ) -> Result<Prefetched, Error> {
-        let read = self.begin_and_read(batch, lock_wait, key).await;
+        let read = self.begin_and_read(batch, opening, opened).await;
         if read.is_err() {
             self.roll_back();
         }
         read
     }
 
-    async fn begin_and_read(
-        &mut self,
-        batch: &[Request],
-        lock_wait: std::time::Duration,
-        key: i64,
-    ) -> Result<Prefetched, Error> {
-        let (client, statements) = self.connection().await?;
-        let timeout = format!("{}ms", lock_wait.as_millis().max(1));
-        let timeout_parameters: [&(dyn ToSql + Sync); 1] = [&timeout];
-        let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
-        let bound =
-            async { client.execute(&statements.speculative_lock_timeout, &timeout_parameters).await.map_err(storage) };
-        let key_parameters: [&(dyn ToSql + Sync); 1] = [&key];
-        let locked = async { client.execute(&statements.lock_group, &key_parameters).await.map_err(storage) };
+    async fn begin_and_read(&mut self, batch: &[Request], opening: Opening, opened: bool) -> Result<Prefetched, Error> {
+        let (client, statements) = if opened { self.in_transaction()? } else { self.connection().await? };
+        let opening_parameters = opening.parameters();
+        let open = async {
+            if !opened {
+                open(client, statements, &opening_parameters).await.map_err(storage)?;
+            }
+            Ok::<(), Error>(())
+        };
         let head_query = async { client.query_one(&statements.head_unlocked, &[]).await.map_err(storage) };
-        let (_, _, _, head_row, (id_rows, version_rows)) =
-            tokio::try_join!(begin, bound, locked, head_query, stored(client, statements, batch))?;
+        let (_, head_row, (id_rows, version_rows)) =
+            tokio::try_join!(open, head_query, stored(client, statements, batch))?;
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
@@ -264,6 +289,7 @@ impl Lane {
     /// head lock goes as soon as the server reads it and this connection's
     /// next statements queue behind it.
     pub(crate) fn roll_back(&mut self) {
+        self.preopened = None;
         let Some(client) = self.client.as_ref() else { return };
         if client.is_closed() {
             return;
@@ -286,6 +312,7 @@ impl Lane {
         &mut self,
         group: &Group,
         speculative: Option<Speculative>,
+        next: Option<Opening>,
     ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
         let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
@@ -303,6 +330,7 @@ impl Lane {
         let group_before: [&(dyn ToSql + Sync); 1] = [&awaited];
         let notification: [&(dyn ToSql + Sync); 1] = [&digest];
         let row_parameters = rows.parameters();
+        let next_parameters = next.map(|next| next.parameters());
         // Every statement's future is created here and joined below, so
         // all are sent on the first poll, in this order: a statement
         // awaited before the next is built would reach the server after
@@ -330,8 +358,21 @@ impl Lane {
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        let (inserted, waited, locked, moved, notified, committed) =
-            tokio::join!(insert, wait, lock, move_head, notify, commit);
+        // The next group's transaction, opened behind this one's end (its
+        // answers come with the commit's): that group then holds its
+        // advisory lock before it is staged, without a round trip of its
+        // own.
+        let open_next = async {
+            match &next_parameters {
+                Some(parameters) => open(client, statements, parameters).await.is_ok(),
+                None => false,
+            }
+        };
+        let (inserted, waited, locked, moved, notified, committed, opened_next) =
+            tokio::join!(insert, wait, lock, move_head, notify, commit, open_next);
+        if opened_next {
+            self.preopened = next.map(|next| next.key);
+        }
         if let Err(error) = inserted.and(waited).and(locked).and(moved).and(notified) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
@@ -386,6 +427,35 @@ pub(crate) struct Speculative {
     /// The advisory lock of the speculative group in flight it was staged
     /// on, if any ([`speculation::Chain::view`]).
     pub(crate) awaits: Option<i64>,
+}
+
+/// How a speculative group's transaction opens: `BEGIN`, its lock waits
+/// bounded by `lock_wait`, and its advisory lock `key` taken (a group
+/// staged on this one waits for it).
+#[derive(Clone, Copy)]
+pub(crate) struct Opening {
+    pub(crate) lock_wait: std::time::Duration,
+    pub(crate) key: i64,
+}
+
+impl Opening {
+    fn parameters(self) -> (String, i64) {
+        (format!("{}ms", self.lock_wait.as_millis().max(1)), self.key)
+    }
+}
+
+/// Sends an [`Opening`]'s three statements, pipelined.
+async fn open(
+    client: &Client,
+    statements: &Statements,
+    (lock_wait, key): &(String, i64),
+) -> Result<(), tokio_postgres::Error> {
+    let timeout_parameters: [&(dyn ToSql + Sync); 1] = [lock_wait];
+    let key_parameters: [&(dyn ToSql + Sync); 1] = [key];
+    let begin = client.execute(&statements.begin, &[]);
+    let bound = client.execute(&statements.speculative_lock_timeout, &timeout_parameters);
+    let locked = client.execute(&statements.lock_group, &key_parameters);
+    tokio::try_join!(begin, bound, locked).map(|_| ())
 }
 
 /// What a refused statement means for the group; the transaction ended

@@ -23,6 +23,15 @@
 //!    Nothing is answered from a speculative view unless the commit proved
 //!    it: the head the group moved from is the chain the view was built on.
 //!
+//! A group whose streams the writer knows skips the read: it is staged on
+//! [`Known`], the stream versions at a head this writer's reads and commits
+//! taught it, plus its own groups since, and its transaction opens in the
+//! same round trip as its insert and commit. Event ids it does not know are
+//! taken as not stored; the events table's unique constraints refuse any
+//! that are, and the group misses. Every stream an expectation names must
+//! be known: a conflict is an answer, and the database checks no version of
+//! a stream the group does not write.
+//!
 //! A miss turns speculation off ([`Switch`]); it comes back after enough
 //! locked groups in a row found only this writer's own groups before them.
 //! While nodes or held heads collide, groups lock first, as before.
@@ -37,7 +46,7 @@ use uuid::Uuid;
 use crate::envelope::StreamId;
 use crate::error::Error;
 use crate::log::postgres::lane::Prefetched;
-use crate::log::staging::{Committed, Group};
+use crate::log::staging::{Committed, Group, Request};
 use crate::log::Head;
 
 /// Longest a speculative group waits for a lock (the head row, or a row
@@ -61,6 +70,11 @@ const CLEAN_GROUPS_MAX: u32 = 4_096;
 /// read may still be behind.
 const CHAIN_GROUPS_MAX: usize = 8;
 
+/// Streams whose versions [`Known`] keeps; past it, it forgets them all and
+/// learns again from the reads of the groups that follow (about 100 bytes a
+/// stream).
+pub(crate) const KNOWN_STREAMS_MAX: usize = 65_536;
+
 /// Whether a refusal of a speculative group's statements means it missed
 /// (the head or a row was not as staged; a lock waited too long), rather
 /// than a failure to report.
@@ -81,9 +95,48 @@ struct Staged {
     /// A speculative group's advisory lock, held until its transaction
     /// ends; `None` for a group that locked the head first.
     key: Option<i64>,
+    /// Its commit was acknowledged.
+    committed: bool,
     last_recorded_at: DateTime<Utc>,
     ids: HashMap<Uuid, (u64, DateTime<Utc>)>,
     versions: HashMap<StreamId, u64>,
+}
+
+/// Stream versions as they are at one head, learnt from reads and carried
+/// forward by this writer's own commits: what a group staged without a read
+/// starts from.
+///
+/// Every version it holds is exact at `head`, or newer by groups of this
+/// writer that committed after it (a read's statements each see what was
+/// committed when they ran, so its versions can be newer than its head).
+/// Either way, at the head a group is staged on (this one, plus every
+/// group in flight) the versions are exact, if that head is the log's: the
+/// only commits after `head` that can lead to it are this writer's groups,
+/// and the view takes their versions. If another writer committed since,
+/// the group's head move finds the head elsewhere and it misses.
+pub(crate) struct Known {
+    head: Head,
+    recorded_at: DateTime<Utc>,
+    versions: HashMap<StreamId, u64>,
+}
+
+impl Known {
+    fn merge<'a>(&mut self, versions: impl IntoIterator<Item = (&'a StreamId, &'a u64)>) {
+        for (stream, version) in versions {
+            let known = self.versions.entry(stream.clone()).or_default();
+            *known = (*known).max(*version);
+        }
+        if self.versions.len() > KNOWN_STREAMS_MAX {
+            self.versions.clear();
+        }
+    }
+
+    /// Carried over a group that moved the head from `head`.
+    fn advance(&mut self, staged: &Staged) {
+        self.merge(&staged.versions);
+        self.head = staged.after;
+        self.recorded_at = self.recorded_at.max(staged.last_recorded_at);
+    }
 }
 
 /// The groups a writer staged lately, newest last.
@@ -91,6 +144,7 @@ struct Staged {
 pub(crate) struct Chain {
     staged: VecDeque<Staged>,
     next_ticket: u64,
+    known: Option<Known>,
 }
 
 impl Chain {
@@ -104,6 +158,7 @@ impl Chain {
             base: group.base,
             after: group.head,
             key,
+            committed: false,
             last_recorded_at: group.last_recorded_at,
             ids: HashMap::with_capacity(group.sealed.len()),
             versions: HashMap::new(),
@@ -120,11 +175,85 @@ impl Chain {
     }
 
     /// Whether `ticket`'s group committed; one that did not is forgotten,
-    /// so no view builds on it.
+    /// so no view builds on it. [`Known`] moves over committed groups, in
+    /// the order they moved the head (lanes may learn of their commits in
+    /// another order).
     pub(crate) fn settle(&mut self, ticket: u64, committed: bool) {
         if !committed {
             self.staged.retain(|staged| staged.ticket != ticket);
+            return;
         }
+        if let Some(staged) = self.staged.iter_mut().find(|staged| staged.ticket == ticket) {
+            staged.committed = true;
+        }
+        let Some(known) = self.known.as_mut() else { return };
+        while let Some(next) = self.staged.iter().rev().find(|staged| staged.committed && staged.base == known.head) {
+            known.advance(next);
+        }
+    }
+
+    /// Learns the stream versions a read found at its head (locked, or as
+    /// committed). A read at a head this writer's groups lead to from the
+    /// known head, or from which they lead to it, adds to what is known;
+    /// any other head was moved by another writer: what was known is
+    /// dropped, and the read is what is known.
+    pub(crate) fn learn(&mut self, read: &Prefetched) {
+        let Some(mut known) = self.known.take() else {
+            self.known =
+                Some(Known { head: read.head, recorded_at: read.head_recorded_at, versions: read.versions.clone() });
+            return;
+        };
+        if let Some(path) = self.path(known.head, read.head) {
+            for staged in path {
+                known.advance(staged);
+            }
+            known.merge(&read.versions);
+            known.recorded_at = known.recorded_at.max(read.head_recorded_at);
+        } else if let Some(path) = self.path(read.head, known.head) {
+            // An older read: its versions, carried over this writer's
+            // groups since, are versions at the known head.
+            let mut carried =
+                Known { head: read.head, recorded_at: read.head_recorded_at, versions: read.versions.clone() };
+            for staged in path {
+                carried.merge(&staged.versions);
+            }
+            known.merge(&carried.versions);
+        } else {
+            known = Known { head: read.head, recorded_at: read.head_recorded_at, versions: read.versions.clone() };
+        }
+        self.known = Some(known);
+    }
+
+    /// This writer's groups that lead from `from` to `to`, in order; `None`
+    /// when they do not.
+    fn path(&self, from: Head, to: Head) -> Option<Vec<&Staged>> {
+        let mut path = Vec::new();
+        let mut at = from;
+        while at != to {
+            let next = self.staged.iter().rev().find(|staged| staged.base == at)?;
+            at = next.after;
+            path.push(next);
+            if path.len() > self.staged.len() {
+                return None;
+            }
+        }
+        Some(path)
+    }
+
+    /// What a group of `batch` can be staged on without a read: the known
+    /// head, with the version of every stream the batch names (its events'
+    /// and its expectations'). `None` if one of them is not known.
+    pub(crate) fn known_for(&self, batch: &[Request]) -> Option<Prefetched> {
+        let known = self.known.as_ref()?;
+        let mut versions = HashMap::new();
+        for request in batch {
+            let events = request.events.iter().map(|event| &event.stream);
+            let expected = request.expectations.streams.iter().map(|expectation| &expectation.stream);
+            for stream in events.chain(expected) {
+                versions.insert(stream.clone(), *known.versions.get(stream)?);
+            }
+        }
+        Some(Prefetched::found(known.head, known.recorded_at, versions, HashMap::new()))
     }
 
     /// Whether `head` is one this writer's groups left (or will leave):

@@ -193,3 +193,132 @@ fn a_held_head_stops_speculation() {
     switch.held();
     assert!(!switch.on());
 }
+
+/// A batch of one append of one event on `stream_name`, with `expectations`.
+fn batch_on(stream_name: &str, expectations: Expectations) -> Vec<Request> {
+    let (request, _answer) = internal_request(vec![event(stream_name, 1)], expectations, None).unwrap();
+    vec![request]
+}
+
+fn known_version(chain: &Chain, stream_name: &str) -> Option<(Head, u64)> {
+    let known = chain.known_for(&batch_on(stream_name, Expectations::none()))?;
+    Some((known.head, known.stream_version(&stream(stream_name)).unwrap()))
+}
+
+/// A head no group of this writer left.
+fn foreign_head() -> Head {
+    Head { position: 9, hash: Hash([9; 32]) }
+}
+
+#[test]
+fn given_no_read_then_a_group_needs_one() {
+    let chain = Chain::default();
+    assert!(chain.known_for(&batch_on("a", Expectations::none())).is_none());
+}
+
+#[test]
+fn given_a_read_then_a_batch_of_its_streams_is_staged_without_one_and_others_need_one() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+
+    assert_eq!(known_version(&chain, "a"), Some((read.head, 0)));
+    assert!(known_version(&chain, "z").is_none(), "a stream no read named");
+    let expecting_z = Expectations {
+        head: None,
+        streams: vec![StreamExpectation { stream: stream("z"), expected: ExpectedVersion::Any }],
+    };
+    assert!(chain.known_for(&batch_on("a", expecting_z)).is_none(), "an expectation's stream must be known too");
+}
+
+#[test]
+fn given_committed_groups_then_the_known_head_moves_over_them_in_head_order() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+    let first = staged_group(&read, read.head, 2);
+    let first_ticket = chain.push(&first, Some(7));
+    let after_first = chain.view(&read);
+    let second = staged_group(&after_first, after_first.head, 4);
+    let second_ticket = chain.push(&second, Some(8));
+
+    chain.settle(second_ticket, true);
+    assert_eq!(known_version(&chain, "a"), Some((read.head, 0)), "the second group's lane learnt of its commit first");
+    chain.settle(first_ticket, true);
+
+    assert_eq!(known_version(&chain, "a"), Some((second.head, 6)));
+    assert_eq!(known_version(&chain, "b"), Some((second.head, 0)));
+}
+
+#[test]
+fn a_group_that_did_not_commit_leaves_the_known_head_where_it_was() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+    let first = staged_group(&read, read.head, 2);
+    let ticket = chain.push(&first, Some(7));
+
+    chain.settle(ticket, false);
+
+    assert_eq!(known_version(&chain, "a"), Some((read.head, 0)));
+}
+
+#[test]
+fn given_a_read_at_a_head_another_writer_moved_then_only_that_read_is_known() {
+    let mut chain = Chain::default();
+    chain.learn(&empty_read());
+
+    let elsewhere = Prefetched::found(foreign_head(), at(), HashMap::from([(stream("c"), 4)]), HashMap::new());
+    chain.learn(&elsewhere);
+
+    assert!(known_version(&chain, "a").is_none(), "versions at a head another writer left behind");
+    assert_eq!(known_version(&chain, "c"), Some((foreign_head(), 4)));
+}
+
+#[test]
+fn a_read_at_a_head_this_writers_groups_led_to_moves_the_known_head_there() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+    let first = staged_group(&read, read.head, 2);
+    chain.push(&first, Some(7));
+
+    // The group committed; its lane has not said so yet.
+    let later = Prefetched::found(first.head, at(), HashMap::from([(stream("d"), 0)]), HashMap::new());
+    chain.learn(&later);
+
+    assert_eq!(known_version(&chain, "a"), Some((first.head, 2)));
+    assert_eq!(known_version(&chain, "d"), Some((first.head, 0)));
+}
+
+#[test]
+fn an_older_read_adds_its_streams_carried_over_this_writers_groups_since() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&Prefetched::found(read.head, at(), HashMap::from([(stream("b"), 0)]), HashMap::new()));
+    let first = staged_group(&read, read.head, 2);
+    let ticket = chain.push(&first, Some(7));
+    chain.settle(ticket, true);
+
+    // Read at the head before the group: stream `a` was at version 0 then.
+    chain.learn(&read);
+
+    assert_eq!(known_version(&chain, "a"), Some((first.head, 2)), "version 0 was the version before the group");
+    assert_eq!(known_version(&chain, "b"), Some((first.head, 0)));
+}
+
+#[test]
+fn past_the_bound_the_known_streams_are_forgotten() {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+    let many: HashMap<StreamId, u64> =
+        (0..=KNOWN_STREAMS_MAX).map(|n| (StreamId::new(format!("s-{n}")).unwrap(), 1)).collect();
+
+    chain.learn(&Prefetched::found(read.head, at(), many, HashMap::new()));
+
+    assert!(known_version(&chain, "a").is_none());
+    assert!(known_version(&chain, "s-1").is_none());
+    chain.learn(&read);
+    assert_eq!(known_version(&chain, "a"), Some((read.head, 0)), "learnt again from the next read");
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::log::conformance::{self, assert_verifies, event, options, Place};
-use crate::log::{Conflict, Expectations, Head, Log, LogOptions};
+use crate::log::conformance::{self, assert_verifies, event, options, stream, Place};
+use crate::log::{Conflict, Expectations, ExpectedVersion, Head, Log, LogOptions};
 
 use crate::postgres_cluster::Cluster;
 
@@ -315,4 +315,83 @@ fn a_speculative_group_behind_another_nodes_append_misses_and_lands_after_it() {
     assert!(matches!(missed, (1, 0) | (0, 1)), "exactly one of the two could not move the head: {missed:?}");
     assert_eq!(first.read(1, 10).unwrap().len(), 3);
     assert_verifies(&first);
+}
+
+/// Appends one event on stream `a` from a node of its own, which then
+/// closes: another writer moving the head and the stream.
+fn append_from_another_node(url: &str, n: u64) -> u64 {
+    let other = Log::open_postgres(url, options()).unwrap();
+    let appended = other.append_blocking(vec![event("a", n)], Expectations::none()).unwrap().unwrap();
+    other.close();
+    appended.first_position
+}
+
+/// A log whose writer stages groups on stream `a` without a read: each
+/// lane's first group reads, and opens the lane's next transaction behind
+/// its commit.
+fn staging_without_reads(url: &str) -> Log {
+    let log = Log::open_postgres(url, options()).unwrap();
+    let mut n = 0;
+    while log.stats().speculative_groups_staged_without_read == 0 {
+        n += 1;
+        assert!(n <= 4, "no group was staged without a read: {:?}", log.stats());
+        log.append_blocking(vec![event("a", n)], Expectations::none()).unwrap().unwrap();
+    }
+    log
+}
+
+/// A group staged without a read (on the stream versions its writer knew)
+/// after another node moved the head and its stream: an expectation it
+/// would refuse is not answered from what the writer knew but checked again
+/// on the locked head, and a group it would insert misses (its position is
+/// taken) and lands after the other node's event. Either way the stream
+/// stays gapless and the log verifies.
+#[test]
+fn a_group_staged_without_a_read_behind_another_nodes_append_is_decided_again_on_the_locked_head() {
+    let cluster = Cluster::start(&[]);
+    for (database, expecting) in [("unread_expecting", true), ("unread_inserting", false)] {
+        let url = cluster.database(database);
+        let log = staging_without_reads(&url);
+        let before = log.stats();
+        let moved_to = append_from_another_node(&url, 100);
+
+        let expectations = match expecting {
+            true => Expectations::stream(stream("a"), ExpectedVersion::Exact(moved_to)),
+            false => Expectations::none(),
+        };
+        let appended = log.append_blocking(vec![event("a", 101)], expectations).unwrap().unwrap();
+
+        assert_eq!(appended.first_position, moved_to + 1, "{database}: after the other node's event");
+        let after = log.stats();
+        assert_eq!(after.speculative_groups_staged_without_read, before.speculative_groups_staged_without_read + 1);
+        // An expectation refused on what the writer knew leaves the group
+        // empty: nothing is sent, it is staged again on the locked head.
+        let missed = if expecting { 0 } else { 1 };
+        assert_eq!(after.speculative_groups_missed, missed, "{database}: {after:?}");
+        let versions: Vec<u64> =
+            log.read_stream(&stream("a"), 1, 10).unwrap().iter().map(|e| e.stream_version).collect();
+        assert_eq!(versions, (1..=moved_to + 1).collect::<Vec<u64>>(), "{database}");
+        assert_verifies(&log);
+    }
+}
+
+/// A lane opens its next group's transaction behind its commit; once no
+/// append came for `PREOPENED_IDLE_MAX` it is rolled back: a writer without
+/// appends leaves no transaction open. The next group reads first again.
+#[test]
+fn a_transaction_opened_ahead_is_rolled_back_once_no_append_comes() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("idle");
+    let log = staging_without_reads(&url);
+    let open = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = 'idle'";
+    assert_eq!(cluster.psql_at(&url, &[open]), b"2\n", "both lanes opened their next transaction");
+
+    std::thread::sleep(crate::log::postgres::writer::PREOPENED_IDLE_MAX + std::time::Duration::from_millis(500));
+
+    assert_eq!(cluster.psql_at(&url, &[open]), b"0\n");
+    let before = log.stats().speculative_groups_staged_without_read;
+    let appended = log.append_blocking(vec![event("a", 9)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(appended.first_position, log.head().position);
+    assert_eq!(log.stats().speculative_groups_staged_without_read, before, "read first: nothing was open");
+    assert_verifies(&log);
 }

@@ -44,7 +44,7 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
-use crate::log::postgres::lane::{Lane, Refused, Speculative};
+use crate::log::postgres::lane::{Lane, Opening, Refused, Speculative};
 use crate::log::postgres::speculation::{Chain, StagingBase, Switch, SPECULATIVE_LOCK_WAIT_MAX};
 use crate::log::postgres::Shared;
 use crate::log::staging::{gather, Group, Outcome, Reply, Request};
@@ -68,6 +68,10 @@ pub(crate) struct Hold {
     /// The append to commit under the lock; dropped: roll back.
     pub(crate) append: oneshot::Receiver<Request>,
 }
+
+/// Longest a lane keeps a speculative transaction open ahead of a group
+/// that has not come (see [`Lane::take_preopened`]).
+pub(crate) const PREOPENED_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
@@ -207,8 +211,8 @@ impl Writer {
 
     async fn drive(self: Arc<Self>, mut lane: Lane, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
         loop {
-            let mut turn = requests.lock().await;
-            let Some(first) = turn.recv().await else { return };
+            let mut turn = idle(&mut lane, requests.lock()).await;
+            let Some(first) = idle(&mut lane, turn.recv()).await else { return };
             let batch = gather(first, &mut turn);
             if self.with_speculation(|speculation| speculation.switch.on()).unwrap_or(false) {
                 self.speculate(&mut lane, batch, turn).await;
@@ -232,6 +236,7 @@ impl Writer {
         };
         let (group, outcomes) = self.stage(&prefetched, &batch);
         let ticket = self.with_speculation(|speculation| {
+            speculation.chain.learn(&prefetched);
             speculation.switch.locked(speculation.chain.left(prefetched.head));
             (group.events() > 0).then(|| speculation.chain.push(&group, None))
         });
@@ -244,16 +249,32 @@ impl Writer {
 
     /// Commits one group staged on the head this writer expects, before
     /// locking it; a group that misses is committed again on the locked
-    /// head.
+    /// head. A group whose transaction the lane opened ahead, and whose
+    /// streams the writer knows ([`Chain::known_for`]), is staged without
+    /// a read: its statements are all sent in one round trip.
     async fn speculate(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
         let started = Instant::now();
-        let key = self.group_key();
-        let read = match lane.read_unlocked(&batch, SPECULATIVE_LOCK_WAIT_MAX, key).await {
-            Ok(read) => read,
-            Err(error) => {
-                drop(turn);
-                return self.fail(batch, &error);
+        let preopened = lane.take_preopened();
+        let key = preopened.unwrap_or_else(|| self.group_key());
+        let known = match preopened {
+            Some(_) => self.with_speculation(|speculation| speculation.chain.known_for(&batch)).flatten(),
+            None => None,
+        };
+        let read = match known {
+            Some(known) => {
+                self.stats.record_unread();
+                known
             }
+            None => match lane.read_unlocked(&batch, opening(key), preopened.is_some()).await {
+                Ok(read) => {
+                    self.with_speculation(|speculation| speculation.chain.learn(&read));
+                    read
+                }
+                Err(error) => {
+                    drop(turn);
+                    return self.fail(batch, &error);
+                }
+            },
         };
         let Some(view) = self.with_speculation(|speculation| speculation.chain.view(&read)) else {
             drop(turn);
@@ -271,7 +292,7 @@ impl Writer {
         let ticket = self.with_speculation(|speculation| speculation.chain.push(&group, Some(key)));
         drop(turn);
         let speculative = Speculative { from: group.base, awaits: view.awaits };
-        let ended = self.settle(lane, &group, Some(speculative)).await;
+        let ended = self.settle(lane, &group, Some(speculative), Some(opening(self.group_key()))).await;
         // Told before the answers: the group staged on this one waits for
         // it to lock the head.
         self.with_speculation(|speculation| {
@@ -317,7 +338,7 @@ impl Writer {
             self.answer_all(batch, outcomes);
             return true;
         }
-        match self.settle(lane, &group, None).await {
+        match self.settle(lane, &group, None, None).await {
             Committing::Done(head) => {
                 self.done(batch, &group, outcomes, head, started);
                 true
@@ -334,11 +355,18 @@ impl Writer {
         }
     }
 
-    /// Commits a staged group: on the locked head (`from` is `None`), or
-    /// moving the head only from `from`.
-    async fn settle(&self, lane: &mut Lane, group: &Group, speculative: Option<Speculative>) -> Committing {
+    /// Commits a staged group: on the locked head (`speculative` is
+    /// `None`), or moving the head only from the head it was staged on;
+    /// opens the lane's `next` transaction behind it.
+    async fn settle(
+        &self,
+        lane: &mut Lane,
+        group: &Group,
+        speculative: Option<Speculative>,
+        next: Option<Opening>,
+    ) -> Committing {
         let waits_cancelled = lane.replication_waits_cancelled();
-        match lane.commit(group, speculative).await {
+        match lane.commit(group, speculative, next).await {
             Err(Refused::Missed(why)) => {
                 tracing::debug!(%why, "a speculative group missed; staging it again on the locked head");
                 Committing::Missed
@@ -443,6 +471,28 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
                 )))
             }
             Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
+        }
+    }
+}
+
+/// How a speculative group's transaction opens.
+fn opening(key: i64) -> Opening {
+    Opening { lock_wait: SPECULATIVE_LOCK_WAIT_MAX, key }
+}
+
+/// Waits for `ready`. A transaction the lane opened ahead of its next group
+/// is rolled back once the wait passes [`PREOPENED_IDLE_MAX`]: a writer
+/// without appends leaves no transaction open.
+async fn idle<T>(lane: &mut Lane, ready: impl std::future::Future<Output = T>) -> T {
+    if !lane.is_preopened() {
+        return ready.await;
+    }
+    let mut ready = std::pin::pin!(ready);
+    match tokio::time::timeout(PREOPENED_IDLE_MAX, &mut ready).await {
+        Ok(value) => value,
+        Err(_) => {
+            lane.roll_back();
+            ready.await
         }
     }
 }

@@ -130,6 +130,13 @@ impl Collector for CoreSample {
              were staged again on the locked head.",
             s.speculative_groups_missed,
         )?;
+        counter(
+            e,
+            "opledger_log_speculative_groups_staged_without_read",
+            "Speculative groups staged on the stream versions this node knew, without reading them first (one \
+             round trip for the whole group).",
+            s.speculative_groups_staged_without_read,
+        )?;
         gauge(e, "opledger_log_largest_commit_events", "Events in the largest group commit.", s.largest_commit_events)?;
         let o = &self.observations;
         let seconds = Some(&Unit::Seconds);
