@@ -325,10 +325,9 @@ impl Lane {
         let from_position = from.map_or(0, |head| head.position as i64);
         let from_hash = from.map_or([0; 32], |head| head.hash.0);
         let from_hash = from_hash.as_slice();
-        let head: [&(dyn ToSql + Sync); 5] = [&position, &hash, &recorded_at, &from_position, &from_hash];
+        let head: [&(dyn ToSql + Sync); 6] = [&position, &hash, &recorded_at, &digest, &from_position, &from_hash];
         let awaited = awaits.unwrap_or(0);
         let group_before: [&(dyn ToSql + Sync); 1] = [&awaited];
-        let notification: [&(dyn ToSql + Sync); 1] = [&digest];
         let row_parameters = rows.parameters();
         let next_parameters = next.map(|next| next.parameters());
         // Every statement's future is created here and joined below, so
@@ -336,25 +335,20 @@ impl Lane {
         // awaited before the next is built would reach the server after
         // the `COMMIT`.
         let insert = client.execute(&statements.insert, &row_parameters);
-        let wait = async {
-            match awaits {
-                Some(_) => client.execute(&statements.await_group, &group_before).await,
-                None => Ok(0),
-            }
-        };
         // A speculative group's move reads the head as committed once the
-        // lock was granted: a statement of its own, a new snapshot.
+        // lock was granted: a statement of its own, a new snapshot. The
+        // lock waits first for the group staged before, if in flight.
         let lock = async {
-            match from {
-                Some(_) => client.execute(&statements.head, &[]).await,
-                None => Ok(0),
+            match (from, awaits) {
+                (Some(_), Some(_)) => client.execute(&statements.await_group_and_lock_head, &group_before).await,
+                (Some(_), None) => client.execute(&statements.head, &[]).await,
+                (None, _) => Ok(0),
             }
         };
         let move_head = match from {
             Some(_) => client.execute(&statements.move_head_from, &head),
-            None => client.execute(&statements.move_head, &head[..3]),
+            None => client.execute(&statements.move_head, &head[..4]),
         };
-        let notify = client.execute(&statements.notify, &notification);
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
@@ -368,12 +362,12 @@ impl Lane {
                 None => false,
             }
         };
-        let (inserted, waited, locked, moved, notified, committed, opened_next) =
-            tokio::join!(insert, wait, lock, move_head, notify, commit, open_next);
+        let (inserted, locked, moved, committed, opened_next) =
+            tokio::join!(insert, lock, move_head, commit, open_next);
         if opened_next {
             self.preopened = next.map(|next| next.key);
         }
-        if let Err(error) = inserted.and(waited).and(locked).and(moved).and(notified) {
+        if let Err(error) = inserted.and(locked).and(moved) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
                 // rolled the transaction back.
@@ -444,18 +438,16 @@ impl Opening {
     }
 }
 
-/// Sends an [`Opening`]'s three statements, pipelined.
+/// Sends an [`Opening`]'s two statements, pipelined.
 async fn open(
     client: &Client,
     statements: &Statements,
     (lock_wait, key): &(String, i64),
 ) -> Result<(), tokio_postgres::Error> {
-    let timeout_parameters: [&(dyn ToSql + Sync); 1] = [lock_wait];
-    let key_parameters: [&(dyn ToSql + Sync); 1] = [key];
+    let parameters: [&(dyn ToSql + Sync); 2] = [lock_wait, key];
     let begin = client.execute(&statements.begin, &[]);
-    let bound = client.execute(&statements.speculative_lock_timeout, &timeout_parameters);
-    let locked = client.execute(&statements.lock_group, &key_parameters);
-    tokio::try_join!(begin, bound, locked).map(|_| ())
+    let opened = client.execute(&statements.open_group, &parameters);
+    tokio::try_join!(begin, opened).map(|_| ())
 }
 
 /// What a refused statement means for the group; the transaction ended

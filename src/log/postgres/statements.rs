@@ -21,17 +21,29 @@ const VERSIONS: &str =
 const INSERT: &str = "INSERT INTO opledger_log_events (position, event_id, stream, stream_version, record)
      SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])";
 
-const MOVE_HEAD: &str = "UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3";
+/// Moves the head, and queues the notification other nodes listen for
+/// (`$4`, the new head's digest; sent on commit), in one statement.
+const MOVE_HEAD: &str = "UPDATE opledger_log_head SET position = $1, hash = $2, recorded_at_micros = $3
+     RETURNING pg_notify('opledger_log_appended', $4)";
 
-/// A speculative group's own advisory lock, taken when its transaction
-/// opens and held until it ends: the group staged on it waits for it with
-/// `AWAIT_GROUP` before it locks the head, so the two lock the head in the
-/// order they were staged (see
-/// [`crate::log::postgres::speculation::Chain::view`]).
-const LOCK_GROUP: &str = "SELECT pg_advisory_xact_lock($1)";
+/// Opens a speculative group's transaction, after `BEGIN`: bounds how long
+/// it waits for a lock (`$1`, see
+/// [`crate::log::postgres::speculation::SPECULATIVE_LOCK_WAIT_MAX`]), and
+/// takes the group's own advisory lock (`$2`), held until it ends: the
+/// group staged on it waits for it with `AWAIT_GROUP_AND_LOCK_HEAD` before it locks the
+/// head, so the two lock the head in the order they were staged (see
+/// [`crate::log::postgres::speculation::Chain::view`]). The lock is the
+/// group's own key, which nothing else holds when it is taken.
+const OPEN_GROUP: &str = "SELECT set_config('lock_timeout', $1, true), pg_advisory_xact_lock($2)";
 
-/// Waits until the transaction holding the advisory lock `$1` ended.
-const AWAIT_GROUP: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+/// Waits until the transaction holding the advisory lock `$1` ended, then
+/// locks the head, in one statement: the scan below `FOR UPDATE` computes
+/// its output (the wait) before the row is locked, so the head is asked
+/// for only once the group before ended. (After a wait for the row lock
+/// the output is computed again on the row's new version: the shared lock,
+/// held already, is taken once more.)
+const AWAIT_GROUP_AND_LOCK_HEAD: &str =
+    "SELECT pg_advisory_xact_lock_shared($1), position FROM opledger_log_head FOR UPDATE";
 
 /// The head as committed, without locking it: a speculative group's start.
 const HEAD_UNLOCKED: &str = "SELECT position, hash, recorded_at_micros FROM opledger_log_head";
@@ -44,20 +56,15 @@ const HEAD_UNLOCKED: &str = "SELECT position, hash, recorded_at_micros FROM ople
 /// column refuses (`23502` on `opledger_log_head`), so the transaction, and
 /// the events it inserted before the lock, roll back. A `WHERE` would only
 /// match no row and let the `COMMIT` pipelined behind it store the events.
+/// The notification as in `MOVE_HEAD`.
 const MOVE_HEAD_FROM: &str = "UPDATE opledger_log_head
-     SET position = CASE WHEN position = $4::bigint AND hash = $5::bytea THEN $1::bigint END,
-         hash = $2, recorded_at_micros = $3";
-
-/// Bounds how long a speculative group waits for a lock (see
-/// [`crate::log::postgres::speculation::SPECULATIVE_LOCK_WAIT_MAX`]), for
-/// its transaction only.
-const SPECULATIVE_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+     SET position = CASE WHEN position = $5::bigint AND hash = $6::bytea THEN $1::bigint END,
+         hash = $2, recorded_at_micros = $3
+     RETURNING pg_notify('opledger_log_appended', $4)";
 
 /// The connection's server process, to end it when a commit's answer was
 /// lost: `backend_start` tells it from a later process given the same pid.
 const BACKEND: &str = "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
-
-const NOTIFY: &str = "SELECT pg_notify('opledger_log_appended', $1)";
 
 /// The statements, each named once: the struct of prepared statements and
 /// the one round trip that prepares them all.
@@ -88,12 +95,9 @@ statements! {
     versions = VERSIONS,
     insert = INSERT,
     move_head = MOVE_HEAD,
-    /// Queues the notification other nodes listen for (sent on commit).
-    notify = NOTIFY,
     head_unlocked = HEAD_UNLOCKED,
     move_head_from = MOVE_HEAD_FROM,
-    speculative_lock_timeout = SPECULATIVE_LOCK_TIMEOUT,
     backend = BACKEND,
-    lock_group = LOCK_GROUP,
-    await_group = AWAIT_GROUP,
+    open_group = OPEN_GROUP,
+    await_group_and_lock_head = AWAIT_GROUP_AND_LOCK_HEAD,
 }
