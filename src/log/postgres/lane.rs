@@ -4,9 +4,12 @@
 //! 1. [`Lane::lock`]: `BEGIN`, the head `FOR UPDATE`, and the prefetch of
 //!    what staging needs, sent together. The server runs them in order, so
 //!    the prefetch reads what was committed before the lock was granted.
-//! 2. [`Lane::commit`]: the insert, the head's move, the notification and
-//!    `COMMIT`, sent together: the head stays locked for one round trip
-//!    (plus the commit's flush) after staging, not three.
+//! 2. [`Lane::commit`]: the insert, the head's move with its notification,
+//!    and `COMMIT`, sent together: the head stays locked for one round
+//!    trip (plus the commit's flush) after staging, not three. A
+//!    speculative group's commit is followed, in the same round trip, by
+//!    the opening of the lane's next transaction ([`Opening`]), which a
+//!    group staged without a read then commits in step 2 alone.
 //!
 //! tokio-postgres sends a request when its future is first polled and
 //! answers requests in order, so futures joined together are one round

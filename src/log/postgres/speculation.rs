@@ -123,8 +123,14 @@ pub(crate) struct Known {
 impl Known {
     fn merge<'a>(&mut self, versions: impl IntoIterator<Item = (&'a StreamId, &'a u64)>) {
         for (stream, version) in versions {
-            let known = self.versions.entry(stream.clone()).or_default();
-            *known = (*known).max(*version);
+            // Looked up first: most streams are known, and `entry` would
+            // copy the id each time.
+            match self.versions.get_mut(stream) {
+                Some(known) => *known = (*known).max(*version),
+                None => {
+                    self.versions.insert(stream.clone(), *version);
+                }
+            }
         }
         if self.versions.len() > KNOWN_STREAMS_MAX {
             self.versions.clear();

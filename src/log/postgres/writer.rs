@@ -27,7 +27,10 @@
 //! While this writer has the head to itself, a group does not lock the
 //! head first: it is staged on the head the writer expects, inserted, and
 //! moves the head only from that one (see [`super::speculation`]). The
-//! lock is then held for the head's move and the flush alone.
+//! lock is then held for the head's move and the flush alone. Such a
+//! commit opens the lane's next transaction behind it; the next group,
+//! if the writer knows its streams, is then staged without a read, and
+//! its whole transaction is one round trip.
 //!
 //! A commit whose answer was lost (the connection broke) is resolved by
 //! event id before anyone is answered. A commit PostgreSQL answers with the
