@@ -210,6 +210,18 @@ fn foreign_head() -> Head {
     Head { position: 9, hash: Hash([9; 32]) }
 }
 
+/// A chain that learnt the empty read, with a group of `events` on stream
+/// `a` staged on it (advisory lock 7): the read, the chain, the group and
+/// its ticket.
+fn learnt_with_a_group(events: u64) -> (Prefetched, Chain, Group, u64) {
+    let read = empty_read();
+    let mut chain = Chain::default();
+    chain.learn(&read);
+    let first = staged_group(&read, read.head, events);
+    let ticket = chain.push(&first, Some(7));
+    (read, chain, first, ticket)
+}
+
 #[test]
 fn given_no_read_then_a_group_needs_one() {
     let chain = Chain::default();
@@ -233,11 +245,7 @@ fn given_a_read_then_a_batch_of_its_streams_is_staged_without_one_and_others_nee
 
 #[test]
 fn given_committed_groups_then_the_known_head_moves_over_them_in_head_order() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    chain.learn(&read);
-    let first = staged_group(&read, read.head, 2);
-    let first_ticket = chain.push(&first, Some(7));
+    let (read, mut chain, _, first_ticket) = learnt_with_a_group(2);
     let after_first = chain.view(&read);
     let second = staged_group(&after_first, after_first.head, 4);
     let second_ticket = chain.push(&second, Some(8));
@@ -252,11 +260,7 @@ fn given_committed_groups_then_the_known_head_moves_over_them_in_head_order() {
 
 #[test]
 fn a_group_that_did_not_commit_leaves_the_known_head_where_it_was() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    chain.learn(&read);
-    let first = staged_group(&read, read.head, 2);
-    let ticket = chain.push(&first, Some(7));
+    let (read, mut chain, _, ticket) = learnt_with_a_group(2);
 
     chain.settle(ticket, false);
 
@@ -277,11 +281,7 @@ fn given_a_read_at_a_head_another_writer_moved_then_only_that_read_is_known() {
 
 #[test]
 fn a_read_at_a_head_this_writers_groups_led_to_moves_the_known_head_there() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    chain.learn(&read);
-    let first = staged_group(&read, read.head, 2);
-    chain.push(&first, Some(7));
+    let (_, mut chain, first, _) = learnt_with_a_group(2);
 
     // The group committed; its lane has not said so yet.
     let later = Prefetched::found(first.head, at(), HashMap::from([(stream("d"), 0)]), HashMap::new());
