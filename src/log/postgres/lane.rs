@@ -129,26 +129,11 @@ impl Lane {
     /// A lane that connects on first use, or starts on `opened` (a
     /// connection and the notices its driver hears).
     pub(crate) fn new(shared: Arc<Shared>, opened: Option<(Client, Arc<Heard>)>) -> Lane {
-        match opened {
-            Some((client, heard)) => Lane {
-                shared,
-                client: Some(client),
-                statements: None,
-                backend: None,
-                ended: None,
-                preopened: None,
-                heard,
-            },
-            None => Lane {
-                shared,
-                client: None,
-                statements: None,
-                backend: None,
-                ended: None,
-                preopened: None,
-                heard: Arc::new(Heard::default()),
-            },
-        }
+        let (client, heard) = match opened {
+            Some((client, heard)) => (Some(client), heard),
+            None => (None, Arc::new(Heard::default())),
+        };
+        Lane { shared, client, statements: None, backend: None, ended: None, preopened: None, heard }
     }
 
     /// Forgets the connection: the next step connects anew.

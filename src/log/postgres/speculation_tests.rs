@@ -35,12 +35,19 @@ fn staged_group(stored: &dyn Committed, head: Head, events: u64) -> Group {
     group
 }
 
-#[test]
-fn given_a_group_in_flight_when_a_read_does_not_see_it_then_the_view_ends_on_it() {
+/// A chain with a group of `events` on stream `a` staged on the empty read
+/// (advisory lock 7): the read, the chain, the group and its ticket.
+fn with_a_group(events: u64) -> (Prefetched, Chain, Group, u64) {
     let read = empty_read();
     let mut chain = Chain::default();
-    let first = staged_group(&read, read.head, 3);
-    chain.push(&first, Some(7));
+    let first = staged_group(&read, read.head, events);
+    let ticket = chain.push(&first, Some(7));
+    (read, chain, first, ticket)
+}
+
+#[test]
+fn given_a_group_in_flight_when_a_read_does_not_see_it_then_the_view_ends_on_it() {
+    let (read, chain, first, _) = with_a_group(3);
 
     let view = chain.view(&read);
 
@@ -54,10 +61,7 @@ fn given_a_group_in_flight_when_a_read_does_not_see_it_then_the_view_ends_on_it(
 
 #[test]
 fn given_two_groups_in_flight_then_the_view_ends_on_the_second_and_waits_for_it() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    let first = staged_group(&read, read.head, 2);
-    chain.push(&first, Some(7));
+    let (read, mut chain, _, _) = with_a_group(2);
     let after_first = chain.view(&read);
     let second = staged_group(&after_first, after_first.head, 4);
     chain.push(&second, Some(8));
@@ -72,10 +76,7 @@ fn given_two_groups_in_flight_then_the_view_ends_on_the_second_and_waits_for_it(
 
 #[test]
 fn given_a_read_that_sees_the_group_committed_then_the_view_is_the_read() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    let first = staged_group(&read, read.head, 2);
-    let ticket = chain.push(&first, Some(7));
+    let (_, mut chain, first, ticket) = with_a_group(2);
     chain.settle(ticket, true);
     let newer = Prefetched::found(first.head, at(), HashMap::from([(stream("a"), 2)]), HashMap::new());
 
@@ -88,10 +89,7 @@ fn given_a_read_that_sees_the_group_committed_then_the_view_is_the_read() {
 
 #[test]
 fn given_a_group_that_did_not_commit_then_no_view_builds_on_it() {
-    let read = empty_read();
-    let mut chain = Chain::default();
-    let first = staged_group(&read, read.head, 2);
-    let ticket = chain.push(&first, Some(7));
+    let (read, mut chain, first, ticket) = with_a_group(2);
 
     chain.settle(ticket, false);
 
@@ -214,11 +212,8 @@ fn foreign_head() -> Head {
 /// `a` staged on it (advisory lock 7): the read, the chain, the group and
 /// its ticket.
 fn learnt_with_a_group(events: u64) -> (Prefetched, Chain, Group, u64) {
-    let read = empty_read();
-    let mut chain = Chain::default();
+    let (read, mut chain, first, ticket) = with_a_group(events);
     chain.learn(&read);
-    let first = staged_group(&read, read.head, events);
-    let ticket = chain.push(&first, Some(7));
     (read, chain, first, ticket)
 }
 
