@@ -58,12 +58,20 @@ use crate::projector::{Projection, ProjectionBatch};
 mod batch;
 mod query;
 
-pub use query::{inbox, of_run, unread_count};
+pub use query::{cursor_position, inbox, of_run, unread_count};
 
 /// The projection's name.
 pub const NAME: &str = "notifications";
 /// Most notifications one inbox read returns.
 pub const INBOX_PAGE_MAX: usize = 200;
+
+/// One page of an actor's inbox, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    pub notifications: Vec<Notification>,
+    /// The `before` of the next (older) page; `None` on the last page.
+    pub next_before: Option<u64>,
+}
 /// The words of the link to the run (SPEC 8).
 pub const LINK_TEXT: &str = "View run";
 

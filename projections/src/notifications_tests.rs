@@ -51,10 +51,10 @@ pub(crate) fn check_against_log(db: &Connection, events: &[Envelope]) {
     let expected = expected_from_log(events);
     let mut served = BTreeMap::new();
     for actor in ["u1", "u2", "admin"] {
-        let all = inbox(db, actor, false, INBOX_PAGE_MAX).unwrap();
+        let all = inbox(db, actor, false, None, INBOX_PAGE_MAX).unwrap().notifications;
         assert!(all.len() < INBOX_PAGE_MAX, "the test histories fit one inbox page");
         assert!(all.windows(2).all(|w| w[0].position > w[1].position), "newest first");
-        let unread = inbox(db, actor, true, INBOX_PAGE_MAX).unwrap();
+        let unread = inbox(db, actor, true, None, INBOX_PAGE_MAX).unwrap().notifications;
         assert_eq!(unread, all.iter().filter(|n| !n.read).cloned().collect::<Vec<_>>());
         assert_eq!(unread_count(db, actor).unwrap(), unread.len() as u64);
         for notification in all {
@@ -68,7 +68,7 @@ pub(crate) fn check_against_log(db: &Connection, events: &[Envelope]) {
 }
 
 fn only(db: &Connection, actor: &str) -> Vec<Notification> {
-    inbox(db, actor, false, INBOX_PAGE_MAX).unwrap()
+    inbox(db, actor, false, None, INBOX_PAGE_MAX).unwrap().notifications
 }
 
 #[test]
@@ -168,7 +168,10 @@ fn reading_flips_once_and_survives_a_rebuild() {
     let read_at = read.read_at.expect("marked read");
     assert!(read.read);
     assert_eq!(unread_count(&db, "u1").unwrap(), 1);
-    assert_eq!(inbox(&db, "u1", true, 10).unwrap().iter().map(|n| n.run_id).collect::<Vec<_>>(), [second]);
+    assert_eq!(
+        inbox(&db, "u1", true, None, 10).unwrap().notifications.iter().map(|n| n.run_id).collect::<Vec<_>>(),
+        [second]
+    );
 
     world.rt.block_on(world.ledger.mark_notification_read("u1", first)).unwrap();
     projector.catch_up().unwrap();
@@ -183,8 +186,50 @@ fn reading_flips_once_and_survives_a_rebuild() {
     let rebuilt = projector.reader().unwrap();
     assert_eq!(store::dump(&rebuilt).unwrap(), before);
     assert!(of_run(&rebuilt, first).unwrap().unwrap().read);
-    assert_eq!(inbox(&rebuilt, "u1", false, 1).unwrap().len(), 1, "the limit holds");
-    assert!(inbox(&rebuilt, "u2", false, 10).unwrap().is_empty());
+    assert_eq!(inbox(&rebuilt, "u1", false, None, 1).unwrap().notifications.len(), 1, "the limit holds");
+    assert!(inbox(&rebuilt, "u2", false, None, 10).unwrap().notifications.is_empty());
+}
+
+#[test]
+fn an_inbox_is_read_page_by_page_older_and_older_to_its_end() {
+    // Given five runs of u1 that ended (the second and fourth read) and one of u2
+    let world = World::new();
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let run = world.start("inventory_sync", "t1", Principal::actor("u1"), Some("c1"));
+        world.begin(run);
+        world.complete(run, WorkerOutcome::Succeeded, false);
+        runs.push(run);
+    }
+    let other = world.start("inventory_sync", "t2", Principal::actor("u2"), Some("c3"));
+    world.begin(other);
+    world.complete(other, WorkerOutcome::Failed, false);
+    for read in [runs[1], runs[3]] {
+        world.rt.block_on(world.ledger.mark_notification_read("u1", read)).unwrap();
+    }
+    let projector = world.projector();
+    let db = projector.reader().unwrap();
+    let pages = |unread_only: bool| {
+        let (mut pages, mut before) = (Vec::new(), None);
+        loop {
+            let page = inbox(&db, "u1", unread_only, before, 2).unwrap();
+            pages.push(page.notifications.iter().map(|n| n.run_id).collect::<Vec<_>>());
+            match page.next_before {
+                Some(next) => before = Some(next),
+                None => return pages,
+            }
+        }
+    };
+
+    // When u1's inbox is read two at a time, following each page's cursor
+    // Then every notification comes once, newest first, and the last page says it is the last
+    let newest_first: Vec<Uuid> = runs.iter().rev().copied().collect();
+    assert_eq!(pages(false), [&newest_first[0..2], &newest_first[2..4], &newest_first[4..5]]);
+    assert_eq!(pages(true), [vec![runs[4], runs[2]], vec![runs[0]]], "the unread ones, paged alike");
+    let exact = inbox(&db, "u1", false, None, 5).unwrap();
+    assert_eq!((exact.notifications.len(), exact.next_before), (5, None), "a page that ends the inbox has no cursor");
+    let past_the_end = inbox(&db, "u1", false, Some(exact.notifications[4].position), 5).unwrap();
+    assert!(past_the_end.notifications.is_empty());
 }
 
 #[test]
@@ -215,8 +260,8 @@ fn every_read_is_one_search_of_an_index() {
     let projector = world.projector();
     let db = projector.reader().unwrap();
     let cases = [
-        (query::INBOX, "USING INDEX notifications_inbox (actor_id=?)"),
-        (query::INBOX_UNREAD, "USING INDEX notifications_unread (actor_id=?)"),
+        (query::INBOX, "USING INDEX notifications_inbox (actor_id=? AND position<?)"),
+        (query::INBOX_UNREAD, "USING INDEX notifications_unread (actor_id=? AND position<?)"),
         (query::OF_RUN, "USING INDEX notifications_by_run (run_id=?)"),
         (query::UNREAD_COUNT, "USING PRIMARY KEY (actor_id=?)"),
     ];
@@ -247,7 +292,7 @@ fn a_stored_notification_that_does_not_decode_is_reported_as_corrupt() {
         tx.execute(corruption, []).unwrap();
         let read = of_run(&tx, run);
         assert!(matches!(read, Err(ProjectionError::Corrupt { .. })), "{corruption}: {read:?}");
-        let read = inbox(&tx, "u1", false, 10);
+        let read = inbox(&tx, "u1", false, None, 10);
         assert!(matches!(read, Err(ProjectionError::Corrupt { .. })), "{corruption}: {read:?}");
         drop(tx); // rolled back
     }

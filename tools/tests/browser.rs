@@ -530,6 +530,17 @@ fn viewer_console(driver: &Driver, seeded: &Seeded) {
         (notified.iter().position(|r| *r == seeded.blocked), notified.iter().position(|r| *r == seeded.failed));
     assert!(blocked.unwrap() < failed.unwrap(), "newest first: {notified:?}");
     driver.screenshot("console-inbox.png");
+
+    // One a page from the form, then "Older notifications" to the second.
+    driver.type_into(&driver.find("css selector", "form.filters input[name=limit]"), "1");
+    driver
+        .click_until(&driver.find("css selector", "form.filters button[type=submit]"), &|url| url.contains("limit=1"));
+    let first = driver.source();
+    assert!(first.contains(&format!(r#"data-run="{}""#, notified[0])) && first.matches(" data-run=\"").count() == 1);
+    driver.click_until(&driver.find("link text", "Older notifications"), &|url| url.contains("cursor="));
+    let second = driver.source();
+    assert!(second.contains(&format!(r#"data-run="{}""#, notified[1])), "{second}");
+    assert_eq!(second.matches(" data-run=\"").count(), 1, "still one a page");
 }
 
 /// What a service session adds: a running run's lease, a check's position

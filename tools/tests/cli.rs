@@ -243,6 +243,11 @@ fn reads_on_a_data_directory() {
     assert_eq!(unread["notifications"].as_array().unwrap().len(), 1);
     let text = ok(&["notifications", "--data", dir, "--actor", "u1"]);
     assert!(text.starts_with("2 notifications for u1, 1 unread in all"), "{text}");
+    let newest = ok(&["notifications", "--data", dir, "--actor", "u1", "--limit", "1"]);
+    let cursor = newest.split("Older notifications: --cursor ").nth(1).expect("an older page follows").trim();
+    let older = ok_json(&["notifications", "--data", dir, "--actor", "u1", "--cursor", cursor, "--json"]);
+    assert_eq!(older["notifications"][0]["run_id"], json!(succeeded), "the older page: {older}");
+    assert_eq!(older["next_cursor"], Value::Null, "the last page");
 
     let events = json_lines(&ok(&["events", "tail", "--from", "1", "--data", dir]));
     let head: u64 = ok(&["head", "--data", dir]).trim().split(':').next().unwrap().parse().unwrap();

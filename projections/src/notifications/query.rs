@@ -6,7 +6,7 @@ use opledger::domain::reason::ReasonCode;
 use rusqlite::{Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{Notification, INBOX_PAGE_MAX};
+use super::{InboxPage, Notification, INBOX_PAGE_MAX};
 use crate::error::ProjectionError;
 use crate::sql_time;
 use crate::store::sqlite;
@@ -22,32 +22,53 @@ macro_rules! select_notifications {
     };
 }
 
-/// An actor's notifications, newest first: `?1` the actor, `?2` the limit.
-pub(super) const INBOX: &str = select_notifications!("WHERE actor_id = ?1 ORDER BY position DESC LIMIT ?2");
+/// An actor's notifications, newest first: `?1` the actor, `?2` the limit,
+/// `?3` the position they are older than (a keyset page).
+pub(super) const INBOX: &str =
+    select_notifications!("WHERE actor_id = ?1 AND position < ?3 ORDER BY position DESC LIMIT ?2");
 /// The same, the unread ones only.
-pub(super) const INBOX_UNREAD: &str =
-    select_notifications!("WHERE actor_id = ?1 AND read_position IS NULL ORDER BY position DESC LIMIT ?2");
+pub(super) const INBOX_UNREAD: &str = select_notifications!(
+    "WHERE actor_id = ?1 AND read_position IS NULL AND position < ?3 ORDER BY position DESC LIMIT ?2"
+);
 /// A run's notification.
 pub(super) const OF_RUN: &str = select_notifications!("WHERE run_id = ?1");
 /// An actor's unread count.
 pub(super) const UNREAD_COUNT: &str = "SELECT unread FROM notification_unread_counts WHERE actor_id = ?1";
 
-/// The newest notifications of `actor_id` (at most `limit`, held to
-/// [`INBOX_PAGE_MAX`]), only the unread ones when `unread_only`.
+/// A page of `actor_id`'s notifications, newest first: at most `limit`
+/// (held to 1..=[`INBOX_PAGE_MAX`]) older than position `before` (the newest
+/// without it), only the unread ones when `unread_only`.
 pub fn inbox(
     db: &Connection,
     actor_id: &str,
     unread_only: bool,
+    before: Option<u64>,
     limit: usize,
-) -> Result<Vec<Notification>, ProjectionError> {
-    let limit = i64::try_from(limit.min(INBOX_PAGE_MAX)).unwrap_or(0);
+) -> Result<InboxPage, ProjectionError> {
+    let limit = limit.clamp(1, INBOX_PAGE_MAX);
+    // One row more than the page: whether an older page follows.
+    let asked = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+    let before = before.map_or(i64::MAX, |position| i64::try_from(position).unwrap_or(i64::MAX));
     let mut statement = db.prepare_cached(if unread_only { INBOX_UNREAD } else { INBOX }).map_err(sqlite)?;
-    let mut rows = statement.query((actor_id, limit)).map_err(sqlite)?;
-    let mut found = Vec::new();
+    let mut rows = statement.query((actor_id, asked, before)).map_err(sqlite)?;
+    let mut notifications = Vec::new();
     while let Some(row) = rows.next().map_err(sqlite)? {
-        found.push(decode(row)?);
+        notifications.push(decode(row)?);
     }
-    Ok(found)
+    let more = notifications.len() > limit;
+    notifications.truncate(limit);
+    let next_before = match more {
+        true => notifications.last().map(|oldest| oldest.position),
+        false => None,
+    };
+    Ok(InboxPage { notifications, next_before })
+}
+
+/// The position an inbox cursor (a page's `next_before`, as text) names;
+/// `None` for text that is not one: a positive integer in plain digits.
+pub fn cursor_position(cursor: &str) -> Option<u64> {
+    let digits = !cursor.is_empty() && cursor.bytes().all(|byte| byte.is_ascii_digit());
+    cursor.parse::<u64>().ok().filter(|position| digits && *position > 0)
 }
 
 /// How many notifications of `actor_id` are unread.

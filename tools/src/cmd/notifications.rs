@@ -20,9 +20,12 @@ pub struct Args {
     /// Only the unread notifications.
     #[arg(long)]
     unread: bool,
-    /// Most notifications shown (at most 200).
+    /// Most notifications shown (1 to 200, default 200).
     #[arg(long)]
     limit: Option<usize>,
+    /// Show the notifications older than a page's: its `next_cursor`.
+    #[arg(long)]
+    cursor: Option<String>,
     /// Print the API's JSON (`{"notifications": [...], "unread": N}`).
     #[arg(long)]
     json: bool,
@@ -37,14 +40,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 params.push(("unread", "true".to_owned()));
             }
             params.extend(args.limit.map(|limit| ("limit", limit.to_string())));
+            params.extend(args.cursor.clone().map(|cursor| ("cursor", cursor)));
             remote.get("/v1/notifications", &params)?
         }
         Target::Local(data) => {
             let Some(actor) = &args.actor else { bail!("--actor is required on a data directory") };
             let limit = args.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
+            let before = local_cursor(args.cursor.as_deref())?;
             data.read_models()?.read(|db| {
-                let list = notifications::inbox(db, actor, args.unread, limit)?;
-                Ok(json!({"notifications": list, "unread": notifications::unread_count(db, actor)?}))
+                let page = notifications::inbox(db, actor, args.unread, before, limit)?;
+                let next_cursor = page.next_before.map(|position| position.to_string());
+                let unread = notifications::unread_count(db, actor)?;
+                Ok(json!({"notifications": page.notifications, "unread": unread, "next_cursor": next_cursor}))
             })?
         }
     };
@@ -53,6 +60,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         false => print_text(&inbox_text(&inbox, args.actor.as_deref()))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The position a cursor names, as the API reads it.
+fn local_cursor(cursor: Option<&str>) -> anyhow::Result<Option<u64>> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    match notifications::cursor_position(cursor) {
+        Some(position) => Ok(Some(position)),
+        None => bail!("{cursor:?} is not an inbox cursor (a page's next_cursor)"),
+    }
 }
 
 /// The inbox as text: one block per notification, unread ones marked.
@@ -79,6 +95,9 @@ pub fn inbox_text(inbox: &Value, actor: Option<&str>) -> String {
             field(notification, "run_id")
         ));
     }
+    if let Some(cursor) = inbox.get("next_cursor").and_then(Value::as_str) {
+        out.push_str(&format!("\nOlder notifications: --cursor {cursor}\n"));
+    }
     out
 }
 
@@ -99,5 +118,17 @@ mod tests {
         assert!(text.contains("\n* T2  sync failed\n  It broke.\n  run r2\n"), "{text}");
         assert!(text.contains("\n  T1  sync succeeded\n"), "{text}");
         assert_eq!(inbox_text(&json!({"notifications": []}), None), "0 notifications\n");
+    }
+
+    #[test]
+    fn a_page_with_older_notifications_says_how_to_read_them() {
+        let inbox = json!({"notifications": [
+            {"created_at": "T2", "title": "sync failed", "body": "It broke.", "run_id": "r2", "read": false}],
+            "unread": 1, "next_cursor": "17"});
+        assert!(inbox_text(&inbox, None).ends_with("\nOlder notifications: --cursor 17\n"));
+        assert_eq!(local_cursor(Some("17")).unwrap(), Some(17));
+        for refused in ["0", "-1", "+5", "abc", ""] {
+            assert!(local_cursor(Some(refused)).is_err(), "{refused:?}");
+        }
     }
 }

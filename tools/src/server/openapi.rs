@@ -305,7 +305,11 @@ pub const ROUTE_ERRORS: &[(&str, &str, &[&[&str]])] = &[
     ("post", "/v1/runs/{id}/cancel", &[SERVICE, BODY, APPEND, BUSY, RUN_PATH, RUN_COMMAND]),
     ("get", "/v1/audit", &[SERVICE, PROJECTION_READ, BUSY, &["invalid_run_id", "invalid_cursor"]]),
     // It reads an (empty) JSON body like a write, so the body's codes apply.
-    ("get", "/v1/notifications", &[TOKEN, PROJECTION_READ, BODY, BUSY, &["invalid_request", "forbidden"]]),
+    (
+        "get",
+        "/v1/notifications",
+        &[TOKEN, PROJECTION_READ, BODY, BUSY, &["invalid_request", "invalid_cursor", "forbidden"]],
+    ),
     (
         "post",
         "/v1/notifications/{run}/read",
@@ -325,7 +329,7 @@ pub const ROUTE_ERRORS: &[(&str, &str, &[&[&str]])] = &[
         &[TOKEN, PROJECTION_READ, BUSY, RUN_PATH, &["forbidden", "not_found", "ledger_stopped", "storage_failure"]],
     ),
     ("get", "/admin/search", &[TOKEN, PROJECTION_READ, BUSY, &["not_found"]]),
-    ("get", "/admin/inbox", &[TOKEN, PROJECTION_READ, BUSY, &["invalid_request", "forbidden"]]),
+    ("get", "/admin/inbox", &[TOKEN, PROJECTION_READ, BUSY, &["invalid_request", "invalid_cursor", "forbidden"]]),
     ("get", "/admin/audit", &[SERVICE, PROJECTION_READ, BUSY, &["invalid_run_id", "invalid_cursor", "ledger_stopped"]]),
     (
         "get",

@@ -347,14 +347,22 @@ pub struct NotificationQuery {
     /// Only unread notifications.
     #[serde(default)]
     unread: bool,
+    /// 1 to 200 (clamped), default 200.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
+    /// A page's `next_cursor`: the notifications older than that page's.
+    cursor: Option<String>,
 }
 
-/// An actor's inbox: newest first, and the count of unread ones.
+/// A page of an actor's inbox: newest first, the count of unread ones
+/// (all of them, not the page's), and the cursor of the older page.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NotificationsBody {
     pub notifications: Vec<Notification>,
     pub unread: u64,
+    /// Pass it back as `cursor` for the older notifications; `null` on the
+    /// last page.
+    pub next_cursor: Option<String>,
 }
 
 /// An actor token reads its own inbox; a service token names the actor.
@@ -369,7 +377,8 @@ pub async fn notifications(
 ) -> Result<Json<NotificationsBody>, ApiError> {
     let actor_id = inbox_owner(&caller, query.actor_id)?;
     let limit = query.limit.unwrap_or(notifications::INBOX_PAGE_MAX);
-    Ok(Json(inbox_for(&state, &actor_id, query.unread, limit).await?))
+    let before = inbox_cursor(query.cursor.as_deref())?;
+    Ok(Json(inbox_for(&state, &actor_id, query.unread, before, limit).await?))
 }
 
 /// Whose inbox `caller` reads when it asks for `asked`'s: an actor reads
@@ -384,19 +393,36 @@ pub fn inbox_owner(caller: &Caller, asked: Option<String>) -> Result<String, Api
     }
 }
 
-/// The newest `limit` notifications of `actor_id` (held to the inbox's
-/// page bound), only the unread ones when `unread_only`, and the unread count.
+/// The position an inbox cursor names: the page goes on below it. A
+/// cursor is a position this server handed out, a positive integer.
+pub fn inbox_cursor(cursor: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let Some(cursor) = cursor else { return Ok(None) };
+    match notifications::cursor_position(cursor) {
+        Some(position) => Ok(Some(position)),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+            format!("{cursor:?} is not an inbox cursor (a page's next_cursor)"),
+        )),
+    }
+}
+
+/// A page of `actor_id`'s notifications: at most `limit` (held to the
+/// inbox's page bound) older than position `before`, only the unread ones
+/// when `unread_only`, and the unread count.
 pub async fn inbox_for(
     state: &AppState,
     actor_id: &str,
     unread_only: bool,
+    before: Option<u64>,
     limit: usize,
 ) -> Result<NotificationsBody, ApiError> {
     state.fresh_projections().await?;
     let db = state.projector()?.reader()?;
-    let inbox = notifications::inbox(&db, actor_id, unread_only, limit)?;
+    let page = notifications::inbox(&db, actor_id, unread_only, before, limit)?;
     let unread = notifications::unread_count(&db, actor_id)?;
-    Ok(NotificationsBody { notifications: inbox, unread })
+    let next_cursor = page.next_before.map(|position| position.to_string());
+    Ok(NotificationsBody { notifications: page.notifications, unread, next_cursor })
 }
 
 /// The log position of the event a write appended.

@@ -4,7 +4,7 @@
 //! and the authority state, each under its access rule.
 
 use axum::http::{header, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::summary::world;
 use crate::support::{actor, start_body, Api, Reply};
@@ -182,6 +182,42 @@ async fn the_inbox_lists_the_viewers_notifications_newest_first_unread_marked() 
     assert!(ask.text().contains(r#"name="actor_id""#) && rows_of_inbox(&ask).is_empty());
     assert_eq!(rows_of_inbox(&api.get("/admin/inbox?actor_id=u1", &api.service).await).len(), 2);
     assert!(rows_of_inbox(&api.get("/admin/inbox", &api.actor("viewer")).await).is_empty());
+}
+
+#[tokio::test]
+async fn an_inbox_is_paged_older_and_older_on_the_api_and_the_page() {
+    let api = Api::seeded().await;
+    let w = world(&api).await;
+    let u1 = api.actor("u1");
+
+    // The JSON route: one a page, the cursor of each page to the next.
+    let newest = api.get("/v1/notifications?limit=1", &u1).await.expect(StatusCode::OK);
+    assert_eq!(newest["notifications"][0]["run_id"], w.succeeded.as_str(), "{newest}");
+    assert_eq!(newest["unread"], 2, "the unread count is the inbox's, not the page's");
+    let cursor = newest["next_cursor"].as_str().expect("an older page follows").to_owned();
+    let older = api.get(&format!("/v1/notifications?limit=1&cursor={cursor}"), &u1).await.expect(StatusCode::OK);
+    assert_eq!(older["notifications"][0]["run_id"], w.failed.as_str(), "{older}");
+    assert_eq!(older["next_cursor"], Value::Null, "the last page");
+    let whole = api.get("/v1/notifications", &u1).await.expect(StatusCode::OK);
+    assert_eq!((whole["notifications"].as_array().unwrap().len(), &whole["next_cursor"]), (2, &Value::Null));
+    for bad in ["abc", "0", "-3", "%2B3"] {
+        let refused = api.get(&format!("/v1/notifications?cursor={bad}"), &u1).await.expect(StatusCode::BAD_REQUEST);
+        assert_eq!(refused["error"]["code"], "invalid_cursor", "{bad}: {refused}");
+    }
+
+    // The page: its "Older notifications" link keeps the actor and the page size.
+    let first = api.get("/admin/inbox?actor_id=u1&limit=1", &api.service).await;
+    assert_eq!(rows_of_inbox(&first), [(w.succeeded.clone(), false)]);
+    let link =
+        first.text().split(r#"<a rel="next" href=""#).nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(link, format!("/admin/inbox?actor_id=u1&limit=1&cursor={cursor}"));
+    let second = api.get(&link, &api.service).await;
+    assert_eq!(rows_of_inbox(&second), [(w.failed.clone(), false)]);
+    assert!(!second.text().contains(r#"rel="next""#) && second.text().contains("Newest notifications"));
+    // The form's empty page size is no page size.
+    assert_eq!(rows_of_inbox(&api.get("/admin/inbox?limit=", &u1).await).len(), 2);
+    let refused = api.get("/admin/inbox?actor_id=u1&cursor=abc", &api.service).await;
+    assert_eq!((refused.status, code(&refused)), (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned()));
 }
 
 /// An inbox page's rows: run id and whether it is read.

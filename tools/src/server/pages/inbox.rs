@@ -14,12 +14,11 @@ use super::form::href;
 use super::{badge, console, time, PageCaller, PageError};
 use crate::server::auth::Caller;
 use crate::server::body::QueryParams;
-use crate::server::reads::{inbox_for, inbox_owner, NotificationsBody};
+use crate::server::reads::{inbox_cursor, inbox_for, inbox_owner, NotificationsBody};
 use crate::server::state::AppState;
 use crate::tokens::Grant;
 
-/// Notifications one inbox page shows: the newest ones; the inbox read
-/// model keeps no cursor, and an operator reads the recent ones.
+/// Notifications one inbox page shows; "Older notifications" goes on.
 pub const INBOX_PAGE_NOTIFICATIONS: usize = INBOX_PAGE_MAX;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -32,6 +31,24 @@ pub struct InboxPageQuery {
     /// Only the unread notifications.
     #[serde(default)]
     pub unread: bool,
+    /// Notifications a page shows: 1 to 200 (clamped), default 200.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+    /// The cursor of the page's "Older notifications" link.
+    pub cursor: Option<String>,
+}
+
+impl InboxPageQuery {
+    /// This inbox (the same actor and filter) from `cursor` on.
+    fn href(&self, cursor: Option<&str>) -> String {
+        let fields = [
+            ("actor_id", self.actor_id.clone()),
+            ("unread", self.unread.then(|| "true".to_owned())),
+            ("limit", self.limit.map(|limit| limit.to_string())),
+            ("cursor", cursor.map(str::to_owned)),
+        ];
+        href("/admin/inbox", &fields)
+    }
 }
 
 /// `GET /admin/inbox`: the viewer's notifications as an HTML page.
@@ -54,7 +71,9 @@ pub async fn inbox(
         return Ok(body.into_response());
     }
     let actor_id = inbox_owner(&caller, query.actor_id.clone())?;
-    let inbox = inbox_for(&state, &actor_id, query.unread, INBOX_PAGE_NOTIFICATIONS).await?;
+    let before = inbox_cursor(query.cursor.as_deref())?;
+    let limit = query.limit.unwrap_or(INBOX_PAGE_NOTIFICATIONS);
+    let inbox = inbox_for(&state, &actor_id, query.unread, before, limit).await?;
     let body = console("Inbox", &caller, page(&caller, &query, &actor_id, &inbox));
     Ok(body.into_response())
 }
@@ -66,6 +85,8 @@ fn form(caller: &Caller, query: &InboxPageQuery) -> Markup {
                 input name="actor_id" placeholder="actor" value=(query.actor_id.clone().unwrap_or_default());
             }
             label { input name="unread" type="checkbox" value="true" checked[query.unread]; " unread only" }
+            input name="limit" type="number" min="1" max=(INBOX_PAGE_MAX) placeholder="per page"
+                value=(query.limit.map(|limit| limit.to_string()).unwrap_or_default());
             button type="submit" { "Show" }
         }
     }
@@ -96,8 +117,11 @@ fn page(caller: &Caller, query: &InboxPageQuery, actor_id: &str, inbox: &Notific
         @if inbox.notifications.is_empty() {
             p { @if query.unread { "Nothing unread. " a href=(all) { "Show every notification" } } @else { "No notifications." } }
         }
-        @if inbox.notifications.len() >= INBOX_PAGE_NOTIFICATIONS {
-            p class="note" { "The newest " (INBOX_PAGE_NOTIFICATIONS) " notifications." }
+        nav class="pages" {
+            @if query.cursor.is_some() { a href=(query.href(None)) { "Newest notifications" } }
+            @if let Some(cursor) = &inbox.next_cursor {
+                a rel="next" href=(query.href(Some(cursor))) { "Older notifications" }
+            }
         }
     }
 }
