@@ -21,7 +21,12 @@
 //!
 //! After the startup phase a frontend message is one type byte and a
 //! 4-byte big-endian length (which counts itself); tokio-postgres commits
-//! with a simple Query message: `Q`, then `COMMIT` and a NUL.
+//! with a simple Query message: `Q`, then `COMMIT` and a NUL. The log's
+//! speculative groups commit without one: a call of
+//! `opledger_log_append_speculative_v1` outside `BEGIN` commits at the
+//! `Sync` behind it, so that `Sync` is the proxy's `COMMIT` too (the
+//! statement is recognised by its name, learnt from its Parse message),
+//! and its answer is the call's CommandComplete (`SELECT 1`).
 //!
 //! Shared by the core's log tests and, if needed, the tools' tests (`#[path]`).
 
@@ -41,6 +46,8 @@ const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 const MESSAGE_BYTES_MAX: usize = 256 << 20;
 /// The body of the simple Query message that commits.
 const COMMIT_QUERY: &[u8] = b"COMMIT\0";
+/// What the statement text of a call that commits at its `Sync` holds.
+const COMMITTING_CALL: &[u8] = b"opledger_log_append_speculative_v1";
 
 /// Where an armed proxy cuts the next `COMMIT`'s connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +177,9 @@ struct Pair {
     server: TcpStream,
     /// Set once the client side is cut while the server finishes.
     draining: AtomicBool,
+    /// The answer of the commit armed with `AfterCommit`: the one the
+    /// client never gets.
+    commit_answer: Mutex<&'static [u8]>,
 }
 
 impl Pair {
@@ -186,7 +196,8 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) {
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let pair = Arc::new(Pair { client, server, draining: AtomicBool::new(false) });
+    let pair =
+        Arc::new(Pair { client, server, draining: AtomicBool::new(false), commit_answer: Mutex::new(COMMIT_COMPLETE) });
     // Set before a COMMIT armed with `AfterCommit` is forwarded: whatever
     // the server sends next is its answer, which the client never gets.
     let swallow = Arc::new(AtomicBool::new(false));
@@ -201,6 +212,9 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) {
 /// The server's answer to a `COMMIT` that committed: CommandComplete
 /// (`C`, length 11) with the tag `COMMIT`.
 const COMMIT_COMPLETE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+/// The server's answer to a committing call: CommandComplete (`C`, length
+/// 13) with the tag `SELECT 1` (its `Sync` then commits it).
+const CALL_COMPLETE: &[u8] = b"C\0\0\0\x0dSELECT 1\0";
 
 fn backend_to_client(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
     let mut buffer = vec![0u8; 64 * 1024];
@@ -235,14 +249,15 @@ fn backend_to_client(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
         // The answers to statements sent before the COMMIT (pipelined with
         // it) go through; the COMMIT's own answer never does.
         held.extend_from_slice(&buffer[..read]);
-        if let Some(at) = held.windows(COMMIT_COMPLETE.len()).position(|window| window == COMMIT_COMPLETE) {
+        let answer = *pair.commit_answer.lock().unwrap();
+        if let Some(at) = held.windows(answer.len()).position(|window| window == answer) {
             let _ = to.write_all(&held[..at]);
             shared.cuts.fetch_add(1, Ordering::SeqCst);
             let _ = pair.client.shutdown(Shutdown::Both);
             draining = true;
             continue;
         }
-        let keep = COMMIT_COMPLETE.len() - 1;
+        let keep = answer.len() - 1;
         if held.len() > keep {
             let forward = held.len() - keep;
             if to.write_all(&held[..forward]).is_err() {
@@ -267,6 +282,10 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
     let mut from = &pair.client;
     let mut to = &pair.server;
     let mut starting = true;
+    // Names of this connection's prepared committing calls, and whether
+    // one was bound since the last `Sync`.
+    let mut calls: Vec<Vec<u8>> = Vec::new();
+    let mut call_bound = false;
     loop {
         let message = if starting { read_startup(&mut from) } else { read_typed(&mut from) };
         let Some(message) = message else {
@@ -280,7 +299,14 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
             shared.cuts.fetch_add(1, Ordering::SeqCst);
             pair.cut();
             return;
-        } else if message[0] == b'Q' && &message[5..] == COMMIT_QUERY {
+        } else if let Some(name) = committing_call_prepared(&message) {
+            calls.push(name);
+        } else if message[0] == b'B' && bound_statement(&message).is_some_and(|name| calls.contains(&name)) {
+            call_bound = true;
+        } else if (message[0] == b'Q' && &message[5..] == COMMIT_QUERY) || (message[0] == b'S' && call_bound) {
+            let answer = if message[0] == b'S' { CALL_COMPLETE } else { COMMIT_COMPLETE };
+            call_bound = false;
+            *pair.commit_answer.lock().unwrap() = answer;
             match shared.armed.lock().unwrap().take() {
                 Some(Cut::BeforeCommit) => {
                     shared.cuts.fetch_add(1, Ordering::SeqCst);
@@ -308,6 +334,26 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
             return;
         }
     }
+}
+
+/// The name of the statement a Parse message prepares, if its text is a
+/// committing call. Parse: `P`, length, name NUL, text NUL, ….
+fn committing_call_prepared(message: &[u8]) -> Option<Vec<u8>> {
+    if message[0] != b'P' {
+        return None;
+    }
+    let mut fields = message[5..].split(|byte| *byte == 0);
+    let name = fields.next()?;
+    let text = fields.next()?;
+    text.windows(COMMITTING_CALL.len()).any(|window| window == COMMITTING_CALL).then(|| name.to_vec())
+}
+
+/// The statement a Bind message binds. Bind: `B`, length, portal NUL,
+/// statement NUL, ….
+fn bound_statement(message: &[u8]) -> Option<Vec<u8>> {
+    let mut fields = message[5..].split(|byte| *byte == 0);
+    fields.next()?;
+    fields.next().map(<[u8]>::to_vec)
 }
 
 /// Whether `message` is a statement [`Proxy::cut_queries`] cuts.

@@ -1,15 +1,21 @@
-//! One connection of the writer, with its prepared statements, and the two
-//! pipelined steps of a group's transaction on it:
+//! One connection of the writer, with its prepared statements, and the
+//! pipelined steps of a group on it. A group staged on the locked head:
 //!
 //! 1. [`Lane::lock`]: `BEGIN`, the head `FOR UPDATE`, and the prefetch of
 //!    what staging needs, sent together. The server runs them in order, so
 //!    the prefetch reads what was committed before the lock was granted.
 //! 2. [`Lane::commit`]: the insert, the head's move with its notification,
 //!    and `COMMIT`, sent together: the head stays locked for one round
-//!    trip (plus the commit's flush) after staging, not three. A
-//!    speculative group's commit is followed, in the same round trip, by
-//!    the opening of the lane's next transaction ([`Opening`]), which a
-//!    group staged without a read then commits in step 2 alone.
+//!    trip (plus the commit's flush) after staging, not three.
+//!
+//! A speculative group (staged on the head its writer expects) is one
+//! statement, a call of the schema's `opledger_log_append_speculative_v1`
+//! ([`crate::log::postgres::schema`]) outside any `BEGIN`: the server runs
+//! it as a transaction of its own, committed when the statement ends, so
+//! the whole group costs one message and one answer. Before it is sent,
+//! the lane's session holds the group's advisory lock ([`Speculative::key`]): taken
+//! by the call of the lane's group before (its last step), or pipelined
+//! with the group's reads ([`Lane::read_unlocked`]).
 //!
 //! tokio-postgres sends a request when its future is first polled and
 //! answers requests in order, so futures joined together are one round
@@ -31,7 +37,7 @@ use crate::envelope::{Envelope, StreamId};
 use crate::error::Error;
 use crate::log::postgres::connect::{self, storage, Heard};
 use crate::log::postgres::reads::{micros_to_time, row_head};
-use crate::log::postgres::speculation;
+use crate::log::postgres::speculation::{self, SPECULATIVE_LOCK_WAIT_MAX};
 use crate::log::postgres::statements::Statements;
 use crate::log::postgres::{Shared, QUERY_WAIT_MAX};
 use crate::log::staging::{Committed, Group, Request};
@@ -49,10 +55,14 @@ pub(crate) struct Lane {
     /// A process [`Lane::position_of`] has yet to see ended (kept across
     /// its attempts, which reconnect).
     ended: Option<(i32, String)>,
-    /// The advisory lock key of the speculative transaction this lane
-    /// opened ahead of its next group ([`Lane::commit`]'s `next`), if one
-    /// is open.
-    preopened: Option<i64>,
+    /// The advisory lock this lane's session holds for its next
+    /// speculative group (taken by the group before it), if any.
+    held_key: Option<i64>,
+    /// The session may hold advisory locks: released before the lane next
+    /// waits for appends a while, or locks the head.
+    holds_locks: bool,
+    /// A `BEGIN` was sent and no `COMMIT` or `ROLLBACK` after it.
+    transaction_open: bool,
     /// Notices of this connection only: a cancelled wait for the standby
     /// is charged to the commit it ended.
     pub(crate) heard: Arc<Heard>,
@@ -133,7 +143,17 @@ impl Lane {
             Some((client, heard)) => (Some(client), heard),
             None => (None, Arc::new(Heard::default())),
         };
-        Lane { shared, client, statements: None, backend: None, ended: None, preopened: None, heard }
+        Lane {
+            shared,
+            client,
+            statements: None,
+            backend: None,
+            ended: None,
+            held_key: None,
+            holds_locks: false,
+            transaction_open: false,
+            heard,
+        }
     }
 
     /// Forgets the connection: the next step connects anew.
@@ -141,22 +161,25 @@ impl Lane {
         self.client = None;
         self.statements = None;
         self.backend = None;
-        self.preopened = None;
+        self.held_key = None;
+        self.holds_locks = false;
+        self.transaction_open = false;
     }
 
-    /// The key of the speculative transaction opened ahead of this group,
-    /// if one is open on a live connection; the group takes it over.
-    pub(crate) fn take_preopened(&mut self) -> Option<i64> {
-        let key = self.preopened.take()?;
+    /// The advisory lock the session holds for the next speculative
+    /// group, if it does on a live connection; the group takes it over.
+    pub(crate) fn take_held_key(&mut self) -> Option<i64> {
+        let key = self.held_key.take()?;
         match self.client.as_ref() {
             Some(client) if !client.is_closed() => Some(key),
             _ => None,
         }
     }
 
-    /// Whether a speculative transaction is open, waiting for a group.
-    pub(crate) fn is_preopened(&self) -> bool {
-        self.preopened.is_some()
+    /// Whether the session may hold advisory locks (see
+    /// [`Lane::release`]).
+    pub(crate) fn holds_locks(&self) -> bool {
+        self.holds_locks
     }
 
     /// The connection and its prepared statements, reconnecting and
@@ -205,17 +228,20 @@ impl Lane {
     pub(crate) async fn lock(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
         let locked = self.lock_and_prefetch(batch).await;
         if locked.is_err() {
-            self.roll_back();
+            self.release();
         }
         locked
     }
 
     async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
-        if self.preopened.is_some() {
+        if self.holds_locks {
             // Sent ahead of the `BEGIN`, in order: one round trip still.
-            self.roll_back();
+            self.release();
         }
-        let (client, statements) = self.connection().await?;
+        // Connected first: a reconnection forgets what the session held.
+        self.connection().await?;
+        self.transaction_open = true;
+        let (client, statements) = self.in_transaction()?;
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
         let (_, head_row, (id_rows, version_rows)) =
@@ -223,29 +249,29 @@ impl Lane {
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
-    /// Opens a speculative group's transaction, unless `opened` (the lane
-    /// opened it ahead, see [`Lane::take_preopened`]), and reads the head
-    /// as committed, without locking it, and what staging needs, in one
-    /// round trip. On an error the transaction is rolled back.
-    pub(crate) async fn read_unlocked(
-        &mut self,
-        batch: &[Request],
-        opening: Opening,
-        opened: bool,
-    ) -> Result<Prefetched, Error> {
-        let read = self.begin_and_read(batch, opening, opened).await;
+    /// Takes a speculative group's advisory lock `key`, unless `held` (the
+    /// group before took it, see [`Lane::take_held_key`]), and reads the
+    /// head as committed, without locking it, and what staging needs, in
+    /// one round trip. On an error the lock is released.
+    pub(crate) async fn read_unlocked(&mut self, batch: &[Request], key: i64, held: bool) -> Result<Prefetched, Error> {
+        let read = self.hold_and_read(batch, key, held).await;
         if read.is_err() {
-            self.roll_back();
+            self.release();
         }
         read
     }
 
-    async fn begin_and_read(&mut self, batch: &[Request], opening: Opening, opened: bool) -> Result<Prefetched, Error> {
-        let (client, statements) = if opened { self.in_transaction()? } else { self.connection().await? };
-        let opening_parameters = opening.parameters();
+    async fn hold_and_read(&mut self, batch: &[Request], key: i64, held: bool) -> Result<Prefetched, Error> {
+        // A held key is this connection's: never a new one. Connected
+        // first: a reconnection forgets what the session held.
+        if !held {
+            self.connection().await?;
+        }
+        self.holds_locks = true;
+        let (client, statements) = self.in_transaction()?;
         let open = async {
-            if !opened {
-                open(client, statements, &opening_parameters).await.map_err(storage)?;
+            if !held {
+                client.execute(&statements.hold_key, &[&key]).await.map_err(storage)?;
             }
             Ok::<(), Error>(())
         };
@@ -262,7 +288,7 @@ impl Lane {
     pub(crate) async fn prefetch(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
         let read = self.prefetch_more(prefetched, batch).await;
         if read.is_err() {
-            self.roll_back();
+            self.release();
         }
         read
     }
@@ -273,17 +299,27 @@ impl Lane {
         prefetched.add(&id_rows, &version_rows)
     }
 
-    /// Ends the open transaction without waiting for the answer, so the
-    /// head lock goes as soon as the server reads it and this connection's
-    /// next statements queue behind it.
-    pub(crate) fn roll_back(&mut self) {
-        self.preopened = None;
+    /// Ends the open transaction, if any, and releases the session's
+    /// advisory locks, if it may hold some, without waiting for the answer:
+    /// the head lock goes as soon as the server reads it, a group staged on
+    /// this lane's stops waiting for it, and this connection's next
+    /// statements queue behind.
+    pub(crate) fn release(&mut self) {
+        let text = match (self.transaction_open, self.holds_locks) {
+            (true, true) => "ROLLBACK; SELECT pg_advisory_unlock_all()",
+            (true, false) => "ROLLBACK",
+            (false, true) => "SELECT pg_advisory_unlock_all()",
+            (false, false) => return,
+        };
+        self.held_key = None;
+        self.holds_locks = false;
+        self.transaction_open = false;
         let Some(client) = self.client.as_ref() else { return };
         if client.is_closed() {
             return;
         }
-        let rollback = std::pin::pin!(client.batch_execute("ROLLBACK"));
-        send_now(rollback);
+        let release = std::pin::pin!(client.batch_execute(text));
+        send_now(release);
     }
 
     /// Inserts the group's events, moves the head, queues the notification
@@ -293,78 +329,103 @@ impl Lane {
     ///
     /// A [`Speculative`] group, whose head was not locked when it was
     /// staged, inserts first; then waits for the speculative group it was
-    /// staged on to end (its advisory lock), locks the head, and moves it
-    /// only from the head it was staged on, else nothing is stored and the
-    /// answer is [`Refused::Missed`].
+    /// staged on to move the head, locks the head, and moves it only from
+    /// the head it was staged on, else nothing is stored and the answer is
+    /// [`Refused::Missed`].
     pub(crate) async fn commit(
         &mut self,
         group: &Group,
         speculative: Option<Speculative>,
-        next: Option<Opening>,
     ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
+        match speculative {
+            Some(speculative) => self.commit_speculative(group, speculative).await,
+            None => self.commit_locked(group).await,
+        }
+    }
+
+    /// A group on the head [`Lane::lock`] locked, in its transaction.
+    async fn commit_locked(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Refused> {
+        self.transaction_open = false;
         let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
-        let from = speculative.as_ref().map(|speculative| speculative.from);
-        let awaits = speculative.and_then(|speculative| speculative.awaits);
         let digest = group.head.digest();
         let position = group.head.position as i64;
         let hash = group.head.hash.0.as_slice();
         let recorded_at = group.last_recorded_at.timestamp_micros();
-        let from_position = from.map_or(0, |head| head.position as i64);
-        let from_hash = from.map_or([0; 32], |head| head.hash.0);
-        let from_hash = from_hash.as_slice();
-        let head: [&(dyn ToSql + Sync); 6] = [&position, &hash, &recorded_at, &digest, &from_position, &from_hash];
-        let awaited = awaits.unwrap_or(0);
-        let group_before: [&(dyn ToSql + Sync); 1] = [&awaited];
+        let head: [&(dyn ToSql + Sync); 4] = [&position, &hash, &recorded_at, &digest];
         let row_parameters = rows.parameters();
-        let next_parameters = next.map(|next| next.parameters());
         // Every statement's future is created here and joined below, so
         // all are sent on the first poll, in this order: a statement
         // awaited before the next is built would reach the server after
         // the `COMMIT`.
         let insert = client.execute(&statements.insert, &row_parameters);
-        // A speculative group's move reads the head as committed once the
-        // lock was granted: a statement of its own, a new snapshot. The
-        // lock waits first for the group staged before, if in flight.
-        let lock = async {
-            match (from, awaits) {
-                (Some(_), Some(_)) => client.execute(&statements.await_group_and_lock_head, &group_before).await,
-                (Some(_), None) => client.execute(&statements.head, &[]).await,
-                (None, _) => Ok(0),
-            }
-        };
-        let move_head = match from {
-            Some(_) => client.execute(&statements.move_head_from, &head),
-            None => client.execute(&statements.move_head, &head[..4]),
-        };
+        let move_head = client.execute(&statements.move_head, &head);
         // A simple query, as `Transaction::commit` sends it (and as the
         // tests' fault proxy recognises it).
         let commit = client.batch_execute("COMMIT");
-        // The next group's transaction, opened behind this one's end (its
-        // answers come with the commit's): that group then holds its
-        // advisory lock before it is staged, without a round trip of its
-        // own.
-        let open_next = async {
-            match &next_parameters {
-                Some(parameters) => open(client, statements, parameters).await.is_ok(),
-                None => false,
-            }
-        };
-        let (inserted, locked, moved, committed, opened_next) =
-            tokio::join!(insert, lock, move_head, commit, open_next);
-        if opened_next {
-            self.preopened = next.map(|next| next.key);
-        }
-        if let Err(error) = inserted.and(locked).and(moved) {
+        let (inserted, moved, committed) = tokio::join!(insert, move_head, commit);
+        if let Err(error) = inserted.and(moved) {
             if error.as_db_error().is_some() {
                 // The server refused a statement, so the `COMMIT` behind it
                 // rolled the transaction back.
-                return Err(refusal(error, from.is_some()));
+                return Err(refusal(error, false));
             }
             // The connection broke: the `COMMIT` may have gone through.
             return Ok(Err(error));
         }
         Ok(committed)
+    }
+
+    /// A speculative group: one call, committed when it ends. The
+    /// session holds `speculative.key` (see [`Lane::read_unlocked`]); the
+    /// call takes `speculative.next_key` for the lane's next group and
+    /// releases its own.
+    async fn commit_speculative(
+        &mut self,
+        group: &Group,
+        speculative: Speculative,
+    ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
+        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
+        let rows = Rows::of(group);
+        let [positions, ids, streams, versions, records] = rows.parameters();
+        let lock_wait_ms = i64::try_from(SPECULATIVE_LOCK_WAIT_MAX.as_millis()).unwrap_or(i64::MAX);
+        let from_position = speculative.from.position as i64;
+        let from_hash = speculative.from.hash.0.as_slice();
+        let position = group.head.position as i64;
+        let hash = group.head.hash.0.as_slice();
+        let recorded_at = group.last_recorded_at.timestamp_micros();
+        let digest = group.head.digest();
+        let parameters: [&(dyn ToSql + Sync); 15] = [
+            positions,
+            ids,
+            streams,
+            versions,
+            records,
+            &lock_wait_ms,
+            &speculative.key,
+            &speculative.awaits,
+            &from_position,
+            &from_hash,
+            &position,
+            &hash,
+            &recorded_at,
+            &digest,
+            &speculative.next_key,
+        ];
+        match client.execute(&statements.append_speculative, &parameters).await {
+            Ok(_) => {
+                self.held_key = Some(speculative.next_key);
+                Ok(Ok(()))
+            }
+            Err(error) if error.as_db_error().is_some() => {
+                // Refused: the call's transaction rolled back, but the
+                // session's locks stay until released.
+                self.release();
+                Err(refusal(error, true))
+            }
+            // The connection broke: the call may have committed.
+            Err(error) => Ok(Err(error)),
+        }
     }
 
     /// Where the group's first event is stored, on a fresh connection,
@@ -406,36 +467,14 @@ impl Lane {
 pub(crate) struct Speculative {
     /// The head it was staged on: the only one it may move the head from.
     pub(crate) from: Head,
+    /// Its advisory lock, which the session holds: a group staged on this
+    /// one waits for it before it locks the head.
+    pub(crate) key: i64,
     /// The advisory lock of the speculative group in flight it was staged
     /// on, if any ([`speculation::Chain::view`]).
     pub(crate) awaits: Option<i64>,
-}
-
-/// How a speculative group's transaction opens: `BEGIN`, its lock waits
-/// bounded by `lock_wait`, and its advisory lock `key` taken (a group
-/// staged on this one waits for it).
-#[derive(Clone, Copy)]
-pub(crate) struct Opening {
-    pub(crate) lock_wait: std::time::Duration,
-    pub(crate) key: i64,
-}
-
-impl Opening {
-    fn parameters(self) -> (String, i64) {
-        (format!("{}ms", self.lock_wait.as_millis().max(1)), self.key)
-    }
-}
-
-/// Sends an [`Opening`]'s two statements, pipelined.
-async fn open(
-    client: &Client,
-    statements: &Statements,
-    (lock_wait, key): &(String, i64),
-) -> Result<(), tokio_postgres::Error> {
-    let parameters: [&(dyn ToSql + Sync); 2] = [lock_wait, key];
-    let begin = client.execute(&statements.begin, &[]);
-    let opened = client.execute(&statements.open_group, &parameters);
-    tokio::try_join!(begin, opened).map(|_| ())
+    /// The advisory lock of the lane's next group, taken by this one's call.
+    pub(crate) next_key: i64,
 }
 
 /// What a refused statement means for the group; the transaction ended

@@ -14,6 +14,11 @@
 //!   start folding (never a fact).
 //! - `opledger_documents`: small named documents every node shares (the
 //!   API tokens' hashes).
+//! - `opledger_log_append_speculative_v1(…)`: a speculative group, whole,
+//!   in one call ([`APPEND_SPECULATIVE`]). Replaced on every open, so a
+//!   database a build before it created gets it too; the version in its
+//!   name is the arguments' and the steps', so builds that differ in them
+//!   can share a database.
 
 use tokio_postgres::Client;
 
@@ -52,12 +57,65 @@ CREATE TABLE IF NOT EXISTS opledger_documents (
 );
 ";
 
+/// A speculative group (see `speculation.rs`) in one statement. Sent
+/// outside `BEGIN`, it is a transaction of its own, committed when it
+/// ends: the group costs one message and one answer. In order:
+///
+/// 1. bounds every lock wait of the call to `p_lock_wait_ms`
+///    (`SPECULATIVE_LOCK_WAIT_MAX`): a wait that long means the group
+///    missed;
+/// 2. inserts the events, while the group it was staged on may still be
+///    committing (the events table's unique constraints refuse an id or a
+///    stream version already stored: the group missed);
+/// 3. waits until the session of the speculative group it was staged on
+///    (`p_awaited_key`, if any) released that group's advisory lock, which
+///    it does once it moved the head: the two lock the head in the order
+///    they were staged;
+/// 4. locks the head (waiting for that group's commit), then moves it,
+///    only from the head the group was staged on: a statement of its own,
+///    so it reads the head as committed once the lock was granted. Any
+///    other head sets `position` to NULL, which the column refuses (`23502`
+///    on `opledger_log_head`): the call fails, the events roll back;
+/// 5. queues the notification other nodes listen for (sent on commit);
+/// 6. takes, for the session, the advisory lock of the lane's next group
+///    (`p_next_key`), before it releases its own (`p_own_key`): a session
+///    lock outlives the call's transaction, and the next group is staged
+///    on this one only once this call answered.
+///
+/// Session locks are not released by a rollback: after a refused call the
+/// lane releases them itself.
+const APPEND_SPECULATIVE: &str = "
+CREATE OR REPLACE FUNCTION opledger_log_append_speculative_v1(
+    p_positions BIGINT[], p_ids UUID[], p_streams TEXT[], p_versions BIGINT[], p_records BYTEA[],
+    p_lock_wait_ms BIGINT, p_own_key BIGINT, p_awaited_key BIGINT,
+    p_from_position BIGINT, p_from_hash BYTEA,
+    p_position BIGINT, p_hash BYTEA, p_recorded_at_micros BIGINT, p_digest TEXT, p_next_key BIGINT
+) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_wait_ms || 'ms', true);
+    INSERT INTO opledger_log_events (position, event_id, stream, stream_version, record)
+        SELECT * FROM unnest(p_positions, p_ids, p_streams, p_versions, p_records);
+    IF p_awaited_key IS NOT NULL THEN
+        PERFORM pg_advisory_lock_shared(p_awaited_key);
+        PERFORM pg_advisory_unlock_shared(p_awaited_key);
+    END IF;
+    PERFORM 1 FROM opledger_log_head FOR UPDATE;
+    UPDATE opledger_log_head
+        SET position = CASE WHEN position = p_from_position AND hash = p_from_hash THEN p_position END,
+            hash = p_hash, recorded_at_micros = p_recorded_at_micros;
+    PERFORM pg_notify('opledger_log_appended', p_digest);
+    PERFORM pg_advisory_lock(p_next_key);
+    PERFORM pg_advisory_unlock(p_own_key);
+END
+$$";
+
 /// Creates what is missing, under a transaction-scoped advisory lock so
 /// that nodes opening an empty database at once do not race.
 pub(crate) async fn create(client: &mut Client) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(storage)?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('opledger_log_schema'))", &[]).await.map_err(storage)?;
     tx.batch_execute(CREATE).await.map_err(storage)?;
+    tx.batch_execute(APPEND_SPECULATIVE).await.map_err(storage)?;
     tx.execute(
         "INSERT INTO opledger_log_head (schema_version, position, hash, recorded_at_micros)
          VALUES ($1, 0, $2, $3) ON CONFLICT (singleton) DO NOTHING",

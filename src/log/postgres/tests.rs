@@ -378,23 +378,27 @@ fn a_group_staged_without_a_read_behind_another_nodes_append_is_decided_again_on
     }
 }
 
-/// A lane opens its next group's transaction behind its commit; once no
-/// append came for `PREOPENED_IDLE_MAX` it is rolled back: a writer without
-/// appends leaves no transaction open. The next group reads first again.
+/// A lane's session takes its next group's advisory lock in the call of
+/// the group before; once no append came for `HELD_KEY_IDLE_MAX` it is
+/// released: a writer without appends holds no lock, and no transaction
+/// is left open. The next group reads first again.
 #[test]
-fn a_transaction_opened_ahead_is_rolled_back_once_no_append_comes() {
+fn a_lock_held_for_a_next_group_is_released_once_no_append_comes() {
     let cluster = Cluster::start(&[]);
     let url = cluster.database("idle");
     let log = staging_without_reads(&url);
-    let open = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = 'idle'";
-    assert_eq!(cluster.psql_at(&url, &[open]), b"2\n", "both lanes opened their next transaction");
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                WHERE l.locktype = 'advisory' AND l.granted AND d.datname = 'idle'";
+    let open = "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND datname = 'idle'";
+    assert_eq!(cluster.psql_at(&url, &[held]), b"2\n", "both lanes hold their next group's lock");
+    assert_eq!(cluster.psql_at(&url, &[open]), b"0\n", "a speculative group leaves no transaction open");
 
-    std::thread::sleep(crate::log::postgres::writer::PREOPENED_IDLE_MAX + std::time::Duration::from_millis(500));
+    std::thread::sleep(crate::log::postgres::writer::HELD_KEY_IDLE_MAX + std::time::Duration::from_millis(500));
 
-    assert_eq!(cluster.psql_at(&url, &[open]), b"0\n");
+    assert_eq!(cluster.psql_at(&url, &[held]), b"0\n");
     let before = log.stats().speculative_groups_staged_without_read;
     let appended = log.append_blocking(vec![event("a", 9)], Expectations::none()).unwrap().unwrap();
     assert_eq!(appended.first_position, log.head().position);
-    assert_eq!(log.stats().speculative_groups_staged_without_read, before, "read first: nothing was open");
+    assert_eq!(log.stats().speculative_groups_staged_without_read, before, "read first: no lock was held");
     assert_verifies(&log);
 }

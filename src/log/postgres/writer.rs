@@ -47,8 +47,8 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::log::postgres::connect::Heard;
-use crate::log::postgres::lane::{Lane, Opening, Refused, Speculative};
-use crate::log::postgres::speculation::{Chain, StagingBase, Switch, SPECULATIVE_LOCK_WAIT_MAX};
+use crate::log::postgres::lane::{Lane, Refused, Speculative};
+use crate::log::postgres::speculation::{Chain, StagingBase, Switch};
 use crate::log::postgres::Shared;
 use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
@@ -72,9 +72,9 @@ pub(crate) struct Hold {
     pub(crate) append: oneshot::Receiver<Request>,
 }
 
-/// Longest a lane keeps a speculative transaction open ahead of a group
-/// that has not come (see [`Lane::take_preopened`]).
-pub(crate) const PREOPENED_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest a lane's session holds the advisory lock of a speculative group
+/// that has not come (see [`Lane::take_held_key`]).
+pub(crate) const HELD_KEY_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
@@ -170,17 +170,17 @@ impl Writer {
         // head, and the decider must fold every event up to the held one.
         self.shared.publish(prefetched.head);
         if hold.locked.send(Ok(prefetched.head)).is_err() {
-            return lane.roll_back();
+            return lane.release();
         }
         let request = match tokio::time::timeout(HEAD_HOLD_WAIT_MAX, hold.append).await {
             Ok(Ok(request)) => request,
-            Ok(Err(_)) => return lane.roll_back(),
+            Ok(Err(_)) => return lane.release(),
             Err(_) => {
                 tracing::warn!(
                     seconds = HEAD_HOLD_WAIT_MAX.as_secs(),
                     "a decider held the head lock too long; rolled back"
                 );
-                return lane.roll_back();
+                return lane.release();
             }
         };
         let batch = vec![request];
@@ -252,14 +252,14 @@ impl Writer {
 
     /// Commits one group staged on the head this writer expects, before
     /// locking it; a group that misses is committed again on the locked
-    /// head. A group whose transaction the lane opened ahead, and whose
+    /// head. A group whose advisory lock the group before took, and whose
     /// streams the writer knows ([`Chain::known_for`]), is staged without
-    /// a read: its statements are all sent in one round trip.
+    /// a read: it is one call, one round trip.
     async fn speculate(&self, lane: &mut Lane, batch: Vec<Request>, turn: Turn<'_>) {
         let started = Instant::now();
-        let preopened = lane.take_preopened();
-        let key = preopened.unwrap_or_else(|| self.group_key());
-        let known = match preopened {
+        let held = lane.take_held_key();
+        let key = held.unwrap_or_else(|| self.group_key());
+        let known = match held {
             Some(_) => self.with_speculation(|speculation| speculation.chain.known_for(&batch)).flatten(),
             None => None,
         };
@@ -268,7 +268,7 @@ impl Writer {
                 self.stats.record_unread();
                 known
             }
-            None => match lane.read_unlocked(&batch, opening(key), preopened.is_some()).await {
+            None => match lane.read_unlocked(&batch, key, held.is_some()).await {
                 Ok(read) => {
                     self.with_speculation(|speculation| speculation.chain.learn(&read));
                     read
@@ -288,14 +288,14 @@ impl Writer {
             // Its answers (replays, conflicts) rest on the groups still in
             // flight; only a commit would prove them. Staged again on the
             // locked head instead.
-            lane.roll_back();
+            lane.release();
             drop(turn);
             return self.commit_group(lane, batch, None).await;
         }
         let ticket = self.with_speculation(|speculation| speculation.chain.push(&group, Some(key)));
         drop(turn);
-        let speculative = Speculative { from: group.base, awaits: view.awaits };
-        let ended = self.settle(lane, &group, Some(speculative), Some(opening(self.group_key()))).await;
+        let speculative = Speculative { from: group.base, key, awaits: view.awaits, next_key: self.group_key() };
+        let ended = self.settle(lane, &group, Some(speculative)).await;
         // Told before the answers: the group staged on this one waits for
         // it to lock the head.
         self.with_speculation(|speculation| {
@@ -336,12 +336,12 @@ impl Writer {
             // Nothing to write: the rollback is sent, not awaited, so the
             // head lock goes one round trip sooner (a node whose append lost
             // the race to another is not always a round trip behind it).
-            lane.roll_back();
+            lane.release();
             self.shared.publish(locked);
             self.answer_all(batch, outcomes);
             return true;
         }
-        match self.settle(lane, &group, None, None).await {
+        match self.settle(lane, &group, None).await {
             Committing::Done(head) => {
                 self.done(batch, &group, outcomes, head, started);
                 true
@@ -361,15 +361,9 @@ impl Writer {
     /// Commits a staged group: on the locked head (`speculative` is
     /// `None`), or moving the head only from the head it was staged on;
     /// opens the lane's `next` transaction behind it.
-    async fn settle(
-        &self,
-        lane: &mut Lane,
-        group: &Group,
-        speculative: Option<Speculative>,
-        next: Option<Opening>,
-    ) -> Committing {
+    async fn settle(&self, lane: &mut Lane, group: &Group, speculative: Option<Speculative>) -> Committing {
         let waits_cancelled = lane.replication_waits_cancelled();
-        match lane.commit(group, speculative, next).await {
+        match lane.commit(group, speculative).await {
             Err(Refused::Missed(why)) => {
                 tracing::debug!(%why, "a speculative group missed; staging it again on the locked head");
                 Committing::Missed
@@ -478,23 +472,18 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
     }
 }
 
-/// How a speculative group's transaction opens.
-fn opening(key: i64) -> Opening {
-    Opening { lock_wait: SPECULATIVE_LOCK_WAIT_MAX, key }
-}
-
-/// Waits for `ready`. A transaction the lane opened ahead of its next group
-/// is rolled back once the wait passes [`PREOPENED_IDLE_MAX`]: a writer
-/// without appends leaves no transaction open.
+/// Waits for `ready`. The advisory lock a lane's session holds for its
+/// next group is released once the wait passes [`HELD_KEY_IDLE_MAX`]: a
+/// writer without appends holds no lock.
 async fn idle<T>(lane: &mut Lane, ready: impl std::future::Future<Output = T>) -> T {
-    if !lane.is_preopened() {
+    if !lane.holds_locks() {
         return ready.await;
     }
     let mut ready = std::pin::pin!(ready);
-    match tokio::time::timeout(PREOPENED_IDLE_MAX, &mut ready).await {
+    match tokio::time::timeout(HELD_KEY_IDLE_MAX, &mut ready).await {
         Ok(value) => value,
         Err(_) => {
-            lane.roll_back();
+            lane.release();
             ready.await
         }
     }
