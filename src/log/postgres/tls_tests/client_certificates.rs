@@ -43,7 +43,7 @@ impl Setup {
 /// Connects once as a log's connections do, in `environment` (not this
 /// process'), and answers whether the server sees TLS and the subject of
 /// the client certificate it verified (empty without one).
-fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
+pub(super) fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
     let variables: HashMap<String, String> =
         environment.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
     let target = Target::parse_in(url, &|name| variables.get(name).cloned()).map_err(|error| error.to_string())?;
