@@ -3,23 +3,28 @@
 //! chosen host names, and client certificates for a database user (the
 //! user name as the common name, as PostgreSQL's `cert` authentication
 //! reads it). The CA certificate is written as a PEM file, the
-//! `sslrootcert` a client is given (or a server's `ssl_ca_file`).
+//! `sslrootcert` a client is given (or a server's `ssl_ca_file`); the CA
+//! also signs certificate revocation lists (a client's `sslcrl`).
 //!
 //! Shared by the core's log tests and the tools' tests (`#[path]`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams,
+    SerialNumber,
 };
 
-/// A server's certificate and its private key, both PEM.
+/// A server's certificate and its private key, both PEM, and its serial
+/// number (what a revocation list names).
 pub struct ServerCertificate {
     pub certificate_pem: String,
     pub key_pem: String,
+    pub serial: SerialNumber,
 }
 
 /// A client's certificate and its private key (PKCS#8), both PEM.
@@ -44,6 +49,9 @@ impl ClientCertificate {
 
 pub struct Authority {
     issuer: CertifiedIssuer<'static, KeyPair>,
+    /// The serial number of the next certificate issued, so each of this
+    /// CA's is known and distinct.
+    next_serial: AtomicU64,
 }
 
 impl Authority {
@@ -53,7 +61,12 @@ impl Authority {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Authority { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Authority { issuer, next_serial: AtomicU64::new(1) }
+    }
+
+    fn serial(&self) -> SerialNumber {
+        SerialNumber::from_slice(&self.next_serial.fetch_add(1, Ordering::SeqCst).to_be_bytes())
     }
 
     /// A server certificate valid for `names` only (DNS names, or IP
@@ -62,9 +75,35 @@ impl Authority {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params.distinguished_name.push(DnType::CommonName, "opledger test server");
+        let serial = self.serial();
+        params.serial_number = Some(serial.clone());
         let key = KeyPair::generate().unwrap();
         let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        ServerCertificate { certificate_pem: certificate.pem(), key_pem: key.serialize_pem() }
+        ServerCertificate { certificate_pem: certificate.pem(), key_pem: key.serialize_pem(), serial }
+    }
+
+    /// A certificate revocation list of this CA (PEM) revoking the
+    /// certificates of `serials`, its next update on `next_update` (year,
+    /// month, day: a past one makes an expired list).
+    pub fn revocation_list(&self, serials: &[&SerialNumber], next_update: (i32, u8, u8)) -> String {
+        let revoked_certs = serials
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: (*serial).clone(),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(next_update.0, next_update.1, next_update.2),
+            crl_number: self.serial(),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 
     /// Writes the CA certificate to `dir/file` and returns its path.

@@ -1,7 +1,8 @@
 //! Takes libpq's TLS parameters (`sslmode`, `sslrootcert`, `sslcert`,
-//! `sslkey`) out of a connection string and leaves the rest for
-//! tokio-postgres, whose parser knows only `sslmode=disable|prefer|require`
-//! and none of the files. Both forms libpq accepts are read: the URL
+//! `sslkey`, `sslcrl`, `sslcrldir`) out of a connection string and leaves
+//! the rest for tokio-postgres, whose parser knows only
+//! `sslmode=disable|prefer|require` and none of the files. Both forms libpq
+//! accepts are read: the URL
 //! (`postgres://host/db?sslmode=verify-full&sslrootcert=ca.crt`) and the
 //! `key=value` string (`host=db sslmode=verify-full sslrootcert='ca.crt'`).
 //! Everything else (several hosts, `target_session_attrs`, the password)
@@ -15,6 +16,10 @@ pub(crate) struct TlsParameters {
     pub(crate) sslrootcert: Option<String>,
     pub(crate) sslcert: Option<String>,
     pub(crate) sslkey: Option<String>,
+    pub(crate) sslcrl: Option<String>,
+    /// Taken out only to be refused plainly (`tls.rs`): tokio-postgres
+    /// would call it an unknown option.
+    pub(crate) sslcrldir: Option<String>,
 }
 
 /// A connection string with its TLS parameters taken out.
@@ -29,6 +34,8 @@ const SSLMODE: &str = "sslmode";
 const SSLROOTCERT: &str = "sslrootcert";
 const SSLCERT: &str = "sslcert";
 const SSLKEY: &str = "sslkey";
+const SSLCRL: &str = "sslcrl";
+const SSLCRLDIR: &str = "sslcrldir";
 
 /// Splits `url`. A string this reader cannot tokenize is passed through
 /// whole, so tokio-postgres reports what is wrong with it.
@@ -48,6 +55,8 @@ fn take(key: &str, value: String, found: &mut TlsParameters) -> bool {
         SSLROOTCERT => found.sslrootcert = Some(value),
         SSLCERT => found.sslcert = Some(value),
         SSLKEY => found.sslkey = Some(value),
+        SSLCRL => found.sslcrl = Some(value),
+        SSLCRLDIR => found.sslcrldir = Some(value),
         _ => return false,
     }
     true
@@ -218,5 +227,16 @@ mod tests {
         let pairs = split(r"host=h sslcert='/etc/client one.crt' dbname=db sslkey=/etc/client.key");
         assert_eq!(pairs.rest, "host=h dbname=db");
         assert_eq!(pairs.tls, files("/etc/client one.crt", "/etc/client.key"));
+    }
+
+    #[test]
+    fn revocation_lists_are_taken_out_of_both_forms() {
+        let url = split("postgres://u@h/db?sslcrl=%2Fetc%2Frevoked%20all.crl&application_name=x&sslcrldir=/etc/crls");
+        assert_eq!(url.rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(url.tls.sslcrl.as_deref(), Some("/etc/revoked all.crl"));
+        assert_eq!(url.tls.sslcrldir.as_deref(), Some("/etc/crls"));
+        let pairs = split(r"host=h sslcrl='/etc/revoked all.crl' dbname=db");
+        assert_eq!(pairs.rest, "host=h dbname=db");
+        assert_eq!(pairs.tls.sslcrl.as_deref(), Some("/etc/revoked all.crl"));
     }
 }

@@ -1,5 +1,5 @@
 //! TLS to the database, with libpq's meanings of `sslmode`, `sslrootcert`,
-//! `sslcert` and `sslkey` (the connection string's parameters, taken out by
+//! `sslcert`, `sslkey` and `sslcrl` (the connection string's parameters, taken out by
 //! `conninfo.rs`, else their environment variables or libpq's default
 //! files: `tls/sources.rs`): one rustls connector per log that every
 //! connection of the backend uses (writer, readers, the follower's
@@ -21,11 +21,16 @@
 //! libpq would refuse). Under `allow`, `prefer` and `require` a chain is
 //! verified when a root file was found (libpq does so), and not otherwise.
 //!
+//! Wherever a chain is verified, the certificate revocation lists of
+//! `sslcrl` (else `PGSSLCRL`, else libpq's `~/.postgresql/root.crl` when
+//! present) are checked too (`tls/revocation_lists.rs`).
+//!
 //! A client certificate (`tls/client_identity.rs`) is presented in every
 //! mode but `disable` when `sslcert` and `sslkey` name one, or when
 //! neither is named and libpq's `~/.postgresql/postgresql.crt` exists.
 
 mod client_identity;
+mod revocation_lists;
 pub(crate) mod sources;
 mod verifiers;
 
@@ -109,47 +114,75 @@ pub(crate) struct Tls {
     pub(crate) connector: Option<MakeRustlsConnect>,
     /// The client certificate's file when one is presented, for messages.
     pub(crate) client_certificate: Option<String>,
+    /// The `sslcrl` file when the server's certificate is checked against
+    /// it, for messages.
+    pub(crate) revocation_lists: Option<String>,
 }
 
 impl Tls {
     /// The settings `sources` ask for; the files are read now, so a bad
     /// one fails the open.
     pub(crate) fn from_sources(sources: &TlsSources) -> Result<Tls, Error> {
-        let system = matches!(&sources.sslrootcert, Some(TlsFile::Named(path)) if path.as_os_str() == SYSTEM_ROOTS);
-        let mode = match sources.sslmode.as_deref() {
-            Some(text) => SslMode::parse(text)?,
-            // libpq 16: sslrootcert=system alone means verify-full.
-            None if system => SslMode::VerifyFull,
-            None => DEFAULT_SSLMODE,
-        };
-        if system && mode != SslMode::VerifyFull {
-            return Err(settings_error(format!(
-                "sslrootcert=system needs sslmode=verify-full (not {}), as libpq",
-                mode.name()
-            )));
-        }
+        let mode = mode(sources)?;
         if mode == SslMode::Disable {
-            return Ok(Tls { mode, connector: None, client_certificate: None });
+            return Ok(Tls { mode, connector: None, client_certificate: None, revocation_lists: None });
         }
-        let roots = match &sources.sslrootcert {
-            Some(TlsFile::Named(_)) if system => Some(system_roots()?),
-            Some(TlsFile::Named(path)) => Some(file_roots(path)?),
-            Some(TlsFile::Default(path)) if present(path)? => Some(file_roots(path)?),
-            _ if mode.verifies() => Some(system_roots()?),
-            _ => None,
+        revocation_lists::refuse_directory(sources.sslcrldir.as_deref())?;
+        let roots = roots(sources, mode)?;
+        // libpq loads the lists with its roots: without them no chain is
+        // checked, so there is nothing to revoke.
+        let revocation = match roots {
+            Some(_) => revocation_lists::load(sources.sslcrl.as_ref())?,
+            None => None,
         };
+        let revocation_lists = revocation.as_ref().map(|revocation| revocation.file.clone());
         let identity = client_identity::load(sources.sslcert.as_ref(), sources.sslkey.as_ref())?;
         let client_certificate = identity.as_ref().map(|identity| identity.certificate.clone());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = verifiers::verifier(mode, roots, &provider)?;
+        let verifier = verifiers::verifier(mode, roots, revocation, &provider)?;
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| settings_error(format!("no TLS protocol version available: {error}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
         let config = client_identity::apply(builder, identity)?;
-        Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)), client_certificate })
+        Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)), client_certificate, revocation_lists })
     }
+}
+
+/// Whether `sslrootcert` names the operating system's trust store.
+fn names_system_roots(sources: &TlsSources) -> bool {
+    matches!(&sources.sslrootcert, Some(TlsFile::Named(path)) if path.as_os_str() == SYSTEM_ROOTS)
+}
+
+/// The mode `sources` ask for, libpq's default when none.
+fn mode(sources: &TlsSources) -> Result<SslMode, Error> {
+    let system = names_system_roots(sources);
+    let mode = match sources.sslmode.as_deref() {
+        Some(text) => SslMode::parse(text)?,
+        // libpq 16: sslrootcert=system alone means verify-full.
+        None if system => SslMode::VerifyFull,
+        None => DEFAULT_SSLMODE,
+    };
+    if system && mode != SslMode::VerifyFull {
+        return Err(settings_error(format!(
+            "sslrootcert=system needs sslmode=verify-full (not {}), as libpq",
+            mode.name()
+        )));
+    }
+    Ok(mode)
+}
+
+/// The roots the server's chain is checked against; `None` when it is
+/// not checked.
+fn roots(sources: &TlsSources, mode: SslMode) -> Result<Option<RootCertStore>, Error> {
+    Ok(match &sources.sslrootcert {
+        Some(TlsFile::Named(_)) if names_system_roots(sources) => Some(system_roots()?),
+        Some(TlsFile::Named(path)) => Some(file_roots(path)?),
+        Some(TlsFile::Default(path)) if present(path)? => Some(file_roots(path)?),
+        _ if mode.verifies() => Some(system_roots()?),
+        _ => None,
+    })
 }
 
 /// Whether one of libpq's default files is there: absent, it is skipped
@@ -225,12 +258,32 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
              sslrootcert (or of the system's trust store without one)"
         ),
         rustls::Error::InvalidCertificate(cause) => {
-            format!("TLS: the server's certificate failed verification (sslmode={mode}): {cause}")
+            let why = revocation(cause, tls).unwrap_or_else(|| cause.to_string());
+            format!("TLS: the server's certificate failed verification (sslmode={mode}): {why}")
         }
         rustls::Error::AlertReceived(alert) if refuses_client_certificate(*alert) => {
             client_certificate_refused(*alert, tls)
         }
         other => format!("TLS handshake failed (sslmode={mode}): {other}"),
+    }
+}
+
+/// A revocation check's failure said with the `sslcrl` file; `None` when
+/// `cause` is not one.
+fn revocation(cause: &CertificateError, tls: &Tls) -> Option<String> {
+    let file = tls.revocation_lists.as_deref().unwrap_or("(none)");
+    match cause {
+        CertificateError::Revoked => {
+            Some(format!("it is revoked: a certificate revocation list of sslcrl {file} lists it"))
+        }
+        CertificateError::UnknownRevocationStatus => Some(format!(
+            "its revocation status is unknown: sslcrl {file} holds no revocation list from the CA that issued it \
+             (with revocation lists, every CA of the chain but the root needs one, as libpq)"
+        )),
+        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => Some(
+            format!("a certificate revocation list of sslcrl {file} has expired (its next update is past): {cause}"),
+        ),
+        _ => None,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::postgres_cluster::{Cluster, ServerTls};
 use crate::tls_certificates::Authority;
 
 mod client_certificates;
+mod revocation_lists;
 
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 

@@ -2,7 +2,8 @@
 //! a PEM certificate chain (the client's certificate first) and its PEM
 //! private key (PKCS#8, PKCS#1/RSA or SEC1/EC). Both are read when the log
 //! opens, so a missing file or a key of another certificate fails the open
-//! instead of every connection.
+//! instead of every connection. As libpq, the key is not read from a file
+//! others may read (`key_permissions`).
 
 use std::path::Path;
 
@@ -87,6 +88,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 /// The first private key of the file, whichever of the three encodings.
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    key_permissions::check(path)?;
     let shown = path.display();
     PrivateKeyDer::from_pem_slice(&read("sslkey", path)?).map_err(|error| match error {
         pem::Error::NoItemsFound => settings_error(format!(
@@ -94,4 +96,62 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
         )),
         other => settings_error(format!("sslkey {shown} is not valid PEM: {other}")),
     })
+}
+
+/// libpq's rule for a private key file, on Unix: a regular file, no
+/// permission for others, and none for its group unless root owns it
+/// (then group read, so a key shared through a group can be used). Like
+/// libpq, the owner is not compared with the process' user: a process
+/// that can read a file with so few permissions is its owner or root.
+#[cfg(unix)]
+mod key_permissions {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use super::super::settings_error;
+    use crate::error::Error;
+
+    /// The permission bits refused on a key file not owned by root: any
+    /// of the group's or others' (0600 or less is accepted).
+    const REFUSED_BITS: u32 = 0o077;
+    /// The bits refused on a key file owned by root: group write and
+    /// execute, any of others' (0640 or less is accepted).
+    const REFUSED_BITS_OWNED_BY_ROOT: u32 = 0o037;
+    const ROOT_USER_ID: u32 = 0;
+    /// The permission bits of a mode (without the file type), as shown.
+    const PERMISSION_BITS: u32 = 0o7777;
+
+    /// Refuses the key file at `path` before it is read, when others may
+    /// read it or it is not a regular file; follows a symbolic link, as
+    /// libpq's `stat`.
+    pub(super) fn check(path: &Path) -> Result<(), Error> {
+        let shown = path.display();
+        let metadata =
+            std::fs::metadata(path).map_err(|error| settings_error(format!("cannot read sslkey {shown}: {error}")))?;
+        if !metadata.is_file() {
+            return Err(settings_error(format!("sslkey {shown} is not a regular file")));
+        }
+        let refused = if metadata.uid() == ROOT_USER_ID { REFUSED_BITS_OWNED_BY_ROOT } else { REFUSED_BITS };
+        if metadata.mode() & refused == 0 {
+            return Ok(());
+        }
+        Err(settings_error(format!(
+            "private key file sslkey {shown} has group or world access (mode {:04o}); file must have permissions \
+             u=rw (0600) or less if owned by the current user, or permissions u=rw,g=r (0640) or less if owned by \
+             root, as libpq requires",
+            metadata.mode() & PERMISSION_BITS
+        )))
+    }
+}
+
+/// libpq checks no permission where there are no Unix modes.
+#[cfg(not(unix))]
+mod key_permissions {
+    use std::path::Path;
+
+    use crate::error::Error;
+
+    pub(super) fn check(_path: &Path) -> Result<(), Error> {
+        Ok(())
+    }
 }

@@ -1,8 +1,8 @@
 //! Where each TLS parameter comes from when the connection string does not
 //! name it, with libpq's precedence: the string, else its environment
-//! variable (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`), else
-//! libpq's default (`prefer`; the files under `~/.postgresql/`, used only
-//! when present). The environment is passed in, so the precedence is
+//! variable (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,
+//! `PGSSLCRL`, `PGSSLCRLDIR`), else libpq's default (`prefer`; the files
+//! under `~/.postgresql/`, used only when present). The environment is passed in, so the precedence is
 //! decided without touching the process' own; the files are looked at
 //! later, when `tls.rs` reads them.
 
@@ -17,6 +17,8 @@ pub(crate) const PGSSLMODE: &str = "PGSSLMODE";
 pub(crate) const PGSSLROOTCERT: &str = "PGSSLROOTCERT";
 pub(crate) const PGSSLCERT: &str = "PGSSLCERT";
 pub(crate) const PGSSLKEY: &str = "PGSSLKEY";
+pub(crate) const PGSSLCRL: &str = "PGSSLCRL";
+pub(crate) const PGSSLCRLDIR: &str = "PGSSLCRLDIR";
 
 /// The home directory libpq's default files are under (libpq also asks the
 /// password database when `HOME` is unset; without it there are no
@@ -27,6 +29,7 @@ const HOME: &str = "HOME";
 pub(crate) const DEFAULT_ROOT_FILE: &str = ".postgresql/root.crt";
 pub(crate) const DEFAULT_CERT_FILE: &str = ".postgresql/postgresql.crt";
 pub(crate) const DEFAULT_KEY_FILE: &str = ".postgresql/postgresql.key";
+pub(crate) const DEFAULT_CRL_FILE: &str = ".postgresql/root.crl";
 
 /// A file a TLS parameter names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,10 @@ pub(crate) struct TlsSources {
     pub(crate) sslrootcert: Option<TlsFile>,
     pub(crate) sslcert: Option<TlsFile>,
     pub(crate) sslkey: Option<TlsFile>,
+    pub(crate) sslcrl: Option<TlsFile>,
+    /// A directory of revocation lists, non-empty: not supported, kept to
+    /// be refused (`tls.rs`) rather than revocation silently unchecked.
+    pub(crate) sslcrldir: Option<String>,
 }
 
 /// The parameters `named` (the string's) completed from `environment`.
@@ -61,7 +68,8 @@ pub(crate) struct TlsSources {
 /// default is used (libpq's reading of `sslcert=` and the like). The
 /// default client files come as a pair, only when neither `sslcert` nor
 /// `sslkey` is given anywhere: one named alone is refused later, not
-/// completed with a default.
+/// completed with a default. libpq's default revocation list is looked
+/// for only when no directory of them is named (an empty one is none).
 pub(crate) fn resolve(named: &TlsParameters, environment: Environment<'_>) -> TlsSources {
     let given = |value: &Option<String>, variable: &str| value.clone().or_else(|| environment(variable));
     let file = |value: &Option<String>, variable: &str| {
@@ -73,11 +81,18 @@ pub(crate) fn resolve(named: &TlsParameters, environment: Environment<'_>) -> Tl
         (None, None) => (default(DEFAULT_CERT_FILE), default(DEFAULT_KEY_FILE)),
         either => either,
     };
+    let sslcrldir = given(&named.sslcrldir, PGSSLCRLDIR).filter(|directory| !directory.is_empty());
+    let sslcrl = match file(&named.sslcrl, PGSSLCRL) {
+        None if sslcrldir.is_none() => default(DEFAULT_CRL_FILE),
+        either => either,
+    };
     TlsSources {
         sslmode: given(&named.sslmode, PGSSLMODE),
         sslrootcert: file(&named.sslrootcert, PGSSLROOTCERT).or_else(|| default(DEFAULT_ROOT_FILE)),
         sslcert,
         sslkey,
+        sslcrl,
+        sslcrldir,
     }
 }
 
@@ -101,27 +116,32 @@ mod tests {
         Some(TlsFile::Default(PathBuf::from(path)))
     }
 
-    fn string(sslmode: &str, sslrootcert: &str, sslcert: &str, sslkey: &str) -> TlsParameters {
+    /// A string naming every file parameter but `sslcrldir`.
+    fn string(sslmode: &str, sslrootcert: &str, sslcert: &str, sslkey: &str, sslcrl: &str) -> TlsParameters {
         let some = |value: &str| Some(value.to_owned());
         TlsParameters {
             sslmode: some(sslmode),
             sslrootcert: some(sslrootcert),
             sslcert: some(sslcert),
             sslkey: some(sslkey),
+            sslcrl: some(sslcrl),
+            sslcrldir: None,
         }
     }
 
-    const ENVIRONMENT: [(&str, &str); 5] = [
+    const ENVIRONMENT: [(&str, &str); 6] = [
         ("PGSSLMODE", "verify-ca"),
         ("PGSSLROOTCERT", "/env/ca.crt"),
         ("PGSSLCERT", "/env/client.crt"),
         ("PGSSLKEY", "/env/client.key"),
+        ("PGSSLCRL", "/env/revoked.crl"),
         ("HOME", "/home/u"),
     ];
 
     #[test]
     fn the_string_wins_over_the_environment() {
-        let sources = resolved(&string("verify-full", "/s/ca.crt", "/s/c.crt", "/s/c.key"), &ENVIRONMENT);
+        let sources =
+            resolved(&string("verify-full", "/s/ca.crt", "/s/c.crt", "/s/c.key", "/s/revoked.crl"), &ENVIRONMENT);
         assert_eq!(
             sources,
             TlsSources {
@@ -129,6 +149,8 @@ mod tests {
                 sslrootcert: named("/s/ca.crt"),
                 sslcert: named("/s/c.crt"),
                 sslkey: named("/s/c.key"),
+                sslcrl: named("/s/revoked.crl"),
+                sslcrldir: None,
             }
         );
     }
@@ -143,6 +165,8 @@ mod tests {
                 sslrootcert: named("/env/ca.crt"),
                 sslcert: named("/env/client.crt"),
                 sslkey: named("/env/client.key"),
+                sslcrl: named("/env/revoked.crl"),
+                sslcrldir: None,
             }
         );
         let only_mode = TlsParameters { sslmode: Some("require".to_owned()), ..TlsParameters::default() };
@@ -161,6 +185,8 @@ mod tests {
                 sslrootcert: default("/home/u/.postgresql/root.crt"),
                 sslcert: default("/home/u/.postgresql/postgresql.crt"),
                 sslkey: default("/home/u/.postgresql/postgresql.key"),
+                sslcrl: default("/home/u/.postgresql/root.crl"),
+                sslcrldir: None,
             }
         );
         assert_eq!(resolved(&TlsParameters::default(), &[]), TlsSources::default());
@@ -170,11 +196,12 @@ mod tests {
     #[test]
     fn an_empty_parameter_is_given_but_names_no_file() {
         // libpq: `sslrootcert=` hides PGSSLROOTCERT and means the default.
-        let sources = resolved(&string("", "", "", ""), &ENVIRONMENT);
+        let sources = resolved(&string("", "", "", "", ""), &ENVIRONMENT);
         assert_eq!(sources.sslmode.as_deref(), Some(""));
         assert_eq!(sources.sslrootcert, default("/home/u/.postgresql/root.crt"));
         assert_eq!(sources.sslcert, default("/home/u/.postgresql/postgresql.crt"));
         assert_eq!(sources.sslkey, default("/home/u/.postgresql/postgresql.key"));
+        assert_eq!(sources.sslcrl, default("/home/u/.postgresql/root.crl"));
     }
 
     #[test]
@@ -187,5 +214,18 @@ mod tests {
         // The string's certificate and the environment's key make a pair.
         let sources = resolved(&cert_only, &[("PGSSLKEY", "/env/k.key")]);
         assert_eq!((sources.sslcert, sources.sslkey), (named("/s/c.crt"), named("/env/k.key")));
+    }
+
+    #[test]
+    fn a_directory_of_revocation_lists_hides_the_default_list() {
+        let directory = TlsParameters { sslcrldir: Some("/s/crls".to_owned()), ..TlsParameters::default() };
+        let sources = resolved(&directory, &[("HOME", "/home/u")]);
+        assert_eq!((sources.sslcrl, sources.sslcrldir.as_deref()), (None, Some("/s/crls")));
+        let sources = resolved(&TlsParameters::default(), &[("HOME", "/home/u"), ("PGSSLCRLDIR", "/env/crls")]);
+        assert_eq!((sources.sslcrl, sources.sslcrldir.as_deref()), (None, Some("/env/crls")));
+        // An empty one names none, as libpq reads it.
+        let empty = TlsParameters { sslcrldir: Some(String::new()), ..TlsParameters::default() };
+        let sources = resolved(&empty, &[("HOME", "/home/u"), ("PGSSLCRLDIR", "/env/crls")]);
+        assert_eq!((sources.sslcrl, sources.sslcrldir), (default("/home/u/.postgresql/root.crl"), None));
     }
 }

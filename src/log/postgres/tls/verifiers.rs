@@ -1,5 +1,6 @@
 //! What checks the server's certificate in each `sslmode`: rustls'
-//! webpki verifier for `verify-full` (chain and host name), and two of
+//! webpki verifier for `verify-full` (chain, revocation lists when given,
+//! and host name), and two of
 //! libpq's meanings rustls has no verifier for: `verify-ca` (the chain,
 //! not the name) and the weaker modes without roots (no check but the
 //! handshake's signatures).
@@ -7,31 +8,58 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::revocation_lists::RevocationLists;
 use super::{settings_error, SslMode};
 use crate::error::Error;
 
 /// What checks the server's certificate in `mode`: the full check for
 /// `verify-full`, the chain only for `verify-ca` and for the weaker modes
-/// given roots, nothing but the handshake's signatures otherwise.
+/// given roots, nothing but the handshake's signatures otherwise. The
+/// revocation lists apply wherever a chain is checked.
 pub(super) fn verifier(
     mode: SslMode,
     roots: Option<RootCertStore>,
+    revocation: Option<RevocationLists>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ServerCertVerifier>, Error> {
     let algorithms = provider.signature_verification_algorithms;
     let Some(roots) = roots else { return Ok(Arc::new(EncryptOnly(algorithms))) };
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-        .build()
-        .map_err(|error| settings_error(format!("cannot verify with these roots: {error}")))?;
+    let webpki = webpki(roots, revocation, provider)?;
     if mode == SslMode::VerifyFull {
         return Ok(webpki);
     }
     Ok(Arc::new(ChainOnly(webpki)))
+}
+
+/// rustls' verifier of the chain (and of the host name) against `roots`
+/// and the revocation lists.
+fn webpki(
+    roots: RootCertStore,
+    revocation: Option<RevocationLists>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, Error> {
+    let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    let lists_file = revocation.as_ref().map(|revocation| revocation.file.clone());
+    if let Some(revocation) = revocation {
+        // rustls' defaults are OpenSSL's as libpq sets it
+        // (`X509_V_FLAG_CRL_CHECK_ALL`): every certificate of the chain
+        // but the root needs a list from its issuer. A list past its next
+        // update is refused, as OpenSSL refuses it.
+        builder = builder.with_crls(revocation.lists).enforce_revocation_expiration();
+    }
+    builder.build().map_err(|error| match (error, lists_file) {
+        (VerifierBuilderError::InvalidCrl(cause), Some(file)) => {
+            // rustls' own error says the cause (the list's does not).
+            let cause = rustls::Error::InvalidCertRevocationList(cause);
+            settings_error(format!("sslcrl {file} holds a revocation list that cannot be used: {cause}"))
+        }
+        (other, _) => settings_error(format!("cannot verify with these roots: {other}")),
+    })
 }
 
 /// `verify-ca`: the chain must lead to a root, the host name may be any.

@@ -4,6 +4,7 @@
 //! any connection.
 
 use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ impl Setup {
 /// Connects once as a log's connections do, in `environment` (not this
 /// process'), and answers whether the server sees TLS and the subject of
 /// the client certificate it verified (empty without one).
-fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
+pub(super) fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
     let variables: HashMap<String, String> =
         environment.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
     let target = Target::parse_in(url, &|name| variables.get(name).cloned()).map_err(|error| error.to_string())?;
@@ -204,7 +205,11 @@ fn bad_client_certificate_settings_are_refused_naming_the_cause() {
     assert!(absent.contains("cannot read sslkey") && absent.contains("missing.pem"), "{absent}");
     let no_certificate = refused(format!("sslcert={}&sslkey={}", shown(&garbage), shown(&key)));
     assert!(no_certificate.contains("holds no PEM certificate"), "{no_certificate}");
-    let no_key = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&certificate)));
+    // A key file is only read when its owner alone may read it.
+    let certificate_as_key = dir.path().join("certificate-as.key");
+    std::fs::copy(&certificate, &certificate_as_key).unwrap();
+    restrict(&certificate_as_key, 0o600);
+    let no_key = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&certificate_as_key)));
     assert!(no_key.contains("holds no PEM private key"), "{no_key}");
     let mismatch = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&other_key)));
     assert!(mismatch.contains("is not the private key of sslcert"), "{mismatch}");
@@ -212,6 +217,79 @@ fn bad_client_certificate_settings_are_refused_naming_the_cause() {
     // sslmode=disable reads nothing, as libpq.
     let url = format!("postgres://u@127.0.0.1:1/db?sslmode=disable&sslcert={}", shown(&missing));
     assert!(Target::parse_in(&url, &|_| None).is_ok());
+}
+
+fn restrict(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// libpq's rule, before the key is read and before any connection: no
+/// access for others, none for the group unless root owns the file (then
+/// group read). The files are the test's, owned by whoever runs it: root
+/// in CI, so 0640 is accepted there and refused for any other user.
+#[test]
+fn a_key_file_others_may_read_is_refused_as_libpq_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certificate, key) = Authority::new("opledger test CA").issue_client("postgres").write(dir.path(), "client");
+    let url = format!(
+        "postgres://u@127.0.0.1:1/db?sslmode=require&sslcert={}&sslkey={}",
+        certificate.display(),
+        key.display()
+    );
+    let opened = |mode: u32| {
+        restrict(&key, mode);
+        Target::parse_in(&url, &|_| None).map(|_| ()).map_err(|error| error.to_string())
+    };
+    for accepted in [0o600, 0o400] {
+        assert_eq!(opened(accepted), Ok(()), "{accepted:o}");
+    }
+    for group_or_world in [0o644, 0o604, 0o660, 0o620, 0o610, 0o601] {
+        let refused = opened(group_or_world).unwrap_err();
+        assert!(
+            refused.contains(&format!("private key file sslkey {} has group or world access", key.display()))
+                && refused.contains(&format!("(mode {group_or_world:04o})"))
+                && refused.contains("u=rw (0600) or less if owned by the current user")
+                && refused.contains("u=rw,g=r (0640) or less if owned by root"),
+            "{group_or_world:o}: {refused}"
+        );
+    }
+    let owned_by_root = std::fs::metadata(&key).unwrap().uid() == 0;
+    assert_eq!(opened(0o640).is_ok(), owned_by_root, "0640, owned by root: {owned_by_root}");
+
+    let directory = dir.path().join("a-directory.key");
+    std::fs::create_dir(&directory).unwrap();
+    let url = format!(
+        "postgres://u@127.0.0.1:1/db?sslmode=require&sslcert={}&sslkey={}",
+        certificate.display(),
+        directory.display()
+    );
+    let refused = Target::parse_in(&url, &|_| None).err().map(|error| error.to_string()).unwrap();
+    assert!(refused.contains("a-directory.key is not a regular file"), "{refused}");
+}
+
+/// libpq's default key file is held to the same rule.
+#[test]
+fn the_default_key_file_others_may_read_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let files = home.path().join(".postgresql");
+    std::fs::create_dir_all(&files).unwrap();
+    Authority::new("opledger test CA").issue_client("postgres").write(&files, "postgresql");
+    let key = files.join("postgresql.key");
+    let home_text = home.path().display().to_string();
+    let open = || {
+        Target::parse_in("postgres://u@127.0.0.1:1/db?sslmode=require", &|name| {
+            (name == "HOME").then(|| home_text.clone())
+        })
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+    };
+    assert_eq!(open(), Ok(()));
+    restrict(&key, 0o644);
+    let refused = open().unwrap_err();
+    assert!(
+        refused.contains("postgresql.key has group or world access") && refused.contains("(0600) or less"),
+        "{refused}"
+    );
 }
 
 /// rcgen writes PKCS#8; the same EC key as SEC1 (`EC PRIVATE KEY`, what
@@ -224,6 +302,7 @@ fn an_ec_key_in_sec1_form_is_read() {
     let pkcs8 = PrivatePkcs8KeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
     let sec1 = dir.path().join("client.sec1.key");
     std::fs::write(&sec1, pem("EC PRIVATE KEY", &sec1_of_pkcs8(pkcs8.secret_pkcs8_der()))).unwrap();
+    restrict(&sec1, 0o600);
     // Read, and found to be the certificate's key (rustls compares them).
     let url = format!(
         "postgres://u@127.0.0.1:1/db?sslmode=require&sslcert={}&sslkey={}",
