@@ -13,20 +13,23 @@
 //! 2. is staged on the head this writer's own groups still in flight will
 //!    leave ([`Chain::view`]): the head it read, plus each group staged on
 //!    top of it;
-//! 3. in one round trip: inserts its rows; waits for the speculative group
-//!    it was staged on to end (that group's advisory lock, see
-//!    [`Chain::view`]); locks the head; moves it only from the head it was
-//!    staged on (`MOVE_HEAD_FROM`, in `statements.rs`); commits. Any other
-//!    head, a row another writer stored first, or a lock wait past
-//!    [`SPECULATIVE_LOCK_WAIT_MAX`] rolls the whole transaction back: the
-//!    group *missed*, and its appends are staged again on the locked head.
+//! 3. in one call, one round trip (`opledger_log_append_speculative_v1`,
+//!    in `schema.rs`, a transaction of its own): inserts its rows; waits
+//!    until the speculative group it was staged on moved the head (that
+//!    group's advisory lock, see [`Chain::view`]); locks the head, which
+//!    waits for that group's commit; moves it only from the head it was
+//!    staged on; commits. Any other head, a row another writer stored
+//!    first, or a lock wait past [`SPECULATIVE_LOCK_WAIT_MAX`] rolls the
+//!    whole transaction back: the group *missed*, and its appends are
+//!    staged again on the locked head.
 //!    Nothing is answered from a speculative view unless the commit proved
 //!    it: the head the group moved from is the chain the view was built on.
 //!
 //! A group whose streams the writer knows skips the read: it is staged on
 //! [`Known`], the stream versions at a head this writer's reads and commits
-//! taught it, plus its own groups since, and its transaction opens in the
-//! same round trip as its insert and commit. Event ids it does not know are
+//! taught it, plus its own groups since; its advisory lock was taken by the
+//! call of its lane's group before, so the group is its call alone. Event
+//! ids it does not know are
 //! taken as not stored; the events table's unique constraints refuse any
 //! that are, and the group misses. Every stream an expectation names must
 //! be known: a conflict is an answer, and the database checks no version of
@@ -92,8 +95,9 @@ struct Staged {
     ticket: u64,
     base: Head,
     after: Head,
-    /// A speculative group's advisory lock, held until its transaction
-    /// ends; `None` for a group that locked the head first.
+    /// A speculative group's advisory lock, held by its lane's session
+    /// until its call moved the head; `None` for a group that locked the
+    /// head first.
     key: Option<i64>,
     /// Its commit was acknowledged.
     committed: bool,
@@ -272,11 +276,11 @@ impl Chain {
     /// `read` found have committed.
     ///
     /// A group staged on a speculative one still in flight locks the head
-    /// only once that one's transaction ended ([`Speculated::awaits`]): a
-    /// later group's lock granted first would find the head not as staged
-    /// (a smaller group inserts sooner), and miss. The earlier group took
-    /// its advisory lock before it was staged, so before the later group
-    /// can ask for it. A group that locked the head first needs no wait:
+    /// only once that one moved it ([`Speculated::awaits`]), and then waits
+    /// for its commit on the head's row lock: a later group's lock granted
+    /// first would find the head not as staged (a smaller group inserts
+    /// sooner), and miss. The earlier group's lane took its advisory lock
+    /// before it was staged, so before the later group can ask for it. A group that locked the head first needs no wait:
     /// it held the head before anything was staged on it.
     pub(crate) fn view<'a>(&self, read: &'a Prefetched) -> Speculated<'a> {
         let mut view = Speculated {
