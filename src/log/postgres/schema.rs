@@ -15,10 +15,10 @@
 //! - `opledger_documents`: small named documents every node shares (the
 //!   API tokens' hashes).
 //! - `opledger_log_append_speculative_v1(…)`: a speculative group, whole,
-//!   in one call ([`APPEND_SPECULATIVE`]). Replaced on every open, so a
-//!   database a build before it created gets it too; the version in its
-//!   name is the arguments' and the steps', so builds that differ in them
-//!   can share a database.
+//!   in one call ([`APPEND_SPECULATIVE`]). Created, or replaced when its
+//!   body differs, on every open, so a database a build before it created
+//!   gets it too; the version in its name is the arguments' and the
+//!   steps', so builds that differ in them can share a database.
 
 use tokio_postgres::Client;
 
@@ -90,7 +90,14 @@ CREATE OR REPLACE FUNCTION opledger_log_append_speculative_v1(
     p_lock_wait_ms BIGINT, p_own_key BIGINT, p_awaited_key BIGINT,
     p_from_position BIGINT, p_from_hash BYTEA,
     p_position BIGINT, p_hash BYTEA, p_recorded_at_micros BIGINT, p_digest TEXT, p_next_key BIGINT
-) RETURNS VOID LANGUAGE plpgsql AS $$
+) RETURNS VOID LANGUAGE plpgsql AS $$";
+
+/// The function's signature, as `to_regprocedure` takes it.
+const APPEND_SPECULATIVE_SIGNATURE: &str = "opledger_log_append_speculative_v1(bigint[], uuid[], text[], bigint[], \
+     bytea[], bigint, bigint, bigint, bigint, bytea, bigint, bytea, bigint, text, bigint)";
+
+/// The function's body, as `pg_proc.prosrc` holds it.
+const APPEND_SPECULATIVE_BODY: &str = "
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_wait_ms || 'ms', true);
     INSERT INTO opledger_log_events (position, event_id, stream, stream_version, record)
@@ -107,7 +114,7 @@ BEGIN
     PERFORM pg_advisory_lock(p_next_key);
     PERFORM pg_advisory_unlock(p_own_key);
 END
-$$";
+";
 
 /// Creates what is missing, under a transaction-scoped advisory lock so
 /// that nodes opening an empty database at once do not race.
@@ -115,7 +122,16 @@ pub(crate) async fn create(client: &mut Client) -> Result<(), Error> {
     let tx = client.transaction().await.map_err(storage)?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('opledger_log_schema'))", &[]).await.map_err(storage)?;
     tx.batch_execute(CREATE).await.map_err(storage)?;
-    tx.batch_execute(APPEND_SPECULATIVE).await.map_err(storage)?;
+    // Replaced only when it differs: replacing a function takes its
+    // ownership, which a node's role may not have once another role made it.
+    let stored: Option<String> = tx
+        .query_opt("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)", &[&APPEND_SPECULATIVE_SIGNATURE])
+        .await
+        .map_err(storage)?
+        .map(|row| row.get(0));
+    if stored.as_deref() != Some(APPEND_SPECULATIVE_BODY) {
+        tx.batch_execute(&format!("{APPEND_SPECULATIVE}{APPEND_SPECULATIVE_BODY}$$")).await.map_err(storage)?;
+    }
     tx.execute(
         "INSERT INTO opledger_log_head (schema_version, position, hash, recorded_at_micros)
          VALUES ($1, 0, $2, $3) ON CONFLICT (singleton) DO NOTHING",

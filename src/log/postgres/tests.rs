@@ -402,3 +402,29 @@ fn a_lock_held_for_a_next_group_is_released_once_no_append_comes() {
     assert_eq!(log.stats().speculative_groups_staged_without_read, before, "read first: no lock was held");
     assert_verifies(&log);
 }
+
+/// The function a speculative group is: created by the first open, left as
+/// it is by an open that finds it the same (replacing a function takes its
+/// ownership, which another node's role may not have), and replaced by an
+/// open that finds it different.
+#[test]
+fn the_speculative_groups_function_is_replaced_only_when_it_differs() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("function");
+    let row = "SELECT xmin::text FROM pg_proc WHERE proname = 'opledger_log_append_speculative_v1'";
+    drop(Log::open_postgres(&url, options()).unwrap());
+    let created = cluster.psql_at(&url, &[row]);
+    assert_eq!(created.iter().filter(|byte| **byte == b'\n').count(), 1, "one function");
+
+    drop(Log::open_postgres(&url, options()).unwrap());
+    assert_eq!(cluster.psql_at(&url, &[row]), created, "an open that finds it the same leaves it");
+
+    let changed = "UPDATE pg_proc SET prosrc = 'BEGIN END' WHERE proname = 'opledger_log_append_speculative_v1'";
+    cluster.psql_at(&url, &[changed]);
+    let log = staging_without_reads(&url);
+    let body = "SELECT prosrc FROM pg_proc WHERE proname = 'opledger_log_append_speculative_v1'";
+    let body = String::from_utf8(cluster.psql_at(&url, &[body])).unwrap();
+    assert!(body.contains("pg_advisory_unlock(p_own_key)"), "replaced: {body}");
+    assert!(log.stats().speculative_groups_staged_without_read > 0);
+    assert_verifies(&log);
+}
