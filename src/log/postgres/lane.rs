@@ -209,11 +209,13 @@ impl Lane {
         }
     }
 
-    /// The connection of the transaction a step before opened. Never a new
-    /// one: statements sent on a new connection would run outside that
-    /// transaction, each committed on its own. A transaction whose
-    /// connection broke ended without storing anything.
-    fn in_transaction(&self) -> Result<(&Client, &Statements), Error> {
+    /// The connection a step before used: the one whose transaction it
+    /// opened, or whose session holds the group's advisory lock. Never a
+    /// new one: statements sent on a new connection would run outside that
+    /// transaction, each committed on its own, and a new session holds no
+    /// lock. A transaction whose connection broke ended without storing
+    /// anything.
+    fn same_connection(&self) -> Result<(&Client, &Statements), Error> {
         match (self.client.as_ref(), self.statements.as_ref()) {
             (Some(client), Some(statements)) if !client.is_closed() => Ok((client, statements)),
             _ => Err(Error::Storage(
@@ -241,7 +243,7 @@ impl Lane {
         // Connected first: a reconnection forgets what the session held.
         self.connection().await?;
         self.transaction_open = true;
-        let (client, statements) = self.in_transaction()?;
+        let (client, statements) = self.same_connection()?;
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
         let (_, head_row, (id_rows, version_rows)) =
@@ -268,7 +270,7 @@ impl Lane {
             self.connection().await?;
         }
         self.holds_locks = true;
-        let (client, statements) = self.in_transaction()?;
+        let (client, statements) = self.same_connection()?;
         let open = async {
             if !held {
                 client.execute(&statements.hold_key, &[&key]).await.map_err(storage)?;
@@ -294,7 +296,7 @@ impl Lane {
     }
 
     async fn prefetch_more(&mut self, prefetched: &mut Prefetched, batch: &[Request]) -> Result<(), Error> {
-        let (client, statements) = self.in_transaction()?;
+        let (client, statements) = self.same_connection()?;
         let (id_rows, version_rows) = stored(client, statements, batch).await?;
         prefetched.add(&id_rows, &version_rows)
     }
@@ -346,7 +348,7 @@ impl Lane {
     /// A group on the head [`Lane::lock`] locked, in its transaction.
     async fn commit_locked(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Refused> {
         self.transaction_open = false;
-        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
+        let (client, statements) = self.same_connection().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let digest = group.head.digest();
         let position = group.head.position as i64;
@@ -385,7 +387,7 @@ impl Lane {
         group: &Group,
         speculative: Speculative,
     ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
-        let (client, statements) = self.in_transaction().map_err(Refused::Failed)?;
+        let (client, statements) = self.same_connection().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let [positions, ids, streams, versions, records] = rows.parameters();
         let lock_wait_ms = i64::try_from(SPECULATIVE_LOCK_WAIT_MAX.as_millis()).unwrap_or(i64::MAX);
