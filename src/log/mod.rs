@@ -258,10 +258,10 @@ pub struct LogStats {
     /// for it), rolled back and were staged again on the locked head.
     pub speculative_groups_missed: u64,
     /// Speculative groups staged on the stream versions this node knew,
-    /// without reading them first: their transaction was opened behind
-    /// the lane's previous commit, and all their statements went in one
-    /// round trip. Counted when staged; a miss counts in
-    /// `speculative_groups_missed` too.
+    /// without reading them first: their advisory lock was taken by the
+    /// lane's previous call, so each was its call alone, one round trip.
+    /// Counted when staged; a miss counts in `speculative_groups_missed`
+    /// too.
     pub speculative_groups_staged_without_read: u64,
 }
 

@@ -390,7 +390,6 @@ impl Lane {
         let (client, statements) = self.same_connection().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let [positions, ids, streams, versions, records] = rows.parameters();
-        let lock_wait_ms = i64::try_from(SPECULATIVE_LOCK_WAIT_MAX.as_millis()).unwrap_or(i64::MAX);
         let from_position = speculative.from.position as i64;
         let from_hash = speculative.from.hash.0.as_slice();
         let position = group.head.position as i64;
@@ -403,7 +402,7 @@ impl Lane {
             streams,
             versions,
             records,
-            &lock_wait_ms,
+            &SPECULATIVE_LOCK_WAIT_MS,
             &speculative.key,
             &speculative.awaits,
             &from_position,
@@ -464,6 +463,9 @@ impl Lane {
         self.heard.replication_waits_cancelled.load(Ordering::SeqCst)
     }
 }
+
+/// How long a speculative call's lock waits may last, as the call takes it.
+const SPECULATIVE_LOCK_WAIT_MS: i64 = SPECULATIVE_LOCK_WAIT_MAX.as_millis() as i64;
 
 /// A group staged on the head its writer expects, not on a locked one.
 pub(crate) struct Speculative {

@@ -330,8 +330,8 @@ fn append_from_another_node(url: &str, n: u64) -> u64 {
 }
 
 /// A log whose writer stages groups on stream `a` without a read: each
-/// lane's first group reads, and opens the lane's next transaction behind
-/// its commit.
+/// lane's first group reads, and its call takes the lock of the lane's
+/// next group.
 fn staging_without_reads(url: &str) -> Log {
     let log = Log::open_postgres(url, options()).unwrap();
     let mut n = 0;

@@ -1,9 +1,9 @@
 //! TLS to the database, with libpq's meanings of `sslmode`, `sslrootcert`,
-//! `sslcert`, `sslkey` and `sslcrl` (the connection string's parameters, taken out by
-//! `conninfo.rs`, else their environment variables or libpq's default
-//! files: `tls/sources.rs`): one rustls connector per log that every
-//! connection of the backend uses (writer, readers, the follower's
-//! `LISTEN`).
+//! `sslcert`, `sslkey` and `sslcrl` (the connection string's parameters,
+//! taken out by `conninfo.rs`, else their environment variables or
+//! libpq's default files: `tls/sources.rs`): one rustls connector per log
+//! that every connection of the backend uses (writer, readers, the
+//! follower's `LISTEN`).
 //!
 //! - `disable`: plain TCP.
 //! - `allow`: plain first; TLS when the server refuses the plain

@@ -28,9 +28,9 @@
 //! head first: it is staged on the head the writer expects, inserted, and
 //! moves the head only from that one (see [`super::speculation`]). The
 //! lock is then held for the head's move and the flush alone. Such a
-//! commit opens the lane's next transaction behind it; the next group,
-//! if the writer knows its streams, is then staged without a read, and
-//! its whole transaction is one round trip.
+//! group is one call, which also takes the advisory lock of the lane's
+//! next group; that group, if the writer knows its streams, is then
+//! staged without a read, and is its call alone: one round trip.
 //!
 //! A commit whose answer was lost (the connection broke) is resolved by
 //! event id before anyone is answered. A commit PostgreSQL answers with the
@@ -359,8 +359,7 @@ impl Writer {
     }
 
     /// Commits a staged group: on the locked head (`speculative` is
-    /// `None`), or moving the head only from the head it was staged on;
-    /// opens the lane's `next` transaction behind it.
+    /// `None`), or moving the head only from the head it was staged on.
     async fn settle(&self, lane: &mut Lane, group: &Group, speculative: Option<Speculative>) -> Committing {
         let waits_cancelled = lane.replication_waits_cancelled();
         match lane.commit(group, speculative).await {

@@ -2,9 +2,9 @@
 //! name it, with libpq's precedence: the string, else its environment
 //! variable (`PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`,
 //! `PGSSLCRL`, `PGSSLCRLDIR`), else libpq's default (`prefer`; the files
-//! under `~/.postgresql/`, used only when present). The environment is passed in, so the precedence is
-//! decided without touching the process' own; the files are looked at
-//! later, when `tls.rs` reads them.
+//! under `~/.postgresql/`, used only when present). The environment is
+//! passed in, so the precedence is decided without touching the process'
+//! own; the files are looked at later, when `tls.rs` reads them.
 
 use std::path::{Path, PathBuf};
 
