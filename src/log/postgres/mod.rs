@@ -187,8 +187,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         let mut client = connect::connect(&prepare_target, prepare_heard, None).await?;
         schema::create(&mut client).await?;
         schema::check_durability(&client).await?;
-        let (head, last_recorded_at) = reads::stored_head(&client).await?;
-        check_stored_tail(&client, head).await?;
+        let (head, last_recorded_at) = opening_state(&client).await?;
         // Every writer lane connects now: a log that opened can append
         // without first reaching the database again.
         let mut lanes = Vec::with_capacity(writer::WRITER_LANES);
@@ -241,6 +240,23 @@ mod tls_tests;
 mod crash_tests;
 #[cfg(test)]
 mod fault_tests;
+
+/// The stored head and the recording time of its event, once the tail is
+/// checked ([`check_stored_tail`]). The head, the last stored position and
+/// the tail are read in one snapshot: other nodes may be appending, and a
+/// group committed between two reads is not corruption.
+async fn opening_state(client: &tokio_postgres::Client) -> Result<(Head, chrono::DateTime<chrono::Utc>), Error> {
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(connect::storage)?;
+    let checked = async {
+        let (head, last_recorded_at) = reads::stored_head(client).await?;
+        check_stored_tail(client, head).await?;
+        Ok((head, last_recorded_at))
+    }
+    .await;
+    // Read only: ending it commits nothing, whatever the reads found.
+    client.batch_execute("COMMIT").await.map_err(connect::storage)?;
+    checked
+}
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and
 /// end in the stored head, and nothing may be stored past it.

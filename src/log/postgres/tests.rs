@@ -428,3 +428,40 @@ fn the_speculative_groups_function_is_replaced_only_when_it_differs() {
     assert!(log.stats().speculative_groups_staged_without_read > 0);
     assert_verifies(&log);
 }
+
+/// A node opens while another appends without pause: the head, the last
+/// stored position and the tail it checks are read in one snapshot, so an
+/// append committed between two of its reads is not taken for corruption.
+#[test]
+fn a_node_opens_while_another_appends() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("busy");
+    let busy = Arc::new(Log::open_postgres(&url, options()).unwrap());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appending: Vec<_> = (0..4)
+        .map(|writer| {
+            let (busy, stop) = (Arc::clone(&busy), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut appended = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let events = vec![event(&format!("busy-{writer}"), appended + 1)];
+                    busy.append_blocking(events, Expectations::none()).unwrap().unwrap();
+                    appended += 1;
+                }
+                appended
+            })
+        })
+        .collect();
+    for _ in 0..OPENS_UNDER_LOAD {
+        let opened = Log::open_postgres(&url, options());
+        assert!(opened.is_ok(), "an open under load failed: {:?}", opened.err());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let appended: u64 = appending.into_iter().map(|thread| thread.join().unwrap()).sum();
+    assert!(appended > 0, "the other node appended meanwhile");
+    assert_eq!(busy.latest_head().unwrap().position, appended);
+    assert_verifies(&busy);
+}
+
+/// Opens of the test above: each reads the tail while groups commit.
+const OPENS_UNDER_LOAD: usize = 30;
