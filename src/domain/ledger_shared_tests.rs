@@ -210,3 +210,46 @@ fn a_database_head_behind_the_node_stops_its_ledger() {
     let why = node.stopped().expect("the ledger stopped");
     assert!(why.contains("behind what this node decided on"), "{why}");
 }
+
+/// Nodes started while another node runs cycles without pause: each opens
+/// (the log's checks, the fold to the head), and its first command folds
+/// what the busy node appended meanwhile.
+#[test]
+fn a_node_starts_while_another_runs_cycles() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    let url = cluster.database("busy_ledger");
+    let busy = node(&url);
+    let rt = runtime();
+    rt.block_on(busy.record_authority(Principal::System, world(&["c1"]))).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cycles = {
+        let (busy, stop) = (Arc::clone(&busy), Arc::clone(&stop));
+        rt.spawn(async move {
+            let mut completed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let run = busy.start(request("restore.execute", None)).await.unwrap().run().id;
+                busy.begin(run).await.unwrap();
+                busy.complete(run, succeeded()).await.unwrap();
+                completed += 1;
+            }
+            completed
+        })
+    };
+    for _ in 0..NODE_STARTS_UNDER_LOAD {
+        let log = Log::open_postgres(&url, options())
+            .unwrap_or_else(|error| panic!("a node's log did not open under load: {error:?}"));
+        let started = Ledger::over(Arc::new(log), Arc::new(Utc::now))
+            .unwrap_or_else(|error| panic!("a node did not start under load: {error:?}"));
+        let answer = rt.block_on(started.begin(uuid::Uuid::nil()));
+        assert!(matches!(answer, Err(LedgerError::UnknownRun(_))), "{answer:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let completed = rt.block_on(cycles).unwrap();
+    assert!(completed > 0, "the busy node ran cycles meanwhile");
+    let log = Log::open_postgres(&url, options()).unwrap();
+    let report = verify(&log, None, &mut DecisionReplay::new(), &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_failure);
+}
+
+/// Nodes the test above starts while the other runs cycles.
+const NODE_STARTS_UNDER_LOAD: usize = 10;
