@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::error::Severity;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -164,7 +165,13 @@ fn drive<S, T>(
                     if is_replication_wait_cancelled(notice.message()) {
                         heard.replication_waits_cancelled.fetch_add(1, Ordering::SeqCst);
                     }
-                    tracing::warn!(notice = notice.message(), "PostgreSQL notice");
+                    // A NOTICE is information ("relation … already exists,
+                    // skipping" at every open); a WARNING is worth a look.
+                    if notice.parsed_severity() == Some(Severity::Warning) {
+                        tracing::warn!(notice = notice.message(), "PostgreSQL warning");
+                    } else {
+                        tracing::debug!(notice = notice.message(), severity = notice.severity(), "PostgreSQL notice");
+                    }
                 }
                 Some(Ok(AsyncMessage::Notification(notification))) => {
                     if let Some(sender) = &notifications {
