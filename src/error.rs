@@ -9,6 +9,12 @@ pub enum Error {
     /// The underlying store failed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The log's database (PostgreSQL) cannot be reached, or stopped
+    /// answering: a connection that could not be made or broke, or a
+    /// server shutting down or starting up. Nothing was appended, unless
+    /// the message says the outcome is unknown; worth retrying.
+    #[error("the log's database cannot be reached: {0}")]
+    Unavailable(String),
     /// A file operation failed.
     #[error("i/o failure on {path}: {source}")]
     Io {
@@ -44,5 +50,17 @@ impl Error {
 
     pub(crate) fn corrupt(position: u64, detail: impl Into<String>) -> Self {
         Error::Corrupt { position, detail: detail.into() }
+    }
+
+    /// The same failure again, for another caller who must be told (an
+    /// error is not `Clone`: it may hold an `io::Error`). A storage or
+    /// unavailability failure keeps its kind and message; any other kind
+    /// becomes a storage failure that names it.
+    pub(crate) fn again(&self) -> Error {
+        match self {
+            Error::Storage(message) => Error::Storage(message.clone()),
+            Error::Unavailable(message) => Error::Unavailable(message.clone()),
+            other => Error::Storage(other.to_string()),
+        }
     }
 }

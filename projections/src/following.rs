@@ -31,10 +31,11 @@ pub fn follow_retry_delay(attempt: u32) -> Duration {
 }
 
 /// Whether a failed catch-up is retried rather than returned: a storage
-/// error reading a shared log. A projection that cannot apply an event,
-/// a corrupt log, or a failure of the read models' own file is not.
+/// error reading a shared log, or its database out of reach. A projection
+/// that cannot apply an event, a corrupt log, or a failure of the read
+/// models' own file is not.
 pub fn retried(shared: bool, error: &ProjectionError) -> bool {
-    shared && matches!(error, ProjectionError::Log(opledger::Error::Storage(_)))
+    shared && matches!(error, ProjectionError::Log(opledger::Error::Storage(_) | opledger::Error::Unavailable(_)))
 }
 
 impl Projector {
@@ -93,10 +94,11 @@ mod tests {
     }
 
     #[test]
-    fn only_storage_errors_of_a_shared_log_are_retried() {
+    fn only_storage_errors_and_outages_of_a_shared_log_are_retried() {
         let storage = || ProjectionError::Log(opledger::Error::Storage("connection refused".into()));
         assert!(retried(true, &storage()));
         assert!(!retried(false, &storage()), "a local store that fails is reopened");
+        assert!(retried(true, &ProjectionError::Log(opledger::Error::Unavailable("connection closed".into()))));
         let stopped = ProjectionError::Stopped { position: 3, detail: "bad event".into() };
         assert!(!retried(true, &stopped), "a reopen stops at the same event: not retried either");
         let corrupt = ProjectionError::Log(opledger::Error::Corrupt { position: 3, detail: "hash".into() });

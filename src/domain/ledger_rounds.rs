@@ -175,8 +175,7 @@ impl Decider {
                         held = hold;
                     }
                     Err(error) => {
-                        let why = error.to_string();
-                        answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
+                        answer_all(commands, || LedgerError::Log(error.again()));
                         return Vec::new();
                     }
                 }
@@ -185,6 +184,7 @@ impl Decider {
             if let Err(failure) = self.catch_up(&mut cell.sequencer, lost_to) {
                 match failure {
                     LedgerError::Stopped(why) => answer_all(commands, || LedgerError::Stopped(why.clone())),
+                    LedgerError::Log(error) => answer_all(commands, || LedgerError::Log(error.again())),
                     other => {
                         let why = other.to_string();
                         answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
@@ -229,8 +229,7 @@ impl Decider {
                 Err(error) => {
                     // The database has the truth; the next round folds it.
                     cell.sequencer = base;
-                    let why = error.to_string();
-                    answer_all(commands, || LedgerError::Log(Error::Storage(why.clone())));
+                    answer_all(commands, || LedgerError::Log(error.again()));
                     return rest;
                 }
             }
@@ -274,7 +273,7 @@ impl Decider {
                 // over) left the state at the last page folded, which the
                 // next round folds on from: only an event that does not
                 // fold stops the ledger.
-                if !matches!(failure, LedgerError::Log(Error::Storage(_))) {
+                if !matches!(failure, LedgerError::Log(Error::Storage(_) | Error::Unavailable(_))) {
                     self.stopped.send_replace(Some(failure.to_string()));
                 }
                 return Err(failure);

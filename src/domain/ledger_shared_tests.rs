@@ -167,7 +167,7 @@ fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger
         other.record_authority(Principal::System, world(&["c1"])).await.unwrap();
         proxy.cut_queries(Some(EVENTS_READ));
         let failed = cut_off.start(request("restore.execute", None)).await;
-        assert!(matches!(failed, Err(LedgerError::Log(Error::Storage(_)))), "{failed:?}");
+        assert!(matches!(failed, Err(LedgerError::Log(Error::Unavailable(_)))), "{failed:?}");
         assert!(proxy.cuts() >= 1, "the fold's read was cut");
         assert_eq!(cut_off.stopped(), None, "a failed read does not stop the ledger");
         proxy.cut_queries(None);

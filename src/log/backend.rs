@@ -81,6 +81,12 @@ pub(crate) trait Backend: Send + Sync {
     /// database): the ledger then checks freshness before deciding.
     fn shared(&self) -> bool;
 
+    /// Why the log's database cannot be reached now, as its last attempt
+    /// found (`None` while it answers, and always for a local log).
+    fn unreachable(&self) -> Option<String> {
+        None
+    }
+
     /// Locks the head for one decision ([`crate::log::HeldHead`]); `None`
     /// where the log is not shared.
     fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {

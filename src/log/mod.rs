@@ -369,6 +369,14 @@ impl Log {
         self.backend.shared()
     }
 
+    /// Why the log's database cannot be reached, while it cannot: the
+    /// node's follower finds out within
+    /// [`HEAD_POLL_INTERVAL`](crate::log::postgres::HEAD_POLL_INTERVAL)
+    /// (`None` for a local log).
+    pub fn unreachable(&self) -> Option<String> {
+        self.backend.unreachable()
+    }
+
     /// The newest head the store holds now. For a shared log this is one
     /// read of the database, and [`Log::head`] moves to it; for a local log
     /// it is [`Log::head`].

@@ -405,9 +405,10 @@ fn a_node_that_cannot_read_the_log_keeps_answering_reads_and_catches_up_without_
         last = position_of(&started);
     }
     let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
-    assert!(unready["detail"].as_str().unwrap().contains("cannot read the log"), "{unready}");
+    assert!(unready["detail"].as_str().unwrap().contains("cannot be reached"), "{unready}");
     let refused = a.post("/v1/runs", &token, &start_body("report_export", Some("during")));
-    assert_eq!(refused.status, 500, "a command that cannot fold the log fails: {}", refused.text());
+    assert_eq!(refused.status, 503, "a command that cannot fold the log fails: {}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "log_unreachable", "{}", refused.text());
     assert!(proxy.cuts() >= 2, "the follower's and the command's reads were cut");
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -426,6 +427,36 @@ fn a_node_that_cannot_read_the_log_keeps_answering_reads_and_catches_up_without_
     assert!(metrics.text().contains("opledger_store_reopen_attempts_total 0"), "{}", metrics.text());
     assert!(a.log_text().contains("cannot read the log"), "the retries are logged");
     drop((a, b));
+    verify(&url);
+}
+
+/// The database stopped while nothing is appended: `/readyz` says so, a
+/// write answers 503 `log_unreachable` and appends nothing, a read answers
+/// from the node's read models; once the database is back the node takes
+/// the same write, without a restart.
+#[test]
+fn a_node_whose_database_is_down_says_so_and_takes_writes_again_once_it_is_back() {
+    let mut cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let a = node(&url, &dir.path().join("a"), "a");
+    let recorded = a.post("/v1/authority", &token, &authority());
+    assert_eq!(recorded.status, 200, "{}", recorded.text());
+    a.post("/v1/runs", &token, &start_body("report_export", Some("before"))).expect(201);
+    cluster.stop();
+    let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
+    assert!(unready["detail"].as_str().unwrap().contains("cannot be reached"), "{unready}");
+    let refused = a.post("/v1/runs", &token, &start_body("report_export", Some("during")));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "log_unreachable", "{}", refused.text());
+    let listed = a.get("/v1/runs?tenant_id=t1", &token).expect(200);
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "reads answer what was applied: {listed}");
+    cluster.restart();
+    wait_for_readyz(&a, |body| body["status"] == "ok");
+    let started = a.post("/v1/runs", &token, &start_body("report_export", Some("during")));
+    assert_eq!(started.status, 201, "the refused start appended nothing: {}", started.text());
+    drop(a);
     verify(&url);
 }
 

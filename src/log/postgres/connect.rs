@@ -56,8 +56,29 @@ pub(crate) struct Heard {
     pub(crate) replication_waits_cancelled: AtomicU64,
 }
 
+/// A driver error as the log reports it: [`Error::Unavailable`] when the
+/// database could not be reached or stopped answering (worth a retry),
+/// else [`Error::Storage`].
 pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
-    Error::Storage(storage_message(&error))
+    if unreachable(&error) {
+        Error::Unavailable(storage_message(&error))
+    } else {
+        Error::Storage(storage_message(&error))
+    }
+}
+
+/// No answer from a server (a connection not made, broken, closed), or
+/// the server's own word that it cannot serve now: a connection exception
+/// (class 08), shutting down or starting up (57P01, 57P02, 57P03), or
+/// out of connections (53300).
+fn unreachable(error: &tokio_postgres::Error) -> bool {
+    match error.as_db_error() {
+        None => true,
+        Some(refused) => {
+            let code = refused.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }
+    }
 }
 
 fn storage_message(error: &tokio_postgres::Error) -> String {

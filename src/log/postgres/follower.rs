@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::log::postgres::connect::{self, Heard};
 use crate::log::postgres::reads::stored_head;
-use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL};
+use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL, QUERY_WAIT_MAX};
 use crate::log::Head;
 
 pub(crate) async fn follow(shared: Arc<Shared>) {
@@ -19,15 +19,19 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for appends of other nodes; retrying");
+                shared.reached(Some(error.to_string()));
                 tokio::time::sleep(HEAD_POLL_INTERVAL).await;
                 continue;
             }
         };
         if let Err(error) = listener.batch_execute("LISTEN opledger_log_appended").await {
             tracing::warn!(%error, "LISTEN failed; retrying");
+            shared.reached(Some(connect::storage(error).to_string()));
             tokio::time::sleep(HEAD_POLL_INTERVAL).await;
             continue;
         }
+        // Caught up with what was missed while not listening, and reached.
+        poll(&listener, &shared).await;
         while !listener.is_closed() && !shared.closed() {
             tokio::select! {
                 payload = notifications.recv() => match payload.as_deref().and_then(Head::parse_digest) {
@@ -41,9 +45,24 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
     }
 }
 
+/// Reads the head, bounded: a database that stopped answering is
+/// unreachable too.
 async fn poll(client: &tokio_postgres::Client, shared: &Shared) {
-    match stored_head(client).await {
-        Ok((head, _)) => shared.publish(head),
-        Err(error) => tracing::warn!(%error, "cannot read the head"),
+    let read = match tokio::time::timeout(QUERY_WAIT_MAX, stored_head(client)).await {
+        Ok(read) => read,
+        Err(_) => Err(crate::error::Error::Unavailable(format!(
+            "PostgreSQL did not answer within {} s",
+            QUERY_WAIT_MAX.as_secs()
+        ))),
+    };
+    match read {
+        Ok((head, _)) => {
+            shared.publish(head);
+            shared.reached(None);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the head");
+            shared.reached(Some(error.to_string()));
+        }
     }
 }

@@ -192,7 +192,10 @@ impl Lane {
             // the group's appends forever.
             let connecting = connect::connect(&self.shared.config, Arc::clone(&self.heard), None);
             let client = tokio::time::timeout(QUERY_WAIT_MAX, connecting).await.map_err(|_| {
-                Error::Storage(format!("PostgreSQL did not accept a connection within {} s", QUERY_WAIT_MAX.as_secs()))
+                Error::Unavailable(format!(
+                    "PostgreSQL did not accept a connection within {} s",
+                    QUERY_WAIT_MAX.as_secs()
+                ))
             })??;
             self.client = Some(client);
         }
@@ -218,7 +221,7 @@ impl Lane {
     fn same_connection(&self) -> Result<(&Client, &Statements), Error> {
         match (self.client.as_ref(), self.statements.as_ref()) {
             (Some(client), Some(statements)) if !client.is_closed() => Ok((client, statements)),
-            _ => Err(Error::Storage(
+            _ => Err(Error::Unavailable(
                 "the connection to PostgreSQL broke before the commit was sent: nothing was appended".into(),
             )),
         }

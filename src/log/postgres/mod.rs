@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     /// Taken when the log closes, which ends every subscription.
     head: std::sync::Mutex<Option<watch::Sender<Head>>>,
     pub(crate) location: String,
+    /// Why the follower could not reach the database on its last attempt.
+    unreachable: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -89,6 +91,17 @@ impl Shared {
             }
             newer
         });
+    }
+
+    /// Records whether the database answered the follower's last attempt.
+    pub(crate) fn reached(&self, failure: Option<String>) {
+        if let Ok(mut unreachable) = self.unreachable.lock() {
+            *unreachable = failure;
+        }
+    }
+
+    pub(crate) fn unreachable(&self) -> Option<String> {
+        self.unreachable.lock().ok().and_then(|unreachable| unreachable.clone())
     }
 
     pub(crate) fn closed(&self) -> bool {
@@ -142,7 +155,7 @@ fn call<T: Send + 'static>(
     });
     match answered.recv_timeout(QUERY_WAIT_MAX) {
         Ok(result) => result,
-        Err(_) => Err(Error::Storage(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs()))),
+        Err(_) => Err(Error::Unavailable(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs()))),
     }
 }
 
@@ -203,6 +216,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         readers: Readers::new(target.clone()),
         config: target,
         head: std::sync::Mutex::new(Some(head_tx)),
+        unreachable: std::sync::Mutex::new(None),
     });
     handle.spawn(follower::follow(Arc::clone(&shared)));
     let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);

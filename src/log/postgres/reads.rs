@@ -220,6 +220,10 @@ impl Backend for PostgresBackend {
         true
     }
 
+    fn unreachable(&self) -> Option<String> {
+        self.shared.unreachable()
+    }
+
     fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {
         self.hold().map(Some)
     }

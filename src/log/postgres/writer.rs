@@ -392,13 +392,8 @@ impl Writer {
     /// Answers every append of a group that did not commit with `error`.
     fn fail(&self, batch: Vec<Request>, error: &Error) {
         tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
-        // The message alone: `Error::Storage` adds its own prefix again.
-        let why = match error {
-            Error::Storage(message) => message.clone(),
-            other => other.to_string(),
-        };
         for request in batch {
-            answer(&self.stats, request.reply, Err(Error::Storage(why.clone())), request.submitted);
+            answer(&self.stats, request.reply, Err(error.again()), request.submitted);
         }
     }
 
@@ -441,7 +436,7 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
         let remaining = deadline.saturating_duration_since(Instant::now());
         let found = match tokio::time::timeout(remaining, lane.position_of(first.id)).await {
             Ok(found) => found,
-            Err(_) => Err(Error::Storage("no answer before the deadline".into())),
+            Err(_) => Err(Error::Unavailable("no answer before the deadline".into())),
         };
         match found {
             Ok(Some(position)) if position == first.position => return Committing::Done(group.head),
@@ -454,13 +449,13 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
                 )));
             }
             Ok(None) => {
-                return Committing::Failed(Error::Storage(
+                return Committing::Failed(Error::Unavailable(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
                 ))
             }
             Err(error) if Instant::now() >= deadline => {
-                return Committing::Failed(Error::Storage(format!(
+                return Committing::Failed(Error::Unavailable(format!(
                     "the connection broke during the commit and the database did not tell within {} s whether it \
                      committed ({error}); retrying with the same event ids is safe",
                     wait.as_secs_f64()

@@ -51,7 +51,19 @@ fn caller_of(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     match state.tokens.authenticate(token) {
         Ok(Some(grant)) => Ok(Caller(grant)),
         Ok(None) => Err(ApiError::unauthorized()),
-        Err(error) => Err(ApiError::internal(format!("token store: {error:#}"))),
+        Err(error) => Err(token_store_failure(&error)),
+    }
+}
+
+/// The tokens could not be read: 503 `log_unreachable` when they are in a
+/// log database out of reach (past the copy read last, see
+/// `tokens::SHARED_TOKENS_STALE_MAX`), else a fault of the server.
+fn token_store_failure(error: &anyhow::Error) -> ApiError {
+    let unreachable = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(opledger::Error::Unavailable(_))));
+    if unreachable {
+        ApiError::log_unreachable(format!("the tokens cannot be read: {error:#}"))
+    } else {
+        ApiError::internal(format!("token store: {error:#}"))
     }
 }
 
@@ -83,7 +95,7 @@ impl FromRequestParts<AppState> for PageViewer {
                 "unauthorized",
                 "the session has ended (signed out, expired, or its token revoked): sign in again",
             )),
-            Err(error) => Err(ApiError::internal(format!("token store: {error:#}"))),
+            Err(error) => Err(token_store_failure(&error)),
         }
     }
 }

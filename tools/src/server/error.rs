@@ -42,6 +42,13 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
+    /// The log's database cannot be reached: a passing state, not a fault
+    /// of the server (nothing was appended unless the message says the
+    /// outcome is unknown; retry).
+    pub fn log_unreachable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unreachable", message)
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message.clone() } }
     }
@@ -80,6 +87,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", message),
             LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
             LedgerError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message),
+            LedgerError::Log(opledger::Error::Unavailable(_)) => ApiError::log_unreachable(message),
             LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
             }
@@ -113,6 +121,28 @@ impl From<ProjectionError> for ApiError {
 
 impl From<opledger::Error> for ApiError {
     fn from(error: opledger::Error) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", error.to_string())
+        match error {
+            opledger::Error::Unavailable(_) => ApiError::log_unreachable(error.to_string()),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_database_out_of_reach_is_a_503_and_other_storage_failures_a_500() {
+        let unreachable = || opledger::Error::Unavailable("PostgreSQL: error connecting to server".into());
+        for answer in [ApiError::from(unreachable()), ApiError::from(LedgerError::Log(unreachable()))] {
+            assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_unreachable"));
+            assert!(answer.message.contains("cannot be reached: PostgreSQL: error connecting"), "{}", answer.message);
+        }
+        let failed = || opledger::Error::Storage("disk full".into());
+        for answer in [ApiError::from(failed()), ApiError::from(LedgerError::Log(failed()))] {
+            assert_eq!((answer.status, answer.code), (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"));
+            assert_eq!(answer.message, "storage failure: disk full", "one prefix");
+        }
     }
 }

@@ -62,8 +62,8 @@ impl NotReady {
                 head - applied
             ),
             NotReady::LogUnreachable { applied, head, why } => format!(
-                "the projections cannot read the log and retry (applied position {applied}, head {head}; reads \
-                 answer what was applied): {why}"
+                "the log's database cannot be reached: writes fail until it can, and reads answer what was \
+                 applied (applied position {applied}, head {head}): {why}"
             ),
         }
     }
@@ -147,7 +147,9 @@ pub fn observe(state: &AppState) -> Observed {
         ledger_stopped: core.ledger.stopped(),
         head: core.ledger.log().head().position,
         projections: core.projector.progress(),
-        log_unreachable: core.projector.log_unreachable(),
+        // The projections find out when they read; the log's follower
+        // within a second, even when nothing is appended.
+        log_unreachable: core.projector.log_unreachable().or_else(|| core.ledger.log().unreachable()),
     });
     Observed { reopening: state.reopening.reason(), core }
 }
