@@ -62,8 +62,8 @@ impl NotReady {
                 head - applied
             ),
             NotReady::LogUnreachable { applied, head, why } => format!(
-                "the log's database cannot be reached: writes fail until it can, and reads answer what was \
-                 applied (applied position {applied}, head {head}): {why}"
+                "writes fail until the log can be read again, and reads answer what was applied (applied \
+                 position {applied}, head {head}): {why}"
             ),
         }
     }
