@@ -81,11 +81,20 @@ fn unreachable(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// The driver's words and, for an error without the server's own, every
+/// cause under them: tokio-postgres says only "error connecting to
+/// server", and the operator needs the "Connection refused" under it.
 fn storage_message(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
-        None => format!("PostgreSQL: {error}"),
+    if let Some(db) = error.as_db_error() {
+        return format!("PostgreSQL: {} ({})", db.message(), db.code().code());
     }
+    let mut message = format!("PostgreSQL: {error}");
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        message.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    message
 }
 
 /// Connects and drives the connection on the current runtime. Notifications

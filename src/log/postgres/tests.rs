@@ -465,3 +465,15 @@ fn a_node_opens_while_another_appends() {
 
 /// Opens of the test above: each reads the tail while groups commit.
 const OPENS_UNDER_LOAD: usize = 30;
+
+/// A database nobody listens for: the open fails as unreachable (worth a
+/// retry, `503 log_unreachable` over HTTP) and names the cause under the
+/// driver's "error connecting to server".
+#[test]
+fn a_database_out_of_reach_is_unavailable_and_says_why() {
+    let port = crate::postgres_cluster::free_port();
+    let refused = Log::open_postgres(&format!("postgres://nobody@127.0.0.1:{port}/none"), options());
+    let error = refused.err().expect("nothing listens on a free port");
+    assert!(matches!(error, crate::error::Error::Unavailable(_)), "{error:?}");
+    assert!(error.to_string().contains("error connecting to server: "), "the cause follows: {error}");
+}
