@@ -473,7 +473,7 @@ const OPENS_UNDER_LOAD: usize = 30;
 fn a_database_out_of_reach_is_unavailable_and_says_why() {
     let port = crate::postgres_cluster::free_port();
     let refused = Log::open_postgres(&format!("postgres://nobody@127.0.0.1:{port}/none"), options());
-    let error = refused.err().expect("nothing listens on a free port");
+    let Err(error) = refused else { panic!("nothing listens on a free port") };
     assert!(matches!(error, crate::error::Error::Unavailable(_)), "{error:?}");
     assert!(error.to_string().contains("error connecting to server: "), "the cause follows: {error}");
 }
