@@ -414,6 +414,28 @@ impl Cluster {
         self.stopped = true;
     }
 
+    /// Freezes every process of the cluster (SIGSTOP): connections stay
+    /// open and nothing answers, as a hung server or a network partition
+    /// without resets.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Lets a frozen cluster go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pattern = format!("-D {}", self.data().display());
+        let postmaster = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let postmaster = postmaster.lines().next().unwrap().trim().to_owned();
+        // The postmaster by its pid, its children by their parent.
+        let _ = Command::new("kill").args([signal, &postmaster]).status();
+        let _ = Command::new("pkill").args([signal, "-P", &postmaster]).status();
+        let _ = Command::new("pkill").args([signal, "-f", "--", &pattern]).status();
+    }
+
     /// Starts a killed or stopped cluster again, on the same port (after a
     /// kill, PostgreSQL recovers from its WAL first).
     pub fn restart(&mut self) {

@@ -460,6 +460,41 @@ fn a_node_whose_database_is_down_says_so_and_takes_writes_again_once_it_is_back(
     verify(&url);
 }
 
+/// The database hangs (every process stopped, connections left open, as in
+/// a partition without resets): `/readyz` says `log_unreachable` within
+/// the follower's read bound, and `ok` once the database answers again.
+#[test]
+fn a_node_whose_database_hangs_is_not_ready_until_it_answers() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let a = node(&url, &dir.path().join("a"), "a");
+    a.post("/v1/authority", &token, &authority()).expect(200);
+    wait_for_readyz(&a, |body| body["status"] == "ok");
+    cluster.freeze();
+    let frozen = Instant::now();
+    let unready = {
+        let _thaw = Thawing(&cluster);
+        wait_for_readyz(&a, |body| body["reason"] == "log_unreachable")
+    };
+    let noticed = frozen.elapsed();
+    assert!(unready["detail"].as_str().unwrap().contains("did not answer"), "{unready}");
+    eprintln!("a hung database was noticed after {noticed:?}");
+    wait_for_readyz(&a, |body| body["status"] == "ok");
+    a.post("/v1/runs", &token, &start_body("report_export", None)).expect(201);
+}
+
+/// Thaws a frozen cluster when dropped, also when the test fails while it
+/// is frozen (a frozen server would not stop).
+struct Thawing<'a>(&'a Cluster);
+
+impl Drop for Thawing<'_> {
+    fn drop(&mut self) {
+        self.0.thaw();
+    }
+}
+
 /// Times the database is killed and restarted in the restart test.
 const RESTART_ROUNDS: usize = 3;
 /// How much longer than the database's own outage (kill to restarted) a

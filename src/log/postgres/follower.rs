@@ -9,13 +9,20 @@ use tokio::sync::mpsc;
 
 use crate::log::postgres::connect::{self, Heard};
 use crate::log::postgres::reads::stored_head;
-use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL, QUERY_WAIT_MAX};
+use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL, HEAD_POLL_WAIT_MAX};
 use crate::log::Head;
 
 pub(crate) async fn follow(shared: Arc<Shared>) {
     while !shared.closed() {
         let (notified, mut notifications) = mpsc::unbounded_channel();
-        let listener = match connect::connect(&shared.config, Arc::new(Heard::default()), Some(notified)).await {
+        let connecting = connect::connect(&shared.config, Arc::new(Heard::default()), Some(notified));
+        let connected = tokio::time::timeout(HEAD_POLL_WAIT_MAX, connecting).await.unwrap_or_else(|_| {
+            Err(crate::error::Error::Unavailable(format!(
+                "PostgreSQL did not accept a connection within {} s",
+                HEAD_POLL_WAIT_MAX.as_secs()
+            )))
+        });
+        let listener = match connected {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for appends of other nodes; retrying");
@@ -24,9 +31,17 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(error) = listener.batch_execute("LISTEN opledger_log_appended").await {
+        let listening =
+            tokio::time::timeout(HEAD_POLL_WAIT_MAX, listener.batch_execute("LISTEN opledger_log_appended"));
+        let listened = listening.await.map_err(|_| {
+            crate::error::Error::Unavailable(format!(
+                "PostgreSQL did not answer LISTEN within {} s",
+                HEAD_POLL_WAIT_MAX.as_secs()
+            ))
+        });
+        if let Err(error) = listened.and_then(|listened| listened.map_err(connect::storage)) {
             tracing::warn!(%error, "LISTEN failed; retrying");
-            shared.reached(Some(connect::storage(error).to_string()));
+            shared.reached(Some(error.to_string()));
             tokio::time::sleep(HEAD_POLL_INTERVAL).await;
             continue;
         }
@@ -45,14 +60,14 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
     }
 }
 
-/// Reads the head, bounded: a database that stopped answering is
-/// unreachable too.
+/// Reads the head, bounded by [`HEAD_POLL_WAIT_MAX`]: a database that
+/// stopped answering is unreachable too.
 async fn poll(client: &tokio_postgres::Client, shared: &Shared) {
-    let read = match tokio::time::timeout(QUERY_WAIT_MAX, stored_head(client)).await {
+    let read = match tokio::time::timeout(HEAD_POLL_WAIT_MAX, stored_head(client)).await {
         Ok(read) => read,
         Err(_) => Err(crate::error::Error::Unavailable(format!(
-            "PostgreSQL did not answer within {} s",
-            QUERY_WAIT_MAX.as_secs()
+            "PostgreSQL did not answer a read of the head within {} s",
+            HEAD_POLL_WAIT_MAX.as_secs()
         ))),
     };
     match read {

@@ -52,6 +52,11 @@ pub const COMMIT_RESOLVE_WAIT_MAX: Duration = Duration::from_secs(30);
 /// lost while its listening connection reconnects).
 pub const HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longest the follower waits for that read (or for a connection) before
+/// it counts the database unreachable (`/readyz`): a one-row read, so a
+/// database that takes longer has stopped answering for this node.
+pub const HEAD_POLL_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// Threads of the backend's own runtime.
 const RUNTIME_THREADS: usize = 2;
 
