@@ -450,6 +450,7 @@ fn a_node_whose_database_is_down_says_so_and_takes_writes_again_once_it_is_back(
     let refused = a.post("/v1/runs", &token, &start_body("report_export", Some("during")));
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json()["error"]["code"], "log_unreachable", "{}", refused.text());
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"), "a client is told when to try again");
     let listed = a.get("/v1/runs?tenant_id=t1", &token).expect(200);
     assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "reads answer what was applied: {listed}");
     cluster.restart();

@@ -1,6 +1,6 @@
 //! The error body of API.md: `{"error": {"code": "snake_case", "message": "…"}}`.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use opledger::domain::lease::Fenced;
@@ -75,9 +75,18 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        (self.status, Json(self.body())).into_response()
+        let unreachable = self.code == "log_unreachable";
+        let mut response = (self.status, Json(self.body())).into_response();
+        if unreachable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(LOG_UNREACHABLE_RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
+
+/// `Retry-After` of a `503 log_unreachable`: the node retries the database
+/// on its own about this often.
+pub const LOG_UNREACHABLE_RETRY_AFTER_SECONDS: u64 = 1;
 
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> ApiError {
@@ -138,6 +147,8 @@ mod tests {
         for answer in [ApiError::from(unreachable()), ApiError::from(LedgerError::Log(unreachable()))] {
             assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_unreachable"));
             assert!(answer.message.contains("cannot be reached: PostgreSQL: error connecting"), "{}", answer.message);
+            let response = answer.into_response();
+            assert_eq!(response.headers().get(header::RETRY_AFTER).map(|value| value.as_bytes()), Some(&b"1"[..]));
         }
         let failed = || opledger::Error::Storage("disk full".into());
         for answer in [ApiError::from(failed()), ApiError::from(LedgerError::Log(failed()))] {
