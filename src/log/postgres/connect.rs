@@ -3,6 +3,7 @@
 //! asynchronous messages (notices, notifications), and a small set of
 //! shared read connections that reconnect when theirs broke.
 
+use std::fmt::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ fn storage_message(error: &tokio_postgres::Error) -> String {
     let mut message = format!("PostgreSQL: {error}");
     let mut cause = std::error::Error::source(error);
     while let Some(inner) = cause {
-        message.push_str(&format!(": {inner}"));
+        let _ = write!(message, ": {inner}");
         cause = inner.source();
     }
     message

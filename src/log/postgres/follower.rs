@@ -1,12 +1,17 @@
 //! Follows the head other nodes move: listens for the notification every
 //! group commit sends (`opledger_log_appended`, the new head's digest), and
 //! reads the head every [`HEAD_POLL_INTERVAL`] besides, since notifications
-//! sent while the listening connection reconnects are lost.
+//! sent while the listening connection reconnects are lost. What its
+//! attempts find is the node's word on whether the database can be
+//! reached (`/readyz`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_postgres::Client;
 
+use crate::error::Error;
 use crate::log::postgres::connect::{self, Heard};
 use crate::log::postgres::reads::stored_head;
 use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL, HEAD_POLL_WAIT_MAX};
@@ -15,15 +20,8 @@ use crate::log::Head;
 pub(crate) async fn follow(shared: Arc<Shared>) {
     while !shared.closed() {
         let (notified, mut notifications) = mpsc::unbounded_channel();
-        let connecting = connect::connect(&shared.config, Arc::new(Heard::default()), Some(notified));
-        let connected = tokio::time::timeout(HEAD_POLL_WAIT_MAX, connecting).await.unwrap_or_else(|_| {
-            Err(crate::error::Error::Unavailable(format!(
-                "PostgreSQL did not accept a connection within {} s",
-                HEAD_POLL_WAIT_MAX.as_secs()
-            )))
-        });
-        let listener = match connected {
-            Ok(client) => client,
+        let listener = match listen(&shared, notified).await {
+            Ok(listener) => listener,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for appends of other nodes; retrying");
                 shared.reached(Some(error.to_string()));
@@ -31,20 +29,6 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let listening =
-            tokio::time::timeout(HEAD_POLL_WAIT_MAX, listener.batch_execute("LISTEN opledger_log_appended"));
-        let listened = listening.await.map_err(|_| {
-            crate::error::Error::Unavailable(format!(
-                "PostgreSQL did not answer LISTEN within {} s",
-                HEAD_POLL_WAIT_MAX.as_secs()
-            ))
-        });
-        if let Err(error) = listened.and_then(|listened| listened.map_err(connect::storage)) {
-            tracing::warn!(%error, "LISTEN failed; retrying");
-            shared.reached(Some(error.to_string()));
-            tokio::time::sleep(HEAD_POLL_INTERVAL).await;
-            continue;
-        }
         // Caught up with what was missed while not listening, and reached.
         poll(&listener, &shared).await;
         while !listener.is_closed() && !shared.closed() {
@@ -60,17 +44,19 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
     }
 }
 
-/// Reads the head, bounded by [`HEAD_POLL_WAIT_MAX`]: a database that
-/// stopped answering is unreachable too.
-async fn poll(client: &tokio_postgres::Client, shared: &Shared) {
-    let read = match tokio::time::timeout(HEAD_POLL_WAIT_MAX, stored_head(client)).await {
-        Ok(read) => read,
-        Err(_) => Err(crate::error::Error::Unavailable(format!(
-            "PostgreSQL did not answer a read of the head within {} s",
-            HEAD_POLL_WAIT_MAX.as_secs()
-        ))),
-    };
-    match read {
+/// A connection listening for appends, its notifications sent to
+/// `notified`.
+async fn listen(shared: &Shared, notified: mpsc::UnboundedSender<String>) -> Result<Client, Error> {
+    let connecting = connect::connect(&shared.config, Arc::new(Heard::default()), Some(notified));
+    let listener = within("accept a connection", connecting).await?;
+    let listening = async { listener.batch_execute("LISTEN opledger_log_appended").await.map_err(connect::storage) };
+    within("answer LISTEN", listening).await?;
+    Ok(listener)
+}
+
+/// Reads the head: a database that did not answer is unreachable too.
+async fn poll(client: &Client, shared: &Shared) {
+    match within("answer a read of the head", stored_head(client)).await {
         Ok((head, _)) => {
             shared.publish(head);
             shared.reached(None);
@@ -80,4 +66,12 @@ async fn poll(client: &tokio_postgres::Client, shared: &Shared) {
             shared.reached(Some(error.to_string()));
         }
     }
+}
+
+/// `work`, or [`Error::Unavailable`] once it took [`HEAD_POLL_WAIT_MAX`]
+/// (PostgreSQL did not `what` in time).
+async fn within<T>(what: &str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(HEAD_POLL_WAIT_MAX, work).await.unwrap_or_else(|_| {
+        Err(Error::Unavailable(format!("PostgreSQL did not {what} within {} s", HEAD_POLL_WAIT_MAX.as_secs())))
+    })
 }
