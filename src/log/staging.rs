@@ -40,16 +40,41 @@ impl Request {
 /// The first waiting append and every other one already queued behind it,
 /// up to a group commit's bounds: what one group commit takes.
 pub(crate) fn gather(first: Request, requests: &mut mpsc::Receiver<Request>) -> Vec<Request> {
-    let mut events = first.events.len();
-    let mut bytes = first.payload_bytes();
+    let mut fill = Fill::default();
+    fill.add(&first);
     let mut batch = vec![first];
-    while events < GROUP_COMMIT_EVENTS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
+    while !fill.full() {
         let Ok(request) = requests.try_recv() else { break };
-        events += request.events.len();
-        bytes += request.payload_bytes();
+        fill.add(&request);
         batch.push(request);
     }
     batch
+}
+
+/// What a group holds so far, against a group commit's bounds.
+#[derive(Default)]
+pub(crate) struct Fill {
+    events: usize,
+    bytes: usize,
+}
+
+impl Fill {
+    pub(crate) fn of(batch: &[Request]) -> Fill {
+        let mut fill = Fill::default();
+        batch.iter().for_each(|request| fill.add(request));
+        fill
+    }
+
+    pub(crate) fn add(&mut self, request: &Request) {
+        self.events += request.events.len();
+        self.bytes += request.payload_bytes();
+    }
+
+    /// No other append joins the group (the last one may have passed a
+    /// bound: an append is never split).
+    pub(crate) fn full(&self) -> bool {
+        self.events >= GROUP_COMMIT_EVENTS_MAX || self.bytes >= GROUP_COMMIT_BYTES_MAX
+    }
 }
 
 /// What the store holds already, as the writer sees it before a group.

@@ -14,6 +14,7 @@
 //! can be called from any thread, async or not: a read is spawned there and
 //! waited for, at most [`QUERY_WAIT_MAX`].
 
+mod cohort;
 mod connect;
 mod conninfo;
 mod follower;
@@ -235,6 +236,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         speculation: std::sync::Mutex::default(),
         key_prefix: (uuid::Uuid::now_v7().as_u128() & 0x7fff_ffff) as i64,
         speculative_groups: std::sync::atomic::AtomicU32::default(),
+        cohorts: cohort::Cohorts::default(),
     };
     let writer_handle = handle.clone();
     let writer_runtime = Arc::clone(&runtime);

@@ -22,7 +22,9 @@
 //! trip after the previous commit instead of for the whole exchange, and
 //! commits follow each other as fast as the database flushes them. Each
 //! group still stages on the head it locked, so nothing is decided ahead of
-//! the database: a group that failed is simply not seen by the next.
+//! the database: a group that failed is simply not seen by the next. A
+//! lane whose clients have not come back yet waits for them while the
+//! other lane's group holds the head ([`super::cohort`]).
 //!
 //! While this writer has the head to itself, a group does not lock the
 //! head first: it is staged on the head the writer expects, inserted, and
@@ -46,11 +48,12 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::error::Error;
+use crate::log::postgres::cohort::Cohorts;
 use crate::log::postgres::connect::Heard;
 use crate::log::postgres::lane::{Lane, Refused, Speculative};
 use crate::log::postgres::speculation::{Chain, StagingBase, Switch};
 use crate::log::postgres::Shared;
-use crate::log::staging::{gather, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Fill, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
 /// Connections whose groups overlap (one committing, one waiting for the
@@ -96,6 +99,9 @@ pub(crate) struct Writer {
     pub(crate) key_prefix: i64,
     /// Speculative groups started: the low half of their keys.
     pub(crate) speculative_groups: std::sync::atomic::AtomicU32,
+    /// The lanes' groups in flight: a lane waits for the clients it
+    /// answered while another lane's group holds the head.
+    pub(crate) cohorts: Cohorts,
 }
 
 /// What speculative groups are staged on, and whether they pay.
@@ -213,15 +219,27 @@ impl Writer {
     }
 
     async fn drive(self: Arc<Self>, mut lane: Lane, requests: Arc<Mutex<mpsc::Receiver<Request>>>) {
+        // Appends this lane's last group answered: its clients, who come
+        // back to it (see `cohort`).
+        let mut answered_last = 0;
         loop {
             let mut turn = idle(&mut lane, requests.lock()).await;
             let Some(first) = idle(&mut lane, turn.recv()).await else { return };
-            let batch = gather(first, &mut turn);
+            let mut batch = gather(first, &mut turn);
+            let mut fill = Fill::of(&batch);
+            let room = |request: &Request| {
+                fill.add(request);
+                !fill.full()
+            };
+            self.cohorts.await_returning(&mut batch, &mut turn, answered_last, room).await;
+            answered_last = batch.len();
+            self.cohorts.started();
             if self.with_speculation(|speculation| speculation.switch.on()).unwrap_or(false) {
                 self.speculate(&mut lane, batch, turn).await;
             } else {
                 self.commit_group(&mut lane, batch, Some(turn)).await;
             }
+            self.cohorts.answered();
         }
     }
 
