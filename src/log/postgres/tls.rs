@@ -1,5 +1,5 @@
 //! TLS to the database, with libpq's meanings of `sslmode`, `sslrootcert`,
-//! `sslcert`, `sslkey` and `sslcrl` (the connection string's parameters,
+//! `sslcert`, `sslkey`, `sslcrl` and `sslcrldir` (the connection string's parameters,
 //! taken out by `conninfo.rs`, else their environment variables or
 //! libpq's default files: `tls/sources.rs`): one rustls connector per log
 //! that every connection of the backend uses (writer, readers, the
@@ -23,7 +23,8 @@
 //!
 //! Wherever a chain is verified, the certificate revocation lists of
 //! `sslcrl` (else `PGSSLCRL`, else libpq's `~/.postgresql/root.crl` when
-//! present) are checked too (`tls/revocation_lists.rs`).
+//! present and no directory is named) and of `sslcrldir` (else
+//! `PGSSLCRLDIR`) are checked too (`tls/revocation_lists.rs`).
 //!
 //! A client certificate (`tls/client_identity.rs`) is presented in every
 //! mode but `disable` when `sslcert` and `sslkey` name one, or when
@@ -114,8 +115,9 @@ pub(crate) struct Tls {
     pub(crate) connector: Option<MakeRustlsConnect>,
     /// The client certificate's file when one is presented, for messages.
     pub(crate) client_certificate: Option<String>,
-    /// The `sslcrl` file when the server's certificate is checked against
-    /// it, for messages.
+    /// Where the revocation lists came from ("sslcrl FILE", "sslcrldir
+    /// DIRECTORY" or both) when the server's certificate is checked
+    /// against them, for messages.
     pub(crate) revocation_lists: Option<String>,
 }
 
@@ -127,15 +129,14 @@ impl Tls {
         if mode == SslMode::Disable {
             return Ok(Tls { mode, connector: None, client_certificate: None, revocation_lists: None });
         }
-        revocation_lists::refuse_directory(sources.sslcrldir.as_deref())?;
         let roots = roots(sources, mode)?;
         // libpq loads the lists with its roots: without them no chain is
         // checked, so there is nothing to revoke.
         let revocation = match roots {
-            Some(_) => revocation_lists::load(sources.sslcrl.as_ref())?,
+            Some(_) => revocation_lists::load(sources.sslcrl.as_ref(), sources.sslcrldir.as_deref())?,
             None => None,
         };
-        let revocation_lists = revocation.as_ref().map(|revocation| revocation.file.clone());
+        let revocation_lists = revocation.as_ref().map(|revocation| revocation.source.clone());
         let identity = client_identity::load(sources.sslcert.as_ref(), sources.sslkey.as_ref())?;
         let client_certificate = identity.as_ref().map(|identity| identity.certificate.clone());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -268,21 +269,19 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
     }
 }
 
-/// A revocation check's failure said with the `sslcrl` file; `None` when
-/// `cause` is not one.
+/// A revocation check's failure said with where the lists came from;
+/// `None` when `cause` is not one.
 fn revocation(cause: &CertificateError, tls: &Tls) -> Option<String> {
-    let file = tls.revocation_lists.as_deref().unwrap_or("(none)");
+    let source = tls.revocation_lists.as_deref().unwrap_or("(no revocation list)");
     match cause {
-        CertificateError::Revoked => {
-            Some(format!("it is revoked: a certificate revocation list of sslcrl {file} lists it"))
-        }
+        CertificateError::Revoked => Some(format!("it is revoked: a certificate revocation list of {source} lists it")),
         CertificateError::UnknownRevocationStatus => Some(format!(
-            "its revocation status is unknown: sslcrl {file} holds no revocation list from the CA that issued it \
+            "its revocation status is unknown: {source} holds no revocation list from the CA that issued it \
              (with revocation lists, every CA of the chain but the root needs one, as libpq)"
         )),
-        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => Some(
-            format!("a certificate revocation list of sslcrl {file} has expired (its next update is past): {cause}"),
-        ),
+        CertificateError::ExpiredRevocationList | CertificateError::ExpiredRevocationListContext { .. } => {
+            Some(format!("a certificate revocation list of {source} has expired (its next update is past): {cause}"))
+        }
         _ => None,
     }
 }

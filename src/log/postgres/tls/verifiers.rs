@@ -44,7 +44,7 @@ fn webpki(
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<WebPkiServerVerifier>, Error> {
     let mut builder = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
-    let lists_file = revocation.as_ref().map(|revocation| revocation.file.clone());
+    let lists_source = revocation.as_ref().map(|revocation| revocation.source.clone());
     if let Some(revocation) = revocation {
         // rustls' defaults are OpenSSL's as libpq sets it
         // (`X509_V_FLAG_CRL_CHECK_ALL`): every certificate of the chain
@@ -52,11 +52,11 @@ fn webpki(
         // update is refused, as OpenSSL refuses it.
         builder = builder.with_crls(revocation.lists).enforce_revocation_expiration();
     }
-    builder.build().map_err(|error| match (error, lists_file) {
-        (VerifierBuilderError::InvalidCrl(cause), Some(file)) => {
+    builder.build().map_err(|error| match (error, lists_source) {
+        (VerifierBuilderError::InvalidCrl(cause), Some(source)) => {
             // rustls' own error says the cause (the list's does not).
             let cause = rustls::Error::InvalidCertRevocationList(cause);
-            settings_error(format!("sslcrl {file} holds a revocation list that cannot be used: {cause}"))
+            settings_error(format!("{source} holds a revocation list that cannot be used: {cause}"))
         }
         (other, _) => settings_error(format!("cannot verify with these roots: {other}")),
     })

@@ -1,5 +1,5 @@
 //! Certificate revocation lists (`sslcrl`, `PGSSLCRL`, libpq's
-//! `~/.postgresql/root.crl`) against a cluster whose certificate the test
+//! `~/.postgresql/root.crl`, and `sslcrldir`'s hashed directory) against a cluster whose certificate the test
 //! CA issued: a list of that CA revoking it refuses the server wherever a
 //! chain is checked; a list revoking another of its certificates does
 //! not. Then the settings refused before any connection.
@@ -90,6 +90,7 @@ fn a_revoked_server_certificate_is_refused_as_libpq_refuses_it() {
     without_a_list_from_the_servers_ca_its_status_is_unknown_and_refused(&setup);
     an_expired_list_is_refused(&setup);
     the_environment_and_libpqs_default_list_are_used(&setup);
+    a_directory_of_hashed_lists_is_read_as_libpq_reads_it(&setup);
 }
 
 fn a_list_revoking_the_servers_certificate_refuses_it_wherever_a_chain_is_checked(setup: &Setup) {
@@ -151,6 +152,50 @@ fn the_environment_and_libpqs_default_list_are_used(setup: &Setup) {
     assert!(revoked.contains("it is revoked") && revoked.contains("revoking.crl"), "{revoked}");
 }
 
+/// `sslcrldir` (or `PGSSLCRLDIR`): the lists of the files under OpenSSL's
+/// hashed names, with `sslcrl`'s if both are named; other files ignored.
+fn a_directory_of_hashed_lists_is_read_as_libpq_reads_it(setup: &Setup) {
+    let directory = |name: &str, lists: &[&Path]| {
+        let directory = setup.dir.path().join(name);
+        std::fs::create_dir_all(&directory).unwrap();
+        for (count, list) in lists.iter().enumerate() {
+            std::fs::copy(list, directory.join(format!("0a1b2c3d.r{count}"))).unwrap();
+        }
+        // Not a hashed name: never read (it would be refused if it were).
+        std::fs::write(directory.join("README"), "not a list").unwrap();
+        directory
+    };
+    let root = setup.root.display();
+    let revoking = directory("revoking-directory", &[&setup.revoking]);
+    let refused =
+        setup.refused("localhost", &format!("sslmode=verify-full&sslrootcert={root}&sslcrldir={}", revoking.display()));
+    assert!(
+        refused.contains("it is revoked") && refused.contains(&format!("sslcrldir {}", revoking.display())),
+        "{refused}"
+    );
+    let another = directory("another-directory", &[&setup.foreign, &setup.revoking_another]);
+    setup.appends("localhost", &format!("sslmode=verify-full&sslrootcert={root}&sslcrldir={}", another.display()));
+    // Both named: the lists of both. The file has no list of the server's
+    // CA; the directory does.
+    let foreign_only = directory("foreign-directory", &[&setup.foreign]);
+    let both = |file: &Path, directory: &Path| {
+        format!("sslmode=verify-full&sslrootcert={root}&sslcrl={}&sslcrldir={}", file.display(), directory.display())
+    };
+    setup.appends("localhost", &both(&setup.foreign, &another));
+    let refused = setup.refused("localhost", &both(&setup.revoking, &foreign_only));
+    assert!(refused.contains("it is revoked") && refused.contains("revoking.crl and sslcrldir"), "{refused}");
+    // From the environment.
+    let home = setup.dir.path().join("home-without-files");
+    std::fs::create_dir_all(&home).unwrap();
+    let home_text = home.display().to_string();
+    let revoking_text = revoking.display().to_string();
+    let url =
+        format!("postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={root}", setup.cluster.port);
+    let environment = [("HOME", home_text.as_str()), ("PGSSLCRLDIR", revoking_text.as_str())];
+    let revoked = connect_in(&url, &environment).unwrap_err();
+    assert!(revoked.contains("it is revoked") && revoked.contains("revoking-directory"), "{revoked}");
+}
+
 /// Settings refused when the log opens, before any connection.
 #[test]
 fn bad_revocation_list_settings_are_refused_naming_the_cause() {
@@ -184,11 +229,33 @@ fn bad_revocation_list_settings_are_refused_naming_the_cause() {
     assert!(empty.contains("holds no PEM certificate revocation list (X509 CRL)"), "{empty}");
     let unusable = parse(verified(&mislabelled), &[]).unwrap_err();
     assert!(unusable.contains("mislabelled.crl holds a revocation list that cannot be used"), "{unusable}");
-    let directory = parse("sslmode=require&sslcrldir=/etc/crls".to_owned(), &[]).unwrap_err();
-    assert!(directory.contains("sslcrldir /etc/crls (or PGSSLCRLDIR) is not supported"), "{directory}");
-    let directory = parse("sslmode=require".to_owned(), &[("PGSSLCRLDIR", "/etc/crls")]).unwrap_err();
-    assert!(directory.contains("sslcrldir /etc/crls (or PGSSLCRLDIR) is not supported"), "{directory}");
-    for message in [absent, empty, unusable, directory] {
+    let with_directory = |directory: &Path| {
+        format!("sslmode=verify-full&sslrootcert={}&sslcrldir={}", root.display(), directory.display())
+    };
+    let no_directory = parse(with_directory(&dir.path().join("no-such-directory")), &[]).unwrap_err();
+    assert!(
+        no_directory.contains("cannot read sslcrldir") && no_directory.contains("no-such-directory"),
+        "{no_directory}"
+    );
+    let unhashed = dir.path().join("unhashed");
+    std::fs::create_dir_all(&unhashed).unwrap();
+    std::fs::copy(&garbage, unhashed.join("list.crl")).unwrap();
+    let nothing = parse(with_directory(&unhashed), &[]).unwrap_err();
+    assert!(nothing.contains("holds no revocation list under OpenSSL's hashed names"), "{nothing}");
+    let root_text = root.display().to_string();
+    let unhashed_text = unhashed.display().to_string();
+    let environment = [("PGSSLROOTCERT", root_text.as_str()), ("PGSSLCRLDIR", unhashed_text.as_str())];
+    let nothing = parse("sslmode=verify-full".to_owned(), &environment).unwrap_err();
+    assert!(nothing.contains("holds no revocation list under OpenSSL's hashed names"), "{nothing}");
+    let hashed_garbage = dir.path().join("hashed-garbage");
+    std::fs::create_dir_all(&hashed_garbage).unwrap();
+    std::fs::copy(&garbage, hashed_garbage.join("0a1b2c3d.r0")).unwrap();
+    let directory = parse(with_directory(&hashed_garbage), &[]).unwrap_err();
+    assert!(
+        directory.contains("sslcrldir") && directory.contains("0a1b2c3d.r0 holds no PEM certificate revocation list"),
+        "{directory}"
+    );
+    for message in [absent, empty, unusable, no_directory, nothing, directory] {
         assert!(!message.contains("secret"), "{message}");
     }
 
@@ -196,6 +263,7 @@ fn bad_revocation_list_settings_are_refused_naming_the_cause() {
     // sslmode=disable reads nothing.
     assert_eq!(parse(format!("sslmode=require&sslcrl={}", missing.display()), &[]), Ok(()));
     assert_eq!(parse(format!("sslmode=disable&sslcrl={}&sslcrldir=/etc/crls", missing.display()), &[]), Ok(()));
+    assert_eq!(parse("sslmode=require&sslcrldir=/no/such/directory".to_owned(), &[]), Ok(()));
     // libpq's default list is skipped when absent, read when present.
     let home = dir.path().join("home");
     std::fs::create_dir_all(home.join(".postgresql")).unwrap();
