@@ -1,5 +1,5 @@
 //! Takes libpq's TLS parameters (`sslmode`, `sslrootcert`, `sslcert`,
-//! `sslkey`, `sslcrl`, `sslcrldir`) out of a connection string and leaves
+//! `sslkey`, `sslpassword`, `sslcrl`, `sslcrldir`) out of a connection string and leaves
 //! the rest for tokio-postgres, whose parser knows only
 //! `sslmode=disable|prefer|require` and none of the files. Both forms libpq
 //! accepts are read: the URL
@@ -17,9 +17,19 @@ pub(crate) struct TlsParameters {
     pub(crate) sslcert: Option<String>,
     pub(crate) sslkey: Option<String>,
     pub(crate) sslcrl: Option<String>,
-    /// Taken out only to be refused plainly (`tls.rs`): tokio-postgres
-    /// would call it an unknown option.
     pub(crate) sslcrldir: Option<String>,
+    pub(crate) sslpassword: Option<SslPassword>,
+}
+
+/// The password of an encrypted client key: never shown (its `Debug` says
+/// only that one was given), never in a message.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SslPassword(pub(crate) String);
+
+impl std::fmt::Debug for SslPassword {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SslPassword(..)")
+    }
 }
 
 /// A connection string with its TLS parameters taken out.
@@ -36,6 +46,7 @@ const SSLCERT: &str = "sslcert";
 const SSLKEY: &str = "sslkey";
 const SSLCRL: &str = "sslcrl";
 const SSLCRLDIR: &str = "sslcrldir";
+const SSLPASSWORD: &str = "sslpassword";
 
 /// Splits `url`. A string this reader cannot tokenize is passed through
 /// whole, so tokio-postgres reports what is wrong with it.
@@ -57,6 +68,7 @@ fn take(key: &str, value: String, found: &mut TlsParameters) -> bool {
         SSLKEY => found.sslkey = Some(value),
         SSLCRL => found.sslcrl = Some(value),
         SSLCRLDIR => found.sslcrldir = Some(value),
+        SSLPASSWORD => found.sslpassword = Some(SslPassword(value)),
         _ => return false,
     }
     true
@@ -161,6 +173,19 @@ fn key_value(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> Opti
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_key_password_is_taken_out_and_never_shown() {
+        let url = split("postgres://u@h/db?sslkey=/k.key&sslpassword=p%40ss%20word&application_name=x");
+        assert_eq!(url.tls.sslpassword, Some(SslPassword("p@ss word".to_owned())));
+        assert_eq!(url.rest, "postgres://u@h/db?application_name=x");
+        let pairs = split(r"host=h sslpassword='zq\'x' dbname=db");
+        assert_eq!(pairs.rest, "host=h dbname=db");
+        assert_eq!(pairs.tls.sslpassword, Some(SslPassword("zq'x".to_owned())));
+        for shown in [format!("{url:?}"), format!("{pairs:?}")] {
+            assert!(!shown.contains("ss word") && !shown.contains("zq"), "{shown}");
+        }
+    }
     use super::*;
 
     fn of(rest: &str, sslmode: Option<&str>, sslrootcert: Option<&str>) -> Split {

@@ -1,5 +1,5 @@
 //! TLS to the database, with libpq's meanings of `sslmode`, `sslrootcert`,
-//! `sslcert`, `sslkey`, `sslcrl` and `sslcrldir` (the connection string's parameters,
+//! `sslcert`, `sslkey`, `sslpassword`, `sslcrl` and `sslcrldir` (the connection string's parameters,
 //! taken out by `conninfo.rs`, else their environment variables or
 //! libpq's default files: `tls/sources.rs`): one rustls connector per log
 //! that every connection of the backend uses (writer, readers, the
@@ -137,7 +137,8 @@ impl Tls {
             None => None,
         };
         let revocation_lists = revocation.as_ref().map(|revocation| revocation.source.clone());
-        let identity = client_identity::load(sources.sslcert.as_ref(), sources.sslkey.as_ref())?;
+        let identity =
+            client_identity::load(sources.sslcert.as_ref(), sources.sslkey.as_ref(), sources.sslpassword.as_ref())?;
         let client_certificate = identity.as_ref().map(|identity| identity.certificate.clone());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = verifiers::verifier(mode, roots, revocation, &provider)?;

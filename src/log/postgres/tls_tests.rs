@@ -154,6 +154,8 @@ fn a_described_url_names_no_password_whatever_its_tls_parameters() {
         "postgres://u:secret@db.example:6432/ledger?sslmode=verify-full&sslrootcert=/etc/ca.crt",
         "postgres://u:secret@db.example:6432/ledger?sslmode=no-such-mode",
         "host=db.example port=6432 dbname=ledger password=secret sslmode=verify-ca sslrootcert='/etc/ca.crt'",
+        "postgres://u@db.example:6432/ledger?sslkey=/etc/c.key&sslpassword=secret",
+        "host=db.example port=6432 dbname=ledger sslkey='/etc/c.key' sslpassword='secret'",
     ] {
         let described = describe_url(url);
         assert_eq!(described, "postgres://db.example:6432/ledger", "{url}");

@@ -4,6 +4,13 @@
 //! opens, so a missing file or a key of another certificate fails the open
 //! instead of every connection. As libpq, the key is not read from a file
 //! others may read (`key_permissions`).
+//!
+//! An encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY`, what `openssl pkcs8
+//! -topk8` and `openssl genpkey -aes256` write) is decrypted with
+//! `sslpassword`. libpq would ask for the password on a terminal when none
+//! is given; a node has none, so it is refused, naming `sslpassword`. A key
+//! in OpenSSL's older encrypted form (`Proc-Type: 4,ENCRYPTED`) is refused
+//! with the command that converts it.
 
 use std::path::Path;
 
@@ -12,9 +19,17 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ConfigBuilder};
 
+use rustls::pki_types::PrivatePkcs8KeyDer;
+
 use super::settings_error;
 use super::sources::TlsFile;
 use crate::error::Error;
+use crate::log::postgres::conninfo::SslPassword;
+
+/// The PEM label of an encrypted PKCS#8 key.
+const ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED PRIVATE KEY";
+/// The header of a key in OpenSSL's older encrypted form.
+const TRADITIONAL_ENCRYPTION_HEADER: &str = "Proc-Type: 4,ENCRYPTED";
 
 /// A certificate chain and its key, read from their files.
 pub(crate) struct ClientIdentity {
@@ -29,7 +44,11 @@ pub(crate) struct ClientIdentity {
 /// when they are libpq's defaults and the certificate file is absent.
 /// Unlike libpq, which then goes on without one, a file named and absent
 /// is an error, and so is one of the two named without the other.
-pub(crate) fn load(sslcert: Option<&TlsFile>, sslkey: Option<&TlsFile>) -> Result<Option<ClientIdentity>, Error> {
+pub(crate) fn load(
+    sslcert: Option<&TlsFile>,
+    sslkey: Option<&TlsFile>,
+    sslpassword: Option<&SslPassword>,
+) -> Result<Option<ClientIdentity>, Error> {
     let (certificate, key) = match (sslcert, sslkey) {
         (None, None) => return Ok(None),
         (Some(certificate), Some(key)) => (certificate, key),
@@ -43,7 +62,7 @@ pub(crate) fn load(sslcert: Option<&TlsFile>, sslkey: Option<&TlsFile>) -> Resul
     }
     Ok(Some(ClientIdentity {
         chain: certificates(certificate.path())?,
-        key: private_key(key.path())?,
+        key: private_key(key.path(), sslpassword)?,
         certificate: certificate.path().display().to_string(),
         key_file: key.path().display().to_string(),
     }))
@@ -86,16 +105,64 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(chain)
 }
 
-/// The first private key of the file, whichever of the three encodings.
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+/// The first private key of the file, whichever of the three encodings,
+/// decrypted with `password` when it is encrypted.
+fn private_key(path: &Path, password: Option<&SslPassword>) -> Result<PrivateKeyDer<'static>, Error> {
     key_permissions::check(path)?;
     let shown = path.display();
-    PrivateKeyDer::from_pem_slice(&read("sslkey", path)?).map_err(|error| match error {
+    let pem = read("sslkey", path)?;
+    let text = String::from_utf8_lossy(&pem);
+    if let Some(encrypted) = pem_block(&text, ENCRYPTED_KEY_LABEL) {
+        return decrypted(encrypted, path, password);
+    }
+    if text.contains(TRADITIONAL_ENCRYPTION_HEADER) {
+        return Err(settings_error(format!(
+            "sslkey {shown} is encrypted in OpenSSL's older form ({TRADITIONAL_ENCRYPTION_HEADER}), which is not \
+             read: convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in {shown} -out NEW_FILE` and name \
+             NEW_FILE with sslkey, its password with sslpassword"
+        )));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| match error {
         pem::Error::NoItemsFound => settings_error(format!(
             "sslkey {shown} holds no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
         )),
         other => settings_error(format!("sslkey {shown} is not valid PEM: {other}")),
     })
+}
+
+/// The first PEM block labelled `label` in `text`, whole (its `BEGIN`
+/// and `END` lines included).
+fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)?;
+    let length = text[start..].find(&end)? + end.len();
+    Some(&text[start..start + length])
+}
+
+/// An encrypted PKCS#8 key, decrypted with `password` (PBES2: PBKDF2 or
+/// scrypt, with AES-CBC, as OpenSSL writes it).
+fn decrypted(block: &str, path: &Path, password: Option<&SslPassword>) -> Result<PrivateKeyDer<'static>, Error> {
+    let shown = path.display();
+    let Some(SslPassword(password)) = password else {
+        return Err(settings_error(format!(
+            "sslkey {shown} is encrypted: give its password with sslpassword (libpq would ask on a terminal; a \
+             node has none)"
+        )));
+    };
+    let (_, document) = pkcs8::Document::from_pem(block)
+        .map_err(|error| settings_error(format!("sslkey {shown} is not valid PEM: {error}")))?;
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes())
+        .map_err(|error| settings_error(format!("sslkey {shown} is not an encrypted PKCS#8 key: {error}")))?;
+    // The cause is not shown: a wrong password and a damaged file look
+    // alike, and neither message may carry the password.
+    let key = info.decrypt(password.as_bytes()).map_err(|_| {
+        settings_error(format!(
+            "sslkey {shown} could not be decrypted with sslpassword: the password is wrong, or the file is \
+             damaged or uses a cipher other than PBES2 with AES-CBC"
+        ))
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.as_bytes().to_vec())))
 }
 
 /// libpq's rule for a private key file, on Unix: a regular file, no

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::log::postgres::conninfo::TlsParameters;
+use crate::log::postgres::conninfo::{SslPassword, TlsParameters};
 
 /// The environment: a variable's value, `None` when unset.
 pub(crate) type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -58,9 +58,11 @@ pub(crate) struct TlsSources {
     pub(crate) sslcert: Option<TlsFile>,
     pub(crate) sslkey: Option<TlsFile>,
     pub(crate) sslcrl: Option<TlsFile>,
-    /// A directory of revocation lists, non-empty: not supported, kept to
-    /// be refused (`tls.rs`) rather than revocation silently unchecked.
+    /// A directory of revocation lists, non-empty.
     pub(crate) sslcrldir: Option<String>,
+    /// The password of an encrypted `sslkey` (libpq has no environment
+    /// variable for it, and no default).
+    pub(crate) sslpassword: Option<SslPassword>,
 }
 
 /// The parameters `named` (the string's) completed from `environment`.
@@ -93,6 +95,7 @@ pub(crate) fn resolve(named: &TlsParameters, environment: Environment<'_>) -> Tl
         sslkey,
         sslcrl,
         sslcrldir,
+        sslpassword: named.sslpassword.clone(),
     }
 }
 
@@ -126,6 +129,7 @@ mod tests {
             sslkey: some(sslkey),
             sslcrl: some(sslcrl),
             sslcrldir: None,
+            sslpassword: None,
         }
     }
 
@@ -151,6 +155,7 @@ mod tests {
                 sslkey: named("/s/c.key"),
                 sslcrl: named("/s/revoked.crl"),
                 sslcrldir: None,
+                sslpassword: None,
             }
         );
     }
@@ -167,6 +172,7 @@ mod tests {
                 sslkey: named("/env/client.key"),
                 sslcrl: named("/env/revoked.crl"),
                 sslcrldir: None,
+                sslpassword: None,
             }
         );
         let only_mode = TlsParameters { sslmode: Some("require".to_owned()), ..TlsParameters::default() };
@@ -187,6 +193,7 @@ mod tests {
                 sslkey: default("/home/u/.postgresql/postgresql.key"),
                 sslcrl: default("/home/u/.postgresql/root.crl"),
                 sslcrldir: None,
+                sslpassword: None,
             }
         );
         assert_eq!(resolved(&TlsParameters::default(), &[]), TlsSources::default());
@@ -227,5 +234,15 @@ mod tests {
         let empty = TlsParameters { sslcrldir: Some(String::new()), ..TlsParameters::default() };
         let sources = resolved(&empty, &[("HOME", "/home/u"), ("PGSSLCRLDIR", "/env/crls")]);
         assert_eq!((sources.sslcrl, sources.sslcrldir), (default("/home/u/.postgresql/root.crl"), None));
+    }
+
+    /// libpq reads `sslpassword` from the string alone: no environment
+    /// variable, no default.
+    #[test]
+    fn the_key_password_comes_from_the_string_alone() {
+        let with = TlsParameters { sslpassword: Some(SslPassword("pw".to_owned())), ..TlsParameters::default() };
+        assert_eq!(resolved(&with, &ENVIRONMENT).sslpassword, Some(SslPassword("pw".to_owned())));
+        let environment = [("PGSSLPASSWORD", "pw"), ("HOME", "/home/u")];
+        assert_eq!(resolved(&TlsParameters::default(), &environment).sslpassword, None);
     }
 }

@@ -1,5 +1,5 @@
 //! Client certificates (`sslcert`, `sslkey`, their environment variables
-//! and libpq's default files) against a cluster whose `pg_hba.conf` asks
+//! and libpq's default files, an encrypted key and its `sslpassword`) against a cluster whose `pg_hba.conf` asks
 //! the user `postgres` for one (`cert`), and the settings refused before
 //! any connection.
 
@@ -82,6 +82,61 @@ fn client_certificates_are_presented_and_checked_as_libpq_would() {
     the_environment_names_what_the_string_does_not(&setup);
     libpqs_default_files_are_used_when_present(&setup);
     allow_presents_the_certificate_on_its_tls_attempt(&setup);
+    an_encrypted_key_is_used_with_its_password(&setup);
+}
+
+/// The password of the encrypted keys of these tests: no message may
+/// carry it.
+const KEY_PASSWORD: &str = "horse-battery-7Q";
+
+/// `key` (a PKCS#8 PEM file) encrypted with `password` as `openssl pkcs8
+/// -topk8 -v2 aes-256-cbc` writes it, into `file` (mode 0600).
+fn encrypted_copy(key: &Path, password: &str, file: &Path) {
+    let pem_text = std::fs::read(key).unwrap();
+    let plain = PrivatePkcs8KeyDer::from_pem_slice(&pem_text).unwrap();
+    let info = pkcs8::PrivateKeyInfo::try_from(plain.secret_pkcs8_der()).unwrap();
+    let parameters =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2_048, b"opledger-salt", &[7; 16]).unwrap();
+    let encrypted = info.encrypt_with_params(parameters, password).unwrap();
+    std::fs::write(file, pem("ENCRYPTED PRIVATE KEY", encrypted.as_bytes())).unwrap();
+    restrict(file, 0o600);
+}
+
+fn an_encrypted_key_is_used_with_its_password(setup: &Setup) {
+    let (certificate, key) = &setup.certificate;
+    let encrypted = setup.dir.path().join("postgres.encrypted.key");
+    encrypted_copy(key, KEY_PASSWORD, &encrypted);
+    let files = format!("sslcert={}&sslkey={}", certificate.display(), encrypted.display());
+    let verified = format!("sslmode=verify-full&sslrootcert={}&{files}", setup.root.display());
+    let url = setup.url(&format!("{verified}&sslpassword={KEY_PASSWORD}"));
+    assert_eq!(connect_in(&url, &[]), Ok((true, "/CN=postgres".to_owned())));
+    let log = Log::open_postgres(&url, options()).unwrap();
+    log.append_blocking(vec![event("encrypted", 1)], Expectations::none()).unwrap().unwrap();
+    // The key=value form too, with the password quoted.
+    let pairs = format!(
+        "host=localhost port={} user=postgres dbname=tls_clients sslmode=verify-full sslrootcert='{}' \
+         sslcert='{}' sslkey='{}' sslpassword='{KEY_PASSWORD}'",
+        setup.cluster.port,
+        setup.root.display(),
+        certificate.display(),
+        encrypted.display()
+    );
+    assert_eq!(connect_in(&pairs, &[]), Ok((true, "/CN=postgres".to_owned())));
+
+    let without = connect_in(&setup.url(&verified), &[]).unwrap_err();
+    assert!(without.contains("is encrypted: give its password with sslpassword"), "{without}");
+    let wrong = connect_in(&setup.url(&format!("{verified}&sslpassword=not-{KEY_PASSWORD}")), &[]).unwrap_err();
+    assert!(wrong.contains("could not be decrypted with sslpassword"), "{wrong}");
+    for message in [without, wrong] {
+        assert!(!message.contains(KEY_PASSWORD), "{message}");
+    }
+    // A key that is not encrypted ignores the password, as libpq.
+    let plain = setup.url(&format!("{}&sslpassword=unused", setup.files(&setup.certificate)));
+    assert_eq!(
+        connect_in(&format!("{plain}&sslmode=verify-full&sslrootcert={}", setup.root.display()), &[])
+            .map(|(tls, _)| tls),
+        Ok(true)
+    );
 }
 
 fn a_certificate_of_the_ca_connects_and_appends(setup: &Setup) {
@@ -212,6 +267,24 @@ fn bad_client_certificate_settings_are_refused_naming_the_cause() {
     let no_key = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&certificate_as_key)));
     assert!(no_key.contains("holds no PEM private key"), "{no_key}");
     let mismatch = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&other_key)));
+    assert!(mismatch.contains("is not the private key of sslcert"), "{mismatch}");
+
+    // A key in OpenSSL's older encrypted form: refused, with the way out.
+    let traditional = dir.path().join("traditional.key");
+    std::fs::write(
+        &traditional,
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,000102030405060708090A0B0C0D0E0F\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    restrict(&traditional, 0o600);
+    let older = refused(format!("sslcert={}&sslkey={}&sslpassword=secret", shown(&certificate), shown(&traditional)));
+    assert!(older.contains("encrypted in OpenSSL's older form") && older.contains("openssl pkcs8 -topk8"), "{older}");
+    // An encrypted key of another certificate: decrypted, then refused as
+    // any other key that is not the certificate's.
+    let other_encrypted = dir.path().join("other.encrypted.key");
+    encrypted_copy(&other_key, "secret", &other_encrypted);
+    let mismatch =
+        refused(format!("sslcert={}&sslkey={}&sslpassword=secret", shown(&certificate), shown(&other_encrypted)));
     assert!(mismatch.contains("is not the private key of sslcert"), "{mismatch}");
 
     // sslmode=disable reads nothing, as libpq.
