@@ -28,8 +28,9 @@ pub struct DataDir {
     pub path: PathBuf,
     /// The log in PostgreSQL, shared by every node (`postgres://user:password@host:port/database`,
     /// several hosts allowed, e.g. with `target_session_attrs=read-write`; TLS with libpq's `sslmode`,
-    /// `sslrootcert`, `sslcert`, `sslkey` and `sslcrl`, e.g. `?sslmode=verify-full&sslrootcert=/etc/opledger/db-ca.crt`,
-    /// else `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGSSLCRL`, else libpq's `~/.postgresql/` files).
+    /// `sslrootcert`, `sslcert`, `sslkey`, `sslpassword`, `sslcrl` and `sslcrldir`, e.g.
+    /// `?sslmode=verify-full&sslrootcert=/etc/opledger/db-ca.crt`, else `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`,
+    /// `PGSSLKEY`, `PGSSLCRL`, `PGSSLCRLDIR`, else libpq's `~/.postgresql/` files).
     /// Without it the log is in DIR/log; with it DIR holds only this node's read models, and the API tokens are
     /// in the database.
     #[arg(long = "log", env = "OPLEDGER_LOG", value_name = "URL", hide_env_values = true)]
