@@ -142,12 +142,12 @@ impl Tls {
         let client_certificate = identity.as_ref().map(|identity| identity.certificate.clone());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = verifiers::verifier(mode, roots, revocation, &provider)?;
-        let builder = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|error| settings_error(format!("no TLS protocol version available: {error}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let config = client_identity::apply(builder, identity)?;
+        let config = client_identity::apply(builder, identity, &provider)?;
         Ok(Tls { mode, connector: Some(MakeRustlsConnect::new(config)), client_certificate, revocation_lists })
     }
 }

@@ -14,9 +14,13 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use rustls::client::WantsClientCert;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, ConfigBuilder};
 
 use rustls::pki_types::PrivatePkcs8KeyDer;
@@ -72,20 +76,44 @@ fn alone(given: &str, missing: &str) -> String {
     format!("{given} is given without {missing}: a client certificate needs both its certificate and its key")
 }
 
-/// The client configuration presenting `identity`, or none. rustls checks
-/// here that the key is the certificate's.
+/// The client configuration presenting `identity`, or none. The key must
+/// be the certificate's: their public keys are compared here, from the
+/// certificate as `x509-cert` reads it, because rustls' own check reads
+/// it with webpki, which refuses X.509 version 1 certificates. libpq
+/// presents those, and `openssl x509 -req` (OpenSSL 3.0, as in
+/// PostgreSQL's own guide to making certificates) issues them.
 pub(crate) fn apply(
     builder: ConfigBuilder<ClientConfig, WantsClientCert>,
     identity: Option<ClientIdentity>,
+    provider: &CryptoProvider,
 ) -> Result<ClientConfig, Error> {
     let Some(identity) = identity else { return Ok(builder.with_no_client_auth()) };
     let ClientIdentity { chain, key, certificate, key_file } = identity;
-    builder.with_client_auth_cert(chain, key).map_err(|error| match error {
-        rustls::Error::InconsistentKeys(_) => {
-            settings_error(format!("sslkey {key_file} is not the private key of sslcert {certificate} ({error})"))
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| settings_error(format!("cannot use sslkey {key_file}: {error}")))?;
+    let presented =
+        chain.first().ok_or_else(|| settings_error(format!("sslcert {certificate} holds no certificate")))?;
+    let certified_public_key = public_key_of(presented).map_err(|error| {
+        settings_error(format!("sslcert {certificate} is not a certificate that can be read: {error}"))
+    })?;
+    // A key whose public half the provider cannot say is taken as it is,
+    // as rustls takes it; the server then refuses a wrong one.
+    if let Some(public_key) = signing.public_key() {
+        if public_key.as_ref() != certified_public_key.as_slice() {
+            return Err(settings_error(format!("sslkey {key_file} is not the private key of sslcert {certificate}")));
         }
-        other => settings_error(format!("cannot use sslcert {certificate} with sslkey {key_file}: {other}")),
-    })
+    }
+    let resolver = SingleCertAndKey::from(CertifiedKey::new(chain, signing));
+    Ok(builder.with_client_cert_resolver(Arc::new(resolver)))
+}
+
+/// The certificate's subject public key info, DER.
+fn public_key_of(certificate: &CertificateDer<'_>) -> Result<Vec<u8>, x509_cert::der::Error> {
+    use x509_cert::der::{Decode, Encode};
+    let parsed = x509_cert::Certificate::from_der(certificate.as_ref())?;
+    parsed.tbs_certificate.subject_public_key_info.to_der()
 }
 
 fn read(kind: &str, path: &Path) -> Result<Vec<u8>, Error> {

@@ -26,6 +26,8 @@ struct Setup {
     certificate: (PathBuf, PathBuf),
     /// A certificate for `postgres` another CA issued, and its key.
     stranger: (PathBuf, PathBuf),
+    /// A certificate for `postgres` the CA issued in X.509 version 1.
+    version_1: (PathBuf, PathBuf),
 }
 
 impl Setup {
@@ -74,7 +76,8 @@ fn client_certificates_are_presented_and_checked_as_libpq_would() {
     let root = authority.write_root(dir.path(), "root.crt");
     let certificate = authority.issue_client("postgres").write(dir.path(), "postgres");
     let stranger = Authority::new("another CA").issue_client("postgres").write(dir.path(), "stranger");
-    let setup = Setup { cluster, dir, root, certificate, stranger };
+    let version_1 = authority.issue_client_version_1("postgres").write(dir.path(), "version-1");
+    let setup = Setup { cluster, dir, root, certificate, stranger, version_1 };
 
     a_certificate_of_the_ca_connects_and_appends(&setup);
     without_a_certificate_the_server_refuses(&setup);
@@ -83,6 +86,23 @@ fn client_certificates_are_presented_and_checked_as_libpq_would() {
     libpqs_default_files_are_used_when_present(&setup);
     allow_presents_the_certificate_on_its_tls_attempt(&setup);
     an_encrypted_key_is_used_with_its_password(&setup);
+    a_version_1_certificate_is_presented_as_libpq_presents_it(&setup);
+}
+
+/// OpenSSL 3.0's `openssl x509 -req` (PostgreSQL's guide to making
+/// certificates) issues X.509 version 1; libpq presents such a certificate
+/// and the server accepts it. rustls' own check of the key refused it
+/// (`UnsupportedCertVersion`) before the key check moved here.
+fn a_version_1_certificate_is_presented_as_libpq_presents_it(setup: &Setup) {
+    let verified = format!("sslmode=verify-full&sslrootcert={}", setup.root.display());
+    let url = setup.url(&format!("{verified}&{}", setup.files(&setup.version_1)));
+    assert_eq!(connect_in(&url, &[]), Ok((true, "/CN=postgres".to_owned())));
+    // Its key is still checked against it.
+    let (certificate, _) = &setup.version_1;
+    let (_, other_key) = &setup.certificate;
+    let mismatch = format!("{verified}&sslcert={}&sslkey={}", certificate.display(), other_key.display());
+    let refused = connect_in(&setup.url(&mismatch), &[]).unwrap_err();
+    assert!(refused.contains("is not the private key of sslcert"), "{refused}");
 }
 
 /// The password of the encrypted keys of these tests: no message may
