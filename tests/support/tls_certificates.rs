@@ -124,24 +124,11 @@ impl Authority {
         ClientCertificate { certificate_pem: certificate.pem(), key_pem: key.serialize_pem() }
     }
 
-    /// A client certificate for `user` in X.509 version 1 (no extensions),
-    /// as `openssl x509 -req` of OpenSSL 3.0 issues it: rcgen writes
-    /// version 3 only, so its certificate is re-encoded as version 1 and
-    /// signed again by this CA.
-    pub fn issue_client_version_1(&self, user: &str) -> ClientCertificate {
+    /// `message` signed with this CA's key, as it signs what it issues
+    /// (for certificates rcgen does not write, made by the tests).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         use rcgen::SigningKey;
-        use rustls::pki_types::pem::PemObject;
-        use x509_cert::der::asn1::BitString;
-        use x509_cert::der::{Decode, Encode, EncodePem};
-        let issued = self.issue_client(user);
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
-        let mut certificate = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
-        certificate.tbs_certificate.version = x509_cert::Version::V1;
-        certificate.tbs_certificate.extensions = None;
-        let signed = self.issuer.key().sign(&certificate.tbs_certificate.to_der().unwrap()).unwrap();
-        certificate.signature = BitString::from_bytes(&signed).unwrap();
-        let certificate_pem = certificate.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap();
-        ClientCertificate { certificate_pem, key_pem: issued.key_pem }
+        self.issuer.key().sign(message).unwrap()
     }
 
     /// The CA certificate, PEM.
