@@ -13,6 +13,9 @@ pub mod explain;
 pub mod following;
 pub mod monitoring;
 pub mod notifications;
+#[cfg(test)]
+#[path = "../../tests/support/postgres_cluster.rs"]
+pub(crate) mod postgres_cluster;
 pub mod projector;
 #[cfg(test)]
 mod schema_doc_tests;

@@ -26,7 +26,7 @@ use super::*;
 use crate::error::ProjectionError;
 use crate::projector::Projector;
 use crate::store;
-use crate::test_world::{operation, s};
+use crate::test_world::{operation, s, Place};
 
 const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
 const KINDS: [&str; 3] = ["inventory_sync", "entra_group_sync", "restore.execute"];
@@ -79,25 +79,29 @@ fn authority() -> Vec<C> {
 
 /// A ledger with the world above, a clock that ticks one second per read,
 /// and a runtime to drive it.
+/// Fields drop in order: the ledger before the place its log lives in.
 struct World {
-    _dir: tempfile::TempDir,
     ledger: Ledger,
     rt: tokio::runtime::Runtime,
     /// The next second the clock reads.
     ticks: Arc<AtomicI64>,
+    place: Place,
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
         let ticks = Arc::new(AtomicI64::new(T0));
         let reading = Arc::clone(&ticks);
         let clock = move || DateTime::from_timestamp(reading.fetch_add(1, Ordering::SeqCst), 0).unwrap();
         let options = LogOptions { durability: Durability::Flush, clock: Arc::new(clock), ..LogOptions::default() };
-        let ledger = Ledger::open(dir.path(), options).unwrap();
+        let (ledger, place) = Place::open(options);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(ledger.record_authority(Principal::System, authority())).unwrap();
-        World { _dir: dir, ledger, rt, ticks }
+        World { ledger, rt, ticks, place }
+    }
+
+    fn read_models(&self) -> &std::path::Path {
+        self.place.read_models()
     }
 
     /// Moves the clock on to `second` (never back: the log's times only grow).
@@ -106,7 +110,7 @@ impl World {
     }
 
     fn projector(&self) -> Projector {
-        Projector::open(Arc::clone(self.ledger.log()), vec![Arc::new(Monitoring)]).unwrap()
+        Projector::open_in(self.read_models(), Arc::clone(self.ledger.log()), vec![Arc::new(Monitoring)]).unwrap()
     }
 
     fn head(&self) -> u64 {
@@ -498,7 +502,7 @@ fn a_restart_catches_up_from_the_checkpoint() {
     let second = world.started("t2", "restore.execute", None);
     world.authority(capability("t2", false));
     world.begin(second);
-    let file = store::open_reader(&store::path_in(&world.ledger.log().directory().unwrap())).unwrap().unwrap();
+    let file = store::open_reader(&store::path_in(world.read_models())).unwrap().unwrap();
     let stale = checkpoint(&file);
     drop(file);
     assert_eq!(stale, seen, "nothing applied while no projector ran");
@@ -608,7 +612,7 @@ fn an_event_the_fold_refuses_stops_the_projector_at_its_position() {
         world.ledger.log().append_blocking(vec![new], Expectations::none()).unwrap().unwrap().first_position
     };
     let refused = append(run, RunEvent::RunStarted { attempt: 1 });
-    let projector = Projector::open(Arc::clone(world.ledger.log()), vec![Arc::new(Monitoring)]);
+    let projector = Projector::open_in(world.read_models(), Arc::clone(world.ledger.log()), vec![Arc::new(Monitoring)]);
     let Err(ProjectionError::Stopped { position, detail }) = projector else { panic!("{projector:?}") };
     assert_eq!(position, refused);
     assert!(detail.contains("without an allowed decision"), "{detail}");

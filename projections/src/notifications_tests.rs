@@ -280,7 +280,7 @@ fn a_stored_notification_that_does_not_decode_is_reported_as_corrupt() {
     world.complete(run, WorkerOutcome::Succeeded, false);
     let projector = world.projector();
     drop(projector);
-    let path = store::path_in(&world.ledger.log().directory().unwrap());
+    let path = store::path_in(world.read_models());
     for corruption in [
         "UPDATE notifications SET outcome = 'exploded'",
         "UPDATE notifications SET reason_code = 'no_such_reason'",

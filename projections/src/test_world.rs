@@ -17,6 +17,7 @@ use opledger::{Expectations, Log, NewEvent};
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use crate::postgres_cluster::{test_log_on_postgres, Cluster};
 use crate::projector::Projector;
 use opledger::domain::model::SYSTEM_PRINCIPAL_WORD as SYSTEM_ACTOR;
 
@@ -37,20 +38,64 @@ pub(crate) fn options() -> LogOptions {
     LogOptions { durability: Durability::Flush, clock: Arc::new(clock), ..LogOptions::default() }
 }
 
-/// Fields drop in order: the ledger before the directory it lives in.
+/// Fields drop in order: the ledger before the place its log lives in.
 pub(crate) struct World {
     pub ledger: Ledger,
     pub rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
+    place: Place,
+}
+
+/// Where a world's log and read models live; removed when dropped.
+pub(crate) enum Place {
+    /// The log and the read models in one directory, as one node on sled.
+    Directory(tempfile::TempDir),
+    /// A database of the shared cluster (dropped with its connections) and
+    /// a directory for the read models, as one node over PostgreSQL.
+    Database { name: String, read_models: tempfile::TempDir },
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Place::Database { name, .. } = self {
+            Cluster::shared().drop_database(name);
+        }
+    }
+}
+
+impl Place {
+    /// A ledger over a new log on the backend the run's switch names.
+    pub(crate) fn open(options: LogOptions) -> (Ledger, Place) {
+        match test_log_on_postgres() {
+            true => {
+                let cluster = Cluster::shared();
+                let name = cluster.fresh_database();
+                let clock = Arc::clone(&options.clock);
+                let log = Arc::new(Log::open_postgres(&cluster.url(&name), options).unwrap());
+                let read_models = tempfile::tempdir().unwrap();
+                (Ledger::over(log, clock).unwrap(), Place::Database { name, read_models })
+            }
+            false => {
+                let dir = tempfile::tempdir().unwrap();
+                (Ledger::open(dir.path(), options).unwrap(), Place::Directory(dir))
+            }
+        }
+    }
+
+    /// The directory of the read models' file.
+    pub(crate) fn read_models(&self) -> &std::path::Path {
+        match self {
+            Place::Directory(dir) => dir.path(),
+            Place::Database { read_models, .. } => read_models.path(),
+        }
+    }
 }
 
 impl World {
     /// A ledger with workspace w1, tenants t1 and t2, actors u1 and u2
     /// (u2 on t2 only), connections c1, c2 (t1) and c3 (t2).
     pub fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), options()).unwrap();
-        let world = World { ledger, rt: runtime(), _dir: dir };
+        let (ledger, place) = Place::open(options());
+        let world = World { ledger, rt: runtime(), place };
         world.authority("admin", authority_world());
         world
     }
@@ -83,9 +128,14 @@ impl World {
         self.rt.block_on(self.ledger.complete(run, completion)).unwrap();
     }
 
+    /// The directory of the read models' file.
+    pub fn read_models(&self) -> &std::path::Path {
+        self.place.read_models()
+    }
+
     pub fn projector(&self) -> Projector {
         let projections: Vec<Arc<dyn crate::projector::Projection>> = crate::all();
-        Projector::open(Arc::clone(self.ledger.log()), projections).unwrap()
+        Projector::open_in(self.read_models(), Arc::clone(self.ledger.log()), projections).unwrap()
     }
 }
 
