@@ -259,6 +259,20 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
             "TLS: the server's certificate failed verification (sslmode={mode}): it is not signed by a CA of \
              sslrootcert (or of the system's trust store without one)"
         ),
+        rustls::Error::InvalidCertificate(cause) if version_1(cause) => {
+            let instead = match tls.mode {
+                SslMode::VerifyCa | SslMode::VerifyFull => {
+                    ", or connect with sslmode=require and no sslrootcert (the certificate then goes unchecked)"
+                }
+                _ => " (over TLS 1.2; over TLS 1.3 it is taken as presented)",
+            };
+            format!(
+                "TLS: the server's certificate failed verification (sslmode={mode}): it is an X.509 version 1 \
+                 certificate (as `openssl x509 -req` of OpenSSL 3.0 issues one without extensions), whose chain this \
+                 client does not verify, though libpq does: reissue it as version 3, with a subjectAltName naming \
+                 the host (`-extfile` with `subjectAltName=DNS:HOST`){instead}"
+            )
+        }
         rustls::Error::InvalidCertificate(cause) => {
             let why = revocation(cause, tls).unwrap_or_else(|| cause.to_string());
             format!("TLS: the server's certificate failed verification (sslmode={mode}): {why}")
@@ -268,6 +282,23 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
         }
         other => format!("TLS handshake failed (sslmode={mode}): {other}"),
     }
+}
+
+/// The certificate's subject public key info (DER), as `x509-cert` reads
+/// it: X.509 version 1 too, which webpki refuses and libpq takes.
+pub(super) fn subject_public_key_info(
+    certificate: &rustls::pki_types::CertificateDer<'_>,
+) -> Result<Vec<u8>, x509_cert::der::Error> {
+    use x509_cert::der::{Decode, Encode};
+    let parsed = x509_cert::Certificate::from_der(certificate.as_ref())?;
+    parsed.tbs_certificate.subject_public_key_info.to_der()
+}
+
+/// Whether webpki refused the certificate for being X.509 version 1: it
+/// reads version 3 only.
+fn version_1(cause: &CertificateError) -> bool {
+    let CertificateError::Other(other) = cause else { return false };
+    matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::UnsupportedCertVersion))
 }
 
 /// A revocation check's failure said with where the lists came from;

@@ -95,7 +95,7 @@ pub(crate) fn apply(
         .map_err(|error| settings_error(format!("cannot use sslkey {key_file}: {error}")))?;
     let presented =
         chain.first().ok_or_else(|| settings_error(format!("sslcert {certificate} holds no certificate")))?;
-    let certified_public_key = public_key_of(presented).map_err(|error| {
+    let certified_public_key = super::subject_public_key_info(presented).map_err(|error| {
         settings_error(format!("sslcert {certificate} is not a certificate that can be read: {error}"))
     })?;
     // A key whose public half the provider cannot say is taken as it is,
@@ -107,13 +107,6 @@ pub(crate) fn apply(
     }
     let resolver = SingleCertAndKey::from(CertifiedKey::new(chain, signing));
     Ok(builder.with_client_cert_resolver(Arc::new(resolver)))
-}
-
-/// The certificate's subject public key info, DER.
-fn public_key_of(certificate: &CertificateDer<'_>) -> Result<Vec<u8>, x509_cert::der::Error> {
-    use x509_cert::der::{Decode, Encode};
-    let parsed = x509_cert::Certificate::from_der(certificate.as_ref())?;
-    parsed.tbs_certificate.subject_public_key_info.to_der()
 }
 
 fn read(kind: &str, path: &Path) -> Result<Vec<u8>, Error> {

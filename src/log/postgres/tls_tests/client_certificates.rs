@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::PrivatePkcs8KeyDer;
 
 use crate::log::conformance::{event, options};
 use crate::log::postgres::connect::{self, Heard, Target};
@@ -89,22 +89,13 @@ fn client_certificates_are_presented_and_checked_as_libpq_would() {
     a_version_1_certificate_is_presented_as_libpq_presents_it(&setup);
 }
 
-/// A client certificate for `user` in X.509 version 1 (no extensions),
-/// as `openssl x509 -req` of OpenSSL 3.0 issues it: rcgen writes version
-/// 3 only, so its certificate is re-encoded as version 1 and signed again
-/// by `authority`.
+/// A client certificate for `user` in X.509 version 1 (no extensions).
 fn client_version_1(authority: &Authority, user: &str) -> ClientCertificate {
-    use x509_cert::der::asn1::BitString;
-    use x509_cert::der::{Decode, Encode, EncodePem};
     let issued = authority.issue_client(user);
-    let der = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
-    let mut certificate = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
-    certificate.tbs_certificate.version = x509_cert::Version::V1;
-    certificate.tbs_certificate.extensions = None;
-    let signature = authority.sign(&certificate.tbs_certificate.to_der().unwrap());
-    certificate.signature = BitString::from_bytes(&signature).unwrap();
-    let certificate_pem = certificate.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap();
-    ClientCertificate { certificate_pem, key_pem: issued.key_pem }
+    ClientCertificate {
+        certificate_pem: super::as_version_1(authority, &issued.certificate_pem),
+        key_pem: issued.key_pem,
+    }
 }
 
 /// OpenSSL 3.0's `openssl x509 -req` (PostgreSQL's guide to making
