@@ -38,8 +38,9 @@ impl Request {
 }
 
 /// The first waiting append and every other one already queued behind it,
-/// up to a group commit's bounds: what one group commit takes.
-pub(crate) fn gather(first: Request, requests: &mut mpsc::Receiver<Request>) -> Vec<Request> {
+/// up to a group commit's bounds: what one group commit takes, and how
+/// full it is.
+pub(crate) fn gather(first: Request, requests: &mut mpsc::Receiver<Request>) -> (Vec<Request>, Fill) {
     let mut fill = Fill::default();
     fill.add(&first);
     let mut batch = vec![first];
@@ -48,7 +49,7 @@ pub(crate) fn gather(first: Request, requests: &mut mpsc::Receiver<Request>) -> 
         fill.add(&request);
         batch.push(request);
     }
-    batch
+    (batch, fill)
 }
 
 /// What a group holds so far, against a group commit's bounds.
@@ -59,12 +60,6 @@ pub(crate) struct Fill {
 }
 
 impl Fill {
-    pub(crate) fn of(batch: &[Request]) -> Fill {
-        let mut fill = Fill::default();
-        batch.iter().for_each(|request| fill.add(request));
-        fill
-    }
-
     pub(crate) fn add(&mut self, request: &Request) {
         self.events += request.events.len();
         self.bytes += request.payload_bytes();

@@ -53,7 +53,7 @@ use crate::log::postgres::connect::Heard;
 use crate::log::postgres::lane::{Lane, Refused, Speculative};
 use crate::log::postgres::speculation::{Chain, StagingBase, Switch};
 use crate::log::postgres::Shared;
-use crate::log::staging::{gather, Fill, Group, Outcome, Reply, Request};
+use crate::log::staging::{gather, Group, Outcome, Reply, Request};
 use crate::log::{Clock, Head, StatsCounters};
 
 /// Connections whose groups overlap (one committing, one waiting for the
@@ -225,13 +225,14 @@ impl Writer {
         loop {
             let mut turn = idle(&mut lane, requests.lock()).await;
             let Some(first) = idle(&mut lane, turn.recv()).await else { return };
-            let mut batch = gather(first, &mut turn);
-            let mut fill = Fill::of(&batch);
-            let room = |request: &Request| {
-                fill.add(request);
-                !fill.full()
-            };
-            self.cohorts.await_returning(&mut batch, &mut turn, answered_last, room).await;
+            let (mut batch, mut fill) = gather(first, &mut turn);
+            if !fill.full() {
+                let room = |request: &Request| {
+                    fill.add(request);
+                    !fill.full()
+                };
+                self.cohorts.await_returning(&mut batch, &mut turn, answered_last, room).await;
+            }
             answered_last = batch.len();
             self.cohorts.started();
             if self.with_speculation(|speculation| speculation.switch.on()).unwrap_or(false) {

@@ -36,7 +36,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         while let Some(first) = requests.blocking_recv() {
-            let batch = gather(first, &mut requests);
+            let (batch, _) = gather(first, &mut requests);
             let stopped = self.failed.reason();
             if let Some(why) = stopped.or_else(|| self.commit_group(batch).err().map(|e| e.to_string())) {
                 tracing::error!(failure = %why, "group commit failed; the writer stops");

@@ -13,17 +13,14 @@
 //! with the command that converts it.
 
 use std::path::Path;
-
 use std::sync::Arc;
 
 use rustls::client::WantsClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, ConfigBuilder};
-
-use rustls::pki_types::PrivatePkcs8KeyDer;
 
 use super::settings_error;
 use super::sources::TlsFile;
