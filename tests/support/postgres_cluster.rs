@@ -393,6 +393,30 @@ impl Cluster {
         command
     }
 
+    /// Sets (or with `None` resets) a reloadable server setting and returns
+    /// once every process acts on it. `pg_reload_conf()` only signals the
+    /// postmaster; a new session showing the value means the postmaster has
+    /// reloaded and signalled its children, and a `CHECKPOINT` then makes
+    /// the checkpointer handle that signal (it publishes
+    /// `synchronous_standby_names` to the committing backends).
+    pub fn reload_setting(&self, name: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.psql(&format!("ALTER SYSTEM SET {name} = '{value}'")),
+            None => self.psql(&format!("ALTER SYSTEM RESET {name}")),
+        };
+        self.psql("SELECT pg_reload_conf()");
+        let expected = match value {
+            Some(value) => value.to_owned(),
+            None => self.psql(&format!("SELECT boot_val FROM pg_settings WHERE name = '{name}'")),
+        };
+        let deadline = Instant::now() + SERVER_WAIT;
+        while self.psql(&format!("SELECT current_setting('{name}')")) != expected {
+            assert!(Instant::now() < deadline, "{name} never became {expected:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.psql("CHECKPOINT");
+    }
+
     /// A new empty database; returns its URL.
     pub fn database(&self, name: &str) -> String {
         self.psql(&format!("CREATE DATABASE {name}"));

@@ -320,8 +320,7 @@ fn nodes_follow_a_failover_to_a_promoted_synchronous_standby_and_lose_nothing_ac
     let primary = Cluster::start(&[]);
     primary.psql("CREATE DATABASE opledger");
     let standby = Cluster::standby_of(&primary, &[]);
-    primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
-    primary.psql("SELECT pg_reload_conf()");
+    primary.reload_setting("synchronous_standby_names", Some("*"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while primary.psql("SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication") != "sync" {
         assert!(Instant::now() < deadline, "the standby never became synchronous: {}", standby.server_log());

@@ -499,8 +499,7 @@ fn readers_are_never_shown_an_event_the_killed_database_loses() {
 /// Sets `synchronous_standby_names = '*'` on `primary` and waits until
 /// `standby` streams as its synchronous standby.
 fn make_synchronous(primary: &Cluster, standby: &Cluster) {
-    primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
-    primary.psql("SELECT pg_reload_conf()");
+    primary.reload_setting("synchronous_standby_names", Some("*"));
     let deadline = Instant::now() + SYNC_WAIT_MAX;
     while primary.psql("SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication") != "sync" {
         assert!(Instant::now() < deadline, "the standby never became synchronous: {}", standby.server_log());

@@ -177,15 +177,13 @@ fn a_commit_still_in_progress_when_its_answer_is_lost_is_not_declared_absent() {
     let setup = Setup::new("in_progress");
     let log = setup.open(LogOptions { commit_resolve_wait: SHORT_RESOLVE_WAIT, ..options() });
     log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
-    setup.cluster.psql("ALTER SYSTEM SET synchronous_standby_names = 'no_such_standby'");
-    setup.cluster.psql("SELECT pg_reload_conf()");
+    setup.cluster.reload_setting("synchronous_standby_names", Some("no_such_standby"));
     let cut = vec![event("a", 2)];
     setup.proxy.arm(Cut::WhileCommitting);
     let (answer, took) = append(&log, &cut);
     assert_eq!(setup.proxy.cuts(), 1, "the proxy cut the commit's connection");
     assert_unknown_outcome(answer, took);
-    setup.cluster.psql("ALTER SYSTEM RESET synchronous_standby_names");
-    setup.cluster.psql("SELECT pg_reload_conf()");
+    setup.cluster.reload_setting("synchronous_standby_names", None);
     let retried = log.append_blocking(cut, Expectations::none()).unwrap().unwrap();
     assert_eq!((retried.first_position, retried.duplicate), (2, true), "the commit went through after all");
     assert_eq!(stored_ids(&setup).len(), 2);
