@@ -33,6 +33,7 @@
 mod client_identity;
 mod revocation_lists;
 pub(crate) mod sources;
+mod traditional_key;
 mod verifiers;
 
 use std::io::ErrorKind;

@@ -6,11 +6,10 @@
 //! others may read (`key_permissions`).
 //!
 //! An encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY`, what `openssl pkcs8
-//! -topk8` and `openssl genpkey -aes256` write) is decrypted with
-//! `sslpassword`. libpq would ask for the password on a terminal when none
-//! is given; a node has none, so it is refused, naming `sslpassword`. A key
-//! in OpenSSL's older encrypted form (`Proc-Type: 4,ENCRYPTED`) is refused
-//! with the command that converts it.
+//! -topk8` and `openssl genpkey -aes256` write, or OpenSSL's older form,
+//! `Proc-Type: 4,ENCRYPTED`, see [`super::traditional_key`]) is decrypted
+//! with `sslpassword`. libpq would ask for the password on a terminal when
+//! none is given; a node has none, so it is refused, naming `sslpassword`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,13 +23,12 @@ use rustls::{ClientConfig, ConfigBuilder};
 
 use super::settings_error;
 use super::sources::TlsFile;
+use super::traditional_key;
 use crate::error::Error;
 use crate::log::postgres::conninfo::SslPassword;
 
 /// The PEM label of an encrypted PKCS#8 key.
 const ENCRYPTED_KEY_LABEL: &str = "ENCRYPTED PRIVATE KEY";
-/// The header of a key in OpenSSL's older encrypted form.
-const TRADITIONAL_ENCRYPTION_HEADER: &str = "Proc-Type: 4,ENCRYPTED";
 
 /// A certificate chain and its key, read from their files.
 pub(crate) struct ClientIdentity {
@@ -133,12 +131,16 @@ fn private_key(path: &Path, password: Option<&SslPassword>) -> Result<PrivateKey
     if let Some(encrypted) = pem_block(&text, ENCRYPTED_KEY_LABEL) {
         return decrypted(encrypted, path, password);
     }
-    if text.contains(TRADITIONAL_ENCRYPTION_HEADER) {
-        return Err(settings_error(format!(
-            "sslkey {shown} is encrypted in OpenSSL's older form ({TRADITIONAL_ENCRYPTION_HEADER}), which is not \
-             read: convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in {shown} -out NEW_FILE` and name \
-             NEW_FILE with sslkey, its password with sslpassword"
-        )));
+    if text.contains(traditional_key::ENCRYPTED_HEADER) {
+        let Some(SslPassword(password)) = password else {
+            return Err(needs_password(path));
+        };
+        return traditional_key::decrypt(&text, password).map_err(|traditional_key::Unreadable(why)| {
+            settings_error(format!(
+                "sslkey {shown} is encrypted in OpenSSL's older form ({}), and {why}",
+                traditional_key::ENCRYPTED_HEADER
+            ))
+        });
     }
     PrivateKeyDer::from_pem_slice(&pem).map_err(|error| match error {
         pem::Error::NoItemsFound => settings_error(format!(
@@ -163,10 +165,7 @@ fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
 fn decrypted(block: &str, path: &Path, password: Option<&SslPassword>) -> Result<PrivateKeyDer<'static>, Error> {
     let shown = path.display();
     let Some(SslPassword(password)) = password else {
-        return Err(settings_error(format!(
-            "sslkey {shown} is encrypted: give its password with sslpassword (libpq would ask on a terminal; a \
-             node has none)"
-        )));
+        return Err(needs_password(path));
     };
     let (_, document) = pkcs8::Document::from_pem(block)
         .map_err(|error| settings_error(format!("sslkey {shown} is not valid PEM: {error}")))?;
@@ -181,6 +180,15 @@ fn decrypted(block: &str, path: &Path, password: Option<&SslPassword>) -> Result
         ))
     })?;
     Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.as_bytes().to_vec())))
+}
+
+/// An encrypted key and no `sslpassword`.
+fn needs_password(path: &Path) -> Error {
+    settings_error(format!(
+        "sslkey {} is encrypted: give its password with sslpassword (libpq would ask on a terminal; a node has \
+         none)",
+        path.display()
+    ))
 }
 
 /// libpq's rule for a private key file, on Unix: a regular file, no

@@ -86,6 +86,7 @@ fn client_certificates_are_presented_and_checked_as_libpq_would() {
     libpqs_default_files_are_used_when_present(&setup);
     allow_presents_the_certificate_on_its_tls_attempt(&setup);
     an_encrypted_key_is_used_with_its_password(&setup);
+    a_key_in_openssl_s_older_encrypted_form_is_used_with_its_password(&setup);
     a_version_1_certificate_is_presented_as_libpq_presents_it(&setup);
 }
 
@@ -166,6 +167,53 @@ fn an_encrypted_key_is_used_with_its_password(setup: &Setup) {
             .map(|(tls, _)| tls),
         Ok(true)
     );
+}
+
+/// Keys in OpenSSL's older encrypted form, made by the `openssl` command
+/// as a user makes them (`openssl pkey -traditional -aes256`, what
+/// `openssl genrsa -aes256` wrote before OpenSSL 3.0), with each cipher
+/// that form uses: decrypted with `sslpassword`, as libpq decrypts them.
+fn a_key_in_openssl_s_older_encrypted_form_is_used_with_its_password(setup: &Setup) {
+    let (certificate, key) = &setup.certificate;
+    for cipher in ["aes256", "aes192", "aes128", "des3"] {
+        let traditional = setup.dir.path().join(format!("postgres.traditional-{cipher}.key"));
+        let made = std::process::Command::new("openssl")
+            .args(["pkey", "-traditional", &format!("-{cipher}"), "-passout", &format!("pass:{KEY_PASSWORD}")])
+            .arg("-in")
+            .arg(key)
+            .arg("-out")
+            .arg(&traditional)
+            .status()
+            .expect("the openssl command (scripts/test installs it)");
+        assert!(made.success(), "openssl pkey -traditional -{cipher}");
+        let written = std::fs::read_to_string(&traditional).unwrap();
+        assert!(written.contains("Proc-Type: 4,ENCRYPTED"), "{written}");
+        restrict(&traditional, 0o600);
+        let verified = format!(
+            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            setup.root.display(),
+            certificate.display(),
+            traditional.display()
+        );
+        let url = setup.url(&format!("{verified}&sslpassword={KEY_PASSWORD}"));
+        assert_eq!(connect_in(&url, &[]), Ok((true, "/CN=postgres".to_owned())), "{cipher}");
+        let without = connect_in(&setup.url(&verified), &[]).unwrap_err();
+        assert!(without.contains("is encrypted: give its password with sslpassword"), "{without}");
+        let wrong = connect_in(&setup.url(&format!("{verified}&sslpassword=not-{KEY_PASSWORD}")), &[]).unwrap_err();
+        assert!(wrong.contains("the password is wrong"), "{cipher}: {wrong}");
+        assert!(!wrong.contains(KEY_PASSWORD) && !without.contains(KEY_PASSWORD), "{wrong}");
+    }
+    let log = Log::open_postgres(
+        &setup.url(&format!(
+            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}&sslpassword={KEY_PASSWORD}",
+            setup.root.display(),
+            certificate.display(),
+            setup.dir.path().join("postgres.traditional-aes256.key").display()
+        )),
+        options(),
+    )
+    .unwrap();
+    log.append_blocking(vec![event("traditional", 1)], Expectations::none()).unwrap().unwrap();
 }
 
 fn a_certificate_of_the_ca_connects_and_appends(setup: &Setup) {
@@ -298,16 +346,20 @@ fn bad_client_certificate_settings_are_refused_naming_the_cause() {
     let mismatch = refused(format!("sslcert={}&sslkey={}", shown(&certificate), shown(&other_key)));
     assert!(mismatch.contains("is not the private key of sslcert"), "{mismatch}");
 
-    // A key in OpenSSL's older encrypted form: refused, with the way out.
+    // A key in OpenSSL's older encrypted form that cannot be read: refused,
+    // saying why (here a cipher that form does not use).
     let traditional = dir.path().join("traditional.key");
     std::fs::write(
         &traditional,
-        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,000102030405060708090A0B0C0D0E0F\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: BF-CBC,0001020304050607\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
     )
     .unwrap();
     restrict(&traditional, 0o600);
     let older = refused(format!("sslcert={}&sslkey={}&sslpassword=secret", shown(&certificate), shown(&traditional)));
-    assert!(older.contains("encrypted in OpenSSL's older form") && older.contains("openssl pkcs8 -topk8"), "{older}");
+    assert!(
+        older.contains("encrypted in OpenSSL's older form") && older.contains("BF-CBC, which is not read"),
+        "{older}"
+    );
     // An encrypted key of another certificate: decrypted, then refused as
     // any other key that is not the certificate's.
     let other_encrypted = dir.path().join("other.encrypted.key");
