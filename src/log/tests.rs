@@ -82,6 +82,23 @@ fn head_digest_round_trips() {
     assert_eq!(Head::parse_digest("x:00"), None);
 }
 
+/// The store under `dir` opened with sled itself, once the log dropped
+/// before lets go of it: sled's own threads release the file lock a moment
+/// after the last handle goes (as `Log::open` waits, at most
+/// `STORE_LOCK_RELEASE_WAIT`).
+fn raw_store(dir: &std::path::Path) -> ::sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match ::sled::Config::new().path(dir.join("store")).open() {
+            Ok(db) => return db,
+            Err(_) if started.elapsed() < crate::limits::STORE_LOCK_RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("the store was never released: {error}"),
+        }
+    }
+}
+
 #[test]
 fn projection_trees_of_an_earlier_version_are_dropped_and_the_log_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +106,7 @@ fn projection_trees_of_an_earlier_version_are_dropped_and_the_log_is_kept() {
     log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
     drop(log);
     {
-        let db = ::sled::Config::new().path(dir.path().join("store")).open().unwrap();
+        let db = raw_store(dir.path());
         db.open_tree("view.monitoring.3").unwrap().insert(b"run:", b"old".to_vec()).unwrap();
         db.open_tree("views.meta").unwrap().insert(b"monitoring", b"3".to_vec()).unwrap();
         db.flush().unwrap();
@@ -98,7 +115,7 @@ fn projection_trees_of_an_earlier_version_are_dropped_and_the_log_is_kept() {
     assert_eq!(log.head().position, 1);
     assert_verifies(&log);
     drop(log);
-    let db = ::sled::Config::new().path(dir.path().join("store")).open().unwrap();
+    let db = raw_store(dir.path());
     let names: Vec<String> = db.tree_names().iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
     assert!(names.iter().all(|name| !name.starts_with("view")), "{names:?}");
 }

@@ -180,8 +180,26 @@ fn a_commit_still_in_progress_when_its_answer_is_lost_is_not_declared_absent() {
     setup.cluster.reload_setting("synchronous_standby_names", Some("no_such_standby"));
     let cut = vec![event("a", 2)];
     setup.proxy.arm(Cut::WhileCommitting);
-    let (answer, took) = append(&log, &cut);
+    // The writer's look ends the server process that got the `COMMIT`. On
+    // a loaded machine it could end it before that process read the
+    // `COMMIT` (then it rolls back, and no commit was in progress): the
+    // look's connection is held off until the commit waits for the standby.
+    setup.proxy.admit(Admission::Stall);
+    let (answer, took) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'";
+            let deadline = Instant::now() + ANSWER_WAIT_MAX;
+            while setup.cluster.psql(waiting) == "0" {
+                assert!(Instant::now() < deadline, "the commit never waited for the standby");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            setup.proxy.admit(Admission::Forward);
+        });
+        append(&log, &cut)
+    });
     assert_eq!(setup.proxy.cuts(), 1, "the proxy cut the commit's connection");
+    // The look's own `FOR SHARE` commits a row lock, which waits for the
+    // standby too: the outcome stays unknown within the wait.
     assert_unknown_outcome(answer, took);
     setup.cluster.reload_setting("synchronous_standby_names", None);
     let retried = log.append_blocking(cut, Expectations::none()).unwrap().unwrap();

@@ -11,7 +11,7 @@
 //! for this form: AES-128/192/256-CBC and DES-EDE3-CBC (DES-CBC, 56-bit,
 //! is refused).
 
-use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+use aes::cipher::{block_padding::Pkcs7, BlockCipher, BlockDecryptMut, KeyInit, KeyIvInit};
 use base64::Engine;
 use md5::{Digest, Md5};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivateSec1KeyDer};
@@ -125,27 +125,24 @@ impl Cipher {
     /// The plain key, or what a wrong password leaves of it.
     fn decrypt(self, password: &str, iv: &[u8], body: &[u8]) -> Result<Vec<u8>, Unreadable> {
         let key = bytes_to_key(password.as_bytes(), &iv[..8], self.key_bytes());
-        let wrong = |_| wrong_password();
-        let setup = |_| Unreadable("its cipher could not be set up".into());
         match self {
-            Cipher::Aes128 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&key, iv)
-                .map_err(setup)?
-                .decrypt_padded_vec_mut::<Pkcs7>(body)
-                .map_err(wrong),
-            Cipher::Aes192 => cbc::Decryptor::<aes::Aes192>::new_from_slices(&key, iv)
-                .map_err(setup)?
-                .decrypt_padded_vec_mut::<Pkcs7>(body)
-                .map_err(wrong),
-            Cipher::Aes256 => cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, iv)
-                .map_err(setup)?
-                .decrypt_padded_vec_mut::<Pkcs7>(body)
-                .map_err(wrong),
-            Cipher::TripleDes => cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key, iv)
-                .map_err(setup)?
-                .decrypt_padded_vec_mut::<Pkcs7>(body)
-                .map_err(wrong),
+            Cipher::Aes128 => cbc_decrypt::<aes::Aes128>(&key, iv, body),
+            Cipher::Aes192 => cbc_decrypt::<aes::Aes192>(&key, iv, body),
+            Cipher::Aes256 => cbc_decrypt::<aes::Aes256>(&key, iv, body),
+            Cipher::TripleDes => cbc_decrypt::<des::TdesEde3>(&key, iv, body),
         }
     }
+}
+
+/// `body` decrypted with the block cipher `C` in CBC mode, PKCS#7 padding.
+fn cbc_decrypt<C>(key: &[u8], iv: &[u8], body: &[u8]) -> Result<Vec<u8>, Unreadable>
+where
+    C: BlockDecryptMut + BlockCipher + KeyInit,
+{
+    cbc::Decryptor::<C>::new_from_slices(key, iv)
+        .map_err(|_| Unreadable("its cipher could not be set up".into()))?
+        .decrypt_padded_vec_mut::<Pkcs7>(body)
+        .map_err(|_| wrong_password())
 }
 
 fn wrong_password() -> Unreadable {
