@@ -293,7 +293,7 @@ fn head_value(head: Head) -> Vec<u8> {
 /// threads let go of its file lock a moment after the log closes (the log's
 /// own open waits for that too), so a locked store is tried again, boundedly.
 fn open_store(dir: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + opledger::limits::STORE_LOCK_RELEASE_WAIT;
     loop {
         match sled::open(dir.join("store")) {
             Ok(db) => return db,
