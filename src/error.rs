@@ -15,6 +15,12 @@ pub enum Error {
     /// the message says the outcome is unknown; worth retrying.
     #[error("the log's database cannot be reached: {0}")]
     Unavailable(String),
+    /// The log's database (PostgreSQL) refused for want of resources:
+    /// SQLSTATE class 53 (a full disk is 53100, memory 53200) but out of
+    /// connections (53300, [`Error::Unavailable`]). The server is up;
+    /// nothing was appended; worth retrying once the cause is gone.
+    #[error("the log's database refused for want of resources: {0}")]
+    ResourcesExhausted(String),
     /// A file operation failed.
     #[error("i/o failure on {path}: {source}")]
     Io {
@@ -53,13 +59,14 @@ impl Error {
     }
 
     /// The same failure again, for another caller who must be told (an
-    /// error is not `Clone`: it may hold an `io::Error`). A storage or
-    /// unavailability failure keeps its kind and message; any other kind
+    /// error is not `Clone`: it may hold an `io::Error`). A storage,
+    /// unavailability or exhaustion failure keeps its kind and message; any other kind
     /// becomes a storage failure that names it.
     pub(crate) fn again(&self) -> Error {
         match self {
             Error::Storage(message) => Error::Storage(message.clone()),
             Error::Unavailable(message) => Error::Unavailable(message.clone()),
+            Error::ResourcesExhausted(message) => Error::ResourcesExhausted(message.clone()),
             other => Error::Storage(other.to_string()),
         }
     }

@@ -35,7 +35,13 @@ pub fn follow_retry_delay(attempt: u32) -> Duration {
 /// that cannot apply an event, a corrupt log, or a failure of the read
 /// models' own file is not.
 pub fn retried(shared: bool, error: &ProjectionError) -> bool {
-    shared && matches!(error, ProjectionError::Log(opledger::Error::Storage(_) | opledger::Error::Unavailable(_)))
+    shared
+        && matches!(
+            error,
+            ProjectionError::Log(
+                opledger::Error::Storage(_) | opledger::Error::Unavailable(_) | opledger::Error::ResourcesExhausted(_)
+            )
+        )
 }
 
 impl Projector {

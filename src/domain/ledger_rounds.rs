@@ -273,7 +273,10 @@ impl Decider {
                 // over) left the state at the last page folded, which the
                 // next round folds on from: only an event that does not
                 // fold stops the ledger.
-                if !matches!(failure, LedgerError::Log(Error::Storage(_) | Error::Unavailable(_))) {
+                if !matches!(
+                    failure,
+                    LedgerError::Log(Error::Storage(_) | Error::Unavailable(_) | Error::ResourcesExhausted(_))
+                ) {
                     self.stopped.send_replace(Some(failure.to_string()));
                 }
                 return Err(failure);

@@ -87,6 +87,14 @@ pub(crate) trait Backend: Send + Sync {
         None
     }
 
+    /// Why the log's database refuses this node's writes now: its latest
+    /// group commit was refused for want of resources (a full disk), lately
+    /// (`None` otherwise, and always for a local log, whose writer stops
+    /// instead).
+    fn writes_refused(&self) -> Option<String> {
+        None
+    }
+
     /// Locks the head for one decision ([`crate::log::HeldHead`]); `None`
     /// where the log is not shared.
     fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {

@@ -377,6 +377,14 @@ impl Log {
         self.backend.unreachable()
     }
 
+    /// Why the log's database refuses this node's writes now: it refused
+    /// the node's latest group commit for want of resources (a full disk)
+    /// within [`WRITES_REFUSED_READY_WAIT`](crate::log::postgres::WRITES_REFUSED_READY_WAIT),
+    /// and nothing committed since (`None` for a local log).
+    pub fn writes_refused(&self) -> Option<String> {
+        self.backend.writes_refused()
+    }
+
     /// The newest head the store holds now. For a shared log this is one
     /// read of the database, and [`Log::head`] moves to it; for a local log
     /// it is [`Log::head`].

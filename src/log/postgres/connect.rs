@@ -59,13 +59,26 @@ pub(crate) struct Heard {
 
 /// A driver error as the log reports it: [`Error::Unavailable`] when the
 /// database could not be reached or stopped answering (worth a retry),
-/// else [`Error::Storage`].
+/// [`Error::ResourcesExhausted`] when it refused for want of resources (a
+/// full disk), else [`Error::Storage`].
 pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
     if unreachable(&error) {
         Error::Unavailable(storage_message(&error))
+    } else if exhausted(&error) {
+        Error::ResourcesExhausted(storage_message(&error))
     } else {
         Error::Storage(storage_message(&error))
     }
+}
+
+/// The server refused for want of resources: SQLSTATE class 53,
+/// insufficient resources (a full disk is 53100), but for out of
+/// connections (53300), which is [`unreachable`].
+fn exhausted(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|refused| {
+        let code = refused.code().code();
+        code.starts_with("53") && code != "53300"
+    })
 }
 
 /// No answer from a server (a connection not made, broken, closed), or

@@ -20,6 +20,7 @@ mod conninfo;
 mod follower;
 mod lane;
 mod reads;
+mod refusals;
 mod schema;
 mod speculation;
 mod statements;
@@ -40,6 +41,7 @@ use crate::limits::{APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS};
 use crate::log::backend::Opened;
 use crate::log::{Head, LogOptions, StatsCounters};
 use connect::{Heard, Readers, Target};
+use refusals::WritesRefused;
 
 /// Longest wait for one database round of a read before it fails (a read
 /// never hangs on a database that stopped answering).
@@ -57,6 +59,8 @@ pub const HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// it counts the database unreachable (`/readyz`): a one-row read, so a
 /// database that takes longer has stopped answering for this node.
 pub const HEAD_POLL_WAIT_MAX: Duration = Duration::from_secs(5);
+
+pub use refusals::WRITES_REFUSED_READY_WAIT;
 
 /// Threads of the backend's own runtime.
 const RUNTIME_THREADS: usize = 2;
@@ -83,6 +87,9 @@ pub(crate) struct Shared {
     pub(crate) location: String,
     /// Why the follower could not reach the database on its last attempt.
     unreachable: std::sync::Mutex<Option<String>>,
+    /// The database's refusal of this node's latest group commit for want
+    /// of resources (a full disk), and when; cleared by a commit.
+    pub(crate) writes_refused: WritesRefused,
 }
 
 impl Shared {
@@ -223,6 +230,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         config: target,
         head: std::sync::Mutex::new(Some(head_tx)),
         unreachable: std::sync::Mutex::new(None),
+        writes_refused: WritesRefused::default(),
     });
     handle.spawn(follower::follow(Arc::clone(&shared)));
     let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
@@ -259,6 +267,8 @@ mod tls_tests;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod disk_full_tests;
 #[cfg(test)]
 mod fault_tests;
 

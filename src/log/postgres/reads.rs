@@ -224,6 +224,10 @@ impl Backend for PostgresBackend {
         self.shared.unreachable()
     }
 
+    fn writes_refused(&self) -> Option<String> {
+        self.shared.writes_refused.lately(std::time::Instant::now())
+    }
+
     fn hold_head(&self) -> Result<Option<crate::log::HeldHead>, Error> {
         self.hold().map(Some)
     }

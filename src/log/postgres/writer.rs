@@ -398,6 +398,7 @@ impl Writer {
         }
         self.stats.record_sync(started.elapsed());
         self.stats.record_commit(group.events());
+        self.shared.writes_refused.committed();
         self.shared.publish(head);
         self.answer_all(batch, outcomes);
     }
@@ -411,6 +412,9 @@ impl Writer {
     /// Answers every append of a group that did not commit with `error`.
     fn fail(&self, batch: Vec<Request>, error: &Error) {
         tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
+        if let Error::ResourcesExhausted(why) = error {
+            self.shared.writes_refused.refused(why, Instant::now());
+        }
         for request in batch {
             answer(&self.stats, request.reply, Err(error.again()), request.submitted);
         }

@@ -49,6 +49,12 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unreachable", message)
     }
 
+    /// The log's database refused the append for want of resources (a
+    /// full disk): nothing appended, worth retrying once the cause is gone.
+    pub fn log_refuses_writes(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_refuses_writes", message)
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message.clone() } }
     }
@@ -75,7 +81,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let unreachable = self.code == "log_unreachable";
+        let unreachable = matches!(self.code, "log_unreachable" | "log_refuses_writes");
         let mut response = (self.status, Json(self.body())).into_response();
         if unreachable {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(LOG_UNREACHABLE_RETRY_AFTER_SECONDS));
@@ -84,8 +90,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Retry-After` of a `503 log_unreachable`: the node retries the database
-/// on its own about this often.
+/// `Retry-After` of a `503 log_unreachable` (the node retries the database
+/// on its own about this often) and of a `503 log_refuses_writes`.
 pub const LOG_UNREACHABLE_RETRY_AFTER_SECONDS: u64 = 1;
 
 impl From<LedgerError> for ApiError {
@@ -97,6 +103,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
             LedgerError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message),
             LedgerError::Log(opledger::Error::Unavailable(_)) => ApiError::log_unreachable(message),
+            LedgerError::Log(opledger::Error::ResourcesExhausted(_)) => ApiError::log_refuses_writes(message),
             LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
             }
@@ -132,6 +139,7 @@ impl From<opledger::Error> for ApiError {
     fn from(error: opledger::Error) -> ApiError {
         match error {
             opledger::Error::Unavailable(_) => ApiError::log_unreachable(error.to_string()),
+            opledger::Error::ResourcesExhausted(_) => ApiError::log_refuses_writes(error.to_string()),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", other.to_string()),
         }
     }
@@ -154,6 +162,21 @@ mod tests {
         for answer in [ApiError::from(failed()), ApiError::from(LedgerError::Log(failed()))] {
             assert_eq!((answer.status, answer.code), (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"));
             assert_eq!(answer.message, "storage failure: disk full", "one prefix");
+        }
+    }
+
+    #[test]
+    fn a_log_database_refusing_for_want_of_resources_is_a_503_to_retry() {
+        let full = || {
+            opledger::Error::ResourcesExhausted(
+                "PostgreSQL: could not extend file \"base/16384/16394\": No space left on device (53100)".into(),
+            )
+        };
+        for answer in [ApiError::from(full()), ApiError::from(LedgerError::Log(full()))] {
+            assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_refuses_writes"));
+            assert!(answer.message.contains("want of resources: PostgreSQL: could not extend"), "{}", answer.message);
+            let response = answer.into_response();
+            assert_eq!(response.headers().get(header::RETRY_AFTER).map(|value| value.as_bytes()), Some(&b"1"[..]));
         }
     }
 }

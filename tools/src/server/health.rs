@@ -34,6 +34,10 @@ pub enum NotReady {
     /// The projections cannot read the shared log (the database restarting
     /// or failing over) and retry; reads answer what they applied.
     LogUnreachable { applied: u64, head: u64, why: String },
+    /// The log's database refused this node's latest append for want of
+    /// resources (a full disk), lately: it answers reads, but no write
+    /// commits until the cause is gone.
+    LogRefusesWrites(String),
     /// The projections are more than [`READY_PROJECTION_LAG_EVENTS_MAX`] behind.
     ProjectionsBehind { head: u64, applied: u64 },
 }
@@ -46,6 +50,7 @@ impl NotReady {
             NotReady::ProjectionsStopped { .. } => "projections_stopped",
             NotReady::ProjectionsBehind { .. } => "projections_behind",
             NotReady::LogUnreachable { .. } => "log_unreachable",
+            NotReady::LogRefusesWrites(_) => "log_refuses_writes",
         }
     }
 
@@ -64,6 +69,10 @@ impl NotReady {
             NotReady::LogUnreachable { applied, head, why } => format!(
                 "writes fail until the log can be read again, and reads answer what was applied (applied \
                  position {applied}, head {head}): {why}"
+            ),
+            NotReady::LogRefusesWrites(why) => format!(
+                "the log's database refused this node's latest append (nothing of it was appended; writes \
+                 fail until the cause is gone, reads are served): {why}"
             ),
         }
     }
@@ -85,6 +94,8 @@ pub struct CoreObserved {
     pub projections: Progress,
     /// Why the projections cannot read the log, while they retry.
     pub log_unreachable: Option<String>,
+    /// Why the log's database refuses this node's writes, lately.
+    pub writes_refused: Option<String>,
 }
 
 /// Ready, or the first reason not to be, in the order an operator fixes them.
@@ -100,6 +111,9 @@ pub fn readiness(observed: &Observed) -> Result<(), NotReady> {
     }
     if let (Progress::Applied(applied), Some(why)) = (&core.projections, &core.log_unreachable) {
         return Err(NotReady::LogUnreachable { applied: *applied, head: core.head, why: why.clone() });
+    }
+    if let Some(why) = &core.writes_refused {
+        return Err(NotReady::LogRefusesWrites(why.clone()));
     }
     match &core.projections {
         Progress::Stopped { position, detail } => {
@@ -150,6 +164,8 @@ pub fn observe(state: &AppState) -> Observed {
         // The projections find out when they read; the log's follower
         // within a second, even when nothing is appended.
         log_unreachable: core.projector.log_unreachable().or_else(|| core.ledger.log().unreachable()),
+        // Only refused appends tell: the database answers reads meanwhile.
+        writes_refused: core.ledger.log().writes_refused(),
     });
     Observed { reopening: state.reopening.reason(), core }
 }
@@ -187,6 +203,7 @@ pub enum NotReadyReason {
     ProjectionsStopped,
     ProjectionsBehind,
     LogUnreachable,
+    LogRefusesWrites,
 }
 
 /// The 503 answer of `/readyz`.
@@ -207,6 +224,7 @@ impl NotReady {
             NotReady::ProjectionsStopped { .. } => NotReadyReason::ProjectionsStopped,
             NotReady::ProjectionsBehind { .. } => NotReadyReason::ProjectionsBehind,
             NotReady::LogUnreachable { .. } => NotReadyReason::LogUnreachable,
+            NotReady::LogRefusesWrites(_) => NotReadyReason::LogRefusesWrites,
         }
     }
 }
@@ -238,7 +256,13 @@ mod tests {
     use super::*;
 
     fn core(stopped: Option<&str>, head: u64, projections: Progress) -> Option<CoreObserved> {
-        Some(CoreObserved { ledger_stopped: stopped.map(str::to_owned), head, projections, log_unreachable: None })
+        Some(CoreObserved {
+            ledger_stopped: stopped.map(str::to_owned),
+            head,
+            projections,
+            log_unreachable: None,
+            writes_refused: None,
+        })
     }
 
     #[test]
@@ -249,6 +273,7 @@ mod tests {
             NotReady::ProjectionsStopped { position: 1, detail: "x".into() },
             NotReady::ProjectionsBehind { head: 2, applied: 1 },
             NotReady::LogUnreachable { applied: 1, head: 2, why: "x".into() },
+            NotReady::LogRefusesWrites("x".into()),
         ];
         for not_ready in all {
             assert_eq!(serde_json::to_value(not_ready.reason()).ok(), Some(serde_json::json!(not_ready.code())));
@@ -291,6 +316,29 @@ mod tests {
         assert_eq!(not_ready.code(), "log_unreachable");
         let detail = not_ready.detail();
         assert!(detail.contains("applied position 9, head 12") && detail.contains("connection refused"), "{detail}");
+    }
+
+    #[test]
+    fn given_the_database_refused_the_latest_append_then_the_node_is_not_ready_and_says_why() {
+        let mut observed = Observed { reopening: None, core: core(None, 12, Progress::Applied(12)) };
+        let full = "PostgreSQL: could not extend file \"base/16384/16394\": No space left on device (53100)";
+        if let Some(core) = observed.core.as_mut() {
+            core.writes_refused = Some(full.into());
+        }
+        let not_ready = readiness(&observed).unwrap_err();
+        assert_eq!(not_ready, NotReady::LogRefusesWrites(full.into()));
+        assert_eq!(not_ready.code(), "log_refuses_writes");
+        assert!(not_ready.detail().contains("No space left on device (53100)"), "{}", not_ready.detail());
+    }
+
+    #[test]
+    fn given_the_database_unreachable_and_refusing_then_unreachable_is_said_first() {
+        let mut observed = Observed { reopening: None, core: core(None, 12, Progress::Applied(12)) };
+        if let Some(core) = observed.core.as_mut() {
+            core.log_unreachable = Some("connection refused".into());
+            core.writes_refused = Some("No space left on device (53100)".into());
+        }
+        assert_eq!(readiness(&observed).unwrap_err().code(), "log_unreachable");
     }
 
     #[test]

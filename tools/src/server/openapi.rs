@@ -232,9 +232,12 @@ pub fn status_of(code: &str) -> Option<u16> {
         "unsupported_media_type" => 415,
         "verify_busy" => 429,
         "internal_error" | "storage_failure" => 500,
-        "ledger_stopped" | "projection_unavailable" | "too_many_connections" | "log_contended" | "log_unreachable" => {
-            503
-        }
+        "ledger_stopped"
+        | "projection_unavailable"
+        | "too_many_connections"
+        | "log_contended"
+        | "log_unreachable"
+        | "log_refuses_writes" => 503,
         _ => return None,
     })
 }
@@ -247,7 +250,8 @@ const SERVICE: &[&str] = &["unauthorized", "forbidden", "internal_error", "log_u
 /// A JSON body (`JsonBody`): its type, size, arrival and shape.
 const BODY: &[&str] = &["invalid_json", "request_timeout", "body_too_large", "unsupported_media_type"];
 /// An append through the sequencer.
-const APPEND: &[&str] = &["ledger_stopped", "storage_failure", "log_contended", "log_unreachable"];
+const APPEND: &[&str] =
+    &["ledger_stopped", "storage_failure", "log_contended", "log_unreachable", "log_refuses_writes"];
 /// `min_position` of every `GET /v1/…` (`server/positions.rs`): a value
 /// that is not a position, or read models that do not reach it in time.
 const READ_AFTER_WRITE: &[&str] = &["invalid_request", "projection_unavailable"];

@@ -1,0 +1,136 @@
+//! A full disk under the log's database, for real: the log's database in a
+//! tablespace on a small tmpfs (mounting needs root; elsewhere the test
+//! says why it is skipped and returns), while the cluster's WAL stays on
+//! the ordinary disk, so PostgreSQL keeps running and refuses each insert
+//! that needs a new page (`could not extend file`, SQLSTATE 53100). Found
+//! from outside first: every write failed while `/readyz` said ready.
+//!
+//! Appends until one is refused, then: the refusal is
+//! [`Error::ResourcesExhausted`] naming the database's words, nothing of it
+//! is stored, the log says it refuses writes ([`Log::writes_refused`]);
+//! once space is freed the next append commits, the log no longer says
+//! so, and the chain verifies with every acknowledged event in it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::envelope::NewEvent;
+use crate::error::Error;
+use crate::log::conformance::{assert_verifies, event, options, stream};
+use crate::log::{Expectations, Log};
+use crate::postgres_cluster::Cluster;
+
+/// The tmpfs the tablespace is on: a few hundred of the appends below.
+const TMPFS_SIZE: &str = "12m";
+/// Written into the tmpfs before the database is made, removed to free
+/// space: "the cause is gone".
+const FILLER_BYTES: usize = 4 << 20;
+/// Random payload bytes per event (as hex, so PostgreSQL cannot compress
+/// them away): well under the log's 64 KiB event bound.
+const PAYLOAD_RANDOM_BYTES: usize = 12 * 1024;
+/// More appends than the tmpfs can hold: the database must refuse before.
+const APPENDS_MAX: usize = 2_000;
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop (also when
+/// the test fails).
+struct Tmpfs {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount() -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs { mount, _dir: dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// SplitMix64: bytes no compressor shrinks, without a random number crate.
+fn random_hex(seed: u64, bytes: usize) -> String {
+    let mut state = seed;
+    (0..bytes / 8)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            format!("{:016x}", z ^ (z >> 31))
+        })
+        .collect()
+}
+
+fn big_event(n: usize) -> NewEvent {
+    let random = random_hex(n as u64, PAYLOAD_RANDOM_BYTES);
+    NewEvent::new(stream(&format!("filler-{n}")), "thing_happened", 1, &serde_json::json!({ "n": n, "blob": random }))
+        .unwrap()
+}
+
+#[test]
+fn a_database_out_of_space_refuses_appends_storing_nothing_and_takes_them_again_once_space_is_freed() {
+    // Declared first: dropped last, after the cluster that uses it stopped.
+    let tmpfs = match Tmpfs::mount() {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount tmpfs: {reason}");
+            return;
+        }
+    };
+    let filler = tmpfs.mount.join("filler");
+    std::fs::write(&filler, vec![0x5a_u8; FILLER_BYTES]).unwrap();
+    let tablespace = tmpfs.mount.join("tablespace");
+    std::fs::create_dir(&tablespace).unwrap();
+    let chowned = Command::new("chown").arg("postgres").arg(&tablespace).status().unwrap();
+    assert!(chowned.success(), "chown postgres {}", tablespace.display());
+    let cluster = Cluster::start(&[]);
+    cluster.psql(&format!("CREATE TABLESPACE small LOCATION '{}'", tablespace.display()));
+    cluster.psql("CREATE DATABASE full_disk TABLESPACE small");
+    let log = Log::open_postgres(&cluster.url("full_disk"), options()).unwrap();
+
+    let mut acknowledged = 0_u64;
+    let refusal = loop {
+        assert!(
+            (acknowledged as usize) < APPENDS_MAX,
+            "the database took {APPENDS_MAX} appends on a {TMPFS_SIZE} disk"
+        );
+        let attempt = big_event(acknowledged as usize);
+        match log.append_blocking(vec![attempt.clone()], Expectations::none()) {
+            Ok(Ok(_)) => acknowledged += 1,
+            Ok(Err(conflict)) => panic!("no expectation was given, yet: {conflict:?}"),
+            Err(error) => break (error, attempt),
+        }
+    };
+    let (error, refused) = refusal;
+    eprintln!("disk full: {acknowledged} appends acknowledged, then: {error}");
+    let Error::ResourcesExhausted(why) = &error else { panic!("a full disk is not a storage failure: {error:?}") };
+    assert!(why.contains("53100") && why.contains("No space left on device"), "{why}");
+    assert_eq!(log.writes_refused().as_deref(), Some(why.as_str()), "the log says it refuses writes, and why");
+    assert_eq!(log.head().position, acknowledged, "nothing of the refused append is in the log");
+    assert!(log.read(acknowledged + 1, 1).unwrap().is_empty(), "nothing past the head");
+    assert!(log.read_stream(&refused.stream, 1, 1).unwrap().is_empty(), "the refused event is not stored");
+
+    std::fs::remove_file(&filler).unwrap();
+    let appended = log.append_blocking(vec![event("after", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(appended.first_position, acknowledged + 1, "gapless after the refusal");
+    assert_eq!(log.writes_refused(), None, "a commit ends the refusal");
+    assert_eq!(log.read(1, APPENDS_MAX + 1).unwrap().len() as u64, acknowledged + 1, "every acknowledged event");
+    assert_verifies(&log);
+    drop(log);
+    drop(cluster);
+    drop(tmpfs);
+}
