@@ -15,12 +15,13 @@ pub enum Error {
     /// the message says the outcome is unknown; worth retrying.
     #[error("the log's database cannot be reached: {0}")]
     Unavailable(String),
-    /// The log's database (PostgreSQL) refused for want of resources:
-    /// SQLSTATE class 53 (a full disk is 53100, memory 53200) but out of
-    /// connections (53300, [`Error::Unavailable`]). The server is up;
-    /// nothing was appended; worth retrying once the cause is gone.
-    #[error("the log's database refused for want of resources: {0}")]
-    ResourcesExhausted(String),
+    /// The log's database (PostgreSQL) is up but refuses writes: read-only
+    /// (25006: a standby, or `default_transaction_read_only`), or out of a
+    /// resource (SQLSTATE class 53, a full disk is 53100, but out of
+    /// connections, 53300, which is [`Error::Unavailable`]). Nothing was
+    /// appended; worth retrying once the cause is gone.
+    #[error("the log's database refuses writes: {0}")]
+    WritesRefused(String),
     /// A file operation failed.
     #[error("i/o failure on {path}: {source}")]
     Io {
@@ -60,13 +61,13 @@ impl Error {
 
     /// The same failure again, for another caller who must be told (an
     /// error is not `Clone`: it may hold an `io::Error`). A storage,
-    /// unavailability or exhaustion failure keeps its kind and message; any other kind
+    /// unavailability or refusal failure keeps its kind and message; any other kind
     /// becomes a storage failure that names it.
     pub(crate) fn again(&self) -> Error {
         match self {
             Error::Storage(message) => Error::Storage(message.clone()),
             Error::Unavailable(message) => Error::Unavailable(message.clone()),
-            Error::ResourcesExhausted(message) => Error::ResourcesExhausted(message.clone()),
+            Error::WritesRefused(message) => Error::WritesRefused(message.clone()),
             other => Error::Storage(other.to_string()),
         }
     }

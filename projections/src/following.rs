@@ -39,7 +39,7 @@ pub fn retried(shared: bool, error: &ProjectionError) -> bool {
         && matches!(
             error,
             ProjectionError::Log(
-                opledger::Error::Storage(_) | opledger::Error::Unavailable(_) | opledger::Error::ResourcesExhausted(_)
+                opledger::Error::Storage(_) | opledger::Error::Unavailable(_) | opledger::Error::WritesRefused(_)
             )
         )
 }

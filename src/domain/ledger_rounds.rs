@@ -275,7 +275,7 @@ impl Decider {
                 // fold stops the ledger.
                 if !matches!(
                     failure,
-                    LedgerError::Log(Error::Storage(_) | Error::Unavailable(_) | Error::ResourcesExhausted(_))
+                    LedgerError::Log(Error::Storage(_) | Error::Unavailable(_) | Error::WritesRefused(_))
                 ) {
                     self.stopped.send_replace(Some(failure.to_string()));
                 }

@@ -88,7 +88,8 @@ pub(crate) trait Backend: Send + Sync {
     }
 
     /// Why the log's database refuses this node's writes now: its latest
-    /// group commit was refused for want of resources (a full disk), lately
+    /// group commit was refused while the database is up (read-only, a
+    /// full disk), lately
     /// (`None` otherwise, and always for a local log, whose writer stops
     /// instead).
     fn writes_refused(&self) -> Option<String> {

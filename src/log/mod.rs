@@ -378,7 +378,7 @@ impl Log {
     }
 
     /// Why the log's database refuses this node's writes now: it refused
-    /// the node's latest group commit for want of resources (a full disk)
+    /// the node's latest group commit while up (read-only, a full disk)
     /// within [`WRITES_REFUSED_READY_WAIT`](crate::log::postgres::WRITES_REFUSED_READY_WAIT),
     /// and nothing committed since (`None` for a local log).
     pub fn writes_refused(&self) -> Option<String> {

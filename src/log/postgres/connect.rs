@@ -59,25 +59,26 @@ pub(crate) struct Heard {
 
 /// A driver error as the log reports it: [`Error::Unavailable`] when the
 /// database could not be reached or stopped answering (worth a retry),
-/// [`Error::ResourcesExhausted`] when it refused for want of resources (a
-/// full disk), else [`Error::Storage`].
+/// [`Error::WritesRefused`] when it is up but refuses writes (read-only,
+/// a full disk), else [`Error::Storage`].
 pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
     if unreachable(&error) {
         Error::Unavailable(storage_message(&error))
-    } else if exhausted(&error) {
-        Error::ResourcesExhausted(storage_message(&error))
+    } else if refuses_writes(&error) {
+        Error::WritesRefused(storage_message(&error))
     } else {
         Error::Storage(storage_message(&error))
     }
 }
 
-/// The server refused for want of resources: SQLSTATE class 53,
-/// insufficient resources (a full disk is 53100), but for out of
+/// The server is up and refuses writes: read-only (25006, a standby or
+/// `default_transaction_read_only`), or out of a resource (SQLSTATE class
+/// 53, insufficient resources: a full disk is 53100), but for out of
 /// connections (53300), which is [`unreachable`].
-fn exhausted(error: &tokio_postgres::Error) -> bool {
+fn refuses_writes(error: &tokio_postgres::Error) -> bool {
     error.as_db_error().is_some_and(|refused| {
         let code = refused.code().code();
-        code.starts_with("53") && code != "53300"
+        code == "25006" || (code.starts_with("53") && code != "53300")
     })
 }
 

@@ -41,7 +41,7 @@ use crate::limits::{APPEND_QUEUE_DEPTH_MAX, OPEN_TAIL_CHECK_EVENTS};
 use crate::log::backend::Opened;
 use crate::log::{Head, LogOptions, StatsCounters};
 use connect::{Heard, Readers, Target};
-use refusals::WritesRefused;
+use refusals::LatestRefusal;
 
 /// Longest wait for one database round of a read before it fails (a read
 /// never hangs on a database that stopped answering).
@@ -87,9 +87,9 @@ pub(crate) struct Shared {
     pub(crate) location: String,
     /// Why the follower could not reach the database on its last attempt.
     unreachable: std::sync::Mutex<Option<String>>,
-    /// The database's refusal of this node's latest group commit for want
-    /// of resources (a full disk), and when; cleared by a commit.
-    pub(crate) writes_refused: WritesRefused,
+    /// The database's refusal of this node's latest group commit while up
+    /// (read-only, a full disk), and when; cleared by a commit.
+    pub(crate) writes_refused: LatestRefusal,
 }
 
 impl Shared {
@@ -230,7 +230,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         config: target,
         head: std::sync::Mutex::new(Some(head_tx)),
         unreachable: std::sync::Mutex::new(None),
-        writes_refused: WritesRefused::default(),
+        writes_refused: LatestRefusal::default(),
     });
     handle.spawn(follower::follow(Arc::clone(&shared)));
     let (requests_tx, requests_rx) = mpsc::channel(APPEND_QUEUE_DEPTH_MAX);
@@ -268,9 +268,9 @@ mod tls_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
-mod disk_full_tests;
-#[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod refused_writes_tests;
 
 /// The stored head and the recording time of its event, once the tail is
 /// checked ([`check_stored_tail`]). The head, the last stored position and

@@ -1,26 +1,26 @@
-//! Writes the database refuses for want of resources (a full disk): the
-//! server is up and answers reads, so the node's follower finds nothing
-//! wrong, and only the refused commits tell. The writer keeps the latest
-//! for `/readyz`, which otherwise would call ready a node none of whose
-//! writes can commit.
+//! Writes the database refuses while it is up ([`crate::Error::WritesRefused`]:
+//! read-only, or out of space): it answers reads, so the node's follower
+//! finds nothing wrong, and only the refused commits tell. The writer
+//! keeps the latest for `/readyz`, which otherwise would call ready a node
+//! none of whose writes can commit.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a node counts itself refusing writes (`/readyz`) after the
-/// database refused its latest group commit for want of resources (a
-/// full disk), unless a commit succeeds first. Bounded because nothing
-/// else tells when the space is back: with no writes (a balancer that took
+/// database refused its latest group commit while up (read-only, a full
+/// disk), unless a commit succeeds first. Bounded because nothing else
+/// tells when the cause is gone: with no writes (a balancer that took
 /// the node out of rotation) the node would stay unready for good; past
 /// the bound it is ready again, and its next write finds out.
 pub const WRITES_REFUSED_READY_WAIT: Duration = Duration::from_secs(10);
 
 /// How this node's latest group commit ended, as `/readyz` needs it.
 #[derive(Debug, Default)]
-pub(crate) struct WritesRefused(Mutex<Option<(String, Instant)>>);
+pub(crate) struct LatestRefusal(Mutex<Option<(String, Instant)>>);
 
-impl WritesRefused {
-    /// The latest group commit was refused for want of resources, at `at`.
+impl LatestRefusal {
+    /// The latest group commit was refused (the database is up), at `at`.
     pub(crate) fn refused(&self, why: &str, at: Instant) {
         self.set(Some((why.to_owned(), at)));
     }
@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn given_a_refused_commit_when_asked_within_the_wait_then_it_is_the_reason() {
-        let latest = WritesRefused::default();
+        let latest = LatestRefusal::default();
         let at = Instant::now();
         latest.refused("PostgreSQL: No space left on device (53100)", at);
         assert_eq!(latest.lately(at).as_deref(), Some("PostgreSQL: No space left on device (53100)"));
@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn given_a_refused_commit_when_the_wait_passed_then_it_is_forgotten() {
-        let latest = WritesRefused::default();
+        let latest = LatestRefusal::default();
         let at = Instant::now();
         latest.refused("PostgreSQL: No space left on device (53100)", at);
         assert_eq!(latest.lately(at + WRITES_REFUSED_READY_WAIT), None);
@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn given_a_refused_commit_when_a_later_one_commits_then_it_is_forgotten() {
-        let latest = WritesRefused::default();
+        let latest = LatestRefusal::default();
         let at = Instant::now();
         latest.refused("PostgreSQL: No space left on device (53100)", at);
         latest.committed();

@@ -412,7 +412,7 @@ impl Writer {
     /// Answers every append of a group that did not commit with `error`.
     fn fail(&self, batch: Vec<Request>, error: &Error) {
         tracing::warn!(%error, "group commit on PostgreSQL failed; its appends are answered with the error");
-        if let Error::ResourcesExhausted(why) = error {
+        if let Error::WritesRefused(why) = error {
             self.shared.writes_refused.refused(why, Instant::now());
         }
         for request in batch {

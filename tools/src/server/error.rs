@@ -49,8 +49,8 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unreachable", message)
     }
 
-    /// The log's database refused the append for want of resources (a
-    /// full disk): nothing appended, worth retrying once the cause is gone.
+    /// The log's database is up and refused the append (read-only, a full
+    /// disk): nothing appended, worth retrying once the cause is gone.
     pub fn log_refuses_writes(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_refuses_writes", message)
     }
@@ -103,7 +103,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
             LedgerError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message),
             LedgerError::Log(opledger::Error::Unavailable(_)) => ApiError::log_unreachable(message),
-            LedgerError::Log(opledger::Error::ResourcesExhausted(_)) => ApiError::log_refuses_writes(message),
+            LedgerError::Log(opledger::Error::WritesRefused(_)) => ApiError::log_refuses_writes(message),
             LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
             }
@@ -139,7 +139,7 @@ impl From<opledger::Error> for ApiError {
     fn from(error: opledger::Error) -> ApiError {
         match error {
             opledger::Error::Unavailable(_) => ApiError::log_unreachable(error.to_string()),
-            opledger::Error::ResourcesExhausted(_) => ApiError::log_refuses_writes(error.to_string()),
+            opledger::Error::WritesRefused(_) => ApiError::log_refuses_writes(error.to_string()),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", other.to_string()),
         }
     }
@@ -166,15 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn a_log_database_refusing_for_want_of_resources_is_a_503_to_retry() {
+    fn a_log_database_refusing_writes_is_a_503_to_retry() {
         let full = || {
-            opledger::Error::ResourcesExhausted(
+            opledger::Error::WritesRefused(
                 "PostgreSQL: could not extend file \"base/16384/16394\": No space left on device (53100)".into(),
             )
         };
         for answer in [ApiError::from(full()), ApiError::from(LedgerError::Log(full()))] {
             assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_refuses_writes"));
-            assert!(answer.message.contains("want of resources: PostgreSQL: could not extend"), "{}", answer.message);
+            assert!(answer.message.contains("refuses writes: PostgreSQL: could not extend"), "{}", answer.message);
             let response = answer.into_response();
             assert_eq!(response.headers().get(header::RETRY_AFTER).map(|value| value.as_bytes()), Some(&b"1"[..]));
         }

@@ -34,8 +34,8 @@ pub enum NotReady {
     /// The projections cannot read the shared log (the database restarting
     /// or failing over) and retry; reads answer what they applied.
     LogUnreachable { applied: u64, head: u64, why: String },
-    /// The log's database refused this node's latest append for want of
-    /// resources (a full disk), lately: it answers reads, but no write
+    /// The log's database refused this node's latest append while up
+    /// (read-only, a full disk), lately: it answers reads, but no write
     /// commits until the cause is gone.
     LogRefusesWrites(String),
     /// The projections are more than [`READY_PROJECTION_LAG_EVENTS_MAX`] behind.

@@ -1,12 +1,18 @@
-//! A full disk under the log's database, for real: the log's database in a
+//! A log database that is up but refuses writes, for real (found from
+//! outside first: every write failed while `/readyz` said ready).
+//!
+//! Read-only (`default_transaction_read_only`, as a standby refuses
+//! writes): an append is refused with [`Error::WritesRefused`] naming
+//! 25006, nothing of it is stored, and the log says it refuses writes;
+//! once the database takes writes again the next append commits.
+//!
+//! A full disk: the log's database in a
 //! tablespace on a small tmpfs (mounting needs root; elsewhere the test
 //! says why it is skipped and returns), while the cluster's WAL stays on
 //! the ordinary disk, so PostgreSQL keeps running and refuses each insert
-//! that needs a new page (`could not extend file`, SQLSTATE 53100). Found
-//! from outside first: every write failed while `/readyz` said ready.
-//!
+//! that needs a new page (`could not extend file`, SQLSTATE 53100).
 //! Appends until one is refused, then: the refusal is
-//! [`Error::ResourcesExhausted`] naming the database's words, nothing of it
+//! [`Error::WritesRefused`] naming the database's words, nothing of it
 //! is stored, the log says it refuses writes ([`Log::writes_refused`]);
 //! once space is freed the next append commits, the log no longer says
 //! so, and the chain verifies with every acknowledged event in it.
@@ -117,7 +123,7 @@ fn a_database_out_of_space_refuses_appends_storing_nothing_and_takes_them_again_
     };
     let (error, refused) = refusal;
     eprintln!("disk full: {acknowledged} appends acknowledged, then: {error}");
-    let Error::ResourcesExhausted(why) = &error else { panic!("a full disk is not a storage failure: {error:?}") };
+    let Error::WritesRefused(why) = &error else { panic!("a full disk is not a storage failure: {error:?}") };
     assert!(why.contains("53100") && why.contains("No space left on device"), "{why}");
     assert_eq!(log.writes_refused().as_deref(), Some(why.as_str()), "the log says it refuses writes, and why");
     assert_eq!(log.head().position, acknowledged, "nothing of the refused append is in the log");
@@ -133,4 +139,26 @@ fn a_database_out_of_space_refuses_appends_storing_nothing_and_takes_them_again_
     drop(log);
     drop(cluster);
     drop(tmpfs);
+}
+
+#[test]
+fn a_read_only_database_refuses_appends_storing_nothing_and_takes_them_once_writable_again() {
+    let cluster = Cluster::start(&[]);
+    let log = Log::open_postgres(&cluster.database("read_only"), options()).unwrap();
+    log.append_blocking(vec![event("before", 1)], Expectations::none()).unwrap().unwrap();
+    cluster.reload_setting("default_transaction_read_only", Some("on"));
+
+    let refused = event("refused", 1);
+    let error = log.append_blocking(vec![refused.clone()], Expectations::none()).unwrap_err();
+    let Error::WritesRefused(why) = &error else { panic!("a read-only database is not a storage failure: {error:?}") };
+    assert!(why.contains("read-only transaction") && why.contains("25006"), "{why}");
+    assert_eq!(log.writes_refused().as_deref(), Some(why.as_str()), "the log says it refuses writes, and why");
+    assert_eq!(log.head().position, 1, "nothing of the refused append is in the log");
+    assert!(log.read_stream(&refused.stream, 1, 1).unwrap().is_empty(), "the refused event is not stored");
+
+    cluster.reload_setting("default_transaction_read_only", None);
+    let appended = log.append_blocking(vec![refused], Expectations::none()).unwrap().unwrap();
+    assert_eq!(appended.first_position, 2, "gapless after the refusal");
+    assert_eq!(log.writes_refused(), None, "a commit ends the refusal");
+    assert_verifies(&log);
 }
