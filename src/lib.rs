@@ -28,6 +28,11 @@ pub(crate) mod postgres_cluster;
 #[path = "../tests/support/tls_certificates.rs"]
 pub(crate) mod tls_certificates;
 
+/// A small tmpfs, for the tests of a full disk under the log's database.
+#[cfg(test)]
+#[path = "../tests/support/tmpfs.rs"]
+pub(crate) mod tmpfs;
+
 /// A TCP proxy that cuts a PostgreSQL connection at a chosen `COMMIT`.
 #[cfg(test)]
 #[path = "../tests/support/tcp_proxy.rs"]

@@ -24,6 +24,10 @@ mod common {
 
 use common::server_process::ServerProcess;
 
+#[path = "../../tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_opledger");
 
 /// The tmpfs: small enough to fill in seconds.
@@ -40,36 +44,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the server may take to take writes again once space is freed
 /// (its reopen backoff is capped far below).
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
-
-/// A tmpfs mounted on a temporary directory, unmounted on drop (also when
-/// the test fails).
-struct Tmpfs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
-            .arg(&mount)
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs { mount, _dir: dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
 
 /// `opledger serve` on the tmpfs, with a small page cache.
 fn start_server(data: &Path, log: PathBuf) -> ServerProcess {
@@ -116,15 +90,7 @@ fn listed(server: &ServerProcess, token: &str) -> BTreeSet<String> {
 
 #[test]
 fn a_full_disk_stops_writes_without_hanging_reads_and_the_server_recovers_by_itself() {
-    let tmpfs = match Tmpfs::mount() {
-        Ok(tmpfs) => tmpfs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount tmpfs: {reason}");
-            return;
-        }
-    };
-    let filler = tmpfs.mount.join("filler");
-    std::fs::write(&filler, vec![0xA5u8; FILLER_BYTES]).unwrap();
+    let Some(tmpfs) = Tmpfs::with_filler(TMPFS_SIZE, FILLER_BYTES) else { return };
     let data = tmpfs.mount.join("data");
     let logs = tempfile::tempdir().unwrap();
     let tokens = TokenStore::new(&data);
@@ -182,7 +148,7 @@ fn a_full_disk_stops_writes_without_hanging_reads_and_the_server_recovers_by_its
     assert_eq!(refused.status, 503, "{}", refused.text());
 
     // Free the space: the same process takes writes again by itself.
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(tmpfs.filler()).unwrap();
     let deadline = Instant::now() + RECOVERY_WAIT;
     let after = loop {
         let answer = server.call("POST", "/v1/runs", Some(&service), Some(&start("after-recovery")));

@@ -17,7 +17,6 @@
 //! once space is freed the next append commits, the log no longer says
 //! so, and the chain verifies with every acknowledged event in it.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::envelope::NewEvent;
@@ -25,6 +24,7 @@ use crate::error::Error;
 use crate::log::conformance::{assert_verifies, event, options, stream};
 use crate::log::{Expectations, Log};
 use crate::postgres_cluster::Cluster;
+use crate::tmpfs::Tmpfs;
 
 /// The tmpfs the tablespace is on: a few hundred of the appends below.
 const TMPFS_SIZE: &str = "12m";
@@ -36,36 +36,6 @@ const FILLER_BYTES: usize = 4 << 20;
 const PAYLOAD_RANDOM_BYTES: usize = 12 * 1024;
 /// More appends than the tmpfs can hold: the database must refuse before.
 const APPENDS_MAX: usize = 2_000;
-
-/// A tmpfs mounted on a temporary directory, unmounted on drop (also when
-/// the test fails).
-struct Tmpfs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
-            .arg(&mount)
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs { mount, _dir: dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
 
 /// SplitMix64: bytes no compressor shrinks, without a random number crate.
 fn random_hex(seed: u64, bytes: usize) -> String {
@@ -90,15 +60,7 @@ fn big_event(n: usize) -> NewEvent {
 #[test]
 fn a_database_out_of_space_refuses_appends_storing_nothing_and_takes_them_again_once_space_is_freed() {
     // Declared first: dropped last, after the cluster that uses it stopped.
-    let tmpfs = match Tmpfs::mount() {
-        Ok(tmpfs) => tmpfs,
-        Err(reason) => {
-            eprintln!("skipped: cannot mount tmpfs: {reason}");
-            return;
-        }
-    };
-    let filler = tmpfs.mount.join("filler");
-    std::fs::write(&filler, vec![0x5a_u8; FILLER_BYTES]).unwrap();
+    let Some(tmpfs) = Tmpfs::with_filler(TMPFS_SIZE, FILLER_BYTES) else { return };
     let tablespace = tmpfs.mount.join("tablespace");
     std::fs::create_dir(&tablespace).unwrap();
     let chowned = Command::new("chown").arg("postgres").arg(&tablespace).status().unwrap();
@@ -130,7 +92,7 @@ fn a_database_out_of_space_refuses_appends_storing_nothing_and_takes_them_again_
     assert!(log.read(acknowledged + 1, 1).unwrap().is_empty(), "nothing past the head");
     assert!(log.read_stream(&refused.stream, 1, 1).unwrap().is_empty(), "the refused event is not stored");
 
-    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(tmpfs.filler()).unwrap();
     let appended = log.append_blocking(vec![event("after", 1)], Expectations::none()).unwrap().unwrap();
     assert_eq!(appended.first_position, acknowledged + 1, "gapless after the refusal");
     assert_eq!(log.writes_refused(), None, "a commit ends the refusal");
