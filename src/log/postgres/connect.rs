@@ -96,6 +96,11 @@ fn unreachable(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// The server ended an idle session (`idle_session_timeout`, 57P05).
+fn ended_for_idling(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|ended| ended.code().code() == "57P05")
+}
+
 /// The driver's words and, for an error without the server's own, every
 /// cause under them: tokio-postgres says only "error connecting to
 /// server", and the operator needs the "Connection refused" under it.
@@ -225,7 +230,17 @@ fn drive<S, T>(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "PostgreSQL connection ended");
+                    // The server's own words ("terminating connection due
+                    // to idle-session timeout"), not the driver's "db error".
+                    let why = storage_message(&error);
+                    if ended_for_idling(&error) {
+                        // A server's `idle_session_timeout`: expected, and
+                        // the next use reconnects; a warning every time the
+                        // timeout passes would bury the ones that matter.
+                        tracing::info!(error = %why, "PostgreSQL connection ended");
+                    } else {
+                        tracing::warn!(error = %why, "PostgreSQL connection ended");
+                    }
                     return;
                 }
                 None => return,

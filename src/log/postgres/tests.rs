@@ -475,3 +475,30 @@ fn a_database_out_of_reach_is_unavailable_and_says_why() {
     assert!(matches!(error, crate::error::Error::Unavailable(_)), "{error:?}");
     assert!(error.to_string().contains("error connecting to server: "), "the cause follows: {error}");
 }
+
+/// A server that ends idle sessions (`idle_session_timeout`, which some
+/// operators set) ends the writer's lanes, its reads and its listener
+/// between appends, the lanes while their session holds the advisory lock
+/// of their next group: every later append still commits, at the next
+/// position, and the chain verifies.
+#[test]
+fn appends_go_on_when_the_server_ends_idle_sessions_between_them() {
+    let cluster = Cluster::start(&["idle_session_timeout = '200ms'"]);
+    let log = Log::open_postgres(&cluster.database("idling"), options()).unwrap();
+    for n in 1..=IDLE_ROUNDS {
+        let appended = log.append_blocking(vec![event("idle", n)], Expectations::none()).unwrap().unwrap();
+        assert_eq!(appended.first_position, n, "append {n} after an idle pause");
+        std::thread::sleep(IDLE_PAUSE);
+    }
+    assert!(
+        cluster.server_log().contains("terminating connection due to idle-session timeout"),
+        "the server ended idle sessions"
+    );
+    assert_eq!(log.latest_head().unwrap().position, IDLE_ROUNDS);
+    assert_verifies(&log);
+}
+
+/// Appends of the test above, each after a pause past the server's idle
+/// timeout.
+const IDLE_ROUNDS: u64 = 4;
+const IDLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(600);
