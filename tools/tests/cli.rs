@@ -3,7 +3,8 @@
 //! server started on it: runs, audit (as of a position, JSON Lines export),
 //! notifications, events, rebuild, export and import into a new directory
 //! (an identical log that verifies), and reads of a directory a running
-//! server holds and writes (its read models, read-only).
+//! server holds and writes (its read models, read-only). And `serve` whose
+//! log's database is out of reach at start: an exit naming the cause.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -495,4 +496,32 @@ fn runs_cancel_over_url_cancels_a_queued_run() {
     let local = opledger(&["runs", "cancel", &run, "--data", fixture.dir()]);
     let stderr = String::from_utf8_lossy(&local.stderr);
     assert!(!local.status.success() && stderr.contains("needs --url and --token"), "{stderr}");
+}
+
+/// A node started while its log's database is out of reach does not wait
+/// unready: it exits at once with status 2 naming the cause, for its
+/// supervisor to start it again (the systemd unit's `Restart=on-failure`).
+#[test]
+fn serve_with_its_log_database_out_of_reach_exits_with_status_2_naming_the_cause() {
+    let data = tempfile::tempdir().unwrap();
+    let nobody = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = format!("postgres://postgres@127.0.0.1:{nobody}/opledger?connect_timeout=5");
+    let started = Instant::now();
+    let output = opledger(&[
+        "serve",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{listen}"),
+        "--log",
+        &log,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the log's database cannot be reached") && stderr.contains("Connection refused"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "at once, not after waiting: {:?}", started.elapsed());
 }
