@@ -13,12 +13,12 @@ mod observations;
 pub mod postgres;
 mod sled;
 mod staging;
+mod stats;
 mod subscription;
 #[cfg(test)]
 pub(crate) mod test_log;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -33,9 +33,10 @@ use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_EVENTS_MAX, READ_PAGE_EVENTS
 
 pub(crate) use backend::Backend;
 pub use held::HeldHead;
-use observations::AtomicHistogram;
 pub use observations::{HistogramSnapshot, LogObservations, COMMIT_EVENTS_BUCKETS, LATENCY_BUCKETS_SECONDS};
 use staging::Request;
+pub use stats::LogStats;
+pub(crate) use stats::StatsCounters;
 pub use subscription::Subscription;
 
 /// What an acknowledgement guarantees.
@@ -160,109 +161,6 @@ impl std::fmt::Debug for LogOptions {
             .field("commit_resolve_wait", &self.commit_resolve_wait)
             .finish_non_exhaustive()
     }
-}
-
-/// Counters and histograms of the writer, for metrics.
-#[derive(Debug)]
-pub(crate) struct StatsCounters {
-    commits: AtomicU64,
-    events: AtomicU64,
-    appends: AtomicU64,
-    duplicates: AtomicU64,
-    conflicts: AtomicU64,
-    largest_commit_events: AtomicU64,
-    heads_held: AtomicU64,
-    speculative_groups_committed: AtomicU64,
-    speculative_groups_missed: AtomicU64,
-    speculative_groups_unread: AtomicU64,
-    append_latency: AtomicHistogram,
-    sync_latency: AtomicHistogram,
-    commit_events: AtomicHistogram,
-}
-
-impl Default for StatsCounters {
-    fn default() -> StatsCounters {
-        StatsCounters {
-            commits: AtomicU64::default(),
-            events: AtomicU64::default(),
-            appends: AtomicU64::default(),
-            duplicates: AtomicU64::default(),
-            conflicts: AtomicU64::default(),
-            largest_commit_events: AtomicU64::default(),
-            heads_held: AtomicU64::default(),
-            speculative_groups_committed: AtomicU64::default(),
-            speculative_groups_missed: AtomicU64::default(),
-            speculative_groups_unread: AtomicU64::default(),
-            append_latency: AtomicHistogram::latency(),
-            sync_latency: AtomicHistogram::latency(),
-            commit_events: AtomicHistogram::commit_events(),
-        }
-    }
-}
-
-impl StatsCounters {
-    fn record_sync(&self, elapsed: std::time::Duration) {
-        self.sync_latency.observe_duration(elapsed);
-    }
-
-    fn record_answer(&self, submitted: std::time::Instant) {
-        self.append_latency.observe_duration(submitted.elapsed());
-    }
-
-    /// A speculative group (PostgreSQL) that committed, or missed.
-    fn record_speculative(&self, committed: bool) {
-        let counter = if committed { &self.speculative_groups_committed } else { &self.speculative_groups_missed };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A speculative group staged without a read (PostgreSQL).
-    fn record_unread(&self) {
-        self.speculative_groups_unread.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record_commit(&self, events: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.events.fetch_add(events, Ordering::Relaxed);
-        self.largest_commit_events.fetch_max(events, Ordering::Relaxed);
-        self.commit_events.observe_count(events);
-    }
-
-    fn record_outcome(&self, outcome: &Result<Result<Appended, Conflict>, Error>) {
-        let counter = match outcome {
-            Ok(Ok(appended)) if appended.duplicate => &self.duplicates,
-            Ok(Ok(_)) => &self.appends,
-            Ok(Err(_)) => &self.conflicts,
-            Err(_) => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A snapshot of the writer's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct LogStats {
-    pub commits: u64,
-    pub events_appended: u64,
-    pub appends_acknowledged: u64,
-    pub appends_duplicate: u64,
-    pub appends_conflicted: u64,
-    pub largest_commit_events: u64,
-    /// Heads held for a decision ([`Log::hold_head_blocking`]): on a log
-    /// many nodes append to, rounds that lost the race to another node or
-    /// that hold while the nodes keep colliding.
-    pub heads_held: u64,
-    /// Group commits on PostgreSQL staged on the head this node expected
-    /// and inserted before locking it (`src/log/postgres/speculation.rs`).
-    pub speculative_groups_committed: u64,
-    /// Speculative groups that found the head moved (or waited too long
-    /// for it), rolled back and were staged again on the locked head.
-    pub speculative_groups_missed: u64,
-    /// Speculative groups staged on the stream versions this node knew,
-    /// without reading them first: their advisory lock was taken by the
-    /// lane's previous call, so each was its call alone, one round trip.
-    /// Counted when staged; a miss counts in `speculative_groups_missed`
-    /// too.
-    pub speculative_groups_staged_without_read: u64,
 }
 
 /// An append handed to the writer; await it for the answer.
@@ -476,7 +374,7 @@ impl Log {
     pub fn hold_head_blocking(&self) -> Result<Option<HeldHead>, Error> {
         let held = self.backend.hold_head()?;
         if held.is_some() {
-            self.stats.heads_held.fetch_add(1, Ordering::Relaxed);
+            self.stats.record_head_held();
         }
         Ok(held)
     }
@@ -551,29 +449,12 @@ impl Log {
     }
 
     pub fn stats(&self) -> LogStats {
-        let s = &self.stats;
-        LogStats {
-            commits: s.commits.load(Ordering::Relaxed),
-            events_appended: s.events.load(Ordering::Relaxed),
-            appends_acknowledged: s.appends.load(Ordering::Relaxed),
-            appends_duplicate: s.duplicates.load(Ordering::Relaxed),
-            appends_conflicted: s.conflicts.load(Ordering::Relaxed),
-            largest_commit_events: s.largest_commit_events.load(Ordering::Relaxed),
-            heads_held: s.heads_held.load(Ordering::Relaxed),
-            speculative_groups_committed: s.speculative_groups_committed.load(Ordering::Relaxed),
-            speculative_groups_missed: s.speculative_groups_missed.load(Ordering::Relaxed),
-            speculative_groups_staged_without_read: s.speculative_groups_unread.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 
     /// The write pipeline's latency and size histograms, read now.
     pub fn observations(&self) -> LogObservations {
-        let s = &self.stats;
-        LogObservations {
-            append_latency: s.append_latency.snapshot(),
-            sync_latency: s.sync_latency.snapshot(),
-            commit_events: s.commit_events.snapshot(),
-        }
+        self.stats.observations()
     }
 
     /// Whether no append can succeed any more: the log was closed, or its

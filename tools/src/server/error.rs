@@ -81,9 +81,9 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let unreachable = matches!(self.code, "log_unreachable" | "log_refuses_writes");
+        let retry_soon = matches!(self.code, "log_unreachable" | "log_refuses_writes");
         let mut response = (self.status, Json(self.body())).into_response();
-        if unreachable {
+        if retry_soon {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(LOG_UNREACHABLE_RETRY_AFTER_SECONDS));
         }
         response
