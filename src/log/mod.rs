@@ -140,6 +140,10 @@ pub struct LogOptions {
     /// the database after a commit whose answer was lost, to learn whether
     /// it committed (default [`postgres::COMMIT_RESOLVE_WAIT_MAX`]).
     pub commit_resolve_wait: std::time::Duration,
+    /// The log on PostgreSQL only: how long a lane's session keeps the
+    /// advisory lock it took for a next group that has not come (default
+    /// [`postgres::HELD_LOCK_IDLE_WAIT_MAX`]).
+    pub held_lock_idle_wait: std::time::Duration,
 }
 
 impl Default for LogOptions {
@@ -149,6 +153,7 @@ impl Default for LogOptions {
             cache_capacity_bytes: 64 * 1024 * 1024,
             clock: Arc::new(Utc::now),
             commit_resolve_wait: postgres::COMMIT_RESOLVE_WAIT_MAX,
+            held_lock_idle_wait: postgres::HELD_LOCK_IDLE_WAIT_MAX,
         }
     }
 }
@@ -159,6 +164,7 @@ impl std::fmt::Debug for LogOptions {
             .field("durability", &self.durability)
             .field("cache_capacity_bytes", &self.cache_capacity_bytes)
             .field("commit_resolve_wait", &self.commit_resolve_wait)
+            .field("held_lock_idle_wait", &self.held_lock_idle_wait)
             .finish_non_exhaustive()
     }
 }

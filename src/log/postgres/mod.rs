@@ -51,6 +51,12 @@ pub const QUERY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// whose answer was lost, to learn by event id whether it committed.
 pub const COMMIT_RESOLVE_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Longest a lane's session keeps, by default, the advisory lock it took in
+/// one group's call for its next group, when no append comes: a writer
+/// without appends holds no lock. Other nodes' groups never wait on it (its
+/// key is this writer's own); it only keeps a session busy.
+pub const HELD_LOCK_IDLE_WAIT_MAX: Duration = Duration::from_secs(1);
+
 /// How often a node reads the head even without a notification (one may be
 /// lost while its listening connection reconnects).
 pub const HEAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -241,6 +247,7 @@ pub(crate) fn open(url: &str, options: &LogOptions, stats: &Arc<StatsCounters>) 
         clock: Arc::clone(&options.clock),
         stats: Arc::clone(stats),
         resolve_wait: options.commit_resolve_wait,
+        held_lock_idle_wait: options.held_lock_idle_wait,
         speculation: std::sync::Mutex::default(),
         key_prefix: (uuid::Uuid::now_v7().as_u128() & 0x7fff_ffff) as i64,
         speculative_groups: std::sync::atomic::AtomicU32::default(),

@@ -331,7 +331,11 @@ fn append_from_another_node(url: &str, n: u64) -> u64 {
 /// lane's first group reads, and its call takes the lock of the lane's
 /// next group.
 fn staging_without_reads(url: &str) -> Log {
-    let log = Log::open_postgres(url, options()).unwrap();
+    staging_without_reads_with(url, options())
+}
+
+fn staging_without_reads_with(url: &str, options: LogOptions) -> Log {
+    let log = Log::open_postgres(url, options).unwrap();
     let mut n = 0;
     while log.stats().speculative_groups_staged_without_read == 0 {
         n += 1;
@@ -377,21 +381,24 @@ fn a_group_staged_without_a_read_behind_another_nodes_append_is_decided_again_on
 }
 
 /// A lane's session takes its next group's advisory lock in the call of
-/// the group before; once no append came for `HELD_KEY_IDLE_MAX` it is
+/// the group before; once no append came for `held_lock_idle_wait` it is
 /// released: a writer without appends holds no lock, and no transaction
 /// is left open. The next group reads first again.
 #[test]
 fn a_lock_held_for_a_next_group_is_released_once_no_append_comes() {
+    // Longer than the default: the first lane's lock must still be held
+    // when the test looks, however slowly a loaded machine gets there.
+    let held_lock_idle_wait = std::time::Duration::from_secs(5);
     let cluster = Cluster::start(&[]);
     let url = cluster.database("idle");
-    let log = staging_without_reads(&url);
+    let log = staging_without_reads_with(&url, LogOptions { held_lock_idle_wait, ..options() });
     let held = "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
                 WHERE l.locktype = 'advisory' AND l.granted AND d.datname = 'idle'";
     let open = "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND datname = 'idle'";
     assert_eq!(cluster.psql_at(&url, &[held]), b"2\n", "both lanes hold their next group's lock");
     assert_eq!(cluster.psql_at(&url, &[open]), b"0\n", "a speculative group leaves no transaction open");
 
-    std::thread::sleep(crate::log::postgres::writer::HELD_KEY_IDLE_MAX + std::time::Duration::from_millis(500));
+    std::thread::sleep(held_lock_idle_wait + std::time::Duration::from_millis(500));
 
     assert_eq!(cluster.psql_at(&url, &[held]), b"0\n");
     let before = log.stats().speculative_groups_staged_without_read;

@@ -75,10 +75,6 @@ pub(crate) struct Hold {
     pub(crate) append: oneshot::Receiver<Request>,
 }
 
-/// Longest a lane's session holds the advisory lock of a speculative group
-/// that has not come (see [`Lane::take_held_key`]).
-pub(crate) const HELD_KEY_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -91,6 +87,9 @@ pub(crate) struct Writer {
     /// `LogOptions::commit_resolve_wait`: see
     /// [`COMMIT_RESOLVE_WAIT_MAX`](crate::log::postgres::COMMIT_RESOLVE_WAIT_MAX).
     pub(crate) resolve_wait: std::time::Duration,
+    /// `LogOptions::held_lock_idle_wait`: see
+    /// [`HELD_LOCK_IDLE_WAIT_MAX`](crate::log::postgres::HELD_LOCK_IDLE_WAIT_MAX).
+    pub(crate) held_lock_idle_wait: std::time::Duration,
     /// The groups staged lately and whether to speculate.
     pub(crate) speculation: std::sync::Mutex<Speculation>,
     /// The high half of this writer's advisory lock keys, random, so that
@@ -223,8 +222,8 @@ impl Writer {
         // back to it (see `cohort`).
         let mut answered_last = 0;
         loop {
-            let mut turn = idle(&mut lane, requests.lock()).await;
-            let Some(first) = idle(&mut lane, turn.recv()).await else { return };
+            let mut turn = idle(&mut lane, self.held_lock_idle_wait, requests.lock()).await;
+            let Some(first) = idle(&mut lane, self.held_lock_idle_wait, turn.recv()).await else { return };
             let (mut batch, mut fill) = gather(first, &mut turn);
             if !fill.full() {
                 let room = |request: &Request| {
@@ -490,14 +489,19 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
 }
 
 /// Waits for `ready`. The advisory lock a lane's session holds for its
-/// next group is released once the wait passes [`HELD_KEY_IDLE_MAX`]: a
-/// writer without appends holds no lock.
-async fn idle<T>(lane: &mut Lane, ready: impl std::future::Future<Output = T>) -> T {
+/// next group is released once the wait passes `held_lock_idle_wait`
+/// ([`HELD_LOCK_IDLE_WAIT_MAX`](crate::log::postgres::HELD_LOCK_IDLE_WAIT_MAX)
+/// by default): a writer without appends holds no lock.
+async fn idle<T>(
+    lane: &mut Lane,
+    held_lock_idle_wait: std::time::Duration,
+    ready: impl std::future::Future<Output = T>,
+) -> T {
     if !lane.holds_locks() {
         return ready.await;
     }
     let mut ready = std::pin::pin!(ready);
-    match tokio::time::timeout(HELD_KEY_IDLE_MAX, &mut ready).await {
+    match tokio::time::timeout(held_lock_idle_wait, &mut ready).await {
         Ok(value) => value,
         Err(_) => {
             lane.release();
