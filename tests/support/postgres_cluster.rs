@@ -417,6 +417,21 @@ impl Cluster {
         self.psql("CHECKPOINT");
     }
 
+    /// Replaces the server's certificate and key (a cluster started with
+    /// TLS) and returns once new connections are offered the new ones:
+    /// the postmaster loads them again on a reload, in the same step as
+    /// the settings a new session then shows.
+    pub fn replace_server_certificate(&self, tls: &ServerTls<'_>) {
+        static RELOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), tls.certificate_pem).unwrap();
+        std::fs::write(data.join("server.key"), tls.key_pem).unwrap();
+        self.own(&data);
+        // Shown as set (4096 would show as 4MB).
+        let marker = 4097 + RELOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.reload_setting("work_mem", Some(&format!("{marker}kB")));
+    }
+
     /// A new empty database; returns its URL.
     pub fn database(&self, name: &str) -> String {
         self.psql(&format!("CREATE DATABASE {name}"));

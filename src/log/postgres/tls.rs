@@ -31,10 +31,13 @@
 //! neither is named and libpq's `~/.postgresql/postgresql.crt` exists.
 
 mod client_identity;
+mod common_name;
+mod handshake_signatures;
 mod revocation_lists;
 pub(crate) mod sources;
 mod traditional_key;
 mod verifiers;
+mod version_1;
 
 use std::io::ErrorKind;
 use std::path::Path;
@@ -47,6 +50,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::Error;
 use sources::{TlsFile, TlsSources};
+use version_1::Version1Refusal;
 
 /// The mode when the connection string names none: libpq's, so a string
 /// that works with psql works here, and a server with `ssl = on` is
@@ -176,9 +180,17 @@ fn mode(sources: &TlsSources) -> Result<SslMode, Error> {
     Ok(mode)
 }
 
+/// The CA certificates a server's chain is checked against: as webpki's
+/// trust anchors, and as read (for a version 1 server certificate,
+/// `tls/version_1.rs`).
+pub(crate) struct Roots {
+    pub(crate) store: RootCertStore,
+    pub(crate) certificates: Vec<CertificateDer<'static>>,
+}
+
 /// The roots the server's chain is checked against; `None` when it is
 /// not checked.
-fn roots(sources: &TlsSources, mode: SslMode) -> Result<Option<RootCertStore>, Error> {
+fn roots(sources: &TlsSources, mode: SslMode) -> Result<Option<Roots>, Error> {
     Ok(match &sources.sslrootcert {
         Some(TlsFile::Named(_)) if names_system_roots(sources) => Some(system_roots()?),
         Some(TlsFile::Named(path)) => Some(file_roots(path)?),
@@ -203,19 +215,20 @@ fn settings_error(message: String) -> Error {
 }
 
 /// The CA certificates of an `sslrootcert` file (PEM, one or more).
-fn file_roots(path: &Path) -> Result<RootCertStore, Error> {
+fn file_roots(path: &Path) -> Result<Roots, Error> {
     let shown = path.display();
     let pem =
         std::fs::read(path).map_err(|error| settings_error(format!("cannot read sslrootcert {shown}: {error}")))?;
-    let mut roots = RootCertStore::empty();
+    let mut roots = Roots { store: RootCertStore::empty(), certificates: Vec::new() };
     for (index, certificate) in CertificateDer::pem_slice_iter(&pem).enumerate() {
         let certificate =
             certificate.map_err(|error| settings_error(format!("sslrootcert {shown} is not valid PEM: {error}")))?;
-        roots.add(certificate).map_err(|error| {
+        roots.store.add(certificate.clone()).map_err(|error| {
             settings_error(format!("sslrootcert {shown}: certificate {} is not a usable CA: {error}", index + 1))
         })?;
+        roots.certificates.push(certificate);
     }
-    if roots.is_empty() {
+    if roots.store.is_empty() {
         return Err(settings_error(format!("sslrootcert {shown} holds no PEM certificate")));
     }
     Ok(roots)
@@ -223,7 +236,7 @@ fn file_roots(path: &Path) -> Result<RootCertStore, Error> {
 
 /// The operating system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR`
 /// when set, as OpenSSL).
-fn system_roots() -> Result<RootCertStore, Error> {
+fn system_roots() -> Result<Roots, Error> {
     let found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
         let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
@@ -232,9 +245,9 @@ fn system_roots() -> Result<RootCertStore, Error> {
             if errors.is_empty() { "it is empty".to_owned() } else { errors.join("; ") }
         )));
     }
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(found.certs);
-    Ok(roots)
+    let mut store = RootCertStore::empty();
+    store.add_parsable_certificates(found.certs.iter().cloned());
+    Ok(Roots { store, certificates: found.certs })
 }
 
 /// The TLS failure behind a connection error, said plainly; `None` when
@@ -260,22 +273,15 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
             "TLS: the server's certificate failed verification (sslmode={mode}): it is not signed by a CA of \
              sslrootcert (or of the system's trust store without one)"
         ),
-        rustls::Error::InvalidCertificate(cause) if version_1(cause) => {
-            let instead = match tls.mode {
-                SslMode::VerifyCa | SslMode::VerifyFull => {
-                    ", or connect with sslmode=require and no sslrootcert (the certificate then goes unchecked)"
-                }
-                _ => " (over TLS 1.2; over TLS 1.3 it is taken as presented)",
-            };
-            format!(
-                "TLS: the server's certificate failed verification (sslmode={mode}): it is an X.509 version 1 \
-                 certificate (as `openssl x509 -req` of OpenSSL 3.0 issues one without extensions), whose chain this \
-                 client does not verify, though libpq does: reissue it as version 3, with a subjectAltName naming \
-                 the host (`-extfile` with `subjectAltName=DNS:HOST`){instead}"
-            )
-        }
+        rustls::Error::InvalidCertificate(cause) if version_1_unverified(cause) => format!(
+            "TLS: the server's certificate failed verification (sslmode={mode}): {cause_words}; this client \
+             verifies an X.509 version 1 certificate only when a root of sslrootcert issued it, though libpq \
+             verifies this chain too: reissue it as version 3, with a subjectAltName naming the host (`-extfile` \
+             with `subjectAltName=DNS:HOST`), or have the root issue it",
+            cause_words = version_1_words(cause)
+        ),
         rustls::Error::InvalidCertificate(cause) => {
-            let why = revocation(cause, tls).unwrap_or_else(|| cause.to_string());
+            let why = revocation(cause, tls).unwrap_or_else(|| words(cause));
             format!("TLS: the server's certificate failed verification (sslmode={mode}): {why}")
         }
         rustls::Error::AlertReceived(alert) if refuses_client_certificate(*alert) => {
@@ -285,21 +291,30 @@ fn explain(error: &rustls::Error, tls: &Tls) -> String {
     }
 }
 
-/// The certificate's subject public key info (DER), as `x509-cert` reads
-/// it: X.509 version 1 too, which webpki refuses and libpq takes.
-pub(super) fn subject_public_key_info(
-    certificate: &rustls::pki_types::CertificateDer<'_>,
-) -> Result<Vec<u8>, x509_cert::der::Error> {
-    use x509_cert::der::{Decode, Encode};
-    let parsed = x509_cert::Certificate::from_der(certificate.as_ref())?;
-    parsed.tbs_certificate.subject_public_key_info.to_der()
+/// Whether the certificate was refused for X.509 version 1 where this
+/// client does not verify it: issued by an intermediate
+/// (`version_1.rs`), or a version 1 CA within the chain (webpki reads
+/// version 3 only).
+fn version_1_unverified(cause: &CertificateError) -> bool {
+    let CertificateError::Other(other) = cause else { return false };
+    matches!(other.0.downcast_ref::<Version1Refusal>(), Some(Version1Refusal::IssuedByIntermediate { .. }))
+        || matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::UnsupportedCertVersion))
 }
 
-/// Whether webpki refused the certificate for being X.509 version 1: it
-/// reads version 3 only.
-fn version_1(cause: &CertificateError) -> bool {
-    let CertificateError::Other(other) = cause else { return false };
-    matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::UnsupportedCertVersion))
+fn version_1_words(cause: &CertificateError) -> String {
+    match cause {
+        CertificateError::Other(other) if other.0.is::<Version1Refusal>() => other.0.to_string(),
+        _ => "a certificate of its chain is an X.509 version 1 CA certificate".to_owned(),
+    }
+}
+
+/// `cause` in words: a version 1 refusal's own (rustls shows an `Other`
+/// error's debug form).
+fn words(cause: &CertificateError) -> String {
+    match cause {
+        CertificateError::Other(other) if other.0.is::<Version1Refusal>() => other.0.to_string(),
+        _ => cause.to_string(),
+    }
 }
 
 /// A revocation check's failure said with where the lists came from;

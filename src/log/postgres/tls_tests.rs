@@ -14,6 +14,7 @@ use crate::tls_certificates::Authority;
 
 mod client_certificates;
 mod revocation_lists;
+mod version_1;
 
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
@@ -67,34 +68,6 @@ pub(super) fn as_version_1(authority: &Authority, certificate_pem: &str) -> Stri
     let signature = authority.sign(&certificate.tbs_certificate.to_der().unwrap());
     certificate.signature = BitString::from_bytes(&signature).unwrap();
     certificate.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap()
-}
-
-/// A server certificate in X.509 version 1 (PostgreSQL's guide, with
-/// OpenSSL 3.0): libpq verifies it; rustls' webpki does not read it, and
-/// the refusal says so and what to do, instead of webpki's own words.
-#[test]
-fn a_version_1_server_certificate_is_refused_saying_why_and_what_to_do() {
-    let authority = Authority::new("opledger test CA");
-    let issued = authority.issue(&["localhost"]);
-    let certificate_pem = as_version_1(&authority, &issued.certificate_pem);
-    let tls = ServerTls { certificate_pem: &certificate_pem, key_pem: &issued.key_pem };
-    let cluster = Cluster::start_with_tls(&[], &tls);
-    let dir = tempfile::tempdir().unwrap();
-    let root = authority.write_root(dir.path(), "root.crt");
-    let url = |parameters: String| format!("postgres://postgres@localhost:{}/postgres?{parameters}", cluster.port);
-    for mode in ["verify-ca", "verify-full"] {
-        let refused = Log::open_postgres(&url(format!("sslmode={mode}&sslrootcert={}", root.display())), options())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            refused.contains(&format!("failed verification (sslmode={mode}): it is an X.509 version 1 certificate"))
-                && refused.contains("reissue it as version 3"),
-            "{refused}"
-        );
-    }
-    // Without roots nothing is verified, so it connects, encrypted.
-    let log = Log::open_postgres(&url("sslmode=require".to_owned()), options()).unwrap();
-    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
 }
 
 fn root(path: &Path) -> String {

@@ -90,7 +90,7 @@ pub(crate) fn apply(
         .map_err(|error| settings_error(format!("cannot use sslkey {key_file}: {error}")))?;
     let presented =
         chain.first().ok_or_else(|| settings_error(format!("sslcert {certificate} holds no certificate")))?;
-    let certified_public_key = super::subject_public_key_info(presented).map_err(|error| {
+    let certified_public_key = super::handshake_signatures::subject_public_key_info(presented).map_err(|error| {
         settings_error(format!("sslcert {certificate} is not a certificate that can be read: {error}"))
     })?;
     // A key whose public half the provider cannot say is taken as it is,

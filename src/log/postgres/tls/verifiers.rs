@@ -3,18 +3,23 @@
 //! and host name), and two of
 //! libpq's meanings rustls has no verifier for: `verify-ca` (the chain,
 //! not the name) and the weaker modes without roots (no check but the
-//! handshake's signatures).
+//! handshake's signatures). Wherever a chain is checked, a version 1
+//! certificate is checked by `version_1.rs`, which webpki does not read;
+//! the handshake's signatures are checked with the key as `x509-cert`
+//! reads it (`handshake_signatures.rs`), for the same reason.
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use super::handshake_signatures;
 use super::revocation_lists::RevocationLists;
-use super::{settings_error, SslMode};
+use super::version_1::Version1Check;
+use super::{settings_error, Roots, SslMode};
 use crate::error::Error;
 
 /// What checks the server's certificate in `mode`: the full check for
@@ -23,17 +28,69 @@ use crate::error::Error;
 /// revocation lists apply wherever a chain is checked.
 pub(super) fn verifier(
     mode: SslMode,
-    roots: Option<RootCertStore>,
+    roots: Option<Roots>,
     revocation: Option<RevocationLists>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ServerCertVerifier>, Error> {
     let algorithms = provider.signature_verification_algorithms;
     let Some(roots) = roots else { return Ok(Arc::new(EncryptOnly(algorithms))) };
-    let webpki = webpki(roots, revocation, provider)?;
-    if mode == SslMode::VerifyFull {
-        return Ok(webpki);
+    let names_checked = mode == SslMode::VerifyFull;
+    let version_1 = Version1Check::new(&roots.certificates, revocation.as_ref(), algorithms, names_checked);
+    // webpki's refusal of a list first: its words say why.
+    let webpki = webpki(roots.store, revocation, provider)?;
+    let version_1 = version_1?;
+    let version_3: Arc<dyn ServerCertVerifier> = match names_checked {
+        true => webpki,
+        false => Arc::new(ChainOnly(webpki)),
+    };
+    Ok(Arc::new(EitherVersion { version_3, version_1, algorithms }))
+}
+
+/// A chain checked by webpki, or by `version_1.rs` when the server's
+/// certificate is X.509 version 1.
+#[derive(Debug)]
+struct EitherVersion {
+    version_3: Arc<dyn ServerCertVerifier>,
+    version_1: Version1Check,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for EitherVersion {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.version_1.verify(end_entity, intermediates, server_name, now) {
+            Some(verdict) => verdict,
+            None => self.version_3.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+        }
     }
-    Ok(Arc::new(ChainOnly(webpki)))
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        handshake_signatures::tls12(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        handshake_signatures::tls13(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// rustls' verifier of the chain (and of the host name) against `roots`
@@ -125,28 +182,25 @@ impl ServerCertVerifier for EncryptOnly {
         Ok(ServerCertVerified::assertion())
     }
 
+    /// With the certificate's public key as `x509-cert` reads it: webpki
+    /// refuses an X.509 version 1 certificate, which libpq takes as
+    /// presented here.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        handshake_signatures::tls12(message, cert, dss, &self.0)
     }
 
-    /// With the certificate's public key as `x509-cert` reads it: webpki
-    /// refuses an X.509 version 1 certificate, which libpq takes as
-    /// presented here. (TLS 1.2 has no such path in rustls; PostgreSQL
-    /// with OpenSSL 1.1.1 or later speaks TLS 1.3.)
     fn verify_tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let spki = super::subject_public_key_info(cert)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        rustls::crypto::verify_tls13_signature_with_raw_key(message, &SubjectPublicKeyInfoDer::from(spki), dss, &self.0)
+        handshake_signatures::tls13(message, cert, dss, &self.0)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
