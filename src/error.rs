@@ -22,6 +22,13 @@ pub enum Error {
     /// appended; worth retrying once the cause is gone.
     #[error("the log's database refuses writes: {0}")]
     WritesRefused(String),
+    /// The log's database (PostgreSQL) is up, but a lock the log needs (its
+    /// head, most likely) stayed held by another session past the node's
+    /// lock wait (`lock_timeout`, 55P03: see
+    /// [`crate::log::postgres::LOCK_WAIT_MAX`]). Nothing was appended;
+    /// worth retrying.
+    #[error("the log's head stayed locked: {0}")]
+    LockWaitPassed(String),
     /// A file operation failed.
     #[error("i/o failure on {path}: {source}")]
     Io {
@@ -68,6 +75,7 @@ impl Error {
             Error::Storage(message) => Error::Storage(message.clone()),
             Error::Unavailable(message) => Error::Unavailable(message.clone()),
             Error::WritesRefused(message) => Error::WritesRefused(message.clone()),
+            Error::LockWaitPassed(message) => Error::LockWaitPassed(message.clone()),
             other => Error::Storage(other.to_string()),
         }
     }

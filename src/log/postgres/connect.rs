@@ -41,8 +41,47 @@ impl Target {
             .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
         let tls = Tls::from_sources(&tls::sources::resolve(&split.tls, environment))?;
         config.ssl_mode(tls.mode.negotiation());
+        let options = session_options(config.get_options());
+        config.options(&options);
         Ok(Target { config, tls })
     }
+}
+
+/// The settings every connection of a node starts with, whatever the
+/// role's or the database's defaults (`ALTER ROLE … SET`, `ALTER DATABASE
+/// … SET`): the writer's serialization is built and tested on them, and a
+/// default meant for an application's queries (a `lock_timeout` of a few
+/// milliseconds, `serializable` as the default isolation) fails appends
+/// under ordinary contention between nodes. The node bounds its own waits:
+/// [`LOCK_WAIT_MAX`](super::LOCK_WAIT_MAX) for any lock (the head above
+/// all), and a transaction left idle is ended past
+/// [`IDLE_IN_TRANSACTION_WAIT_MAX`](super::IDLE_IN_TRANSACTION_WAIT_MAX),
+/// above the longest a decider holds the head.
+fn session_settings() -> [(&'static str, String); 4] {
+    [
+        ("default_transaction_isolation", "read committed".to_owned()),
+        ("lock_timeout", format!("{}ms", super::LOCK_WAIT_MAX.as_millis())),
+        ("statement_timeout", "0".to_owned()),
+        ("idle_in_transaction_session_timeout", format!("{}ms", super::IDLE_IN_TRANSACTION_WAIT_MAX.as_millis())),
+    ]
+}
+
+/// The startup `options` of a node's connections: [`session_settings`],
+/// then the connection string's own `options`, which the server applies
+/// after them, so an operator's explicit choice there still holds.
+fn session_options(given: Option<&str>) -> String {
+    let mut options = String::new();
+    for (name, value) in session_settings() {
+        // The server splits `options` at spaces not escaped by a backslash.
+        let _ = write!(options, "-c {name}={} ", value.replace(' ', "\\ "));
+    }
+    match given {
+        Some(given) => options.push_str(given),
+        None => {
+            options.pop();
+        }
+    }
+    options
 }
 
 /// Read connections shared by every reader of one log. Each is one
@@ -57,12 +96,21 @@ pub(crate) struct Heard {
     pub(crate) replication_waits_cancelled: AtomicU64,
 }
 
-/// A driver error as the log reports it: [`Error::Unavailable`] when the
+/// A driver error as the log reports it: [`Error::LockWaitPassed`] when a
+/// lock wait passed `lock_timeout`, [`Error::Unavailable`] when the
 /// database could not be reached or stopped answering (worth a retry),
 /// [`Error::WritesRefused`] when it is up but refuses writes (read-only,
 /// a full disk), else [`Error::Storage`].
 pub(crate) fn storage(error: tokio_postgres::Error) -> Error {
-    if unreachable(&error) {
+    if lock_wait_passed(&error) {
+        Error::LockWaitPassed(format!(
+            "{}: a lock the log needs (its head, most likely) stayed held by another session past the lock wait \
+             (lock_timeout: {} s unless the connection string's options set it); pg_locks and pg_stat_activity \
+             show which; nothing was appended",
+            storage_message(&error),
+            super::LOCK_WAIT_MAX.as_secs()
+        ))
+    } else if unreachable(&error) {
         Error::Unavailable(storage_message(&error))
     } else if refuses_writes(&error) {
         Error::WritesRefused(storage_message(&error))
@@ -94,6 +142,12 @@ fn unreachable(error: &tokio_postgres::Error) -> bool {
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
         }
     }
+}
+
+/// A lock wait passed `lock_timeout` (55P03): [`super::LOCK_WAIT_MAX`], or
+/// a speculative group's shorter bound, which the writer handles itself.
+fn lock_wait_passed(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|refused| refused.code().code() == "55P03")
 }
 
 /// The server ended an idle session (`idle_session_timeout`, 57P05).
@@ -280,5 +334,24 @@ impl Readers {
         let client = Arc::new(connect(&self.target, Arc::new(Heard::default()), None).await?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_sessions_start_with_its_own_settings_then_the_strings_options() {
+        let options = session_options(None);
+        assert_eq!(
+            options,
+            "-c default_transaction_isolation=read\\ committed -c lock_timeout=30000ms -c statement_timeout=0 \
+             -c idle_in_transaction_session_timeout=60000ms"
+        );
+        let given = session_options(Some("-c search_path=ledger -c lock_timeout=5s"));
+        assert_eq!(given, format!("{options} -c search_path=ledger -c lock_timeout=5s"), "the string's own last");
+        let target = Target::parse_in("postgres://db.internal/ledger?options=-c%20work_mem%3D8MB", &|_| None).unwrap();
+        assert_eq!(target.config.get_options(), Some(format!("{options} -c work_mem=8MB").as_str()));
     }
 }

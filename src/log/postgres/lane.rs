@@ -249,8 +249,13 @@ impl Lane {
         let (client, statements) = self.same_connection()?;
         let begin = async { client.execute(&statements.begin, &[]).await.map_err(storage) };
         let head_query = async { client.query_one(&statements.head, &[]).await.map_err(storage) };
-        let (_, head_row, (id_rows, version_rows)) =
-            tokio::try_join!(begin, head_query, stored(client, statements, batch))?;
+        // Each awaited whole, and the first error in the order sent is
+        // the one told: the statements behind a refused one fail only with
+        // "current transaction is aborted" (25P02).
+        let (began, head_row, stored) = tokio::join!(begin, head_query, stored(client, statements, batch));
+        began?;
+        let head_row = head_row?;
+        let (id_rows, version_rows) = stored?;
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
@@ -281,8 +286,11 @@ impl Lane {
             Ok::<(), Error>(())
         };
         let head_query = async { client.query_one(&statements.head_unlocked, &[]).await.map_err(storage) };
-        let (_, head_row, (id_rows, version_rows)) =
-            tokio::try_join!(open, head_query, stored(client, statements, batch))?;
+        // The first error in the order sent is the one told (see `lock_and_prefetch`).
+        let (opened, head_row, stored) = tokio::join!(open, head_query, stored(client, statements, batch));
+        opened?;
+        let head_row = head_row?;
+        let (id_rows, version_rows) = stored?;
         Prefetched::read(&head_row, &id_rows, &version_rows)
     }
 
@@ -539,7 +547,9 @@ async fn stored(
     let stream_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
     let ids_query = client.query(&statements.ids, &id_parameters);
     let versions_query = client.query(&statements.versions, &stream_parameters);
-    tokio::try_join!(ids_query, versions_query).map_err(storage)
+    // The first error in the order sent is the one told (see `lock_and_prefetch`).
+    let (ids, versions) = tokio::join!(ids_query, versions_query);
+    Ok((ids.map_err(storage)?, versions.map_err(storage)?))
 }
 
 /// The event ids and streams a batch names: what the prefetch reads.

@@ -51,6 +51,19 @@ pub const QUERY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// whose answer was lost, to learn by event id whether it committed.
 pub const COMMIT_RESOLVE_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Longest any statement of a node waits for a lock (`lock_timeout` of its
+/// sessions): the head, above all, which one group at a time holds for a
+/// commit, or a decider for at most `HEAD_HOLD_WAIT_MAX` (10 s). Past it the
+/// append fails as unavailable (a session outside the ledger holding the
+/// head, say), instead of waiting for good.
+pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Longest a node's session may sit idle inside a transaction before the
+/// server ends it (`idle_in_transaction_session_timeout`): above
+/// `HEAD_HOLD_WAIT_MAX` (10 s), the longest a decider holds the head open, so
+/// only a node that stopped mid-transaction is cut off.
+pub const IDLE_IN_TRANSACTION_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// Longest a lane's session keeps, by default, the advisory lock it took in
 /// one group's call for its next group, when no append comes: a writer
 /// without appends holds no lock. Other nodes' groups never wait on it (its
@@ -278,6 +291,8 @@ mod crash_tests;
 mod fault_tests;
 #[cfg(test)]
 mod refused_writes_tests;
+#[cfg(test)]
+mod session_settings_tests;
 
 /// The stored head and the recording time of its event, once the tail is
 /// checked ([`check_stored_tail`]). The head, the last stored position and

@@ -217,7 +217,7 @@ fn a_held_head_makes_other_appends_wait_and_rolls_back_when_dropped() {
 
 /// Holds the head row locked from another session for `seconds`, and
 /// returns once the lock is held.
-fn lock_head_for(cluster: &Arc<Cluster>, url: &str, seconds: f64) -> std::thread::JoinHandle<()> {
+pub(super) fn lock_head_for(cluster: &Arc<Cluster>, url: &str, seconds: f64) -> std::thread::JoinHandle<()> {
     let (cluster_for_thread, url_for_thread) = (Arc::clone(cluster), url.to_owned());
     let holder = std::thread::spawn(move || {
         let sleep = format!("SELECT pg_sleep({seconds}) /* head lock holder */");

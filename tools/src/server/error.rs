@@ -49,6 +49,13 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unreachable", message)
     }
 
+    /// `503 log_contended`: the append could not get in (a round that
+    /// kept losing the race for the head, or a lock wait on the head that
+    /// passed); nothing was appended, worth retrying.
+    pub fn log_contended(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message)
+    }
+
     /// The log's database is up and refused the append (read-only, a full
     /// disk): nothing appended, worth retrying once the cause is gone.
     pub fn log_refuses_writes(message: impl Into<String>) -> ApiError {
@@ -81,7 +88,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let retry_soon = matches!(self.code, "log_unreachable" | "log_refuses_writes");
+        let retry_soon = matches!(self.code, "log_unreachable" | "log_refuses_writes" | "log_contended");
         let mut response = (self.status, Json(self.body())).into_response();
         if retry_soon {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(LOG_UNREACHABLE_RETRY_AFTER_SECONDS));
@@ -101,9 +108,10 @@ impl From<LedgerError> for ApiError {
             LedgerError::Refused(refused) => refused_status(&refused, message),
             LedgerError::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", message),
             LedgerError::Stopped(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_stopped", message),
-            LedgerError::Contended { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_contended", message),
+            LedgerError::Contended { .. } => ApiError::log_contended(message),
             LedgerError::Log(opledger::Error::Unavailable(_)) => ApiError::log_unreachable(message),
             LedgerError::Log(opledger::Error::WritesRefused(_)) => ApiError::log_refuses_writes(message),
+            LedgerError::Log(opledger::Error::LockWaitPassed(_)) => ApiError::log_contended(message),
             LedgerError::Log(_) | LedgerError::Inconsistent { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", message)
             }
@@ -140,6 +148,7 @@ impl From<opledger::Error> for ApiError {
         match error {
             opledger::Error::Unavailable(_) => ApiError::log_unreachable(error.to_string()),
             opledger::Error::WritesRefused(_) => ApiError::log_refuses_writes(error.to_string()),
+            opledger::Error::LockWaitPassed(_) => ApiError::log_contended(error.to_string()),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_failure", other.to_string()),
         }
     }
@@ -175,6 +184,18 @@ mod tests {
         for answer in [ApiError::from(full()), ApiError::from(LedgerError::Log(full()))] {
             assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_refuses_writes"));
             assert!(answer.message.contains("refuses writes: PostgreSQL: could not extend"), "{}", answer.message);
+            let response = answer.into_response();
+            assert_eq!(response.headers().get(header::RETRY_AFTER).map(|value| value.as_bytes()), Some(&b"1"[..]));
+        }
+    }
+
+    #[test]
+    fn a_head_lock_wait_that_passed_is_a_503_log_contended_to_retry() {
+        let waited =
+            || opledger::Error::LockWaitPassed("PostgreSQL: canceling statement due to lock timeout (55P03)".into());
+        for answer in [ApiError::from(waited()), ApiError::from(LedgerError::Log(waited()))] {
+            assert_eq!((answer.status, answer.code), (StatusCode::SERVICE_UNAVAILABLE, "log_contended"));
+            assert!(answer.message.contains("head stayed locked: PostgreSQL: canceling"), "{}", answer.message);
             let response = answer.into_response();
             assert_eq!(response.headers().get(header::RETRY_AFTER).map(|value| value.as_bytes()), Some(&b"1"[..]));
         }
