@@ -33,6 +33,11 @@ pub(crate) mod tls_certificates;
 #[path = "../tests/support/tmpfs.rs"]
 pub(crate) mod tmpfs;
 
+/// A throwaway PgBouncer in front of a test cluster.
+#[cfg(test)]
+#[path = "../tests/support/pgbouncer.rs"]
+pub(crate) mod pgbouncer;
+
 /// A TCP proxy that cuts a PostgreSQL connection at a chosen `COMMIT`.
 #[cfg(test)]
 #[path = "../tests/support/tcp_proxy.rs"]

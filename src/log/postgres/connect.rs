@@ -24,6 +24,8 @@ use crate::error::Error;
 pub(crate) struct Target {
     pub(crate) config: Config,
     tls: Tls,
+    /// The `SET`s every connection runs first ([`session_settings`]).
+    session: String,
 }
 
 impl Target {
@@ -41,9 +43,8 @@ impl Target {
             .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
         let tls = Tls::from_sources(&tls::sources::resolve(&split.tls, environment))?;
         config.ssl_mode(tls.mode.negotiation());
-        let options = session_options(config.get_options());
-        config.options(&options);
-        Ok(Target { config, tls })
+        let session = session_statements(config.get_options());
+        Ok(Target { config, tls, session })
     }
 }
 
@@ -57,6 +58,10 @@ impl Target {
 /// all), and a transaction left idle is ended past
 /// [`IDLE_IN_TRANSACTION_WAIT_MAX`](super::IDLE_IN_TRANSACTION_WAIT_MAX),
 /// above the longest a decider holds the head.
+///
+/// Set by `SET` once connected, not in the startup packet's `options`:
+/// PgBouncer refuses a connection whose `options` name a setting it does
+/// not track.
 fn session_settings() -> [(&'static str, String); 4] {
     [
         ("default_transaction_isolation", "read committed".to_owned()),
@@ -66,22 +71,35 @@ fn session_settings() -> [(&'static str, String); 4] {
     ]
 }
 
-/// The startup `options` of a node's connections: [`session_settings`],
-/// then the connection string's own `options`, which the server applies
-/// after them, so an operator's explicit choice there still holds.
-fn session_options(given: Option<&str>) -> String {
-    let mut options = String::new();
-    for (name, value) in session_settings() {
-        // The server splits `options` at spaces not escaped by a backslash.
-        let _ = write!(options, "-c {name}={} ", value.replace(' ', "\\ "));
-    }
-    match given {
-        Some(given) => options.push_str(given),
-        None => {
-            options.pop();
+/// The `SET`s of [`session_settings`], but for the settings the
+/// connection string's own `options` name: an operator's explicit choice
+/// there holds.
+fn session_statements(given: Option<&str>) -> String {
+    let named = options_named(given.unwrap_or(""));
+    session_settings()
+        .into_iter()
+        .filter(|(name, _)| !named.iter().any(|given| given == name))
+        .map(|(name, value)| format!("SET {name} TO '{value}';"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The settings an `options` value sets, as the server reads it: `-c
+/// name=value`, `-cname=value` or `--name=value` (dashes in a name read
+/// as underscores, letters without case).
+fn options_named(options: &str) -> Vec<String> {
+    let mut named = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let setting = match word {
+            "-c" => words.next(),
+            _ => word.strip_prefix("--").or_else(|| word.strip_prefix("-c")),
+        };
+        if let Some((name, _)) = setting.and_then(|setting| setting.split_once('=')) {
+            named.push(name.replace('-', "_").to_ascii_lowercase());
         }
     }
-    options
+    named
 }
 
 /// Read connections shared by every reader of one log. Each is one
@@ -155,12 +173,27 @@ fn ended_for_idling(error: &tokio_postgres::Error) -> bool {
     error.as_db_error().is_some_and(|ended| ended.code().code() == "57P05")
 }
 
+/// A prepared statement the session no longer has (`invalid_sql_statement_name`).
+const POOLED_STATEMENT_LOST: &str = "26000";
+
+/// What a lost prepared statement almost always means for a node: it
+/// prepares its statements once per connection, so only a pooler that
+/// hands its transactions to other server sessions loses them.
+const POOLED_HINT: &str = "; a pooler in transaction mode between the node and the database (PgBouncer's \
+     pool_mode = transaction) loses the prepared statements, session locks and LISTEN a node relies on: connect \
+     directly or through session pooling";
+
 /// The driver's words and, for an error without the server's own, every
 /// cause under them: tokio-postgres says only "error connecting to
 /// server", and the operator needs the "Connection refused" under it.
 fn storage_message(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
-        return format!("PostgreSQL: {} ({})", db.message(), db.code().code());
+        let code = db.code().code();
+        let hint = match code {
+            POOLED_STATEMENT_LOST => POOLED_HINT,
+            _ => "",
+        };
+        return format!("PostgreSQL: {} ({code}){hint}", db.message());
     }
     let mut message = format!("PostgreSQL: {error}");
     let mut cause = std::error::Error::source(error);
@@ -171,9 +204,22 @@ fn storage_message(error: &tokio_postgres::Error) -> String {
     message
 }
 
-/// Connects and drives the connection on the current runtime. Notifications
-/// go to `notifications` when given.
+/// Connects, drives the connection on the current runtime and sets the
+/// node's session settings ([`session_settings`]). Notifications go to
+/// `notifications` when given.
 pub(crate) async fn connect(
+    target: &Target,
+    heard: Arc<Heard>,
+    notifications: Option<mpsc::UnboundedSender<String>>,
+) -> Result<Client, Error> {
+    let client = open_session(target, heard, notifications).await?;
+    if !target.session.is_empty() {
+        client.batch_execute(&target.session).await.map_err(storage)?;
+    }
+    Ok(client)
+}
+
+async fn open_session(
     target: &Target,
     heard: Arc<Heard>,
     notifications: Option<mpsc::UnboundedSender<String>>,
@@ -342,16 +388,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_nodes_sessions_start_with_its_own_settings_then_the_strings_options() {
-        let options = session_options(None);
+    fn a_nodes_sessions_set_its_own_settings_but_those_the_string_names() {
+        let all = session_statements(None);
         assert_eq!(
-            options,
-            "-c default_transaction_isolation=read\\ committed -c lock_timeout=30000ms -c statement_timeout=0 \
-             -c idle_in_transaction_session_timeout=60000ms"
+            all,
+            "SET default_transaction_isolation TO 'read committed'; SET lock_timeout TO '30000ms'; \
+             SET statement_timeout TO '0'; SET idle_in_transaction_session_timeout TO '60000ms';"
         );
-        let given = session_options(Some("-c search_path=ledger -c lock_timeout=5s"));
-        assert_eq!(given, format!("{options} -c search_path=ledger -c lock_timeout=5s"), "the string's own last");
-        let target = Target::parse_in("postgres://db.internal/ledger?options=-c%20work_mem%3D8MB", &|_| None).unwrap();
-        assert_eq!(target.config.get_options(), Some(format!("{options} -c work_mem=8MB").as_str()));
+        let given = session_statements(Some("-c search_path=ledger -c lock_timeout=5s --statement-timeout=1min"));
+        assert_eq!(
+            given,
+            "SET default_transaction_isolation TO 'read committed'; SET idle_in_transaction_session_timeout TO '60000ms';"
+        );
+        assert_eq!(options_named("-cLock_Timeout=5s -c work_mem=8MB"), ["lock_timeout", "work_mem"]);
+        let target =
+            Target::parse_in("postgres://db.internal/ledger?options=-c%20lock_timeout%3D1s", &|_| None).unwrap();
+        assert_eq!(target.config.get_options(), Some("-c lock_timeout=1s"), "passed on as given");
+        assert!(!target.session.contains("lock_timeout") && target.session.contains("statement_timeout"));
     }
 }

@@ -14,6 +14,10 @@
 //!   statements behind it), with nothing appended; the next append, once
 //!   the head is free, commits at the next position. The connection
 //!   string's own `options` set the wait here, as an operator's would.
+//! - The same two nodes through PgBouncer in session mode, which refuses a
+//!   connection whose startup `options` name settings it does not track:
+//!   the settings are `SET` once connected, so the nodes connect, take
+//!   them, and append.
 
 use std::sync::Arc;
 
@@ -22,6 +26,7 @@ use super::tests::lock_head_for;
 use crate::error::Error;
 use crate::log::conformance::{assert_verifies, event, options};
 use crate::log::{Expectations, Log};
+use crate::pgbouncer::Pgbouncer;
 use crate::postgres_cluster::Cluster;
 
 /// Role defaults an application's DBA might set: each would fail some
@@ -45,24 +50,28 @@ fn session_setting(url: &str, name: &str) -> String {
     })
 }
 
-#[test]
-fn role_defaults_meant_for_applications_do_not_fail_appends_between_nodes() {
+/// A cluster whose role `application` has [`APPLICATION_DEFAULTS`] and
+/// owns the database `defaults`.
+fn cluster_with_application_defaults() -> Cluster {
     let cluster = Cluster::start(&[]);
     cluster.psql("CREATE ROLE application LOGIN");
     for (name, value) in APPLICATION_DEFAULTS {
         cluster.psql(&format!("ALTER ROLE application SET {name} = '{value}'"));
     }
     cluster.psql("CREATE DATABASE defaults OWNER application");
-    let url = cluster.url("defaults").replacen("postgres@", "application@", 1);
-    assert_eq!(session_setting(&url, "lock_timeout"), "30s");
-    assert_eq!(session_setting(&url, "statement_timeout"), "0");
-    assert_eq!(session_setting(&url, "transaction_isolation"), "read committed");
-    assert_eq!(session_setting(&url, "idle_in_transaction_session_timeout"), "1min");
+    cluster
+}
 
-    let nodes = [
-        Arc::new(Log::open_postgres(&url, options()).unwrap()),
-        Arc::new(Log::open_postgres(&url, options()).unwrap()),
-    ];
+/// Two nodes over `url`, appending from [`WRITERS`] threads at once: every
+/// append commits, and the chain verifies. First, a connection as a node
+/// makes it has the node's settings.
+fn two_nodes_append_with_their_own_settings(url: &str) {
+    assert_eq!(session_setting(url, "lock_timeout"), "30s");
+    assert_eq!(session_setting(url, "statement_timeout"), "0");
+    assert_eq!(session_setting(url, "transaction_isolation"), "read committed");
+    assert_eq!(session_setting(url, "idle_in_transaction_session_timeout"), "1min");
+    let nodes =
+        [Arc::new(Log::open_postgres(url, options()).unwrap()), Arc::new(Log::open_postgres(url, options()).unwrap())];
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let node = Arc::clone(&nodes[writer % nodes.len()]);
@@ -79,6 +88,19 @@ fn role_defaults_meant_for_applications_do_not_fail_appends_between_nodes() {
     }
     assert_eq!(nodes[0].latest_head().unwrap().position, (WRITERS * APPENDS_PER_WRITER) as u64);
     assert_verifies(&nodes[0]);
+}
+
+#[test]
+fn role_defaults_meant_for_applications_do_not_fail_appends_between_nodes() {
+    let cluster = cluster_with_application_defaults();
+    two_nodes_append_with_their_own_settings(&cluster.url("defaults").replacen("postgres@", "application@", 1));
+}
+
+#[test]
+fn nodes_behind_pgbouncer_in_session_mode_take_their_settings_and_append() {
+    let cluster = cluster_with_application_defaults();
+    let pooler = Pgbouncer::start(cluster.port, "defaults");
+    two_nodes_append_with_their_own_settings(&pooler.url("application", "defaults"));
 }
 
 #[test]
