@@ -43,9 +43,53 @@ impl Target {
             .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
         let tls = Tls::from_sources(&tls::sources::resolve(&split.tls, environment))?;
         config.ssl_mode(tls.mode.negotiation());
+        dead_peer_bounds(&mut config, &split)?;
         let session = session_statements(config.get_options());
         Ok(Target { config, tls, session })
     }
+}
+
+/// How soon a node finds that the database's machine went silent (powered
+/// off, or a network that drops packets without a reset), when the
+/// connection string does not say: TCP's own bounds are minutes (about 15
+/// for data the peer never acknowledges) to hours (2 h before a first
+/// keepalive probe), during which a lane or the follower would wait on a
+/// dead connection instead of reconnecting, to the promoted standby say.
+/// Data unacknowledged for [`TCP_UNACKNOWLEDGED_WAIT_MAX`](super::TCP_UNACKNOWLEDGED_WAIT_MAX)
+/// ends the connection (`tcp_user_timeout`, which the string gives in
+/// milliseconds, as libpq reads it); an idle one is probed after
+/// [`KEEPALIVE_IDLE`](super::KEEPALIVE_IDLE), every
+/// [`KEEPALIVE_INTERVAL`](super::KEEPALIVE_INTERVAL), and ended after
+/// [`KEEPALIVE_RETRIES`](super::KEEPALIVE_RETRIES) unanswered probes. A
+/// live server acknowledges at once, whatever it is doing (a commit
+/// waiting for a synchronous standby included): only a silent peer is cut.
+fn dead_peer_bounds(config: &mut Config, split: &conninfo::Split) -> Result<(), Error> {
+    match split.tcp_user_timeout.as_deref().map(str::trim) {
+        None => {
+            config.tcp_user_timeout(super::TCP_UNACKNOWLEDGED_WAIT_MAX);
+        }
+        // libpq: 0 is the system's default.
+        Some("0") => {}
+        Some(given) => {
+            let milliseconds = given.parse::<u64>().map_err(|_| {
+                Error::Storage(format!(
+                    "tcp_user_timeout={given:?} is not a number of milliseconds (as libpq reads it)"
+                ))
+            })?;
+            config.tcp_user_timeout(std::time::Duration::from_millis(milliseconds));
+        }
+    }
+    let names = |parameter: &str| split.rest.contains(&format!("{parameter}="));
+    if !names("keepalives_idle") {
+        config.keepalives_idle(super::KEEPALIVE_IDLE);
+    }
+    if !names("keepalives_interval") {
+        config.keepalives_interval(super::KEEPALIVE_INTERVAL);
+    }
+    if !names("keepalives_retries") {
+        config.keepalives_retries(super::KEEPALIVE_RETRIES);
+    }
+    Ok(())
 }
 
 /// The settings every connection of a node starts with, whatever the
@@ -386,6 +430,25 @@ impl Readers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_peer_is_found_within_seconds_unless_the_string_says_otherwise() {
+        let target = Target::parse_in("postgres://db.internal/ledger", &|_| None).unwrap();
+        assert_eq!(target.config.get_tcp_user_timeout(), Some(&crate::log::postgres::TCP_UNACKNOWLEDGED_WAIT_MAX));
+        assert_eq!(target.config.get_keepalives_idle(), crate::log::postgres::KEEPALIVE_IDLE);
+        assert_eq!(target.config.get_keepalives_interval(), Some(crate::log::postgres::KEEPALIVE_INTERVAL));
+        assert_eq!(target.config.get_keepalives_retries(), Some(crate::log::postgres::KEEPALIVE_RETRIES));
+        let given = "postgres://db.internal/ledger?tcp_user_timeout=5000&keepalives_idle=60&sslmode=disable";
+        // libpq's milliseconds, not tokio-postgres' seconds.
+        let target = Target::parse_in(given, &|_| None).unwrap();
+        assert_eq!(target.config.get_tcp_user_timeout(), Some(&std::time::Duration::from_millis(5000)));
+        assert_eq!(target.config.get_keepalives_idle(), std::time::Duration::from_secs(60));
+        assert_eq!(target.config.get_keepalives_interval(), Some(crate::log::postgres::KEEPALIVE_INTERVAL));
+        let system = Target::parse_in("host=db.internal tcp_user_timeout=0", &|_| None).unwrap();
+        assert_eq!(system.config.get_tcp_user_timeout(), None, "0: the system's default");
+        let refused = Target::parse_in("host=db.internal tcp_user_timeout=soon", &|_| None).err().unwrap();
+        assert!(refused.to_string().contains("not a number of milliseconds"), "{refused}");
+    }
 
     #[test]
     fn a_nodes_sessions_set_its_own_settings_but_those_the_string_names() {

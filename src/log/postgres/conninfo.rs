@@ -5,8 +5,9 @@
 //! accepts are read: the URL
 //! (`postgres://host/db?sslmode=verify-full&sslrootcert=ca.crt`) and the
 //! `key=value` string (`host=db sslmode=verify-full sslrootcert='ca.crt'`).
-//! Everything else (several hosts, `target_session_attrs`, the password)
-//! is passed through as written.
+//! `tcp_user_timeout` is taken out too: libpq reads it in milliseconds,
+//! tokio-postgres in seconds. Everything else (several hosts,
+//! `target_session_attrs`, the password) is passed through as written.
 
 /// libpq's TLS parameters as one connection string names them: the last
 /// of each given, decoded (`sslmode` as written).
@@ -33,11 +34,13 @@ impl std::fmt::Debug for SslPassword {
 }
 
 /// A connection string with its TLS parameters taken out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Split {
     /// The string without the TLS parameters, for tokio-postgres.
     pub(crate) rest: String,
     pub(crate) tls: TlsParameters,
+    /// libpq's `tcp_user_timeout`, in milliseconds, as written.
+    pub(crate) tcp_user_timeout: Option<String>,
 }
 
 const SSLMODE: &str = "sslmode";
@@ -47,6 +50,7 @@ const SSLKEY: &str = "sslkey";
 const SSLCRL: &str = "sslcrl";
 const SSLCRLDIR: &str = "sslcrldir";
 const SSLPASSWORD: &str = "sslpassword";
+const TCP_USER_TIMEOUT: &str = "tcp_user_timeout";
 
 /// Splits `url`. A string this reader cannot tokenize is passed through
 /// whole, so tokio-postgres reports what is wrong with it.
@@ -56,12 +60,14 @@ pub(crate) fn split(url: &str) -> Split {
     } else {
         split_key_values(url)
     };
-    split.unwrap_or_else(|| Split { rest: url.to_owned(), tls: TlsParameters::default() })
+    split.unwrap_or_else(|| Split { rest: url.to_owned(), ..Split::default() })
 }
 
-/// Keeps the TLS parameters found, the last of each winning (as libpq).
-fn take(key: &str, value: String, found: &mut TlsParameters) -> bool {
+/// Keeps the parameters taken out, the last of each winning (as libpq).
+fn take(key: &str, value: String, split: &mut Split) -> bool {
+    let found = &mut split.tls;
     match key {
+        TCP_USER_TIMEOUT => split.tcp_user_timeout = Some(value),
         SSLMODE => found.sslmode = Some(value),
         SSLROOTCERT => found.sslrootcert = Some(value),
         SSLCERT => found.sslcert = Some(value),
@@ -80,13 +86,13 @@ fn take(key: &str, value: String, found: &mut TlsParameters) -> bool {
 fn split_url(url: &str) -> Option<Split> {
     let after_credentials = url.find('@').map_or(0, |at| at + 1);
     let Some(question) = url[after_credentials..].find('?').map(|at| at + after_credentials) else {
-        return Some(Split { rest: url.to_owned(), tls: TlsParameters::default() });
+        return Some(Split { rest: url.to_owned(), ..Split::default() });
     };
-    let mut found = Split { rest: String::new(), tls: TlsParameters::default() };
+    let mut found = Split::default();
     let mut kept = Vec::new();
     for pair in url[question + 1..].split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !take(&percent_decode(key)?, percent_decode(value)?, &mut found.tls) {
+        if !take(&percent_decode(key)?, percent_decode(value)?, &mut found) {
             kept.push(pair);
         }
     }
@@ -123,7 +129,7 @@ fn percent_decode(text: &str) -> Option<String> {
 /// `'` or bare, and `\` escapes the next character in either (libpq's and
 /// tokio-postgres' rules). The kept pairs are copied as written.
 fn split_key_values(text: &str) -> Option<Split> {
-    let mut found = Split { rest: String::new(), tls: TlsParameters::default() };
+    let mut found = Split::default();
     let mut kept: Vec<&str> = Vec::new();
     let mut chars = text.char_indices().peekable();
     loop {
@@ -138,7 +144,7 @@ fn split_key_values(text: &str) -> Option<Split> {
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let value = key_value(&mut chars)?;
         let end = chars.peek().map_or(text.len(), |(at, _)| *at);
-        if !take(&key, value, &mut found.tls) {
+        if !take(&key, value, &mut found) {
             kept.push(&text[start..end]);
         }
     }
@@ -194,7 +200,7 @@ mod tests {
             sslrootcert: sslrootcert.map(str::to_owned),
             ..TlsParameters::default()
         };
-        Split { rest: rest.to_owned(), tls }
+        Split { rest: rest.to_owned(), tls, tcp_user_timeout: None }
     }
 
     fn files(cert: &str, key: &str) -> TlsParameters {
@@ -212,6 +218,17 @@ mod tests {
             of("postgresql://h/db", Some("verify-ca"), Some("/tmp/ca.pem"))
         );
         assert_eq!(split("postgres://h/db"), of("postgres://h/db", None, None));
+    }
+
+    #[test]
+    fn tcp_user_timeout_is_taken_out_in_either_form() {
+        let url = split("postgres://h/db?tcp_user_timeout=1500&connect_timeout=5");
+        assert_eq!(
+            (url.rest.as_str(), url.tcp_user_timeout.as_deref()),
+            ("postgres://h/db?connect_timeout=5", Some("1500"))
+        );
+        let pairs = split("host=h tcp_user_timeout = 2500 dbname=db");
+        assert_eq!((pairs.rest.as_str(), pairs.tcp_user_timeout.as_deref()), ("host=h dbname=db", Some("2500")));
     }
 
     #[test]

@@ -51,6 +51,24 @@ pub const QUERY_WAIT_MAX: Duration = Duration::from_secs(30);
 /// whose answer was lost, to learn by event id whether it committed.
 pub const COMMIT_RESOLVE_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Longest data a node sent may stay unacknowledged by the database's
+/// machine before the connection is ended (`tcp_user_timeout`, unless the
+/// connection string sets it): a silent peer found in seconds, not TCP's
+/// 15 minutes.
+pub const TCP_UNACKNOWLEDGED_WAIT_MAX: Duration = Duration::from_secs(20);
+
+/// Idle time before a node's connection probes the database's machine
+/// (`keepalives_idle`, unless the string sets it; TCP's default is 2 h).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+
+/// Time between keepalive probes (`keepalives_interval`, unless set).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Unanswered keepalive probes that end a connection (`keepalives_retries`,
+/// unless set): an idle connection to a silent peer ends within
+/// `KEEPALIVE_IDLE + KEEPALIVE_RETRIES × KEEPALIVE_INTERVAL`, 25 s.
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Longest any statement of a node waits for a lock (`lock_timeout` of its
 /// sessions): the head, above all, which one group at a time holds for a
 /// commit, or a decider for at most `HEAD_HOLD_WAIT_MAX` (10 s). Past it the
@@ -289,6 +307,8 @@ mod tls_tests;
 mod crash_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod partition_tests;
 #[cfg(test)]
 mod refused_writes_tests;
 #[cfg(test)]
