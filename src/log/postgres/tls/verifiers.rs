@@ -33,29 +33,65 @@ pub(super) fn verifier(
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ServerCertVerifier>, Error> {
     let algorithms = provider.signature_verification_algorithms;
-    let Some(roots) = roots else { return Ok(Arc::new(EncryptOnly(algorithms))) };
-    let names_checked = mode == SslMode::VerifyFull;
-    let version_1 = Version1Check::new(&roots.certificates, revocation.as_ref(), algorithms, names_checked);
-    // webpki's refusal of a list first: its words say why.
-    let webpki = webpki(roots.store, revocation, provider)?;
-    let version_1 = version_1?;
-    let version_3: Arc<dyn ServerCertVerifier> = match names_checked {
-        true => webpki,
-        false => Arc::new(ChainOnly(webpki)),
+    let chain = match roots {
+        None => None,
+        Some(roots) => {
+            let names_checked = mode == SslMode::VerifyFull;
+            let version_1 = Version1Check::new(&roots.certificates, revocation.as_ref(), algorithms, names_checked);
+            // webpki's refusal of a list first: its words say why.
+            let webpki = webpki(roots.store, revocation, provider)?;
+            Some(Chain { webpki, version_1: version_1?, names_checked })
+        }
     };
-    Ok(Arc::new(EitherVersion { version_3, version_1, algorithms }))
+    Ok(Arc::new(ServerCheck { chain, algorithms }))
 }
 
-/// A chain checked by webpki, or by `version_1.rs` when the server's
-/// certificate is X.509 version 1.
+/// The server's certificate checked against roots: by webpki, or by
+/// `version_1.rs` when it is X.509 version 1.
 #[derive(Debug)]
-struct EitherVersion {
-    version_3: Arc<dyn ServerCertVerifier>,
+struct Chain {
+    webpki: Arc<WebPkiServerVerifier>,
     version_1: Version1Check,
+    /// `verify-full`: the host name too.
+    names_checked: bool,
+}
+
+impl Chain {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(verdict) = self.version_1.verify(end_entity, intermediates, server_name, now) {
+            return verdict;
+        }
+        match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            // `verify-ca`: the chain must lead to a root, the host name may
+            // be any. webpki checks the chain before the name, so a name
+            // error means the chain was good.
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.names_checked => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+}
+
+/// What checks the server in one mode: its chain when there are roots;
+/// without (`allow`, `prefer` and `require` without a root file, libpq's
+/// behaviour) the certificate is taken as presented. Either way the
+/// handshake's signatures are checked with the certificate's key as
+/// `x509-cert` reads it (`handshake_signatures.rs`), version 1 too.
+#[derive(Debug)]
+struct ServerCheck {
+    chain: Option<Chain>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for EitherVersion {
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -64,9 +100,9 @@ impl ServerCertVerifier for EitherVersion {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.version_1.verify(end_entity, intermediates, server_name, now) {
-            Some(verdict) => verdict,
-            None => self.version_3.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+        match &self.chain {
+            Some(chain) => chain.verify(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -117,93 +153,4 @@ fn webpki(
         }
         (other, _) => settings_error(format!("cannot verify with these roots: {other}")),
     })
-}
-
-/// `verify-ca`: the chain must lead to a root, the host name may be any.
-/// rustls' verifier checks the chain before the name, so a name error
-/// means the chain was good.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `allow`, `prefer` and `require` without roots: encrypted, the certificate taken
-/// as presented (libpq's behaviour), the handshake's signatures checked.
-#[derive(Debug)]
-struct EncryptOnly(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    /// With the certificate's public key as `x509-cert` reads it: webpki
-    /// refuses an X.509 version 1 certificate, which libpq takes as
-    /// presented here.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signatures::tls12(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signatures::tls13(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }

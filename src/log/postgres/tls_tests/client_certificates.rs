@@ -46,21 +46,25 @@ impl Setup {
 /// process'), and answers whether the server sees TLS and the subject of
 /// the client certificate it verified (empty without one).
 pub(super) fn connect_in(url: &str, environment: &[(&str, &str)]) -> Result<(bool, String), String> {
+    let answer =
+        query_in(url, environment, "SELECT ssl, coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .map(|row| (row.get(0), row.get(1)));
+    eprintln!("{url} in {environment:?}: {answer:?}");
+    answer
+}
+
+/// Connects once as a log's connections do, in `environment`, and runs
+/// `sql`, which answers one row; the refusal to connect, said.
+pub(super) fn query_in(url: &str, environment: &[(&str, &str)], sql: &str) -> Result<tokio_postgres::Row, String> {
     let variables: HashMap<String, String> =
         environment.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect();
     let target = Target::parse_in(url, &|name| variables.get(name).cloned()).map_err(|error| error.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let answer = runtime.block_on(async {
+    runtime.block_on(async {
         let client =
             connect::connect(&target, Arc::new(Heard::default()), None).await.map_err(|error| error.to_string())?;
-        let row = client
-            .query_one("SELECT ssl, coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
-            .await
-            .unwrap();
-        Ok((row.get(0), row.get(1)))
-    });
-    eprintln!("{url} in {environment:?}: {answer:?}");
-    answer
+        Ok(client.query_one(sql, &[]).await.unwrap())
+    })
 }
 
 #[test]

@@ -7,12 +7,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use x509_cert::der::{Decode, Encode, EncodePem};
 
+use super::client_certificates::query_in;
 use crate::log::conformance::{event, options};
-use crate::log::postgres::connect::{self, Heard, Target};
 use crate::log::{Expectations, Log};
 use crate::postgres_cluster::{Cluster, ServerTls};
 use crate::tls_certificates::{Authority, ServerCertificate};
@@ -43,17 +41,8 @@ impl Setup {
 
     /// Connects; the TLS version of the connection, or the refusal.
     fn connect(&self, host: &str, parameters: &str) -> Result<String, String> {
-        let target = Target::parse_in(&self.url(host, parameters), &|_| None).map_err(|error| error.to_string())?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let answer = runtime.block_on(async {
-            let client =
-                connect::connect(&target, Arc::new(Heard::default()), None).await.map_err(|error| error.to_string())?;
-            let row = client
-                .query_one("SELECT coalesce(version, 'plain') FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
-                .await
-                .unwrap();
-            Ok(row.get(0))
-        });
+        let version = "SELECT coalesce(version, 'plain') FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        let answer = query_in(&self.url(host, parameters), &[], version).map(|row| row.get(0));
         eprintln!("{host} {parameters}: {answer:?}");
         answer
     }
