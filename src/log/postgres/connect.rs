@@ -14,8 +14,8 @@ use tokio_postgres::error::Severity;
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::conninfo;
 use super::tls::{self, SslMode, Tls};
+use super::{conninfo, session};
 use crate::error::Error;
 
 /// Where and how every connection of one log connects: tokio-postgres'
@@ -24,7 +24,7 @@ use crate::error::Error;
 pub(crate) struct Target {
     pub(crate) config: Config,
     tls: Tls,
-    /// The `SET`s every connection runs first ([`session_settings`]).
+    /// The `SET`s every connection runs first (`session.rs`).
     session: String,
 }
 
@@ -43,107 +43,10 @@ impl Target {
             .map_err(|error| Error::Storage(format!("not a PostgreSQL connection string: {error}")))?;
         let tls = Tls::from_sources(&tls::sources::resolve(&split.tls, environment))?;
         config.ssl_mode(tls.mode.negotiation());
-        dead_peer_bounds(&mut config, &split)?;
-        let session = session_statements(config.get_options());
+        session::dead_peer_bounds(&mut config, &split)?;
+        let session = session::statements(config.get_options());
         Ok(Target { config, tls, session })
     }
-}
-
-/// How soon a node finds that the database's machine went silent (powered
-/// off, or a network that drops packets without a reset), when the
-/// connection string does not say: TCP's own bounds are minutes (about 15
-/// for data the peer never acknowledges) to hours (2 h before a first
-/// keepalive probe), during which a lane or the follower would wait on a
-/// dead connection instead of reconnecting, to the promoted standby say.
-/// Data unacknowledged for [`TCP_UNACKNOWLEDGED_WAIT_MAX`](super::TCP_UNACKNOWLEDGED_WAIT_MAX)
-/// ends the connection (`tcp_user_timeout`, which the string gives in
-/// milliseconds, as libpq reads it); an idle one is probed after
-/// [`KEEPALIVE_IDLE`](super::KEEPALIVE_IDLE), every
-/// [`KEEPALIVE_INTERVAL`](super::KEEPALIVE_INTERVAL), and ended after
-/// [`KEEPALIVE_RETRIES`](super::KEEPALIVE_RETRIES) unanswered probes. A
-/// live server acknowledges at once, whatever it is doing (a commit
-/// waiting for a synchronous standby included): only a silent peer is cut.
-fn dead_peer_bounds(config: &mut Config, split: &conninfo::Split) -> Result<(), Error> {
-    match split.tcp_user_timeout.as_deref().map(str::trim) {
-        None => {
-            config.tcp_user_timeout(super::TCP_UNACKNOWLEDGED_WAIT_MAX);
-        }
-        // libpq: 0 is the system's default.
-        Some("0") => {}
-        Some(given) => {
-            let milliseconds = given.parse::<u64>().map_err(|_| {
-                Error::Storage(format!(
-                    "tcp_user_timeout={given:?} is not a number of milliseconds (as libpq reads it)"
-                ))
-            })?;
-            config.tcp_user_timeout(std::time::Duration::from_millis(milliseconds));
-        }
-    }
-    let names = |parameter: &str| split.rest.contains(&format!("{parameter}="));
-    if !names("keepalives_idle") {
-        config.keepalives_idle(super::KEEPALIVE_IDLE);
-    }
-    if !names("keepalives_interval") {
-        config.keepalives_interval(super::KEEPALIVE_INTERVAL);
-    }
-    if !names("keepalives_retries") {
-        config.keepalives_retries(super::KEEPALIVE_RETRIES);
-    }
-    Ok(())
-}
-
-/// The settings every connection of a node starts with, whatever the
-/// role's or the database's defaults (`ALTER ROLE … SET`, `ALTER DATABASE
-/// … SET`): the writer's serialization is built and tested on them, and a
-/// default meant for an application's queries (a `lock_timeout` of a few
-/// milliseconds, `serializable` as the default isolation) fails appends
-/// under ordinary contention between nodes. The node bounds its own waits:
-/// [`LOCK_WAIT_MAX`](super::LOCK_WAIT_MAX) for any lock (the head above
-/// all), and a transaction left idle is ended past
-/// [`IDLE_IN_TRANSACTION_WAIT_MAX`](super::IDLE_IN_TRANSACTION_WAIT_MAX),
-/// above the longest a decider holds the head.
-///
-/// Set by `SET` once connected, not in the startup packet's `options`:
-/// PgBouncer refuses a connection whose `options` name a setting it does
-/// not track.
-fn session_settings() -> [(&'static str, String); 4] {
-    [
-        ("default_transaction_isolation", "read committed".to_owned()),
-        ("lock_timeout", format!("{}ms", super::LOCK_WAIT_MAX.as_millis())),
-        ("statement_timeout", "0".to_owned()),
-        ("idle_in_transaction_session_timeout", format!("{}ms", super::IDLE_IN_TRANSACTION_WAIT_MAX.as_millis())),
-    ]
-}
-
-/// The `SET`s of [`session_settings`], but for the settings the
-/// connection string's own `options` name: an operator's explicit choice
-/// there holds.
-fn session_statements(given: Option<&str>) -> String {
-    let named = options_named(given.unwrap_or(""));
-    session_settings()
-        .into_iter()
-        .filter(|(name, _)| !named.iter().any(|given| given == name))
-        .map(|(name, value)| format!("SET {name} TO '{value}';"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The settings an `options` value sets, as the server reads it: `-c
-/// name=value`, `-cname=value` or `--name=value` (dashes in a name read
-/// as underscores, letters without case).
-fn options_named(options: &str) -> Vec<String> {
-    let mut named = Vec::new();
-    let mut words = options.split_whitespace();
-    while let Some(word) = words.next() {
-        let setting = match word {
-            "-c" => words.next(),
-            _ => word.strip_prefix("--").or_else(|| word.strip_prefix("-c")),
-        };
-        if let Some((name, _)) = setting.and_then(|setting| setting.split_once('=')) {
-            named.push(name.replace('-', "_").to_ascii_lowercase());
-        }
-    }
-    named
 }
 
 /// Read connections shared by every reader of one log. Each is one
@@ -249,7 +152,7 @@ fn storage_message(error: &tokio_postgres::Error) -> String {
 }
 
 /// Connects, drives the connection on the current runtime and sets the
-/// node's session settings ([`session_settings`]). Notifications go to
+/// node's session settings (`session.rs`). Notifications go to
 /// `notifications` when given.
 pub(crate) async fn connect(
     target: &Target,
@@ -424,49 +327,5 @@ impl Readers {
         let client = Arc::new(connect(&self.target, Arc::new(Heard::default()), None).await?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_silent_peer_is_found_within_seconds_unless_the_string_says_otherwise() {
-        let target = Target::parse_in("postgres://db.internal/ledger", &|_| None).unwrap();
-        assert_eq!(target.config.get_tcp_user_timeout(), Some(&crate::log::postgres::TCP_UNACKNOWLEDGED_WAIT_MAX));
-        assert_eq!(target.config.get_keepalives_idle(), crate::log::postgres::KEEPALIVE_IDLE);
-        assert_eq!(target.config.get_keepalives_interval(), Some(crate::log::postgres::KEEPALIVE_INTERVAL));
-        assert_eq!(target.config.get_keepalives_retries(), Some(crate::log::postgres::KEEPALIVE_RETRIES));
-        let given = "postgres://db.internal/ledger?tcp_user_timeout=5000&keepalives_idle=60&sslmode=disable";
-        // libpq's milliseconds, not tokio-postgres' seconds.
-        let target = Target::parse_in(given, &|_| None).unwrap();
-        assert_eq!(target.config.get_tcp_user_timeout(), Some(&std::time::Duration::from_millis(5000)));
-        assert_eq!(target.config.get_keepalives_idle(), std::time::Duration::from_secs(60));
-        assert_eq!(target.config.get_keepalives_interval(), Some(crate::log::postgres::KEEPALIVE_INTERVAL));
-        let system = Target::parse_in("host=db.internal tcp_user_timeout=0", &|_| None).unwrap();
-        assert_eq!(system.config.get_tcp_user_timeout(), None, "0: the system's default");
-        let refused = Target::parse_in("host=db.internal tcp_user_timeout=soon", &|_| None).err().unwrap();
-        assert!(refused.to_string().contains("not a number of milliseconds"), "{refused}");
-    }
-
-    #[test]
-    fn a_nodes_sessions_set_its_own_settings_but_those_the_string_names() {
-        let all = session_statements(None);
-        assert_eq!(
-            all,
-            "SET default_transaction_isolation TO 'read committed'; SET lock_timeout TO '30000ms'; \
-             SET statement_timeout TO '0'; SET idle_in_transaction_session_timeout TO '60000ms';"
-        );
-        let given = session_statements(Some("-c search_path=ledger -c lock_timeout=5s --statement-timeout=1min"));
-        assert_eq!(
-            given,
-            "SET default_transaction_isolation TO 'read committed'; SET idle_in_transaction_session_timeout TO '60000ms';"
-        );
-        assert_eq!(options_named("-cLock_Timeout=5s -c work_mem=8MB"), ["lock_timeout", "work_mem"]);
-        let target =
-            Target::parse_in("postgres://db.internal/ledger?options=-c%20lock_timeout%3D1s", &|_| None).unwrap();
-        assert_eq!(target.config.get_options(), Some("-c lock_timeout=1s"), "passed on as given");
-        assert!(!target.session.contains("lock_timeout") && target.session.contains("statement_timeout"));
     }
 }

@@ -22,6 +22,7 @@ mod lane;
 mod reads;
 mod refusals;
 mod schema;
+mod session;
 mod speculation;
 mod statements;
 mod tls;
