@@ -70,9 +70,10 @@ pub(super) fn dead_peer_bounds(config: &mut Config, split: &conninfo::Split) -> 
 /// not track.
 fn session_settings() -> [(&'static str, String); 4] {
     [
+        // First: the role's `statement_timeout` bounds this round trip.
+        ("statement_timeout", "0".to_owned()),
         ("default_transaction_isolation", "read committed".to_owned()),
         ("lock_timeout", format!("{}ms", super::LOCK_WAIT_MAX.as_millis())),
-        ("statement_timeout", "0".to_owned()),
         ("idle_in_transaction_session_timeout", format!("{}ms", super::IDLE_IN_TRANSACTION_WAIT_MAX.as_millis())),
     ]
 }
@@ -137,8 +138,8 @@ mod tests {
         let all = statements(None);
         assert_eq!(
             all,
-            "SET default_transaction_isolation TO 'read committed'; SET lock_timeout TO '30000ms'; \
-             SET statement_timeout TO '0'; SET idle_in_transaction_session_timeout TO '60000ms';"
+            "SET statement_timeout TO '0'; SET default_transaction_isolation TO 'read committed'; \
+             SET lock_timeout TO '30000ms'; SET idle_in_transaction_session_timeout TO '60000ms';"
         );
         let given = statements(Some("-c search_path=ledger -c lock_timeout=5s --statement-timeout=1min"));
         assert_eq!(

@@ -30,10 +30,13 @@ use crate::pgbouncer::Pgbouncer;
 use crate::postgres_cluster::Cluster;
 
 /// Role defaults an application's DBA might set: each would fail some
-/// appends between two nodes if the node's sessions took it.
+/// appends between two nodes if the node's sessions took it. The
+/// `statement_timeout` still applies to a connection's first round trip,
+/// the node's `SET`s (1 ms could end that very round trip on a loaded
+/// machine, or leave its cancel pending for the next statement).
 const APPLICATION_DEFAULTS: &[(&str, &str)] = &[
     ("lock_timeout", "1ms"),
-    ("statement_timeout", "1ms"),
+    ("statement_timeout", "50ms"),
     ("default_transaction_isolation", "serializable"),
     ("idle_in_transaction_session_timeout", "1ms"),
 ];
