@@ -138,6 +138,11 @@ impl Version1Check {
         now: UnixTime,
     ) -> Result<ServerCertVerified, CertificateError> {
         let tbs = &certificate.tbs_certificate;
+        // The algorithm inside the signed part must be the one outside
+        // (RFC 5280, 4.1.1.2; OpenSSL refuses a mismatch too).
+        if tbs.signature != certificate.signature_algorithm {
+            return Err(CertificateError::BadEncoding);
+        }
         let signed = tbs.to_der().map_err(|_| CertificateError::BadEncoding)?;
         let issuers: Vec<&Certificate> = self
             .roots

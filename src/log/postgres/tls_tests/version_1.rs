@@ -68,6 +68,17 @@ fn version_1(
     common_name: &str,
     validity: Option<(u64, u64)>,
 ) -> String {
+    version_1_changed(authority, issued, common_name, validity, |_| {})
+}
+
+/// [`version_1`], with `change` made to the signed part before signing.
+fn version_1_changed(
+    authority: &Authority,
+    issued: &ServerCertificate,
+    common_name: &str,
+    validity: Option<(u64, u64)>,
+    change: impl FnOnce(&mut x509_cert::TbsCertificate),
+) -> String {
     use rustls::pki_types::pem::PemObject;
     use std::str::FromStr;
     let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
@@ -82,6 +93,7 @@ fn version_1(
         };
         tbs.validity = x509_cert::time::Validity { not_before: time(not_before), not_after: time(not_after) };
     }
+    change(tbs);
     let signature = authority.sign(&tbs.to_der().unwrap());
     certificate.signature = x509_cert::der::asn1::BitString::from_bytes(&signature).unwrap();
     certificate.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap()
@@ -133,6 +145,14 @@ fn its_chain_and_name_are_checked_as_libpq_checks_them(setup: &Setup, issued: &S
     setup.serve(&version_1(&impostor, issued, "localhost", None), &issued.key_pem);
     let refused = setup.connect("localhost", &setup.verified("verify-full", &setup.root)).unwrap_err();
     assert!(refused.contains("its signature does not verify with the key of the root"), "{refused}");
+    // The algorithm named inside the signed part differs from the one
+    // outside it (ecdsa-with-SHA384 inside, the CA's SHA-256 outside).
+    let mismatched = version_1_changed(&setup.authority, issued, "localhost", None, |tbs| {
+        tbs.signature.oid = x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+    });
+    setup.serve(&mismatched, &issued.key_pem);
+    let refused = setup.connect("localhost", &setup.verified("verify-ca", &setup.root)).unwrap_err();
+    assert!(refused.contains("failed verification") && refused.contains("BadEncoding"), "{refused}");
     // A wildcard common name matches one label.
     setup.serve(&version_1(&setup.authority, issued, "*.localhost", None), &issued.key_pem);
     let refused = setup.connect("localhost", &setup.verified("verify-full", &setup.root)).unwrap_err();
