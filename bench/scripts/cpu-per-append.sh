@@ -15,14 +15,10 @@
 set -euo pipefail
 BIN=${1:-target/release/opledger-bench}
 OUT=$(mktemp -d)
+source "$(dirname "$0")/record-during.sh"
 "$BIN" postgres --clients 64 --nodes 1 --repeat 1 --seconds 5 > "$OUT/run.txt" 2>&1 &
 PID=$!
-for _ in $(seq 1 600); do
-  if pgrep -f "opledger_bench_${PID}_0" >/dev/null; then break; fi
-  sleep 0.05
-done
-sleep 1.5
-perf record -a -e cpu-clock -F 2000 -o "$OUT/perf.data" -- sleep 3 >/dev/null 2>&1
+record_during "$PID" 0 "$OUT/perf.data"
 wait $PID
 set -- $(grep -E '^\[1/1\]' "$OUT/run.txt" | sed -E 's/.*appends ([0-9]+)\/s.*raw ([0-9]+)\/s.*/\1 \2/')
 perf report -i "$OUT/perf.data" --no-children --sort comm -q -g none 2>/dev/null | awk -v a="$1" -v r="$2" -v cores="$(nproc)" '

@@ -16,16 +16,11 @@ set -euo pipefail
 BIN=${1:-target/release/opledger-bench}
 OUT=${2:-$(mktemp -d)}
 mkdir -p "$OUT"
+source "$(dirname "$0")/record-during.sh"
 "$BIN" postgres --clients 64 --nodes 1 --repeat 1 --seconds 5 > "$OUT/run.txt" 2>&1 &
 PID=$!
-for database in 0 1; do
-  for _ in $(seq 1 1200); do
-    if pgrep -f "opledger_bench_${PID}_${database}" >/dev/null; then break; fi
-    sleep 0.05
-  done
-  sleep 1.5
-  perf record -a -e cpu-clock -F 2000 -o "$OUT/perf$database.data" -- sleep 3 >/dev/null 2>&1
-done
+record_during "$PID" 0 "$OUT/perf0.data"
+record_during "$PID" 1 "$OUT/perf1.data"
 wait $PID
 grep -E '^\[1/1\]' "$OUT/run.txt"
 for database in 0 1; do
