@@ -303,7 +303,7 @@ fn version_1_unverified(cause: &CertificateError) -> bool {
 
 fn version_1_words(cause: &CertificateError) -> String {
     match cause {
-        CertificateError::Other(other) if other.0.is::<Version1Refusal>() => other.0.to_string(),
+        CertificateError::Other(other) if other.0.is::<Version1Refusal>() => words(cause),
         _ => "a certificate of its chain is an X.509 version 1 CA certificate".to_owned(),
     }
 }
