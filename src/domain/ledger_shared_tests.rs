@@ -176,6 +176,34 @@ fn a_fold_that_cannot_read_the_log_fails_the_command_without_stopping_the_ledger
     });
 }
 
+/// Every connection a node keeps open dies while it is idle (the
+/// database restarted or failed over, unnoticed until used; here the proxy
+/// cuts each at its next message): the node's next command is answered as
+/// if nothing happened, its reads and its append sent again on new
+/// connections.
+#[test]
+fn a_node_whose_connections_died_while_idle_answers_its_next_command() {
+    let cluster = postgres_cluster::Cluster::start(&[]);
+    cluster.database("ledger");
+    let proxy = crate::tcp_proxy::Proxy::start(cluster.port);
+    let node = node(&proxy.url("ledger"));
+    let rt = runtime();
+    rt.block_on(async {
+        node.record_authority(Principal::System, world(&["c1"])).await.unwrap();
+        for round in 0..3 {
+            proxy.break_open_connections();
+            let cuts = proxy.cuts();
+            let answer = node.start(request("restore.execute", None)).await;
+            assert!(answer.is_ok(), "round {round}: {answer:?}");
+            assert!(proxy.cuts() > cuts, "round {round}: the node's connections were cut");
+        }
+        assert_eq!(node.stopped(), None);
+    });
+    let log = Log::open_postgres(&cluster.url("ledger"), options()).unwrap();
+    let report = verify(&log, None, &mut DecisionReplay::new(), &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_failure);
+}
+
 /// The database loses commits a node already decided on (what a failover
 /// to a standby that never had them does; here the rows are removed and
 /// the head row set back): the node's next round finds the head behind its

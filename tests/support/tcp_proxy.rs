@@ -16,6 +16,11 @@
 //! statement containing a given text (a Parse or a simple Query message):
 //! the database away for one kind of read only.
 //!
+//! [`Proxy::break_open_connections`] cuts every connection open at that
+//! moment at the next message its client sends, unforwarded: connections
+//! that died while idle (a restart, a failover, a silent network), which
+//! their client learns of only when it uses them. New ones are forwarded.
+//!
 //! [`Admission`] says what happens to new connections (forwarded, refused,
 //! or accepted and never answered), to keep a client from reconnecting.
 //!
@@ -32,6 +37,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -72,12 +78,17 @@ pub enum Admission {
 
 struct Shared {
     upstream_port: u16,
-    armed: Mutex<Option<Cut>>,
+    /// The cuts armed, for the next `COMMIT`s in turn.
+    armed: Mutex<VecDeque<Cut>>,
     cut_queries: Mutex<Option<&'static str>>,
     admission: Mutex<Admission>,
     stalled: Mutex<Vec<TcpStream>>,
     cuts: AtomicUsize,
     closing: AtomicBool,
+    /// Connections forwarded so far: the next one's number.
+    forwarded: AtomicUsize,
+    /// Connections numbered below this are cut at their next message.
+    broken_below: AtomicUsize,
 }
 
 pub struct Proxy {
@@ -92,12 +103,14 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             upstream_port,
-            armed: Mutex::new(None),
+            armed: Mutex::new(VecDeque::new()),
             cut_queries: Mutex::new(None),
             admission: Mutex::new(Admission::Forward),
             stalled: Mutex::new(Vec::new()),
             cuts: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            forwarded: AtomicUsize::new(0),
+            broken_below: AtomicUsize::new(0),
         });
         let accepting = Arc::clone(&shared);
         std::thread::Builder::new().name("tcp-proxy".into()).spawn(move || accept(&listener, &accepting)).unwrap();
@@ -110,8 +123,9 @@ impl Proxy {
     }
 
     /// Cuts the connection of the next `COMMIT` any client sends (once).
+    /// Armed again before that `COMMIT` came, the one after it too.
     pub fn arm(&self, cut: Cut) {
-        *self.shared.armed.lock().unwrap() = Some(cut);
+        self.shared.armed.lock().unwrap().push_back(cut);
     }
 
     /// While `Some(text)`, cuts every connection that sends a statement
@@ -120,9 +134,16 @@ impl Proxy {
         *self.shared.cut_queries.lock().unwrap() = containing;
     }
 
+    /// Cuts every connection open now when its client next sends a
+    /// message (not forwarded), counted in [`Proxy::cuts`]; connections
+    /// made from now on are forwarded.
+    pub fn break_open_connections(&self) {
+        self.shared.broken_below.store(self.shared.forwarded.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Whether an armed cut is still waiting for its `COMMIT`.
     pub fn armed(&self) -> bool {
-        self.shared.armed.lock().unwrap().is_some()
+        !self.shared.armed.lock().unwrap().is_empty()
     }
 
     /// How many connections an armed cut has cut so far.
@@ -190,6 +211,7 @@ impl Pair {
 }
 
 fn forward(client: TcpStream, shared: &Arc<Shared>) {
+    let number = shared.forwarded.fetch_add(1, Ordering::SeqCst);
     let Ok(server) = TcpStream::connect(("127.0.0.1", shared.upstream_port)) else {
         let _ = client.shutdown(Shutdown::Both);
         return;
@@ -205,7 +227,7 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) {
         let (pair, swallow, shared) = (Arc::clone(&pair), Arc::clone(&swallow), Arc::clone(shared));
         std::thread::spawn(move || backend_to_client(&pair, &swallow, &shared))
     };
-    frontend_to_server(&pair, &swallow, shared);
+    frontend_to_server(&pair, &swallow, shared, number);
     let _ = answers.join();
 }
 
@@ -278,7 +300,7 @@ fn shared_draining(pair: &Pair) -> bool {
 /// Forwards the client's messages one by one, cutting at an armed COMMIT.
 /// A cut is counted before it is made: a test that learns of the broken
 /// connection from the client may read the count at once.
-fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
+fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared, number: usize) {
     let mut from = &pair.client;
     let mut to = &pair.server;
     let mut starting = true;
@@ -295,7 +317,7 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
         if starting {
             let code = message.get(4..8).map_or(0, |code| u32::from_be_bytes(code.try_into().unwrap()));
             starting = code == SSL_REQUEST_CODE || code == GSSENC_REQUEST_CODE;
-        } else if cuts_query(shared, &message) {
+        } else if number < shared.broken_below.load(Ordering::SeqCst) || cuts_query(shared, &message) {
             shared.cuts.fetch_add(1, Ordering::SeqCst);
             pair.cut();
             return;
@@ -307,7 +329,7 @@ fn frontend_to_server(pair: &Pair, swallow: &AtomicBool, shared: &Shared) {
             let answer = if message[0] == b'S' { CALL_COMPLETE } else { COMMIT_COMPLETE };
             call_bound = false;
             *pair.commit_answer.lock().unwrap() = answer;
-            match shared.armed.lock().unwrap().take() {
+            match shared.armed.lock().unwrap().pop_front() {
                 Some(Cut::BeforeCommit) => {
                     shared.cuts.fetch_add(1, Ordering::SeqCst);
                     pair.cut();

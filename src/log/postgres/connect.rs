@@ -4,6 +4,7 @@
 //! shared read connections that reconnect when theirs broke.
 
 use std::fmt::Write;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -317,15 +318,45 @@ impl Readers {
         Readers { target, slots, next: AtomicUsize::new(0) }
     }
 
+    /// A read connection, in turn; for statements that write (which must
+    /// not be sent twice), not [`Readers::read`].
     pub(crate) async fn client(&self) -> Result<Arc<Client>, Error> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len().max(1);
-        let Some(slot) = self.slots.get(index) else { return Err(Error::Closed) };
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(self.slot_client(index).await?.0)
+    }
+
+    /// Runs `read`, statements that only read, on a read connection; once
+    /// more on a new connection when the one the pool kept open turned out
+    /// broken under it (the database restarted, failed over or went silent
+    /// since its last use, unnoticed until now). A statement that writes
+    /// is never sent again: it may have committed before its connection
+    /// broke.
+    pub(crate) async fn read<T, F, Work>(&self, read: F) -> Result<T, Error>
+    where
+        F: Fn(Arc<Client>) -> Work,
+        Work: Future<Output = Result<T, Error>>,
+    {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        let (client, kept_open) = self.slot_client(index).await?;
+        match read(Arc::clone(&client)).await {
+            Err(Error::Unavailable(why)) if kept_open && client.is_closed() => {
+                tracing::info!(%why, "a read connection kept open broke; reading again on a new one");
+                read(self.slot_client(index).await?.0).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Slot `index` (modulo the slots)'s connection, made anew if it has
+    /// none or its connection broke, and whether it was kept open.
+    async fn slot_client(&self, index: usize) -> Result<(Arc<Client>, bool), Error> {
+        let Some(slot) = self.slots.get(index % self.slots.len().max(1)) else { return Err(Error::Closed) };
         let mut slot = slot.lock().await;
         if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
-            return Ok(Arc::clone(client));
+            return Ok((Arc::clone(client), true));
         }
         let client = Arc::new(connect(&self.target, Arc::new(Heard::default()), None).await?);
         *slot = Some(Arc::clone(&client));
-        Ok(client)
+        Ok((client, false))
     }
 }

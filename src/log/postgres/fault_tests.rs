@@ -96,8 +96,11 @@ fn a_commit_whose_answer_is_lost_is_acknowledged_once_resolved() {
     assert_verifies(&log);
 }
 
+/// A commit cut before the server got it is found not stored once the
+/// old session is gone, and the group is sent once more, on a new
+/// connection: the append is acknowledged, stored once.
 #[test]
-fn a_commit_cut_before_the_server_got_it_is_an_error_and_appends_nothing() {
+fn a_commit_cut_before_the_server_got_it_is_sent_again_and_appended_once() {
     let setup = Setup::new("commit_lost");
     let log = setup.open(options());
     let first = vec![event("a", 1)];
@@ -106,16 +109,65 @@ fn a_commit_cut_before_the_server_got_it_is_an_error_and_appends_nothing() {
     setup.proxy.arm(Cut::BeforeCommit);
     let (answer, _) = append(&log, &cut);
     assert_eq!(setup.proxy.cuts(), 1, "the proxy cut the commit's connection");
+    let appended = answer.unwrap().unwrap();
+    assert_eq!((appended.first_position, appended.last_position, appended.duplicate), (2, 3, false));
+    let again = log.append_blocking(cut.clone(), Expectations::none()).unwrap().unwrap();
+    assert!(again.duplicate, "once appended, the same ids are a duplicate");
+    assert_eq!(stored_ids(&setup), [ids(&first), ids(&cut)].concat(), "appended once");
+    assert_verifies(&setup.stored());
+}
+
+/// Sent once more only: when the second commit is cut too, the append is
+/// answered with the error, nothing appended, and a retry appends it.
+#[test]
+fn a_group_whose_commit_is_cut_twice_is_an_error_and_appends_nothing() {
+    let setup = Setup::new("commit_lost_twice");
+    let log = setup.open(options());
+    let first = vec![event("a", 1)];
+    log.append_blocking(first.clone(), Expectations::none()).unwrap().unwrap();
+    let cut = vec![event("a", 2), event("b", 1)];
+    setup.proxy.arm(Cut::BeforeCommit);
+    setup.proxy.arm(Cut::BeforeCommit);
+    let (answer, _) = append(&log, &cut);
+    assert_eq!(setup.proxy.cuts(), 2, "the proxy cut both commits' connections");
     let error = answer.expect_err("a commit the server never got is not acknowledged");
     assert!(error.to_string().contains("not in the log: nothing was appended"), "{error}");
     assert_eq!(setup.stored().latest_head().unwrap().position, 1, "the stored head did not move");
     assert_eq!(stored_ids(&setup), ids(&first));
     let retried = log.append_blocking(cut.clone(), Expectations::none()).unwrap().unwrap();
     assert_eq!((retried.first_position, retried.last_position, retried.duplicate), (2, 3, false));
-    let again = log.append_blocking(cut.clone(), Expectations::none()).unwrap().unwrap();
-    assert!(again.duplicate, "once appended, the same ids are a duplicate");
     assert_eq!(stored_ids(&setup), [ids(&first), ids(&cut)].concat(), "appended once");
     assert_verifies(&setup.stored());
+}
+
+/// Every connection the node keeps open dies while it is idle (the
+/// database restarted or failed over; here the proxy cuts each at its
+/// next message), unnoticed until it is used. The writer's lanes and the
+/// read connections each learn it on their next statement, and send it
+/// again on a new connection: every append and read after it succeeds,
+/// none is answered with the dead connection's error.
+#[test]
+fn connections_that_died_while_idle_are_replaced_without_failing_an_append_or_a_read() {
+    let setup = Setup::new("died_idle");
+    let log = setup.open(options());
+    for n in 1..=4 {
+        log.append_blocking(vec![event("a", n)], Expectations::none()).unwrap().unwrap();
+        assert_eq!(log.read(1, 100).unwrap().len(), n as usize);
+    }
+    for round in 0..3 {
+        setup.proxy.break_open_connections();
+        let cuts = setup.proxy.cuts();
+        for n in 1..=4 {
+            let next = event(&format!("r{round}"), n);
+            let answer = append(&log, std::slice::from_ref(&next)).0;
+            assert!(matches!(answer, Ok(Ok(_))), "round {round}, append {n}: {answer:?}");
+        }
+        let read = log.read(1, 100);
+        assert!(read.is_ok(), "round {round}: {read:?}");
+        assert!(setup.proxy.cuts() > cuts, "round {round}: the connections the node kept were cut");
+    }
+    assert_eq!(stored_ids(&setup).len(), 16);
+    assert_verifies(&log);
 }
 
 /// The database out of reach for longer than the resolve wait, refusing

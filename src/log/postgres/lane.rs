@@ -63,6 +63,9 @@ pub(crate) struct Lane {
     holds_locks: bool,
     /// A `BEGIN` was sent and no `COMMIT` or `ROLLBACK` after it.
     transaction_open: bool,
+    /// The current step connected anew rather than using a connection
+    /// an earlier step left open (see [`Lane::broke_after_use`]).
+    connected_in_step: bool,
     /// Notices of this connection only: a cancelled wait for the standby
     /// is charged to the commit it ended.
     pub(crate) heard: Arc<Heard>,
@@ -152,6 +155,7 @@ impl Lane {
             held_key: None,
             holds_locks: false,
             transaction_open: false,
+            connected_in_step: false,
             heard,
         }
     }
@@ -176,6 +180,16 @@ impl Lane {
         }
     }
 
+    /// Whether the last step failed because a connection an earlier step
+    /// had left open turned out broken when this one used it: a database
+    /// restarted, failed over, or went silent while the lane was idle,
+    /// unnoticed until now. Nothing the step sent can commit (see
+    /// [`Lane::end_previous_session`]), so the group may be sent again on
+    /// a new connection.
+    pub(crate) fn broke_after_use(&self) -> bool {
+        !self.connected_in_step && self.client.as_ref().is_none_or(Client::is_closed)
+    }
+
     /// Whether the session may hold advisory locks (see
     /// [`Lane::release`]).
     pub(crate) fn holds_locks(&self) -> bool {
@@ -187,6 +201,7 @@ impl Lane {
     async fn connection(&mut self) -> Result<(&Client, &Statements), Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.disconnect();
+            self.connected_in_step = true;
             // Bounded: a server that accepts and never answers (and a
             // connection string without `connect_timeout`) must not hold
             // the group's appends forever.
@@ -239,6 +254,7 @@ impl Lane {
     }
 
     async fn lock_and_prefetch(&mut self, batch: &[Request]) -> Result<Prefetched, Error> {
+        self.connected_in_step = false;
         if self.holds_locks {
             // Sent ahead of the `BEGIN`, in order: one round trip still.
             self.release();
@@ -272,6 +288,7 @@ impl Lane {
     }
 
     async fn hold_and_read(&mut self, batch: &[Request], key: i64, held: bool) -> Result<Prefetched, Error> {
+        self.connected_in_step = false;
         // A held key is this connection's: never a new one. Connected
         // first: a reconnection forgets what the session held.
         if !held {
@@ -359,6 +376,7 @@ impl Lane {
     /// A group on the head [`Lane::lock`] locked, in its transaction.
     async fn commit_locked(&mut self, group: &Group) -> Result<Result<(), tokio_postgres::Error>, Refused> {
         self.transaction_open = false;
+        self.connected_in_step = false;
         let (client, statements) = self.same_connection().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let digest = group.head.digest();
@@ -398,6 +416,7 @@ impl Lane {
         group: &Group,
         speculative: Speculative,
     ) -> Result<Result<(), tokio_postgres::Error>, Refused> {
+        self.connected_in_step = false;
         let (client, statements) = self.same_connection().map_err(Refused::Failed)?;
         let rows = Rows::of(group);
         let [positions, ids, streams, versions, records] = rows.parameters();
@@ -446,10 +465,25 @@ impl Lane {
     /// WAL flush, its wait for a synchronous standby) holds the lock its
     /// group took, and would become visible after a look that did not wait.
     pub(crate) async fn position_of(&mut self, id: Uuid) -> Result<Option<u64>, Error> {
-        // The connection that sent the commit may still be alive on the
-        // server: a speculative group waiting for the head lock would
-        // commit after this look. Its process is ended first, and the look
-        // waits until it is gone. Kept across attempts, which reconnect.
+        self.end_previous_session().await?;
+        let (client, _) = self.connection().await?;
+        client.execute("SELECT 1 FROM opledger_log_head FOR SHARE", &[]).await.map_err(storage)?;
+        let row = client
+            .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    /// Connects anew and ends the server process of the connection before
+    /// (if it still runs), waiting until it is gone: what its session held
+    /// (the head's lock, advisory locks, an open transaction) is released,
+    /// and nothing it was sent can still commit. A connection that broke
+    /// on the client's side may still be alive on the server: a group
+    /// waiting there for the head's lock would commit later. The process
+    /// to end is kept across attempts, which reconnect. The caller bounds
+    /// the wait.
+    pub(crate) async fn end_previous_session(&mut self) -> Result<(), Error> {
         if self.ended.is_none() {
             self.ended = self.backend.take();
         }
@@ -459,13 +493,8 @@ impl Lane {
         if let Some((pid, started)) = &ended {
             end_backend(client, *pid, started).await?;
         }
-        client.execute("SELECT 1 FROM opledger_log_head FOR SHARE", &[]).await.map_err(storage)?;
-        let row = client
-            .query_opt("SELECT position FROM opledger_log_events WHERE event_id = $1", &[&id])
-            .await
-            .map_err(storage)?;
         self.ended = None;
-        Ok(row.map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
+        Ok(())
     }
 
     /// Warnings that a wait for the synchronous standby was cancelled, so

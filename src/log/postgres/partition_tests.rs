@@ -94,8 +94,9 @@ fn a_silent_database_is_found_within_seconds_and_appends_commit_again_soon_after
     drop(partition);
 
     // An append sent on a connection that dies as the partition ends (the
-    // keepalive's last probe unanswered) fails, appending nothing; the
-    // next one connects anew.
+    // keepalive's last probe unanswered) is sent once more on a new
+    // connection, or, if that fails too, answered with an error,
+    // appending nothing; the next one connects anew.
     let healed = Instant::now();
     let appended = loop {
         match log.append_blocking(vec![event("b", 1)], Expectations::none()) {

@@ -87,13 +87,17 @@ pub(crate) async fn events(client: &Client, from: u64, count: usize) -> Result<V
 type Parameter = Box<dyn ToSql + Send + Sync>;
 
 impl PostgresBackend {
-    /// One statement on a read connection: its rows. Spawned on the
+    /// One statement that only reads, on a read connection: its rows
+    /// (read again once if that connection broke, see `Readers::read`). Spawned on the
     /// backend's runtime and waited for, bounded (`PostgresBackend::call`).
     fn rows(&self, sql: &'static str, parameters: Vec<Parameter>) -> Result<Vec<Row>, Error> {
         let shared = Arc::clone(&self.shared);
         self.call(async move {
-            let client = shared.readers.client().await?;
-            client.query(sql, &borrowed(&parameters)).await.map_err(storage)
+            let parameters = &parameters;
+            shared
+                .readers
+                .read(|client| async move { client.query(sql, &borrowed(parameters)).await.map_err(storage) })
+                .await
         })
     }
 
@@ -114,7 +118,7 @@ fn borrowed(parameters: &[Parameter]) -> Vec<&(dyn ToSql + Sync)> {
 impl Backend for PostgresBackend {
     fn events(&self, from: u64, count: usize) -> Result<Vec<Envelope>, Error> {
         let shared = Arc::clone(&self.shared);
-        self.call(async move { events(&*shared.readers.client().await?, from, count).await })
+        self.call(async move { shared.readers.read(|client| async move { events(&client, from, count).await }).await })
     }
 
     fn event(&self, position: u64) -> Result<Option<Envelope>, Error> {
@@ -181,7 +185,7 @@ impl Backend for PostgresBackend {
     fn latest_head(&self) -> Result<Head, Error> {
         let shared = Arc::clone(&self.shared);
         self.call(async move {
-            let (head, _) = stored_head(&*shared.readers.client().await?).await?;
+            let (head, _) = shared.readers.read(|client| async move { stored_head(&client).await }).await?;
             shared.publish(head);
             Ok(head)
         })

@@ -75,6 +75,13 @@ pub(crate) struct Hold {
     pub(crate) append: oneshot::Receiver<Request>,
 }
 
+/// Times a group is sent when its connection, left open by an earlier
+/// group, turns out broken before the group could commit (a database
+/// restarted, failed over or went silent while the lane was idle): once
+/// more, on a new connection, once the server process of the broken one
+/// is gone ([`Lane::end_previous_session`]).
+pub(crate) const GROUP_ATTEMPTS_MAX: usize = 2;
+
 /// Pause between attempts to reach the database while resolving a commit.
 const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -123,6 +130,17 @@ enum Committing {
     Missed,
     /// Not committed; nothing of the group is in the log.
     Failed(Error),
+    /// The connection broke during the commit, and a look on a new one
+    /// (after the old session's end) found nothing of the group stored.
+    NotStored(Error),
+}
+
+/// What is left of a group after one attempt.
+enum Attempt {
+    /// Every append of it was answered.
+    Answered,
+    /// Nothing of it is stored and its connection broke: send it again.
+    Again(Vec<Request>),
 }
 
 impl Writer {
@@ -164,7 +182,13 @@ impl Writer {
         // Groups inserted before the lock would wait behind the held head,
         // and deadlock with the held append's rows.
         self.with_speculation(|speculation| speculation.switch.held());
-        let mut prefetched = match lane.lock(&[]).await {
+        let mut locked = lane.lock(&[]).await;
+        if let Err(error) = &locked {
+            if self.may_send_again(lane, error).await {
+                locked = lane.lock(&[]).await;
+            }
+        }
+        let mut prefetched = match locked {
             Ok(prefetched) => prefetched,
             Err(error) => {
                 let _ = hold.locked.send(Err(error));
@@ -193,7 +217,9 @@ impl Writer {
             return self.fail(batch, &error);
         }
         let (group, outcomes) = self.stage(&prefetched, &batch);
-        self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+        // Not sent again: the decider decided on the head this session
+        // held, which a new one would not hold.
+        self.finish(lane, batch, group, outcomes, prefetched.head, started, true).await;
     }
 
     /// Stages `batch` on `base`: a locked head, or a predicted one.
@@ -237,22 +263,41 @@ impl Writer {
             if self.with_speculation(|speculation| speculation.switch.on()).unwrap_or(false) {
                 self.speculate(&mut lane, batch, turn).await;
             } else {
-                self.commit_group(&mut lane, batch, Some(turn)).await;
+                self.commit_group(&mut lane, batch, Some(turn), GROUP_ATTEMPTS_MAX).await;
             }
             self.cohorts.answered();
         }
     }
 
     /// Commits one group on the head it locks first, and answers every
-    /// append in it. The turn, if this lane has it, goes to the next lane
-    /// as soon as the group is staged.
-    async fn commit_group(&self, lane: &mut Lane, batch: Vec<Request>, turn: Option<Turn<'_>>) {
+    /// append in it, in at most `attempts` attempts (see
+    /// [`GROUP_ATTEMPTS_MAX`]). The turn, if this lane has it, goes to the
+    /// next lane as soon as the group is staged.
+    async fn commit_group(&self, lane: &mut Lane, batch: Vec<Request>, turn: Option<Turn<'_>>, attempts: usize) {
+        let (mut batch, mut turn) = (batch, turn);
+        for attempt in 1..=attempts {
+            match self.commit_group_once(lane, batch, turn.take(), attempt == attempts).await {
+                Attempt::Answered => return,
+                Attempt::Again(left) => batch = left,
+            }
+        }
+    }
+
+    /// One attempt of [`Writer::commit_group`]; the `last` one answers
+    /// every append whatever happens.
+    async fn commit_group_once(
+        &self,
+        lane: &mut Lane,
+        batch: Vec<Request>,
+        turn: Option<Turn<'_>>,
+        last: bool,
+    ) -> Attempt {
         let started = Instant::now();
         let prefetched = match lane.lock(&batch).await {
             Ok(prefetched) => prefetched,
             Err(error) => {
                 drop(turn);
-                return self.fail(batch, &error);
+                return self.fail_or_again(lane, batch, error, last).await;
             }
         };
         let (group, outcomes) = self.stage(&prefetched, &batch);
@@ -262,9 +307,43 @@ impl Writer {
             (group.events() > 0).then(|| speculation.chain.push(&group, None))
         });
         drop(turn);
-        let committed = self.finish(lane, batch, group, outcomes, prefetched.head, started).await;
+        let (committed, attempt) = self.finish(lane, batch, group, outcomes, prefetched.head, started, last).await;
         if let Some(Some(ticket)) = ticket {
             self.with_speculation(|speculation| speculation.chain.settle(ticket, committed));
+        }
+        attempt
+    }
+
+    /// Answers every append of a group that failed with `error`, unless
+    /// it may be sent again ([`Writer::may_send_again`]) and this was not
+    /// its `last` attempt.
+    async fn fail_or_again(&self, lane: &mut Lane, batch: Vec<Request>, error: Error, last: bool) -> Attempt {
+        if !last && self.may_send_again(lane, &error).await {
+            return Attempt::Again(batch);
+        }
+        self.fail(batch, &error);
+        Attempt::Answered
+    }
+
+    /// Whether a group that failed with `error` on `lane`, with nothing of
+    /// it stored, may be sent again: the connection an earlier group left
+    /// open broke under this one ([`Lane::broke_after_use`]), and the
+    /// server process behind it was ended, on a new connection, within the
+    /// resolve wait.
+    async fn may_send_again(&self, lane: &mut Lane, error: &Error) -> bool {
+        if !matches!(error, Error::Unavailable(_)) || !lane.broke_after_use() {
+            return false;
+        }
+        match tokio::time::timeout(self.resolve_wait, lane.end_previous_session()).await {
+            Ok(Ok(())) => {
+                tracing::info!(%error, "a connection left open broke before its group could commit; sending the group again on a new connection");
+                true
+            }
+            Ok(Err(again)) => {
+                tracing::warn!(%error, %again, "a connection left open broke, and a new one could not be made");
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -293,7 +372,10 @@ impl Writer {
                 }
                 Err(error) => {
                     drop(turn);
-                    return self.fail(batch, &error);
+                    if let Attempt::Again(batch) = self.fail_or_again(lane, batch, error, false).await {
+                        self.commit_group(lane, batch, None, 1).await;
+                    }
+                    return;
                 }
             },
         };
@@ -308,7 +390,7 @@ impl Writer {
             // locked head instead.
             lane.release();
             drop(turn);
-            return self.commit_group(lane, batch, None).await;
+            return self.commit_group(lane, batch, None, GROUP_ATTEMPTS_MAX).await;
         }
         let ticket = self.with_speculation(|speculation| speculation.chain.push(&group, Some(key)));
         drop(turn);
@@ -323,7 +405,7 @@ impl Writer {
             match ended {
                 Committing::Done(_) => speculation.switch.hit(),
                 Committing::Missed => speculation.switch.missed(),
-                Committing::Failed(_) => {}
+                Committing::Failed(_) | Committing::NotStored(_) => {}
             }
         });
         match ended {
@@ -333,14 +415,25 @@ impl Writer {
             }
             Committing::Missed => {
                 self.stats.record_speculative(false);
-                self.commit_group(lane, batch, None).await;
+                self.commit_group(lane, batch, None, GROUP_ATTEMPTS_MAX).await;
             }
-            Committing::Failed(error) => self.fail(batch, &error),
+            Committing::Failed(error) => {
+                if let Attempt::Again(batch) = self.fail_or_again(lane, batch, error, false).await {
+                    self.commit_group(lane, batch, None, 1).await;
+                }
+            }
+            Committing::NotStored(error) => {
+                tracing::info!(%error, "sending the group again on the locked head");
+                self.commit_group(lane, batch, None, 1).await;
+            }
         }
     }
 
     /// Commits a staged group (or rolls back an empty one) on the head it
-    /// locked, and answers every append in it; whether it committed.
+    /// locked, and answers every append in it, unless nothing of it was
+    /// stored, its connection broke and this was not its `last` attempt;
+    /// whether it committed.
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         lane: &mut Lane,
@@ -349,7 +442,8 @@ impl Writer {
         outcomes: Vec<Outcome>,
         locked: Head,
         started: Instant,
-    ) -> bool {
+        last: bool,
+    ) -> (bool, Attempt) {
         if group.events() == 0 {
             // Nothing to write: the rollback is sent, not awaited, so the
             // head lock goes one round trip sooner (a node whose append lost
@@ -357,21 +451,23 @@ impl Writer {
             lane.release();
             self.shared.publish(locked);
             self.answer_all(batch, outcomes);
-            return true;
+            return (true, Attempt::Answered);
         }
         match self.settle(lane, &group, None).await {
             Committing::Done(head) => {
                 self.done(batch, &group, outcomes, head, started);
-                true
+                (true, Attempt::Answered)
             }
-            Committing::Failed(error) => {
+            Committing::Failed(error) => (false, self.fail_or_again(lane, batch, error, last).await),
+            Committing::NotStored(_) if !last => (false, Attempt::Again(batch)),
+            Committing::NotStored(error) => {
                 self.fail(batch, &error);
-                false
+                (false, Attempt::Answered)
             }
             Committing::Missed => {
                 // Only a speculative group can miss.
                 self.fail(batch, &Error::Storage("a group that locked the head found it moved".into()));
-                false
+                (false, Attempt::Answered)
             }
         }
     }
@@ -471,7 +567,7 @@ async fn resolve(lane: &mut Lane, group: &Group, wait: std::time::Duration) -> C
                 )));
             }
             Ok(None) => {
-                return Committing::Failed(Error::Unavailable(
+                return Committing::NotStored(Error::Unavailable(
                     "the connection broke during the commit and the events are not in the log: nothing was appended"
                         .into(),
                 ))
