@@ -96,19 +96,37 @@ fn a_commit_whose_answer_is_lost_is_acknowledged_once_resolved() {
     assert_verifies(&log);
 }
 
+/// What an append whose commits the proxy cut `cuts` times before the
+/// server got them left: the setup, the log, the append before it (`a` 1,
+/// stored) and the cut one (`a` 2 and `b` 1), and its answer.
+struct CutCommits {
+    setup: Setup,
+    log: Arc<Log>,
+    first: Vec<NewEvent>,
+    cut: Vec<NewEvent>,
+    answer: Answer,
+}
+
+fn cut_commits(database: &str, cuts: usize) -> CutCommits {
+    let setup = Setup::new(database);
+    let log = setup.open(options());
+    let first = vec![event("a", 1)];
+    log.append_blocking(first.clone(), Expectations::none()).unwrap().unwrap();
+    let cut = vec![event("a", 2), event("b", 1)];
+    for _ in 0..cuts {
+        setup.proxy.arm(Cut::BeforeCommit);
+    }
+    let (answer, _) = append(&log, &cut);
+    assert_eq!(setup.proxy.cuts(), cuts, "the proxy cut the commits' connections");
+    CutCommits { setup, log, first, cut, answer }
+}
+
 /// A commit cut before the server got it is found not stored once the
 /// old session is gone, and the group is sent once more, on a new
 /// connection: the append is acknowledged, stored once.
 #[test]
 fn a_commit_cut_before_the_server_got_it_is_sent_again_and_appended_once() {
-    let setup = Setup::new("commit_lost");
-    let log = setup.open(options());
-    let first = vec![event("a", 1)];
-    log.append_blocking(first.clone(), Expectations::none()).unwrap().unwrap();
-    let cut = vec![event("a", 2), event("b", 1)];
-    setup.proxy.arm(Cut::BeforeCommit);
-    let (answer, _) = append(&log, &cut);
-    assert_eq!(setup.proxy.cuts(), 1, "the proxy cut the commit's connection");
+    let CutCommits { setup, log, first, cut, answer } = cut_commits("commit_lost", 1);
     let appended = answer.unwrap().unwrap();
     assert_eq!((appended.first_position, appended.last_position, appended.duplicate), (2, 3, false));
     let again = log.append_blocking(cut.clone(), Expectations::none()).unwrap().unwrap();
@@ -121,15 +139,7 @@ fn a_commit_cut_before_the_server_got_it_is_sent_again_and_appended_once() {
 /// answered with the error, nothing appended, and a retry appends it.
 #[test]
 fn a_group_whose_commit_is_cut_twice_is_an_error_and_appends_nothing() {
-    let setup = Setup::new("commit_lost_twice");
-    let log = setup.open(options());
-    let first = vec![event("a", 1)];
-    log.append_blocking(first.clone(), Expectations::none()).unwrap().unwrap();
-    let cut = vec![event("a", 2), event("b", 1)];
-    setup.proxy.arm(Cut::BeforeCommit);
-    setup.proxy.arm(Cut::BeforeCommit);
-    let (answer, _) = append(&log, &cut);
-    assert_eq!(setup.proxy.cuts(), 2, "the proxy cut both commits' connections");
+    let CutCommits { setup, log, first, cut, answer } = cut_commits("commit_lost_twice", 2);
     let error = answer.expect_err("a commit the server never got is not acknowledged");
     assert!(error.to_string().contains("not in the log: nothing was appended"), "{error}");
     assert_eq!(setup.stored().latest_head().unwrap().position, 1, "the stored head did not move");
