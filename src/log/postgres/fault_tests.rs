@@ -150,6 +150,28 @@ fn a_group_whose_commit_is_cut_twice_is_an_error_and_appends_nothing() {
     assert_verifies(&setup.stored());
 }
 
+/// The follower's listening connection dies while idle (cut at its next
+/// poll of the head): the follower listens anew, and the node never says
+/// the database is out of reach, which it is not.
+#[test]
+fn a_listening_connection_that_died_while_idle_is_not_reported_unreachable() {
+    let setup = Setup::new("listener_died");
+    let log = setup.open(options());
+    log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    for round in 0..2 {
+        setup.proxy.break_open_connections();
+        let cuts = setup.proxy.cuts();
+        let until = Instant::now() + 3 * crate::log::postgres::HEAD_POLL_INTERVAL;
+        while Instant::now() < until {
+            assert_eq!(log.unreachable(), None, "round {round}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(setup.proxy.cuts() > cuts, "round {round}: the listening connection was cut at its poll");
+    }
+    let next = log.append_blocking(vec![event("a", 2)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(next.first_position, 2);
+}
+
 /// Every connection the node keeps open dies while it is idle (the
 /// database restarted or failed over; here the proxy cuts each at its
 /// next message), unnoticed until it is used. The writer's lanes and the

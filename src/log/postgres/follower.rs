@@ -30,7 +30,7 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
             }
         };
         // Caught up with what was missed while not listening, and reached.
-        poll(&listener, &shared).await;
+        poll(&listener, &shared, false).await;
         while !listener.is_closed() && !shared.closed() {
             tokio::select! {
                 payload = notifications.recv() => match payload.as_deref().and_then(Head::parse_digest) {
@@ -38,7 +38,7 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
                     None if payload.is_none() => break,
                     None => tracing::warn!("a notification without a head digest"),
                 },
-                () = tokio::time::sleep(HEAD_POLL_INTERVAL) => poll(&listener, &shared).await,
+                () = tokio::time::sleep(HEAD_POLL_INTERVAL) => poll(&listener, &shared, true).await,
             }
         }
     }
@@ -54,12 +54,19 @@ async fn listen(shared: &Shared, notified: mpsc::UnboundedSender<String>) -> Res
     Ok(listener)
 }
 
-/// Reads the head: a database that did not answer is unreachable too.
-async fn poll(client: &Client, shared: &Shared) {
+/// Reads the head: a database that did not answer is unreachable too,
+/// but for a listening connection `kept_open` that broke under the read
+/// (the database restarted or failed over while it was idle): the
+/// follower listens anew at once, and that attempt tells whether the
+/// database can be reached.
+async fn poll(client: &Client, shared: &Shared, kept_open: bool) {
     match within("answer a read of the head", stored_head(client)).await {
         Ok((head, _)) => {
             shared.publish(head);
             shared.reached(None);
+        }
+        Err(error) if kept_open && client.is_closed() => {
+            tracing::info!(%error, "the listening connection broke; listening anew");
         }
         Err(error) => {
             tracing::warn!(%error, "cannot read the head");
