@@ -88,8 +88,9 @@ type Parameter = Box<dyn ToSql + Send + Sync>;
 
 impl PostgresBackend {
     /// One statement that only reads, on a read connection: its rows
-    /// (read again once if that connection broke, see `Readers::read`). Spawned on the
-    /// backend's runtime and waited for, bounded (`PostgresBackend::call`).
+    /// (read once more if that connection broke, see `Readers::read`).
+    /// Spawned on the backend's runtime and waited for, bounded
+    /// (`PostgresBackend::call`).
     fn rows(&self, sql: &'static str, parameters: Vec<Parameter>) -> Result<Vec<Row>, Error> {
         let shared = Arc::clone(&self.shared);
         self.call(async move {

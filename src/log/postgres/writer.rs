@@ -75,9 +75,11 @@ pub(crate) struct Hold {
     pub(crate) append: oneshot::Receiver<Request>,
 }
 
-/// Times a group is sent when its connection, left open by an earlier
-/// group, turns out broken before the group could commit (a database
-/// restarted, failed over or went silent while the lane was idle): once
+/// Times a group is sent when nothing of it was stored and its
+/// connection broke: one left open by an earlier group that turns out
+/// broken before the group could commit (a database restarted, failed
+/// over or went silent while the lane was idle), or one that broke during
+/// the commit, which the look by event id then found not stored. Once
 /// more, on a new connection, once the server process of the broken one
 /// is gone ([`Lane::end_previous_session`]).
 pub(crate) const GROUP_ATTEMPTS_MAX: usize = 2;
