@@ -31,8 +31,10 @@ pub const READ_PAGE_EVENTS_MAX: usize = 10_000;
 /// Longest wait, at open, for sled to release the files of a store this
 /// process has just closed (its background threads hold them a moment: as
 /// long as their last writes take, which on a disk busy with other
-/// writers' flushes took more than 5 s). Another process holding the
-/// directory is refused at once, not waited for.
+/// writers' flushes took more than 5 s), and for the directory's own lock
+/// of such a store (a child process being spawned holds a copy of it until
+/// its `exec`). Another process holding the directory is refused at once,
+/// not waited for, unless this process had it open before.
 pub const STORE_LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Events at the tail whose chain is re-verified every time the log opens.

@@ -322,7 +322,7 @@ impl Readers {
     /// not be sent twice), not [`Readers::read`].
     pub(crate) async fn client(&self) -> Result<Arc<Client>, Error> {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
-        Ok(self.slot_client(index).await?.0)
+        Ok(self.slot_client(index, None).await?.0)
     }
 
     /// Runs `read`, statements that only read, on a read connection; once
@@ -337,22 +337,26 @@ impl Readers {
         Work: Future<Output = Result<T, Error>>,
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
-        let (client, kept_open) = self.slot_client(index).await?;
+        let (client, kept_open) = self.slot_client(index, None).await?;
         match read(Arc::clone(&client)).await {
-            Err(Error::Unavailable(why)) if kept_open && client.is_closed() => {
-                tracing::info!(%why, "a read connection kept open broke; reading again on a new one");
-                read(self.slot_client(index).await?.0).await
+            // Not waiting for the client to see it closed: the answer can
+            // come before the connection's driver has ended.
+            Err(Error::Unavailable(why)) if kept_open => {
+                tracing::info!(%why, "a read connection kept open failed; reading again on a new one");
+                read(self.slot_client(index, Some(&client)).await?.0).await
             }
             answer => answer,
         }
     }
 
     /// Slot `index` (modulo the slots)'s connection, made anew if it has
-    /// none or its connection broke, and whether it was kept open.
-    async fn slot_client(&self, index: usize) -> Result<(Arc<Client>, bool), Error> {
+    /// none, its connection broke, or it is `failed`; and whether it was
+    /// kept open.
+    async fn slot_client(&self, index: usize, failed: Option<&Arc<Client>>) -> Result<(Arc<Client>, bool), Error> {
         let Some(slot) = self.slots.get(index % self.slots.len().max(1)) else { return Err(Error::Closed) };
         let mut slot = slot.lock().await;
-        if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
+        let usable = |client: &&Arc<Client>| !client.is_closed() && !failed.is_some_and(|f| Arc::ptr_eq(f, client));
+        if let Some(client) = slot.as_ref().filter(usable) {
             return Ok((Arc::clone(client), true));
         }
         let client = Arc::new(connect(&self.target, Arc::new(Heard::default()), None).await?);

@@ -158,6 +158,11 @@ fn a_listening_connection_that_died_while_idle_is_not_reported_unreachable() {
     let setup = Setup::new("listener_died");
     let log = setup.open(options());
     log.append_blocking(vec![event("a", 1)], Expectations::none()).unwrap().unwrap();
+    // Past the follower's first poll on its connection: a connection cut
+    // at its first poll is reported, as it should be (nothing tells it
+    // from a database that drops every new connection).
+    std::thread::sleep(3 * crate::log::postgres::HEAD_POLL_INTERVAL);
+    assert_eq!(log.unreachable(), None);
     for round in 0..2 {
         setup.proxy.break_open_connections();
         let cuts = setup.proxy.cuts();

@@ -38,7 +38,11 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
                     None if payload.is_none() => break,
                     None => tracing::warn!("a notification without a head digest"),
                 },
-                () = tokio::time::sleep(HEAD_POLL_INTERVAL) => poll(&listener, &shared, true).await,
+                () = tokio::time::sleep(HEAD_POLL_INTERVAL) => {
+                    if !poll(&listener, &shared, true).await {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -55,22 +59,35 @@ async fn listen(shared: &Shared, notified: mpsc::UnboundedSender<String>) -> Res
 }
 
 /// Reads the head: a database that did not answer is unreachable too,
-/// but for a listening connection `kept_open` that broke under the read
-/// (the database restarted or failed over while it was idle): the
-/// follower listens anew at once, and that attempt tells whether the
-/// database can be reached.
-async fn poll(client: &Client, shared: &Shared, kept_open: bool) {
-    match within("answer a read of the head", stored_head(client)).await {
-        Ok((head, _)) => {
+/// but for a listening connection `kept_open` that failed the read (it
+/// broke while idle: the database restarted or failed over): false, and
+/// the follower listens anew at once; that attempt tells whether the
+/// database can be reached. A read that took too long is told either way.
+async fn poll(client: &Client, shared: &Shared, kept_open: bool) -> bool {
+    let answer = tokio::time::timeout(HEAD_POLL_WAIT_MAX, stored_head(client)).await;
+    match answer {
+        Ok(Ok((head, _))) => {
             shared.publish(head);
             shared.reached(None);
+            true
         }
-        Err(error) if kept_open && client.is_closed() => {
-            tracing::info!(%error, "the listening connection broke; listening anew");
+        Ok(Err(error)) if kept_open => {
+            tracing::info!(%error, "the listening connection failed a read of the head; listening anew");
+            false
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::warn!(%error, "cannot read the head");
             shared.reached(Some(error.to_string()));
+            true
+        }
+        Err(_) => {
+            let error = Error::Unavailable(format!(
+                "PostgreSQL did not answer a read of the head within {} s",
+                HEAD_POLL_WAIT_MAX.as_secs()
+            ));
+            tracing::warn!(%error, "cannot read the head");
+            shared.reached(Some(error.to_string()));
+            true
         }
     }
 }

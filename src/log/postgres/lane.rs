@@ -180,14 +180,16 @@ impl Lane {
         }
     }
 
-    /// Whether the last step failed because a connection an earlier step
-    /// had left open turned out broken when this one used it: a database
-    /// restarted, failed over, or went silent while the lane was idle,
-    /// unnoticed until now. Nothing the step sent can commit (see
+    /// Whether the last step ran on a connection an earlier step had left
+    /// open: one that fails as unavailable then broke while the lane was
+    /// idle (a database restarted, failed over, or went silent), unnoticed
+    /// until now. Not whether the client already sees it closed: the
+    /// failed statement's answer can come before the connection's driver
+    /// has ended. Nothing the step sent can commit (see
     /// [`Lane::end_previous_session`]), so the group may be sent again on
     /// a new connection.
     pub(crate) fn broke_after_use(&self) -> bool {
-        !self.connected_in_step && self.client.as_ref().is_none_or(Client::is_closed)
+        !self.connected_in_step
     }
 
     /// Whether the session may hold advisory locks (see
