@@ -64,38 +64,31 @@ async fn listen(shared: &Shared, notified: mpsc::UnboundedSender<String>) -> Res
 /// the follower listens anew at once; that attempt tells whether the
 /// database can be reached. A read that took too long is told either way.
 async fn poll(client: &Client, shared: &Shared, kept_open: bool) -> bool {
-    let answer = tokio::time::timeout(HEAD_POLL_WAIT_MAX, stored_head(client)).await;
-    match answer {
+    let error = match tokio::time::timeout(HEAD_POLL_WAIT_MAX, stored_head(client)).await {
         Ok(Ok((head, _))) => {
             shared.publish(head);
             shared.reached(None);
-            true
+            return true;
         }
         Ok(Err(error)) if kept_open => {
             tracing::info!(%error, "the listening connection failed a read of the head; listening anew");
-            false
+            return false;
         }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot read the head");
-            shared.reached(Some(error.to_string()));
-            true
-        }
-        Err(_) => {
-            let error = Error::Unavailable(format!(
-                "PostgreSQL did not answer a read of the head within {} s",
-                HEAD_POLL_WAIT_MAX.as_secs()
-            ));
-            tracing::warn!(%error, "cannot read the head");
-            shared.reached(Some(error.to_string()));
-            true
-        }
-    }
+        Ok(Err(error)) => error,
+        Err(_) => too_long("answer a read of the head"),
+    };
+    tracing::warn!(%error, "cannot read the head");
+    shared.reached(Some(error.to_string()));
+    true
 }
 
 /// `work`, or [`Error::Unavailable`] once it took [`HEAD_POLL_WAIT_MAX`]
 /// (PostgreSQL did not `what` in time).
 async fn within<T>(what: &str, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    tokio::time::timeout(HEAD_POLL_WAIT_MAX, work).await.unwrap_or_else(|_| {
-        Err(Error::Unavailable(format!("PostgreSQL did not {what} within {} s", HEAD_POLL_WAIT_MAX.as_secs())))
-    })
+    tokio::time::timeout(HEAD_POLL_WAIT_MAX, work).await.unwrap_or_else(|_| Err(too_long(what)))
+}
+
+/// PostgreSQL did not `what` within [`HEAD_POLL_WAIT_MAX`].
+fn too_long(what: &str) -> Error {
+    Error::Unavailable(format!("PostgreSQL did not {what} within {} s", HEAD_POLL_WAIT_MAX.as_secs()))
 }

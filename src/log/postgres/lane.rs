@@ -64,7 +64,7 @@ pub(crate) struct Lane {
     /// A `BEGIN` was sent and no `COMMIT` or `ROLLBACK` after it.
     transaction_open: bool,
     /// The current step connected anew rather than using a connection
-    /// an earlier step left open (see [`Lane::broke_after_use`]).
+    /// an earlier step left open (see [`Lane::on_kept_connection`]).
     connected_in_step: bool,
     /// Notices of this connection only: a cancelled wait for the standby
     /// is charged to the commit it ended.
@@ -188,7 +188,7 @@ impl Lane {
     /// has ended. Nothing the step sent can commit (see
     /// [`Lane::end_previous_session`]), so the group may be sent again on
     /// a new connection.
-    pub(crate) fn broke_after_use(&self) -> bool {
+    pub(crate) fn on_kept_connection(&self) -> bool {
         !self.connected_in_step
     }
 

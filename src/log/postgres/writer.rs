@@ -327,13 +327,22 @@ impl Writer {
         Attempt::Answered
     }
 
+    /// A speculative group that failed with `error`, nothing of it stored:
+    /// answered with the error, or, if it may be sent again, committed
+    /// once more on the locked head.
+    async fn fail_or_commit_locked(&self, lane: &mut Lane, batch: Vec<Request>, error: Error) {
+        if let Attempt::Again(batch) = self.fail_or_again(lane, batch, error, false).await {
+            self.commit_group(lane, batch, None, 1).await;
+        }
+    }
+
     /// Whether a group that failed with `error` on `lane`, with nothing of
     /// it stored, may be sent again: the connection an earlier group left
-    /// open broke under this one ([`Lane::broke_after_use`]), and the
+    /// open broke under this one ([`Lane::on_kept_connection`]), and the
     /// server process behind it was ended, on a new connection, within the
     /// resolve wait.
     async fn may_send_again(&self, lane: &mut Lane, error: &Error) -> bool {
-        if !matches!(error, Error::Unavailable(_)) || !lane.broke_after_use() {
+        if !matches!(error, Error::Unavailable(_)) || !lane.on_kept_connection() {
             return false;
         }
         match tokio::time::timeout(self.resolve_wait, lane.end_previous_session()).await {
@@ -374,10 +383,7 @@ impl Writer {
                 }
                 Err(error) => {
                     drop(turn);
-                    if let Attempt::Again(batch) = self.fail_or_again(lane, batch, error, false).await {
-                        self.commit_group(lane, batch, None, 1).await;
-                    }
-                    return;
+                    return self.fail_or_commit_locked(lane, batch, error).await;
                 }
             },
         };
@@ -419,11 +425,7 @@ impl Writer {
                 self.stats.record_speculative(false);
                 self.commit_group(lane, batch, None, GROUP_ATTEMPTS_MAX).await;
             }
-            Committing::Failed(error) => {
-                if let Attempt::Again(batch) = self.fail_or_again(lane, batch, error, false).await {
-                    self.commit_group(lane, batch, None, 1).await;
-                }
-            }
+            Committing::Failed(error) => self.fail_or_commit_locked(lane, batch, error).await,
             Committing::NotStored(error) => {
                 tracing::info!(%error, "sending the group again on the locked head");
                 self.commit_group(lane, batch, None, 1).await;
