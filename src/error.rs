@@ -10,9 +10,11 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
     /// The log's database (PostgreSQL) cannot be reached, or stopped
-    /// answering: a connection that could not be made or broke, or a
-    /// server shutting down or starting up. Nothing was appended, unless
-    /// the message says the outcome is unknown; worth retrying.
+    /// answering: a connection that could not be made or broke, a server
+    /// shutting down or starting up, out of connections (53300), or, for a
+    /// read, out of another resource it needs (SQLSTATE class 53, the
+    /// message says which). Nothing was appended, unless the message says
+    /// the outcome is unknown; worth retrying.
     #[error("the log's database cannot be reached: {0}")]
     Unavailable(String),
     /// The log's database (PostgreSQL) is up but refuses writes: read-only

@@ -305,6 +305,20 @@ fn is_replication_wait_cancelled(message: &str) -> bool {
     message.contains("wait for synchronous replication")
 }
 
+/// A read the database refused for want of a resource (SQLSTATE class 53:
+/// memory, temporary space, a configured limit such as `temp_file_limit`),
+/// which [`storage`] calls a refused write, is a database that cannot serve
+/// that read now: [`Error::Unavailable`], in the database's words. Nothing
+/// was written, and writes may well be taken.
+pub(crate) fn read_refused(error: Error) -> Error {
+    match error {
+        Error::WritesRefused(why) => {
+            Error::Unavailable(format!("{why}; the database is up, but out of a resource this read needs"))
+        }
+        other => other,
+    }
+}
+
 /// A few read connections, each replaced on its next use once it broke.
 pub(crate) struct Readers {
     target: Target,
@@ -338,7 +352,7 @@ impl Readers {
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed);
         let (client, kept_open) = self.slot_client(index, None).await?;
-        match read(Arc::clone(&client)).await {
+        let answer = match read(Arc::clone(&client)).await {
             // Not waiting for the client to see it closed: the answer can
             // come before the connection's driver has ended.
             Err(Error::Unavailable(why)) if kept_open => {
@@ -346,7 +360,8 @@ impl Readers {
                 read(self.slot_client(index, Some(&client)).await?.0).await
             }
             answer => answer,
-        }
+        };
+        answer.map_err(read_refused)
     }
 
     /// Slot `index` (modulo the slots)'s connection, made anew if it has

@@ -329,7 +329,7 @@ async fn opening_state(client: &tokio_postgres::Client) -> Result<(Head, chrono:
     .await;
     // Read only: ending it commits nothing, whatever the reads found.
     client.batch_execute("COMMIT").await.map_err(connect::storage)?;
-    checked
+    checked.map_err(connect::read_refused)
 }
 
 /// The last [`OPEN_TAIL_CHECK_EVENTS`] events must be stored, chain and

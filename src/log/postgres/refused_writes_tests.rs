@@ -124,3 +124,41 @@ fn a_read_only_database_refuses_appends_storing_nothing_and_takes_them_once_writ
     assert_eq!(log.writes_refused(), None, "a commit ends the refusal");
     assert_verifies(&log);
 }
+
+/// Events the read below sorts: far more bytes than its `work_mem`.
+const SORTED_EVENTS: u64 = 2_000;
+
+/// A read the database lacks a resource for (SQLSTATE class 53, here
+/// `temp_file_limit`'s 53400: the database made to sort the log's rows in
+/// a temporary file past its bound) is the database unable to serve that
+/// read now, `Unavailable` in its words, never a refused write: nothing
+/// was written, and the next append commits.
+#[test]
+fn a_read_the_database_lacks_a_resource_for_is_unavailable_not_a_refused_write() {
+    let cluster = crate::postgres_cluster::Cluster::shared();
+    let database = cluster.fresh_database();
+    let log = Log::open_postgres(&cluster.url(&database), options()).unwrap();
+    for first in (1..=SORTED_EVENTS).step_by(100) {
+        let group = (first..first + 100).map(|n| event("sorted", n)).collect();
+        log.append_blocking(group, Expectations::none()).unwrap().unwrap();
+    }
+    // For the connections made from now on: the log's read connections
+    // are made at their first read.
+    for setting in ["enable_indexscan = off", "enable_bitmapscan = off", "work_mem = '64kB'", "temp_file_limit = '64kB'"]
+    {
+        cluster.psql(&format!("ALTER DATABASE {database} SET {setting}"));
+    }
+
+    let error = log.read(1, SORTED_EVENTS as usize).unwrap_err();
+    let Error::Unavailable(why) = &error else { panic!("a read out of a resource is not {error:?}") };
+    assert!(why.contains("temp_file_limit") && why.contains("53400"), "in the database's words: {why}");
+    assert!(error.to_string().contains("out of a resource this read needs"), "{error}");
+    assert_eq!(log.writes_refused(), None, "a refused read says nothing of writes");
+    let appended = log.append_blocking(vec![event("after", 1)], Expectations::none()).unwrap().unwrap();
+    assert_eq!(appended.first_position, SORTED_EVENTS + 1, "writes are taken");
+    log.close();
+    // An open reads the log's tail in one sort too.
+    let error = Log::open_postgres(&cluster.url(&database), options()).err().unwrap();
+    assert!(matches!(&error, Error::Unavailable(why) if why.contains("53400")), "opening: {error:?}");
+    cluster.drop_database(&database);
+}
