@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use super::workload::EventSource;
+use super::workload::{EventSource, Payloads};
 use super::{Mode, Plan, StreamLayout};
 use crate::stats::{micros, percentile, ratio};
 
@@ -64,7 +64,7 @@ async fn drive(log: &Arc<Log>, appenders: usize, length: Duration, streams: Stre
     let until = Instant::now() + length;
     let mut tasks = JoinSet::new();
     for index in 0..appenders {
-        tasks.spawn(appender(Arc::clone(log), index, until, streams));
+        tasks.spawn(appender(Arc::clone(log), index, until, streams, Payloads::PerEvent));
     }
     let mut latencies = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -80,8 +80,9 @@ pub(crate) async fn appender(
     index: usize,
     until: Instant,
     streams: StreamLayout,
+    payloads: Payloads,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut source = EventSource::new(index, streams)?;
+    let mut source = EventSource::new(index, streams, payloads)?;
     let mut latencies = Vec::new();
     while Instant::now() < until {
         // Built before the clock starts: the caller's cost, not the log's.

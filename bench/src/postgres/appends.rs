@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::wal::WalMeter;
 use super::Plan;
 use crate::append::ledger::appender;
+use crate::append::workload::Payloads;
 use crate::append::StreamLayout;
 use crate::stats::{percentile, ratio};
 
@@ -51,11 +52,11 @@ pub fn measure(
     // The warm-up opens the writers' first transactions and the runtime's
     // workers outside the measured window.
     let mut wal = runtime.block_on(WalMeter::connect(url))?;
-    runtime.block_on(drive(&logs, clients, plan.warmup))?;
+    runtime.block_on(drive(&logs, clients, plan.warmup, plan.payloads))?;
     runtime.block_on(wal.start())?;
     let before = total(&logs);
     let started = Instant::now();
-    let mut latencies = runtime.block_on(drive(&logs, clients, plan.duration))?;
+    let mut latencies = runtime.block_on(drive(&logs, clients, plan.duration, plan.payloads))?;
     let seconds = started.elapsed().as_secs_f64();
     let after = total(&logs);
     let wal_bytes = runtime.block_on(wal.written())?;
@@ -96,11 +97,11 @@ fn total(logs: &[Arc<Log>]) -> LogStats {
 
 /// Runs `clients` tasks, client i on node i mod nodes, until `length` has
 /// passed; every append's latency in microseconds.
-async fn drive(logs: &[Arc<Log>], clients: usize, length: Duration) -> anyhow::Result<Vec<f64>> {
+async fn drive(logs: &[Arc<Log>], clients: usize, length: Duration, payloads: Payloads) -> anyhow::Result<Vec<f64>> {
     let until = Instant::now() + length;
     let mut tasks = JoinSet::new();
     for (index, log) in (0..clients).zip(logs.iter().cycle()) {
-        tasks.spawn(appender(Arc::clone(log), index, until, StreamLayout::Appender));
+        tasks.spawn(appender(Arc::clone(log), index, until, StreamLayout::Appender, payloads));
     }
     let mut latencies = Vec::new();
     while let Some(joined) = tasks.join_next().await {

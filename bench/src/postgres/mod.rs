@@ -39,6 +39,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
+use crate::append::workload::Payloads;
 use report::CellSample;
 use server::{Server, Settle};
 
@@ -68,6 +69,12 @@ pub struct PostgresArgs {
     /// How the server is brought to the same state before every run.
     #[arg(long, value_enum, default_value_t = Settle::Checkpoint)]
     settle: Settle,
+    /// How the appends run's clients get their events' payloads:
+    /// `prebuilt` (once per client, as the raw baselines' record) or
+    /// `per-event` (built as JSON for every event, the method before
+    /// session 18).
+    #[arg(long, value_enum, default_value_t = Payloads::Prebuilt)]
+    payloads: Payloads,
     /// Give the bench's own cluster a synchronous standby (a second cluster
     /// on this machine, `synchronous_standby_names = '*'`): every
     /// synchronous commit then also waits for the standby's flush, as in
@@ -87,6 +94,8 @@ pub struct Plan {
     /// A stored record of a `run_queued` event: the raw rows' and the plain
     /// SQL events' payload, so every side moves the same bytes.
     record: Vec<u8>,
+    /// Where the appends run's clients get their payloads.
+    payloads: Payloads,
 }
 
 impl Plan {
@@ -102,7 +111,7 @@ impl Plan {
         if duration.is_zero() {
             bail!("--seconds must be more than 0");
         }
-        Ok(Plan { duration, warmup, record: crate::append::workload::sample_record()? })
+        Ok(Plan { duration, warmup, record: crate::append::workload::sample_record()?, payloads: args.payloads })
     }
 }
 

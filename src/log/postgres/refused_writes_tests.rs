@@ -144,7 +144,8 @@ fn a_read_the_database_lacks_a_resource_for_is_unavailable_not_a_refused_write()
     }
     // For the connections made from now on: the log's read connections
     // are made at their first read.
-    for setting in ["enable_indexscan = off", "enable_bitmapscan = off", "work_mem = '64kB'", "temp_file_limit = '64kB'"]
+    for setting in
+        ["enable_indexscan = off", "enable_bitmapscan = off", "work_mem = '64kB'", "temp_file_limit = '64kB'"]
     {
         cluster.psql(&format!("ALTER DATABASE {database} SET {setting}"));
     }
