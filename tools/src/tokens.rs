@@ -10,14 +10,17 @@
 //!   compare-and-swap on the document's version; a node re-reads it at
 //!   most [`SHARED_TOKENS_REFRESH`] after its last read, so a revoke on one
 //!   node holds on every node within that time. While the database cannot
-//!   be read (restarting, failing over) a node authenticates from the
-//!   copy it read last, up to [`SHARED_TOKENS_STALE_MAX`] old: requests
+//!   be read (restarting, failing over, silent) a node authenticates from
+//!   the copy it read last, up to [`SHARED_TOKENS_STALE_MAX`] old: requests
 //!   keep being answered, and a revoke the node could not read yet holds
-//!   at most that late.
+//!   at most that late. The reads run off the request path, one at a time
+//!   (`shared.rs`): a request waits for one at most
+//!   [`SHARED_TOKENS_READ_WAIT`] ([`SHARED_TOKENS_FIRST_READ_WAIT`] with no
+//!   copy to fall back on).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use opledger::Log;
 
@@ -26,6 +29,11 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+mod shared;
+
+use shared::SharedTokens;
+pub use shared::{SHARED_TOKENS_FIRST_READ_WAIT, SHARED_TOKENS_READ_WAIT};
 
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +101,7 @@ pub struct TokenStore {
 #[derive(Debug)]
 enum TokenPlace {
     File { path: PathBuf, cache: RwLock<(Option<FileVersion>, Vec<TokenRecord>)> },
-    Shared { log: Arc<Log>, cache: RwLock<Option<(Instant, Vec<TokenRecord>)>> },
+    Shared(Arc<SharedTokens>),
 }
 
 fn hash(token: &str) -> String {
@@ -109,7 +117,7 @@ impl TokenStore {
 
     /// Tokens in the database of a shared log, for every node.
     pub fn in_log(log: Arc<Log>) -> TokenStore {
-        TokenStore { place: TokenPlace::Shared { log, cache: RwLock::new(None) } }
+        TokenStore { place: TokenPlace::Shared(SharedTokens::new(log)) }
     }
 
     /// Where the tokens store was opened, for the log of a server: the
@@ -131,12 +139,7 @@ impl TokenStore {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), None)),
                 Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
             },
-            TokenPlace::Shared { log, .. } => match log.document(TOKENS_DOCUMENT)? {
-                Some((bytes, version)) => {
-                    Ok((serde_json::from_slice(&bytes).context("reading the tokens in the database")?, Some(version)))
-                }
-                None => Ok((Vec::new(), None)),
-            },
+            TokenPlace::Shared(shared) => read_document(shared.log()),
         }
     }
 
@@ -148,8 +151,8 @@ impl TokenStore {
                 write_file(path, records)?;
                 true
             }
-            TokenPlace::Shared { log, .. } => {
-                log.replace_document(TOKENS_DOCUMENT, &serde_json::to_vec_pretty(records)?, version)?
+            TokenPlace::Shared(shared) => {
+                shared.log().replace_document(TOKENS_DOCUMENT, &serde_json::to_vec_pretty(records)?, version)?
             }
         };
         // The next look-up re-reads, even when the file system's
@@ -165,11 +168,7 @@ impl TokenStore {
                     cache.0 = None;
                 }
             }
-            TokenPlace::Shared { cache, .. } => {
-                if let Ok(mut cache) = cache.write() {
-                    *cache = None;
-                }
-            }
+            TokenPlace::Shared(shared) => shared.changed(),
         }
     }
 
@@ -250,27 +249,19 @@ impl TokenStore {
                 let cache = cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
                 Ok(live(&cache.1))
             }
-            TokenPlace::Shared { cache, .. } => {
-                let age = cache.read().ok().and_then(|cache| cache.as_ref().map(|(read_at, _)| read_at.elapsed()));
-                if age.is_none_or(|age| age >= SHARED_TOKENS_REFRESH) {
-                    match self.read() {
-                        Ok((records, _)) => {
-                            if let Ok(mut cache) = cache.write() {
-                                *cache = Some((Instant::now(), records));
-                            }
-                        }
-                        Err(error) if age.is_some_and(|age| age < SHARED_TOKENS_STALE_MAX) => tracing::warn!(
-                            error = format!("{error:#}"),
-                            copy_age_ms = age.map_or(0, |age| age.as_millis() as u64),
-                            "cannot read the tokens in the database; authenticating from the copy read last"
-                        ),
-                        Err(error) => return Err(error),
-                    }
-                }
-                let cache = cache.read().map_err(|_| anyhow::anyhow!("token cache poisoned"))?;
-                Ok(cache.as_ref().and_then(|(_, records)| live(records)))
-            }
+            TokenPlace::Shared(shared) => Ok(live(&shared.records()?)),
         }
+    }
+}
+
+/// The shared document's records, and the version a change must start
+/// from.
+fn read_document(log: &Log) -> anyhow::Result<(Vec<TokenRecord>, Option<u64>)> {
+    match log.document(TOKENS_DOCUMENT)? {
+        Some((bytes, version)) => {
+            Ok((serde_json::from_slice(&bytes).context("reading the tokens in the database")?, Some(version)))
+        }
+        None => Ok((Vec::new(), None)),
     }
 }
 

@@ -485,6 +485,85 @@ fn a_node_whose_database_hangs_is_not_ready_until_it_answers() {
     a.post("/v1/runs", &token, &start_body("report_export", None)).expect(201);
 }
 
+/// Longest a read, or the health check, may take on a node whose database
+/// went silent: the node's wait for a read of its tokens
+/// (`SHARED_TOKENS_READ_WAIT`, 250 ms) and a loaded machine's slack. Before
+/// the tokens were read off the request path, each such request waited for
+/// the log's own 30 s bound, and the health check behind them 59 s.
+const SILENT_DATABASE_ANSWER_MAX: Duration = Duration::from_secs(3);
+/// Concurrent reads sent to that node: more than its runtime's threads.
+const SILENT_DATABASE_READS: usize = 6;
+
+/// A database that went silent (frozen: connections open, nothing
+/// answers) holds none of a node's reads past a bound. Once the node's
+/// copy of the tokens is no longer fresh, several reads at once are
+/// answered from its read models and that copy, and `/healthz` beside
+/// them, all promptly; a read whose `min_position` is past the node's head
+/// (so the database must be asked), and a read of the raw log, are a 503
+/// `log_unreachable` within the read's wait, not the log's 30 s. Once the
+/// database answers again, the node takes writes.
+#[test]
+fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
+    let cluster = Cluster::start(&[]);
+    let url = cluster.database("opledger");
+    let dir = tempfile::tempdir().unwrap();
+    let token = service_token(&url);
+    let a = node(&url, &dir.path().join("a"), "a");
+    let recorded = a.post("/v1/authority", &token, &authority());
+    assert_eq!(recorded.status, 200, "{}", recorded.text());
+    let head = position_of(&a.post("/v1/runs", &token, &start_body("report_export", None)));
+    a.get("/v1/runs?tenant_id=t1", &token).expect(200);
+    cluster.freeze();
+    {
+        let _thaw = Thawing(&cluster);
+        // The copy of the tokens read by the request above is no longer fresh.
+        std::thread::sleep(opledger_tools::tokens::SHARED_TOKENS_REFRESH + Duration::from_millis(100));
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let reads: Vec<_> = (0..SILENT_DATABASE_READS)
+                .map(|_| scope.spawn(|| (a.get("/v1/runs?tenant_id=t1", &token), started.elapsed())))
+                .collect();
+            let health = a.try_call("GET", "/healthz", None, None).unwrap();
+            let answered = started.elapsed();
+            assert!(answered < SILENT_DATABASE_ANSWER_MAX, "/healthz took {answered:?}: {}", health.text());
+            for read in reads {
+                let (read, took) = read.join().unwrap();
+                assert_eq!(read.status, 200, "answered from the read models: {}", read.text());
+                assert_eq!(read.json()["runs"].as_array().unwrap().len(), 1, "{}", read.text());
+                assert!(took < SILENT_DATABASE_ANSWER_MAX, "a read took {took:?}");
+            }
+        });
+        let asked = Instant::now();
+        let past = a.get(&format!("/v1/runs?tenant_id=t1&min_position={}", head + 1), &token);
+        let took = asked.elapsed();
+        assert_eq!(past.status, 503, "{}", past.text());
+        assert_eq!(past.json()["error"]["code"], "log_unreachable", "{}", past.text());
+        assert!(
+            took < opledger_tools::server::state::READ_PROJECTION_WAIT + SILENT_DATABASE_ANSWER_MAX,
+            "asking the head took {took:?}"
+        );
+        let asked = Instant::now();
+        let events = a.get("/v1/events?from=1", &token);
+        let took = asked.elapsed();
+        assert_eq!(
+            events.json()["error"]["code"],
+            "log_unreachable",
+            "the raw log is in the database: {}",
+            events.text()
+        );
+        assert!(
+            took < opledger_tools::server::state::READ_PROJECTION_WAIT + SILENT_DATABASE_ANSWER_MAX,
+            "reading the log took {took:?}"
+        );
+        let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
+        assert!(unready["detail"].as_str().unwrap().contains("did not answer"), "{unready}");
+    }
+    wait_for_readyz(&a, |body| body["status"] == "ok");
+    a.post("/v1/runs", &token, &start_body("report_export", Some("after"))).expect(201);
+    drop(a);
+    verify(&url);
+}
+
 /// Thaws a frozen cluster when dropped, also when the test fails while it
 /// is frozen (a frozen server would not stop).
 struct Thawing<'a>(&'a Cluster);

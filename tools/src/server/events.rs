@@ -4,6 +4,7 @@
 //! right after the last event it received.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -55,7 +56,8 @@ pub async fn page(
 ) -> Result<Json<EventsPage>, ApiError> {
     let from = query.from.unwrap_or(1).max(1);
     let limit = query.limit.unwrap_or(EVENTS_PAGE_MAX).clamp(1, EVENTS_PAGE_MAX);
-    let events = state.ledger()?.log().read(from, limit)?;
+    let log = Arc::clone(state.ledger()?.log());
+    let events = state.read_log("a read of the log", move || log.read(from, limit)).await?;
     let next = from + events.len() as u64;
     Ok(Json(EventsPage { events, next }))
 }

@@ -75,16 +75,16 @@ fn take_min_position(request: &mut Request) -> Result<Option<u64>, ApiError> {
 
 /// Waits until this node's read models have applied `position`. A
 /// position past the log's head (the database's, for a shared log) names
-/// no write yet: refused at once, never waited for.
+/// no write yet: refused at once, never waited for. Asking the database
+/// for its head waits as long as the read models would
+/// ([`AppState::read_log`]).
 async fn wait_for(state: &AppState, position: u64) -> Result<(), ApiError> {
     let projector = state.projector()?;
     let log = std::sync::Arc::clone(state.ledger()?.log());
     let head = match position > log.head().position {
         true => {
-            tokio::task::spawn_blocking(move || log.latest_head())
-                .await
-                .map_err(|error| ApiError::internal(error.to_string()))??
-                .position
+            let asked = format!("a read of its head (is position {position} written?)");
+            state.read_log(&asked, move || log.latest_head()).await?.position
         }
         false => position,
     };

@@ -143,6 +143,26 @@ impl AppState {
             .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "projection_unavailable", error.message))
     }
 
+    /// Runs `read`, a read of the log (a statement on its database when
+    /// the log is shared), off the runtime's threads, and waits for it at
+    /// most [`AppState::read_projection_wait`], as a read waits for the
+    /// read models: past it, `503 log_unreachable` saying what was asked.
+    /// A database that went silent must not hold the request for the
+    /// log's own, longer, bound.
+    pub async fn read_log<T: Send + 'static>(
+        &self,
+        what: &str,
+        read: impl FnOnce() -> Result<T, opledger::Error> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.read_projection_wait, tokio::task::spawn_blocking(read)).await {
+            Ok(joined) => Ok(joined.map_err(|error| ApiError::internal(error.to_string()))??),
+            Err(_) => Err(ApiError::log_unreachable(format!(
+                "the log's database did not answer {what} within {} ms; retry",
+                self.read_projection_wait.as_millis()
+            ))),
+        }
+    }
+
     /// Waits until the projections reflect every acknowledged append, so a
     /// read sees the writes acknowledged before it; at most
     /// [`AppState::read_projection_wait`], then `503 projection_unavailable`.
