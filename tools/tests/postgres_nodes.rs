@@ -491,6 +491,11 @@ fn a_node_whose_database_hangs_is_not_ready_until_it_answers() {
 /// the tokens were read off the request path, each such request waited for
 /// the log's own 30 s bound, and the health check behind them 59 s.
 const SILENT_DATABASE_ANSWER_MAX: Duration = Duration::from_secs(3);
+/// Longest a command may take there: the decider's round in flight and
+/// its own, each failing once the database's head is not read within
+/// `HEAD_POLL_WAIT_MAX` (5 s), and the slack. Before, each round waited
+/// the log's 30 s: a start took 55 s behind the lease reaper's round.
+const SILENT_DATABASE_COMMAND_ANSWER_MAX: Duration = Duration::from_secs(14);
 /// Concurrent reads sent to that node: more than its runtime's threads.
 const SILENT_DATABASE_READS: usize = 6;
 
@@ -500,8 +505,9 @@ const SILENT_DATABASE_READS: usize = 6;
 /// answered from its read models and that copy, and `/healthz` beside
 /// them, all promptly; a read whose `min_position` is past the node's head
 /// (so the database must be asked), and a read of the raw log, are a 503
-/// `log_unreachable` within the read's wait, not the log's 30 s. Once the
-/// database answers again, the node takes writes.
+/// `log_unreachable` within the read's wait, not the log's 30 s, and a
+/// command within two of its decider's rounds of 5 s. Once the database
+/// answers again, the node takes writes.
 #[test]
 fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
     let cluster = Cluster::start(&[]);
@@ -557,9 +563,17 @@ fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
         );
         let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
         assert!(unready["detail"].as_str().unwrap().contains("did not answer"), "{unready}");
+        // A command waits for the round in flight (the lease reaper's, say)
+        // and its own, each failing once the head is not read in time.
+        let sent = Instant::now();
+        let refused = a.post("/v1/runs", &token, &start_body("report_export", Some("silent")));
+        let took = sent.elapsed();
+        assert_eq!(refused.json()["error"]["code"], "log_unreachable", "{}", refused.text());
+        assert!(took < SILENT_DATABASE_COMMAND_ANSWER_MAX, "a command took {took:?}");
     }
     wait_for_readyz(&a, |body| body["status"] == "ok");
-    a.post("/v1/runs", &token, &start_body("report_export", Some("after"))).expect(201);
+    let started = a.post("/v1/runs", &token, &start_body("report_export", Some("silent")));
+    assert_eq!(started.status, 201, "the refused start appended nothing: {}", started.text());
     drop(a);
     verify(&url);
 }

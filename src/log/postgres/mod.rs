@@ -194,20 +194,48 @@ impl PostgresBackend {
     ) -> Result<T, Error> {
         call(&self.handle, work)
     }
+
+    /// [`PostgresBackend::call`] for a one-row read that every round of a
+    /// decider makes: bounded as the follower's read of the head is
+    /// ([`HEAD_POLL_WAIT_MAX`]), so that a database gone silent fails the
+    /// round in seconds instead of holding every command queued behind it
+    /// for [`QUERY_WAIT_MAX`] each.
+    fn call_briefly<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        call_within(&self.handle, work, HEAD_POLL_WAIT_MAX).unwrap_or_else(|| {
+            Err(Error::Unavailable(format!(
+                "PostgreSQL did not answer {what} within {} s",
+                HEAD_POLL_WAIT_MAX.as_secs()
+            )))
+        })
+    }
 }
 
 fn call<T: Send + 'static>(
     handle: &Handle,
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
+    call_within(handle, work, QUERY_WAIT_MAX).unwrap_or_else(|| {
+        Err(Error::Unavailable(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs())))
+    })
+}
+
+/// Runs `work` on the backend's runtime and waits for it at most `wait`;
+/// `None` once that passed (the work goes on, and ends when the database
+/// answers or its connection is found dead).
+fn call_within<T: Send + 'static>(
+    handle: &Handle,
+    work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    wait: Duration,
+) -> Option<Result<T, Error>> {
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
         let _ = answer.send(work.await);
     });
-    match answered.recv_timeout(QUERY_WAIT_MAX) {
-        Ok(result) => result,
-        Err(_) => Err(Error::Unavailable(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs()))),
-    }
+    answered.recv_timeout(wait).ok()
 }
 
 /// The database a connection string names, without user or password (for

@@ -185,7 +185,7 @@ impl Backend for PostgresBackend {
 
     fn latest_head(&self) -> Result<Head, Error> {
         let shared = Arc::clone(&self.shared);
-        self.call(async move {
+        self.call_briefly("a read of the head", async move {
             let (head, _) = shared.readers.read(|client| async move { stored_head(&client).await }).await?;
             shared.publish(head);
             Ok(head)
