@@ -83,6 +83,26 @@ fn node(url: &str, data: &Path, name: &str) -> ServerProcess {
     ServerProcess::start(BINARY, data, &["--log", url], log, REQUEST_TIMEOUT)
 }
 
+/// A throwaway cluster with the log's database (`opledger`), a directory
+/// for the nodes' read models and a service token: what most tests here
+/// start from. Taken apart by the test (`let Setup { cluster, url, dir,
+/// token } = …`), whose nodes, declared after, are dropped first.
+struct Setup {
+    cluster: Cluster,
+    url: String,
+    dir: tempfile::TempDir,
+    token: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let cluster = Cluster::start(&[]);
+        let url = cluster.database("opledger");
+        let token = service_token(&url);
+        Setup { cluster, url, dir: tempfile::tempdir().unwrap(), token }
+    }
+}
+
 fn authority() -> Value {
     json!({"changed_by": {"kind": "actor", "id": "u-admin"}, "changes": [
         {"type": "workspace_registered", "workspace_id": "w1"},
@@ -119,10 +139,7 @@ fn verify(url: &str) {
 
 #[test]
 fn a_write_on_one_node_is_read_on_the_other_with_min_position() {
-    let cluster = Cluster::start(&[]);
-    let url = cluster.database("opledger");
-    let dir = tempfile::tempdir().unwrap();
-    let token = service_token(&url);
+    let Setup { cluster: _cluster, url, dir, token } = Setup::new();
     let a = node(&url, &dir.path().join("a"), "a");
     let b = node(&url, &dir.path().join("b"), "b");
     let recorded = a.post("/v1/authority", &token, &authority());
@@ -214,10 +231,7 @@ fn client_loop(
 
 #[test]
 fn a_node_killed_under_load_loses_no_acknowledged_write_and_the_other_keeps_serving() {
-    let cluster = Cluster::start(&[]);
-    let url = cluster.database("opledger");
-    let dir = tempfile::tempdir().unwrap();
-    let token = service_token(&url);
+    let Setup { cluster: _cluster, url, dir, token } = Setup::new();
     let mut nodes = [Some(node(&url, &dir.path().join("a"), "a")), Some(node(&url, &dir.path().join("b"), "b"))];
     nodes[0].as_ref().unwrap().post("/v1/authority", &token, &authority()).expect(200);
     let seen = Mutex::new(Acknowledged::default());
@@ -283,10 +297,7 @@ fn rand_below(bound: u64) -> u64 {
 
 #[test]
 fn sixteen_racing_starts_on_one_scope_over_two_nodes_accept_exactly_one_run() {
-    let cluster = Cluster::start(&[]);
-    let url = cluster.database("opledger");
-    let dir = tempfile::tempdir().unwrap();
-    let token = service_token(&url);
+    let Setup { cluster: _cluster, url, dir, token } = Setup::new();
     let nodes = [node(&url, &dir.path().join("a"), "a"), node(&url, &dir.path().join("b"), "b")];
     nodes[0].post("/v1/authority", &token, &authority()).expect(200);
     for round in 0..SCOPE_ROUNDS {
@@ -465,10 +476,7 @@ fn a_node_whose_database_is_down_says_so_and_takes_writes_again_once_it_is_back(
 /// the follower's read bound, and `ok` once the database answers again.
 #[test]
 fn a_node_whose_database_hangs_is_not_ready_until_it_answers() {
-    let cluster = Cluster::start(&[]);
-    let url = cluster.database("opledger");
-    let dir = tempfile::tempdir().unwrap();
-    let token = service_token(&url);
+    let Setup { cluster, url, dir, token } = Setup::new();
     let a = node(&url, &dir.path().join("a"), "a");
     a.post("/v1/authority", &token, &authority()).expect(200);
     wait_for_readyz(&a, |body| body["status"] == "ok");
@@ -510,10 +518,7 @@ const SILENT_DATABASE_READS: usize = 6;
 /// answers again, the node takes writes.
 #[test]
 fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
-    let cluster = Cluster::start(&[]);
-    let url = cluster.database("opledger");
-    let dir = tempfile::tempdir().unwrap();
-    let token = service_token(&url);
+    let Setup { cluster, url, dir, token } = Setup::new();
     let a = node(&url, &dir.path().join("a"), "a");
     let recorded = a.post("/v1/authority", &token, &authority());
     assert_eq!(recorded.status, 200, "{}", recorded.text());
