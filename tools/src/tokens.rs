@@ -33,7 +33,7 @@ use uuid::Uuid;
 mod shared;
 
 use shared::SharedTokens;
-pub use shared::{SHARED_TOKENS_FIRST_READ_WAIT, SHARED_TOKENS_READ_WAIT};
+pub use shared::{SHARED_TOKENS_FIRST_READ_WAIT, SHARED_TOKENS_READ_RETRY_INTERVAL, SHARED_TOKENS_READ_WAIT};
 
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,11 @@ pub const SHARED_TOKENS_READ_WAIT: Duration = Duration::from_millis(250);
 /// must not hold the node's requests (the log's own bound is 30 s).
 pub const SHARED_TOKENS_FIRST_READ_WAIT: Duration = Duration::from_secs(5);
 
+/// After a read failed, the next is started no sooner than this: while the
+/// database refuses connections, requests are answered from the copy (or
+/// refused) without a thread and a connection attempt each.
+pub const SHARED_TOKENS_READ_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
 /// The node's copy of the shared tokens, and the one read that renews it.
 #[derive(Debug)]
 pub(super) struct SharedTokens {
@@ -46,8 +51,8 @@ struct State {
     reading_since: Option<Instant>,
     /// Reads finished so far: what a waiting request watches.
     reads_finished: u64,
-    /// Why the last read failed, until one succeeds.
-    failure: Option<Failure>,
+    /// Why the last read failed, and when, until one succeeds.
+    failure: Option<(Failure, Instant)>,
     /// Changes of the tokens by this node: a read that started before one
     /// is not kept.
     changes: u64,
@@ -121,8 +126,9 @@ impl SharedTokens {
                 return Ok(records);
             }
             match state.reading_since {
-                // This request's read failed: no second one for it.
-                None if read_seen && state.failure.is_some() => break,
+                // This request's read failed, or one failed just now: no
+                // other read for it.
+                None if state.failed_within(retry_after(read_seen)) => break,
                 None => self.start_read(&mut state),
                 // A read stuck since before this request: not waited for.
                 Some(since) if since.elapsed() >= wait => break,
@@ -203,8 +209,13 @@ impl State {
         }
     }
 
+    /// A read failed, less than `interval` ago.
+    fn failed_within(&self, interval: Duration) -> bool {
+        self.failure.as_ref().is_some_and(|(_, at)| at.elapsed() < interval)
+    }
+
     fn finish(&mut self, failure: Option<Failure>) {
-        self.failure = failure;
+        self.failure = failure.map(|failure| (failure, Instant::now()));
         self.reading_since = None;
         self.reads_finished += 1;
     }
@@ -221,7 +232,16 @@ impl State {
                 since.elapsed().as_millis()
             ))));
         }
-        Err(self.failure.as_ref().map_or_else(|| anyhow::anyhow!("the tokens could not be read"), Failure::error))
+        Err(self.failure.as_ref().map_or_else(|| anyhow::anyhow!("the tokens could not be read"), |(f, _)| f.error()))
+    }
+}
+
+/// How long after a failed read a request starts no other: never again
+/// once one read failed for it, else [`SHARED_TOKENS_READ_RETRY_INTERVAL`].
+fn retry_after(read_seen: bool) -> Duration {
+    match read_seen {
+        true => Duration::MAX,
+        false => SHARED_TOKENS_READ_RETRY_INTERVAL,
     }
 }
 
@@ -275,12 +295,23 @@ mod tests {
     #[test]
     fn given_no_usable_copy_when_the_read_failed_then_its_error_keeps_its_kind() {
         let unreachable = anyhow::Error::new(opledger::Error::Unavailable("connection refused".into()));
-        let state = State { failure: Some(Failure::of(&unreachable)), ..State::default() };
+        let state = State { failure: Some((Failure::of(&unreachable), Instant::now())), ..State::default() };
         let error = state.fallback().unwrap_err();
         assert!(unreachable_kind(&error) && format!("{error:#}").contains("connection refused"), "{error:#}");
         let corrupt = anyhow::anyhow!("reading the tokens in the database: expected value");
-        let state = State { failure: Some(Failure::of(&corrupt)), ..State::default() };
+        let state = State { failure: Some((Failure::of(&corrupt), Instant::now())), ..State::default() };
         let error = state.fallback().unwrap_err();
         assert!(!unreachable_kind(&error) && format!("{error:#}").contains("expected value"), "{error:#}");
+    }
+
+    #[test]
+    fn given_a_read_that_failed_just_now_when_asked_then_no_other_read_is_started_until_the_retry_interval() {
+        let refused = anyhow::Error::new(opledger::Error::Unavailable("connection refused".into()));
+        let now = State { failure: Some((Failure::of(&refused), Instant::now())), ..State::default() };
+        assert!(now.failed_within(SHARED_TOKENS_READ_RETRY_INTERVAL));
+        let then = Instant::now().checked_sub(SHARED_TOKENS_READ_RETRY_INTERVAL).unwrap();
+        let earlier = State { failure: Some((Failure::of(&refused), then)), ..State::default() };
+        assert!(!earlier.failed_within(SHARED_TOKENS_READ_RETRY_INTERVAL), "read again");
+        assert!(!State::default().failed_within(Duration::MAX), "no failure, no wait");
     }
 }
