@@ -175,17 +175,13 @@ impl SharedTokens {
                 if state.changes == changes {
                     state.copy = Some(Copy { read_at: Instant::now(), records: Arc::new(records) });
                 }
+                if state.failure.is_some() {
+                    tracing::info!("the tokens in the database are read again");
+                }
                 None
             }
             Err(error) => {
-                let copy_age_ms = state.copy.as_ref().map(|copy| copy.read_at.elapsed().as_millis() as u64);
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    copy_age_ms,
-                    "cannot read the tokens in the database; authenticating from the copy read last while it is \
-                     younger than {} s",
-                    SHARED_TOKENS_STALE_MAX.as_secs()
-                );
+                state.report(&error);
                 Some(Failure::of(&error))
             }
         };
@@ -195,6 +191,23 @@ impl SharedTokens {
 }
 
 impl State {
+    /// Logs a failed read: a warning once per outage (the reads retry
+    /// several times a second), then at debug level.
+    fn report(&self, error: &anyhow::Error) {
+        let copy_age_ms = self.copy.as_ref().map(|copy| copy.read_at.elapsed().as_millis() as u64);
+        let error = format!("{error:#}");
+        match self.failure.is_none() {
+            true => tracing::warn!(
+                error,
+                copy_age_ms,
+                "cannot read the tokens in the database; authenticating from the copy read last while it is \
+                 younger than {} s",
+                SHARED_TOKENS_STALE_MAX.as_secs()
+            ),
+            false => tracing::debug!(error, copy_age_ms, "cannot read the tokens in the database, again"),
+        }
+    }
+
     fn fresh(&self) -> Option<Arc<Vec<TokenRecord>>> {
         let copy = self.copy.as_ref().filter(|copy| copy.read_at.elapsed() < SHARED_TOKENS_REFRESH)?;
         Some(Arc::clone(&copy.records))
