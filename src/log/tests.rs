@@ -63,10 +63,11 @@ fn a_second_open_of_the_same_directory_is_refused() {
     assert!(generating.exists());
 }
 
-/// Failed once under CI load with `Locked` (not reproduced since): the
-/// failure now says how long the open took, which tells whose lock it
-/// was: the directory's own (refused at once, so a store of the log
-/// before was still alive) or sled's (waited for up to
+/// Failed under CI load with `Locked` 23 µs into the open: the
+/// directory's own lock, held by a copy a child process being spawned had
+/// of it (`sled/store.rs`, `OPENED`), which a reopen now waits for. The
+/// failure says how long the open took, which tells whose lock it was:
+/// the directory's (refused at once) or sled's (waited for up to
 /// `STORE_LOCK_RELEASE_WAIT`).
 #[test]
 fn a_closed_log_reopens_at_once_many_times() {

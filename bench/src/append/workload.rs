@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use opledger::{Envelope, Hash, NewEvent, StreamId};
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::StreamLayout;
@@ -21,8 +20,9 @@ pub struct EventSource {
     appender: usize,
     layout: StreamLayout,
     stream: StreamId,
-    /// The canonical payload every event reuses ([`Payloads::Prebuilt`]).
-    prebuilt: Option<Box<RawValue>>,
+    /// The event every event copies but for its id and stream
+    /// ([`Payloads::Prebuilt`]).
+    prebuilt: Option<NewEvent>,
 }
 
 /// Where each event's payload comes from.
@@ -47,7 +47,7 @@ impl EventSource {
             Payloads::PerEvent => None,
             Payloads::Prebuilt => {
                 let payload = run_queued(Uuid::now_v7(), appender, Utc::now());
-                Some(NewEvent::with_id(Uuid::now_v7(), stream.clone(), EVENT_TYPE, 1, &payload)?.payload)
+                Some(NewEvent::with_id(Uuid::now_v7(), stream.clone(), EVENT_TYPE, 1, &payload)?)
             }
         };
         Ok(EventSource { appender, layout, stream, prebuilt })
@@ -60,11 +60,7 @@ impl EventSource {
             StreamLayout::Run => StreamId::new(format!("run-{run_id}"))?,
         };
         match &self.prebuilt {
-            Some(payload) => {
-                let mut event = NewEvent::with_id(run_id, stream, EVENT_TYPE, 1, &())?;
-                event.payload = payload.clone();
-                Ok(event)
-            }
+            Some(template) => Ok(NewEvent { event_id: run_id, stream, ..template.clone() }),
             None => {
                 let payload = run_queued(run_id, self.appender, Utc::now());
                 Ok(NewEvent::with_id(run_id, stream, EVENT_TYPE, 1, &payload)?)

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::log::postgres::connect::{self, Heard};
 use crate::log::postgres::reads::stored_head;
-use crate::log::postgres::{Shared, HEAD_POLL_INTERVAL, HEAD_POLL_WAIT_MAX};
+use crate::log::postgres::{not_answered, Shared, HEAD_POLL_INTERVAL, HEAD_POLL_WAIT_MAX};
 use crate::log::Head;
 
 pub(crate) async fn follow(shared: Arc<Shared>) {
@@ -90,5 +90,5 @@ async fn within<T>(what: &str, work: impl Future<Output = Result<T, Error>>) -> 
 
 /// PostgreSQL did not `what` within [`HEAD_POLL_WAIT_MAX`].
 fn too_long(what: &str) -> Error {
-    Error::Unavailable(format!("PostgreSQL did not {what} within {} s", HEAD_POLL_WAIT_MAX.as_secs()))
+    not_answered(what, HEAD_POLL_WAIT_MAX)
 }

@@ -205,12 +205,8 @@ impl PostgresBackend {
         what: &str,
         work: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        call_within(&self.handle, work, HEAD_POLL_WAIT_MAX).unwrap_or_else(|| {
-            Err(Error::Unavailable(format!(
-                "PostgreSQL did not answer {what} within {} s",
-                HEAD_POLL_WAIT_MAX.as_secs()
-            )))
-        })
+        call_within(&self.handle, work, HEAD_POLL_WAIT_MAX)
+            .unwrap_or_else(|| Err(not_answered(&format!("answer {what}"), HEAD_POLL_WAIT_MAX)))
     }
 }
 
@@ -218,9 +214,13 @@ fn call<T: Send + 'static>(
     handle: &Handle,
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> Result<T, Error> {
-    call_within(handle, work, QUERY_WAIT_MAX).unwrap_or_else(|| {
-        Err(Error::Unavailable(format!("PostgreSQL did not answer within {} s", QUERY_WAIT_MAX.as_secs())))
-    })
+    call_within(handle, work, QUERY_WAIT_MAX).unwrap_or_else(|| Err(not_answered("answer", QUERY_WAIT_MAX)))
+}
+
+/// PostgreSQL did not `what` within `wait`: the database stopped
+/// answering this node, [`Error::Unavailable`].
+pub(crate) fn not_answered(what: &str, wait: Duration) -> Error {
+    Error::Unavailable(format!("PostgreSQL did not {what} within {} s", wait.as_secs()))
 }
 
 /// Runs `work` on the backend's runtime and waits for it at most `wait`;

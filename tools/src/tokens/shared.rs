@@ -115,9 +115,6 @@ impl SharedTokens {
     /// is younger than [`SHARED_TOKENS_STALE_MAX`], else the read's error.
     pub(super) fn records(self: &Arc<Self>) -> anyhow::Result<Arc<Vec<TokenRecord>>> {
         let mut state = self.lock()?;
-        if let Some(records) = state.fresh() {
-            return Ok(records);
-        }
         let wait = state.read_wait();
         let waited_until = Instant::now() + wait;
         let mut read_seen = false;
@@ -216,10 +213,16 @@ impl State {
     /// How long a request waits for a read: see [`SHARED_TOKENS_READ_WAIT`]
     /// and [`SHARED_TOKENS_FIRST_READ_WAIT`].
     fn read_wait(&self) -> Duration {
-        match self.copy.as_ref().is_some_and(|copy| copy.read_at.elapsed() < SHARED_TOKENS_STALE_MAX) {
+        match self.usable_copy().is_some() {
             true => SHARED_TOKENS_READ_WAIT,
             false => SHARED_TOKENS_FIRST_READ_WAIT,
         }
+    }
+
+    /// The copy read last, while it is younger than
+    /// [`SHARED_TOKENS_STALE_MAX`].
+    fn usable_copy(&self) -> Option<&Copy> {
+        self.copy.as_ref().filter(|copy| copy.read_at.elapsed() < SHARED_TOKENS_STALE_MAX)
     }
 
     /// A read failed, less than `interval` ago.
@@ -236,7 +239,7 @@ impl State {
     /// No fresh copy in time: the copy read last while it is younger than
     /// [`SHARED_TOKENS_STALE_MAX`], else why there is none.
     fn fallback(&self) -> anyhow::Result<Arc<Vec<TokenRecord>>> {
-        if let Some(copy) = self.copy.as_ref().filter(|copy| copy.read_at.elapsed() < SHARED_TOKENS_STALE_MAX) {
+        if let Some(copy) = self.usable_copy() {
             return Ok(Arc::clone(&copy.records));
         }
         if let Some(since) = self.reading_since {
