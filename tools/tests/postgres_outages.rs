@@ -171,7 +171,9 @@ fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
     let a = node(&url, &dir.path().join("a"), "a");
     let recorded = a.post("/v1/authority", &token, &authority());
     assert_eq!(recorded.status, 200, "{}", recorded.text());
-    let head = position_of(&a.post("/v1/runs", &token, &start_body("report_export", None)));
+    let started = a.post("/v1/runs", &token, &start_body("report_export", None));
+    let head = position_of(&started);
+    let run = started.json()["run"]["id"].as_str().unwrap().to_owned();
     a.get("/v1/runs?tenant_id=t1", &token).expect(200);
     cluster.freeze();
     {
@@ -215,6 +217,21 @@ fn a_node_whose_database_went_silent_answers_reads_and_health_promptly() {
             took < opledger_tools::server::state::READ_PROJECTION_WAIT + SILENT_DATABASE_ANSWER_MAX,
             "reading the log took {took:?}"
         );
+        // The walks over the log (whose own reads may rightly take longer
+        // than the read wait) first ask the database for its head.
+        for walk in
+            ["/v1/authority".to_owned(), format!("/v1/runs/{run}/explain"), "/v1/verify".into(), "/v1/export".into()]
+        {
+            let asked = Instant::now();
+            let refused = a.get(&walk, &token);
+            let took = asked.elapsed();
+            assert_eq!(refused.status, 503, "{walk}: {}", refused.text());
+            assert_eq!(refused.json()["error"]["code"], "log_unreachable", "{walk}: {}", refused.text());
+            assert!(
+                took < opledger_tools::server::state::READ_PROJECTION_WAIT + SILENT_DATABASE_ANSWER_MAX,
+                "{walk} took {took:?}"
+            );
+        }
         let unready = wait_for_readyz(&a, |body| body["reason"] == "log_unreachable");
         assert!(unready["detail"].as_str().unwrap().contains("did not answer"), "{unready}");
         // A command waits for the round in flight (the lease reaper's, say)

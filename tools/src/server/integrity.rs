@@ -38,6 +38,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::internal(error.to_string()))?
 }
 
+/// The log, once its store answered a read of its head within the read
+/// wait ([`AppState::read_log`]), else `503 log_unreachable`. A walk's own
+/// reads are bounded only by the log's per-statement wait (30 s for
+/// PostgreSQL), since reading a long log rightly takes longer than 5 s: a
+/// database gone silent before the walk is told in seconds instead. For a
+/// shared log the node's head then moves to the database's, so the walk
+/// also sees what other nodes acknowledged before it began.
+async fn answering_log(state: &AppState, walk: &str) -> Result<Arc<Log>, ApiError> {
+    let log = Arc::clone(state.ledger()?.log());
+    let reading = Arc::clone(&log);
+    state.read_log(&format!("a read of its head before {walk}"), move || reading.latest_head()).await?;
+    Ok(log)
+}
+
 /// The head of the log: what `opledger head` prints.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeadBody {
@@ -115,7 +129,7 @@ pub async fn verify(
     let Ok(_slot) = Arc::clone(state.verifies()).try_acquire_owned() else {
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "verify_busy", "a verify walk is already running"));
     };
-    let log = Arc::clone(state.ledger()?.log());
+    let log = answering_log(&state, "the verify walk").await?;
     let report = blocking(move || {
         let mut replay = DecisionReplay::new();
         let report = opledger::verify::verify(&log, expected, &mut replay, &mut |_| {})?;
@@ -149,7 +163,7 @@ pub async fn export(
     _service: ServiceReader,
     QueryParams(query): QueryParams<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let log = Arc::clone(state.ledger()?.log());
+    let log = answering_log(&state, "the export").await?;
     let head = log.head();
     let from = query.from.unwrap_or(1).max(1);
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_BUFFER_PAGES);
@@ -203,7 +217,7 @@ pub async fn explain(
     PathParam(id): PathParam,
 ) -> Result<Json<Explanation>, ApiError> {
     let run = run_id(&id)?;
-    let log = Arc::clone(state.ledger()?.log());
+    let log = answering_log(&state, "the explanation").await?;
     let explanation = blocking(move || Ok(explain_run(&log, run)?)).await?;
     explanation.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("no run {run}")))
 }
@@ -240,7 +254,7 @@ pub async fn authority_report_for(state: &AppState, query: AuthorityQuery) -> Re
     // `QueryParams` has already dropped empty fields: an empty one is no filter.
     let filter =
         AuthorityFilter { workspace_id: query.workspace_id, tenant_id: query.tenant_id, actor_id: query.actor_id };
-    let log = Arc::clone(state.ledger()?.log());
+    let log = answering_log(state, "the authority walk").await?;
     blocking(move || match authority::state_as_of(&log, query.as_of) {
         Ok((as_of, state)) => Ok(authority::report(as_of, &state, &filter)),
         Err(error @ AuthorityReadError::PastHead { .. }) => {
