@@ -61,6 +61,13 @@ fn a_write_on_one_node_is_read_on_the_other_with_min_position() {
     assert_eq!(started.json()["result"], "accepted", "the second node decides on the first node's authority");
     let run = started.json()["run"]["id"].as_str().unwrap().to_owned();
     let position = position_of(&started);
+    // A walk over the log reads the database's head first: it sees the
+    // other node's write without `min_position`.
+    let explained = a.get(&format!("/v1/runs/{run}/explain"), &token).expect(200);
+    assert_eq!(explained["decisions"][0]["position"], position, "{explained}");
+    let exported = a.get("/v1/export", &token);
+    let digest = exported.header("opledger-head").unwrap();
+    assert!(digest.starts_with(&format!("{position}:")), "the export ends at the database's head: {digest}");
     let read = a.get(&format!("/v1/runs/{run}?min_position={position}"), &token);
     assert_eq!(read.status, 200, "{}", read.text());
     let listed = a.get(&format!("/v1/runs?tenant_id=t1&min_position={position}"), &token).expect(200);
