@@ -39,17 +39,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The log, once its store answered a read of its head within the read
-/// wait ([`AppState::read_log`]), else `503 log_unreachable`. A walk's own
+/// wait ([`AppState::latest_head`]), else `503 log_unreachable`. A walk's own
 /// reads are bounded only by the log's per-statement wait (30 s for
 /// PostgreSQL), since reading a long log rightly takes longer than 5 s: a
 /// database gone silent before the walk is told in seconds instead. For a
 /// shared log the node's head then moves to the database's, so the walk
 /// also sees what other nodes acknowledged before it began.
 async fn answering_log(state: &AppState, walk: &str) -> Result<Arc<Log>, ApiError> {
-    let log = Arc::clone(state.ledger()?.log());
-    let reading = Arc::clone(&log);
-    state.read_log(&format!("a read of its head before {walk}"), move || reading.latest_head()).await?;
-    Ok(log)
+    state.latest_head(&format!("before {walk}")).await?;
+    Ok(Arc::clone(state.ledger()?.log()))
 }
 
 /// The head of the log: what `opledger head` prints.

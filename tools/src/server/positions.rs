@@ -80,12 +80,8 @@ fn take_min_position(request: &mut Request) -> Result<Option<u64>, ApiError> {
 /// ([`AppState::read_log`]).
 async fn wait_for(state: &AppState, position: u64) -> Result<(), ApiError> {
     let projector = state.projector()?;
-    let log = std::sync::Arc::clone(state.ledger()?.log());
-    let head = match position > log.head().position {
-        true => {
-            let asked = format!("a read of its head (is position {position} written?)");
-            state.read_log(&asked, move || log.latest_head()).await?.position
-        }
+    let head = match position > state.ledger()?.log().head().position {
+        true => state.latest_head(&format!("(is position {position} written?)")).await?.position,
         false => position,
     };
     if position > head {

@@ -163,6 +163,15 @@ impl AppState {
         }
     }
 
+    /// The log's newest head, asked of its store ([`opledger::Log::latest_head`]:
+    /// the database's, for a shared log, which the node's head then moves
+    /// to), within [`AppState::read_log`]'s wait. `asked` says why, for the
+    /// 503.
+    pub async fn latest_head(&self, asked: &str) -> Result<opledger::Head, ApiError> {
+        let log = std::sync::Arc::clone(self.ledger()?.log());
+        self.read_log(&format!("a read of its head {asked}"), move || log.latest_head()).await
+    }
+
     /// Waits until the projections reflect every acknowledged append, so a
     /// read sees the writes acknowledged before it; at most
     /// [`AppState::read_projection_wait`], then `503 projection_unavailable`.
